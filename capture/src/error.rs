@@ -1,0 +1,131 @@
+//! Errors of the capture crate.
+//!
+//! Errors are either transient (the server or broker went away: reconnect and resume from
+//! the last acknowledged position, nothing is lost) or definite (configuration, rights,
+//! unsupported tables: retrying cannot help, the operator must change something).
+
+use thiserror::Error;
+use tributary_schemas::SchemaError;
+
+/// Why capture failed.
+#[derive(Debug, Error)]
+pub enum CaptureError {
+    /// The configuration or the source's setup is wrong; the message says what to change.
+    #[error("{0}")]
+    Setup(String),
+    /// A PostgreSQL query or connection failed.
+    #[error("postgres {context}: {message}")]
+    Postgres {
+        /// What was being done.
+        context: String,
+        /// The server's or driver's message.
+        message: String,
+        /// Whether reconnecting may help.
+        transient: bool,
+    },
+    /// The replication stream failed.
+    #[error("replication stream: {0}")]
+    Replication(String),
+    /// The replication stream carried a message we cannot decode.
+    #[error("decoding pgoutput: {0}")]
+    Decode(String),
+    /// A value could not be converted.
+    #[error(transparent)]
+    Schema(#[from] SchemaError),
+    /// The transport (Kafka or the embedded log) failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The local state store failed.
+    #[error("state store {path}: {message}")]
+    State {
+        /// Path of the store.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+impl CaptureError {
+    /// Whether reconnecting and resuming may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CaptureError::Postgres { transient, .. } => *transient,
+            CaptureError::Replication(_) => true,
+            CaptureError::Transport(t) => t.is_transient(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn pg(context: impl Into<String>, err: tokio_postgres::Error) -> Self {
+        let transient = err.is_closed()
+            || err.code().is_none_or(|c| {
+                c.code().starts_with("08") || c.code().starts_with("57P") || c.code() == "40001"
+            });
+        let message = match err.as_db_error() {
+            Some(db) => format!("{} ({})", db.message(), db.code().code()),
+            None => {
+                let mut m = err.to_string();
+                let mut source = std::error::Error::source(&err);
+                while let Some(s) = source {
+                    m.push_str(": ");
+                    m.push_str(&s.to_string());
+                    source = s.source();
+                }
+                m
+            }
+        };
+        CaptureError::Postgres {
+            context: context.into(),
+            message,
+            transient,
+        }
+    }
+}
+
+/// Why the transport failed.
+#[derive(Debug, Error)]
+pub enum TransportError {
+    /// Kafka refused or failed an operation.
+    #[error("kafka {context}: {message}")]
+    Kafka {
+        /// What was being done.
+        context: String,
+        /// librdkafka's message.
+        message: String,
+    },
+    /// The embedded log could not be read or written.
+    #[error("embedded log {path}: {message}")]
+    Log {
+        /// File or directory concerned.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The embedded log holds a damaged record.
+    #[error("embedded log {path} is corrupt at byte {offset}: {message}")]
+    Corrupt {
+        /// File concerned.
+        path: String,
+        /// Byte offset of the damaged record.
+        offset: u64,
+        /// What is wrong.
+        message: String,
+    },
+    /// The transport was shut down.
+    #[error("transport closed")]
+    Closed,
+}
+
+impl TransportError {
+    /// Whether retrying may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, TransportError::Kafka { .. } | TransportError::Closed)
+    }
+
+    pub(crate) fn log(path: &std::path::Path, err: impl std::fmt::Display) -> Self {
+        TransportError::Log {
+            path: path.display().to_string(),
+            message: err.to_string(),
+        }
+    }
+}

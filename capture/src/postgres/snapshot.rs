@@ -1,0 +1,225 @@
+//! The initial snapshot: every captured table copied inside the slot's exported snapshot.
+//!
+//! Rows are read with `COPY (SELECT ...) TO STDOUT` (text format, streamed, so memory stays
+//! flat whatever the table size) and published as `Read` events at position
+//! `(consistent point - 1, n)`: just before any streamed transaction, all of which commit
+//! at or after the consistent point. Every `snapshot_chunk_rows` events close a snapshot
+//! transaction so sinks apply the load in bounded steps. When a previous snapshot was
+//! interrupted, the new one first publishes a truncate of every table, so rows the first
+//! attempt copied and that were deleted since do not survive in the sinks.
+
+use super::catalog::{quote_ident, Catalog, CatalogTable};
+use super::copy_text::split_copy_line;
+use super::relations::{copy_row, key_of, table_schema, TableState};
+use crate::error::CaptureError;
+use crate::publisher::Publisher;
+use crate::state::StateStore;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::time::Instant;
+use tributary_schemas::{ChangeEvent, Op, Position, TableId, TxMeta};
+
+/// What the snapshot needs to know.
+pub struct SnapshotPlan<'a> {
+    /// Source name.
+    pub source: &'a str,
+    /// Source URL (a separate session reads the data).
+    pub url: &'a str,
+    /// Name of the exported snapshot.
+    pub snapshot_name: &'a str,
+    /// The slot's consistent point.
+    pub consistent_lsn: u64,
+    /// Tables to copy.
+    pub tables: &'a [CatalogTable],
+    /// Whether an earlier attempt was interrupted (publish truncates first).
+    pub restart: bool,
+    /// Rows per snapshot transaction.
+    pub chunk_rows: usize,
+}
+
+struct Chunk {
+    lsn: u64,
+    seq: u64,
+    first: Option<Position>,
+    rows: usize,
+    commit_ts_micros: i64,
+}
+
+impl Chunk {
+    fn next_position(&mut self) -> (Position, Position) {
+        self.seq += 1;
+        let position = Position::pg(self.lsn, self.seq);
+        let first = *self.first.get_or_insert(position);
+        (position, first)
+    }
+}
+
+/// Copies every table and publishes the rows; returns the table states by table OID.
+pub async fn run(
+    plan: SnapshotPlan<'_>,
+    catalog: &mut Catalog,
+    store: &StateStore,
+    publisher: &mut Publisher,
+) -> Result<HashMap<u32, TableState>, CaptureError> {
+    let session = Catalog::connect(plan.url).await?;
+    let client = session.client();
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .await
+        .map_err(|e| CaptureError::pg("opening snapshot transaction", e))?;
+    client
+        .batch_execute(&format!(
+            "SET TRANSACTION SNAPSHOT '{}'",
+            plan.snapshot_name
+        ))
+        .await
+        .map_err(|e| CaptureError::pg("importing the slot's snapshot", e))?;
+
+    let mut states = HashMap::new();
+    for t in plan.tables {
+        let state = table_schema(
+            catalog,
+            store,
+            plan.source,
+            TableId::new(&t.schema, &t.name),
+            &t.columns,
+            &t.primary_key,
+        )
+        .await?;
+        states.insert(t.oid, state);
+    }
+
+    let mut chunk = Chunk {
+        lsn: plan.consistent_lsn.saturating_sub(1),
+        seq: 0,
+        first: None,
+        rows: 0,
+        commit_ts_micros: now_micros(),
+    };
+    if plan.restart {
+        tracing::warn!(
+            source = plan.source,
+            "previous snapshot was interrupted; truncating sink tables before copying again"
+        );
+        for t in plan.tables {
+            let state = &states[&t.oid];
+            let (position, first) = chunk.next_position();
+            let event = ChangeEvent {
+                source: plan.source.to_string(),
+                table: state.schema.table.clone(),
+                schema_version: state.schema.version,
+                op: Op::Truncate,
+                key: Vec::new(),
+                before: None,
+                after: None,
+                position,
+                tx: TxMeta {
+                    id: None,
+                    commit_ts_micros: chunk.commit_ts_micros,
+                    first,
+                },
+                origin: None,
+            };
+            publisher.event(&state.avro, &event).await?;
+        }
+        close_chunk(&mut chunk, publisher).await?;
+    }
+
+    for t in plan.tables {
+        let state = &states[&t.oid];
+        copy_table(&plan, client, state, &mut chunk, publisher).await?;
+    }
+    close_chunk(&mut chunk, publisher).await?;
+    let mark = publisher.commit(None).await?;
+    publisher.wait_for(mark).await?;
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(|e| CaptureError::pg("closing snapshot transaction", e))?;
+    Ok(states)
+}
+
+async fn close_chunk(chunk: &mut Chunk, publisher: &mut Publisher) -> Result<(), CaptureError> {
+    if chunk.first.is_some() {
+        publisher.commit(None).await?;
+    }
+    chunk.first = None;
+    chunk.rows = 0;
+    chunk.commit_ts_micros = now_micros();
+    Ok(())
+}
+
+async fn copy_table(
+    plan: &SnapshotPlan<'_>,
+    client: &tokio_postgres::Client,
+    state: &TableState,
+    chunk: &mut Chunk,
+    publisher: &mut Publisher,
+) -> Result<(), CaptureError> {
+    let schema = &state.schema;
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let sql = format!(
+        "COPY (SELECT {} FROM {}.{}) TO STDOUT",
+        columns.join(", "),
+        quote_ident(&schema.table.schema),
+        quote_ident(&schema.table.name)
+    );
+    let started = Instant::now();
+    let stream = client
+        .copy_out(&sql)
+        .await
+        .map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
+    futures::pin_mut!(stream);
+    let mut pending: Vec<u8> = Vec::new();
+    let mut rows: u64 = 0;
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes.map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
+        pending.extend_from_slice(&bytes);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
+            let line = &pending[start..start + end];
+            let fields = split_copy_line(line)
+                .map_err(|e| CaptureError::Decode(format!("table {}: {e}", schema.table)))?;
+            let row = copy_row(schema, fields)?;
+            let (position, first) = chunk.next_position();
+            let event = ChangeEvent {
+                source: plan.source.to_string(),
+                table: schema.table.clone(),
+                schema_version: schema.version,
+                op: Op::Read,
+                key: key_of(schema, &row),
+                before: None,
+                after: Some(row),
+                position,
+                tx: TxMeta {
+                    id: None,
+                    commit_ts_micros: chunk.commit_ts_micros,
+                    first,
+                },
+                origin: None,
+            };
+            publisher.event(&state.avro, &event).await?;
+            rows += 1;
+            chunk.rows += 1;
+            if chunk.rows >= plan.chunk_rows {
+                close_chunk(chunk, publisher).await?;
+            }
+            if rows.is_multiple_of(100_000) {
+                tracing::info!(table = %schema.table, rows, elapsed_s = started.elapsed().as_secs(), "snapshot progress");
+            }
+            start += end + 1;
+        }
+        pending.drain(..start);
+    }
+    tracing::info!(table = %schema.table, rows, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot of table done");
+    Ok(())
+}
+
+/// Microseconds since the Unix epoch now.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

@@ -1,0 +1,258 @@
+//! Turns change events into records, closes transactions with a [`TxEnd`] marker and
+//! reports which source positions are durable.
+//!
+//! Every record's [`Delivery`] goes into a bounded FIFO awaited by an acknowledger task in
+//! order. A transaction's acknowledgement token (the PostgreSQL commit end LSN) is released
+//! only after all deliveries queued before it resolved: that token is what the source may
+//! confirm upstream (slot feedback). A failed delivery stops acknowledgements for good and
+//! surfaces as an error, so the capture restarts from the last confirmed position and
+//! nothing is skipped. The FIFO's bound plus the transport's queue bound the memory in
+//! flight whatever the transaction size.
+
+use crate::error::{CaptureError, TransportError};
+use crate::registry::{schema_topic, table_topic, transactions_topic, RegisteredSchema};
+use crate::transport::{Delivery, Producer, Record};
+use std::collections::HashSet;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch};
+use tributary_schemas::{
+    encode_key, encode_tx_end, encode_value, schema_id, AvroSchemas, ChangeEvent, Position,
+    SchemaId, TopicCount, TxEnd, TX_END_SCHEMA,
+};
+
+/// Deliveries that may be in flight before `event` waits.
+const IN_FLIGHT: usize = 65_536;
+
+enum Pending {
+    Delivery(Delivery),
+    Mark { mark: u64, token: Option<u64> },
+}
+
+/// What the acknowledger has confirmed so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Acked {
+    /// Highest mark whose preceding deliveries all resolved.
+    pub mark: u64,
+    /// Highest acknowledgement token released.
+    pub token: Option<u64>,
+    /// Set when a delivery failed; nothing after it is acknowledged.
+    pub failed: Option<String>,
+}
+
+struct OpenTx {
+    id: Option<u64>,
+    commit_ts_micros: i64,
+    first: Position,
+    last: Position,
+    topics: Vec<TopicCount>,
+}
+
+/// Publishes one source's events.
+pub struct Publisher {
+    producer: Arc<dyn Producer>,
+    source: String,
+    prefix: String,
+    registered: HashSet<SchemaId>,
+    topics: HashSet<String>,
+    open: Option<OpenTx>,
+    pending: mpsc::Sender<Pending>,
+    acked: watch::Receiver<Acked>,
+    next_mark: u64,
+}
+
+impl Publisher {
+    /// A publisher for `source` writing topics under `prefix`.
+    pub fn new(producer: Arc<dyn Producer>, source: &str, prefix: &str) -> Self {
+        let (pending, rx) = mpsc::channel(IN_FLIGHT);
+        let (ack_tx, acked) = watch::channel(Acked::default());
+        tokio::spawn(acknowledge(rx, ack_tx));
+        Publisher {
+            producer,
+            source: source.into(),
+            prefix: prefix.into(),
+            registered: HashSet::new(),
+            topics: HashSet::new(),
+            open: None,
+            pending,
+            acked,
+            next_mark: 0,
+        }
+    }
+
+    /// A receiver of acknowledgement progress.
+    pub fn acked(&self) -> watch::Receiver<Acked> {
+        self.acked.clone()
+    }
+
+    /// The topic prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    async fn push(&mut self, delivery: Delivery) -> Result<(), CaptureError> {
+        self.pending
+            .send(Pending::Delivery(delivery))
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        Ok(())
+    }
+
+    async fn ensure_topic(&mut self, topic: &str) -> Result<(), CaptureError> {
+        if !self.topics.contains(topic) {
+            self.producer.ensure_topics(&[topic.to_string()]).await?;
+            self.topics.insert(topic.to_string());
+        }
+        Ok(())
+    }
+
+    async fn register(
+        &mut self,
+        id: SchemaId,
+        subject: String,
+        text: &str,
+    ) -> Result<(), CaptureError> {
+        if self.registered.contains(&id) {
+            return Ok(());
+        }
+        let topic = schema_topic(&self.prefix);
+        self.ensure_topic(&topic).await?;
+        let value = serde_json::to_vec(&RegisteredSchema {
+            id,
+            subject,
+            schema: text.to_string(),
+        })
+        .expect("serialising a schema record");
+        let delivery = self
+            .producer
+            .send(Record {
+                topic,
+                key: Some(id.to_string().into_bytes()),
+                value,
+            })
+            .await?;
+        self.push(delivery).await?;
+        self.registered.insert(id);
+        Ok(())
+    }
+
+    /// Publishes one event of the open transaction (opening it with the event's position).
+    pub async fn event(
+        &mut self,
+        schemas: &AvroSchemas,
+        event: &ChangeEvent,
+    ) -> Result<(), CaptureError> {
+        let topic = table_topic(&self.prefix, &event.table.schema, &event.table.name);
+        self.ensure_topic(&topic).await?;
+        self.register(schemas.key_id, format!("{topic}-key"), &schemas.key_text)
+            .await?;
+        self.register(
+            schemas.value_id,
+            format!("{topic}-value"),
+            &schemas.value_text,
+        )
+        .await?;
+        let key = if event.key.is_empty() {
+            None
+        } else {
+            Some(encode_key(schemas, &event.key)?)
+        };
+        let value = encode_value(schemas, event)?;
+        let open = self.open.get_or_insert_with(|| OpenTx {
+            id: event.tx.id,
+            commit_ts_micros: event.tx.commit_ts_micros,
+            first: event.position,
+            last: event.position,
+            topics: Vec::new(),
+        });
+        open.last = event.position;
+        match open.topics.iter_mut().find(|t| t.topic == topic) {
+            Some(t) => t.count += 1,
+            None => open.topics.push(TopicCount {
+                topic: topic.clone(),
+                count: 1,
+            }),
+        }
+        let delivery = self.producer.send(Record { topic, key, value }).await?;
+        self.push(delivery).await
+    }
+
+    /// Closes the open transaction with its marker (if it had events) and queues `token`
+    /// to be released once everything so far is durable. Returns the mark to wait for.
+    pub async fn commit(&mut self, token: Option<u64>) -> Result<u64, CaptureError> {
+        if let Some(open) = self.open.take() {
+            let end = TxEnd {
+                source: self.source.clone(),
+                id: open.id,
+                commit_ts_micros: open.commit_ts_micros,
+                first: open.first,
+                last: open.last,
+                topics: open.topics,
+            };
+            let topic = transactions_topic(&self.prefix);
+            self.ensure_topic(&topic).await?;
+            self.register(
+                schema_id(TX_END_SCHEMA),
+                format!("{topic}-value"),
+                TX_END_SCHEMA,
+            )
+            .await?;
+            let delivery = self
+                .producer
+                .send(Record {
+                    topic,
+                    key: None,
+                    value: encode_tx_end(&end)?,
+                })
+                .await?;
+            self.push(delivery).await?;
+        }
+        self.next_mark += 1;
+        let mark = self.next_mark;
+        self.pending
+            .send(Pending::Mark { mark, token })
+            .await
+            .map_err(|_| TransportError::Closed)?;
+        Ok(mark)
+    }
+
+    /// Whether a transaction is open (events published, marker not yet written).
+    pub fn in_transaction(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// Waits until everything up to `mark` is durable.
+    pub async fn wait_for(&self, mark: u64) -> Result<(), CaptureError> {
+        let mut acked = self.acked.clone();
+        let state = acked
+            .wait_for(|a| a.mark >= mark || a.failed.is_some())
+            .await
+            .map_err(|_| TransportError::Closed)?
+            .clone();
+        match state.failed {
+            Some(message) => Err(CaptureError::Replication(format!(
+                "publishing failed, nothing after the last durable transaction was confirmed: {message}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn acknowledge(mut rx: mpsc::Receiver<Pending>, tx: watch::Sender<Acked>) {
+    while let Some(p) = rx.recv().await {
+        match p {
+            Pending::Delivery(d) => {
+                if let Err(e) = d.await {
+                    tracing::error!(error = %e, "delivery failed; acknowledgements stop here");
+                    tx.send_modify(|a| a.failed = Some(e.to_string()));
+                    return;
+                }
+            }
+            Pending::Mark { mark, token } => tx.send_modify(|a| {
+                a.mark = mark;
+                if token.is_some() {
+                    a.token = token;
+                }
+            }),
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Local capture state in sled: snapshot progress and table schema versions.
+//!
+//! Schema versions must be stable across restarts (sinks cache by table and version), so
+//! every distinct shape a table had gets a version number once and keeps it.
+
+use crate::error::CaptureError;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tributary_schemas::{TableId, TableSchema};
+
+/// Progress of a source's initial snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum SnapshotState {
+    /// A snapshot started and did not finish; the next one must first empty the sink tables.
+    InProgress,
+    /// The snapshot finished at this consistent point; stream from the slot.
+    Done {
+        /// The slot's consistent point.
+        lsn: u64,
+    },
+}
+
+/// The capture's local state store.
+#[derive(Clone)]
+pub struct StateStore {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+impl StateStore {
+    /// Opens (creating) the store at `path`.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .open()
+            .map_err(|e| CaptureError::State {
+                path: path.display().to_string(),
+                message: format!("{e} (is another capture running with the same state_dir?)"),
+            })?;
+        Ok(StateStore {
+            db,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> CaptureError {
+        CaptureError::State {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, CaptureError> {
+        match self.db.get(key).map_err(|e| self.err(e))? {
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| self.err(e)),
+            None => Ok(None),
+        }
+    }
+
+    fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CaptureError> {
+        let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
+        self.db.insert(key, bytes).map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The snapshot state of `source`.
+    pub fn snapshot(&self, source: &str) -> Result<Option<SnapshotState>, CaptureError> {
+        self.get(&format!("snapshot/{source}"))
+    }
+
+    /// Records the snapshot state of `source`.
+    pub fn set_snapshot(&self, source: &str, state: &SnapshotState) -> Result<(), CaptureError> {
+        self.put(&format!("snapshot/{source}"), state)
+    }
+
+    /// Gives `schema` its stable version: the one an identical shape had before, or the next.
+    pub fn version(&self, source: &str, schema: &TableSchema) -> Result<u32, CaptureError> {
+        let key = format!("schemas/{source}/{}", table_key(&schema.table));
+        let mut known: Vec<TableSchema> = self.get(&key)?.unwrap_or_default();
+        if let Some(existing) = known.iter().find(|k| k.same_shape(schema)) {
+            return Ok(existing.version);
+        }
+        let version = known.iter().map(|k| k.version).max().unwrap_or(0) + 1;
+        let mut versioned = schema.clone();
+        versioned.version = version;
+        known.push(versioned);
+        self.put(&key, &known)?;
+        Ok(version)
+    }
+}
+
+fn table_key(table: &TableId) -> String {
+    format!("{}\u{1f}{}", table.schema, table.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_schemas::{Column, ColumnType};
+
+    fn schema(cols: &[&str]) -> TableSchema {
+        TableSchema {
+            table: TableId::new("public", "t"),
+            columns: cols
+                .iter()
+                .map(|c| Column {
+                    name: c.to_string(),
+                    ty: ColumnType::Int32,
+                    source_type: "integer".into(),
+                    nullable: true,
+                })
+                .collect(),
+            primary_key: vec![0],
+            version: 0,
+        }
+    }
+
+    #[test]
+    fn versions_are_stable_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            assert_eq!(store.version("s", &schema(&["a"])).unwrap(), 1);
+            assert_eq!(store.version("s", &schema(&["a", "b"])).unwrap(), 2);
+            assert_eq!(store.version("s", &schema(&["a"])).unwrap(), 1);
+            store
+                .set_snapshot("s", &SnapshotState::Done { lsn: 7 })
+                .unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.version("s", &schema(&["a", "b"])).unwrap(), 2);
+        assert_eq!(store.version("s", &schema(&["a", "b", "c"])).unwrap(), 3);
+        assert_eq!(
+            store.snapshot("s").unwrap(),
+            Some(SnapshotState::Done { lsn: 7 })
+        );
+    }
+}

@@ -1,0 +1,242 @@
+//! The Kafka transport (rdkafka with its vendored librdkafka).
+//!
+//! The producer is idempotent (no duplicates or reordering from retries) and compresses
+//! with zstd. `message.timeout.ms` defaults to 0 (never give up): while the brokers are
+//! unreachable records wait in librdkafka's bounded queue, `send` then waits for room,
+//! and nothing is acknowledged upstream, so an outage delays capture but loses nothing.
+
+use crate::error::TransportError;
+use crate::transport::{Delivery, Producer, Record};
+use async_trait::async_trait;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Default time allowed to reach the brokers at start-up.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 15;
+
+/// How to reach Kafka.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Replication factor of the topics Tributary creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Seconds allowed to reach the brokers at start-up.
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_secs: u64,
+    /// Extra librdkafka properties, applied last (e.g. `security.protocol`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_replication() -> i32 {
+    1
+}
+
+fn default_connect_timeout() -> u64 {
+    DEFAULT_CONNECT_TIMEOUT_SECS
+}
+
+impl KafkaSettings {
+    /// Settings for `brokers` with defaults for the rest.
+    pub fn new(brokers: impl Into<String>) -> Self {
+        KafkaSettings {
+            brokers: brokers.into(),
+            replication_factor: default_replication(),
+            connect_timeout_secs: default_connect_timeout(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A librdkafka configuration with the brokers and the extra properties.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &self.properties {
+            config.set(k, v);
+        }
+        config.set_log_level(RDKafkaLogLevel::Warning);
+        config
+    }
+}
+
+/// Routes librdkafka's errors and logs to `tracing`.
+#[derive(Debug, Clone, Default)]
+pub struct TracingContext;
+
+impl ClientContext for TracingContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(facility = fac, "kafka: {message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(facility = fac, "kafka: {message}"),
+            _ => tracing::debug!(facility = fac, "kafka: {message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(%error, "kafka client error: {reason}");
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for TracingContext {}
+
+/// Runs `probe` (a blocking metadata request given the timeout) and names the brokers if
+/// it fails.
+pub async fn check_reachable<F>(settings: &KafkaSettings, probe: F) -> Result<(), TransportError>
+where
+    F: FnOnce(Duration) -> Result<(), KafkaError> + Send + 'static,
+{
+    let timeout = Duration::from_secs(settings.connect_timeout_secs);
+    tokio::task::spawn_blocking(move || probe(timeout))
+        .await
+        .map_err(|e| TransportError::Kafka {
+            context: "metadata request".into(),
+            message: e.to_string(),
+        })?
+        .map_err(|e| TransportError::Kafka {
+            context: format!(
+                "cannot reach brokers {} (waited {}s)",
+                settings.brokers, settings.connect_timeout_secs
+            ),
+            message: e.to_string(),
+        })
+}
+
+pub(crate) fn kafka_error(context: &str, e: KafkaError) -> TransportError {
+    TransportError::Kafka {
+        context: context.into(),
+        message: e.to_string(),
+    }
+}
+
+/// An idempotent, zstd-compressing Kafka producer.
+pub struct KafkaProducer {
+    producer: FutureProducer<TracingContext>,
+    admin: AdminClient<TracingContext>,
+    replication: i32,
+    known_topics: Mutex<HashSet<String>>,
+}
+
+impl KafkaProducer {
+    /// Creates the producer and checks the brokers are reachable.
+    pub async fn connect(settings: &KafkaSettings) -> Result<Self, TransportError> {
+        let config = settings.client_config(&[
+            ("enable.idempotence", "true"),
+            ("compression.type", "zstd"),
+            ("linger.ms", "5"),
+            ("message.timeout.ms", "0"),
+            ("queue.buffering.max.messages", "200000"),
+            ("queue.buffering.max.kbytes", "65536"),
+            ("batch.size", "1000000"),
+        ]);
+        let producer: FutureProducer<TracingContext> =
+            config
+                .create_with_context(TracingContext)
+                .map_err(|e| kafka_error("creating producer", e))?;
+        let admin: AdminClient<TracingContext> = config
+            .create_with_context(TracingContext)
+            .map_err(|e| kafka_error("creating admin client", e))?;
+        let probe = producer.clone();
+        check_reachable(settings, move |t| {
+            probe.client().fetch_metadata(None, t).map(|_| ())
+        })
+        .await?;
+        Ok(KafkaProducer {
+            producer,
+            admin,
+            replication: settings.replication_factor,
+            known_topics: Mutex::new(HashSet::new()),
+        })
+    }
+}
+
+#[async_trait]
+impl Producer for KafkaProducer {
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), TransportError> {
+        let missing: Vec<&String> = {
+            let known = self.known_topics.lock().expect("not poisoned");
+            topics.iter().filter(|t| !known.contains(*t)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, 1, TopicReplication::Fixed(self.replication)))
+            .collect();
+        let results = self
+            .admin
+            .create_topics(
+                &new,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await
+            .map_err(|e| kafka_error("creating topics", e))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(TransportError::Kafka {
+                        context: format!("creating topic {topic}"),
+                        message: code.to_string(),
+                    })
+                }
+            }
+        }
+        self.known_topics
+            .lock()
+            .expect("not poisoned")
+            .extend(missing.into_iter().cloned());
+        Ok(())
+    }
+
+    async fn send(&self, record: Record) -> Result<Delivery, TransportError> {
+        let mut waited = Duration::ZERO;
+        loop {
+            let mut fr = FutureRecord::to(&record.topic).payload(&record.value);
+            if let Some(k) = &record.key {
+                fr = fr.key(k);
+            }
+            match self.producer.send_result(fr) {
+                Ok(delivery) => {
+                    let topic = record.topic.clone();
+                    return Ok(Box::pin(async move {
+                        match delivery.await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err((e, _))) => {
+                                Err(kafka_error(&format!("delivering to {topic}"), e))
+                            }
+                            Err(_) => Err(TransportError::Closed),
+                        }
+                    }));
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    // Backpressure: the bounded queue is full until the brokers catch up.
+                    if waited.as_secs() > 0 && waited.as_millis() % 10_000 < 5 {
+                        tracing::warn!(topic = %record.topic, waited_s = waited.as_secs(), "kafka queue full, waiting for brokers");
+                    }
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    waited += Duration::from_millis(5);
+                }
+                Err((e, _)) => {
+                    return Err(kafka_error(&format!("producing to {}", record.topic), e))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Where captured events go: Kafka or the embedded on-disk log.
+//!
+//! Both transports offer the same contract: [`Producer::send`] queues a record (waiting
+//! when the transport's bounded queue is full, which slows the source down) and returns a
+//! [`Delivery`] that resolves once the record is durable (acknowledged by all in-sync
+//! Kafka replicas, or fsynced to the log). Records of one topic keep their order.
+
+pub mod kafka;
+pub mod log;
+
+use crate::error::TransportError;
+use async_trait::async_trait;
+use std::future::Future;
+use std::pin::Pin;
+
+/// A message to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Destination topic.
+    pub topic: String,
+    /// Message key (the Avro-encoded primary key), if any.
+    pub key: Option<Vec<u8>>,
+    /// Message value.
+    pub value: Vec<u8>,
+}
+
+/// Resolves when a sent record is durable.
+pub type Delivery = Pin<Box<dyn Future<Output = Result<(), TransportError>> + Send>>;
+
+/// Publishes records.
+#[async_trait]
+pub trait Producer: Send + Sync {
+    /// Makes sure the topics exist (one partition each, so a topic is totally ordered).
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), TransportError>;
+    /// Queues a record; the returned future resolves when it is durable.
+    async fn send(&self, record: Record) -> Result<Delivery, TransportError>;
+}

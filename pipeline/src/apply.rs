@@ -1,0 +1,288 @@
+//! The apply loop: reassembles source transactions from the topics and applies each one
+//! atomically to a sink, exactly once in effect.
+//!
+//! The loop reads the source's transaction-marker topic. For a marker covering positions
+//! `first..=last` with `count` events in topic T, it reads T until it holds `count` events
+//! with positions in that range, skipping what is older than `first` (events of a
+//! transaction already applied, or of an attempt the capture repeated after a crash) and
+//! positions it has already taken (duplicates from a repeated attempt) and positions beyond
+//! `last`: a capture that crashed mid-transaction and restarted from its slot leaves the
+//! broken-off attempt in the topic, and repeats it, with every later transaction, after
+//! the older transactions it replays first. A transaction is applied only once all its
+//! events are in hand, never partially.
+//!
+//! Markers at or below the sink's watermark are dropped without reading their events
+//! (later markers skip those events as older than their own first position). Consecutive small
+//! transactions share one sink transaction (up to `max_tx_events` events and 200 ms), which keeps each
+//! source transaction atomic while making pgbench-style workloads fast. The sink commits
+//! the watermark with the data; only then are the offsets committed, so a crash anywhere
+//! replays at most what the watermark already covers.
+
+use crate::dead_letter::DeadLetters;
+use crate::error::PipelineError;
+use crate::registry::SchemaCache;
+use crate::transport::{Consumer, TopicReader};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tributary_capture::registry::transactions_topic;
+use tributary_schemas::{
+    decode_tx_end, decode_value, unframe, AvroSchemas, ChangeEvent, Position, TxEnd,
+};
+use tributary_sinks::Sink;
+
+/// Default events per sink batch.
+pub const DEFAULT_BATCH_ROWS: usize = 5_000;
+/// Default events after which a sink transaction is committed even if more are ready.
+pub const DEFAULT_MAX_TX_EVENTS: usize = 100_000;
+/// How often offsets are committed while transactions keep coming.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// Longest a sink transaction stays open gathering ready source transactions, so a
+/// steady stream is applied with low latency rather than in one ever-growing batch.
+const MAX_TX_AGE: Duration = Duration::from_millis(200);
+
+/// Progress counters, readable while the loop runs.
+#[derive(Debug, Default)]
+pub struct ApplyStats {
+    /// Events applied to the sink.
+    pub events: AtomicU64,
+    /// Source transactions applied.
+    pub transactions: AtomicU64,
+    /// Source transactions skipped as already applied.
+    pub skipped: AtomicU64,
+    /// Messages sent to the dead-letter file.
+    pub dead_letters: AtomicU64,
+    /// Commit time (Unix micros) of the last applied transaction.
+    pub last_commit_ts_micros: AtomicU64,
+}
+
+/// Settings of one apply loop.
+#[derive(Debug, Clone)]
+pub struct ApplySettings {
+    /// Source name.
+    pub source: String,
+    /// The source's topic prefix.
+    pub prefix: String,
+    /// Events per `Sink::apply` call.
+    pub batch_rows: usize,
+    /// Events per sink transaction when several source transactions are ready.
+    pub max_tx_events: usize,
+}
+
+/// Applies one source's transactions to one sink.
+pub struct Applier {
+    settings: ApplySettings,
+    consumer: Arc<dyn Consumer>,
+    tx_reader: Box<dyn TopicReader>,
+    readers: HashMap<String, Box<dyn TopicReader>>,
+    schemas: SchemaCache,
+    sink: Box<dyn Sink>,
+    dead: DeadLetters,
+    offsets: BTreeMap<String, u64>,
+    stats: Arc<ApplyStats>,
+}
+
+impl Applier {
+    /// Prepares the loop.
+    pub async fn new(
+        settings: ApplySettings,
+        consumer: Arc<dyn Consumer>,
+        sink: Box<dyn Sink>,
+        dead: DeadLetters,
+        stats: Arc<ApplyStats>,
+    ) -> Result<Self, PipelineError> {
+        let tx_reader = consumer
+            .reader(&transactions_topic(&settings.prefix))
+            .await?;
+        let schemas =
+            SchemaCache::open(consumer.as_ref(), &settings.source, &settings.prefix).await?;
+        Ok(Applier {
+            settings,
+            consumer,
+            tx_reader,
+            readers: HashMap::new(),
+            schemas,
+            sink,
+            dead,
+            offsets: BTreeMap::new(),
+            stats,
+        })
+    }
+
+    /// Runs until `shutdown` turns true or an error occurs.
+    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let mut watermark = self.sink.watermark(&self.settings.source).await?;
+        tracing::info!(source = self.settings.source, watermark = ?watermark.map(|p| p.to_string()), "apply loop starting");
+        let mut last_commit = Instant::now();
+        loop {
+            // Wait for the next marker, or shutdown (which wins when both are ready).
+            let first = tokio::select! {
+                biased;
+                _ = shutdown.wait_for(|s| *s) => break,
+                record = self.tx_reader.next(Some(Duration::from_millis(500))) => record?,
+            };
+            let Some(record) = first else {
+                // Idle: a good moment to commit offsets.
+                self.commit_offsets().await?;
+                last_commit = Instant::now();
+                continue;
+            };
+            let mut pending = Some(record);
+            let opened_at = Instant::now();
+            let mut open = false;
+            let mut events_in_tx = 0usize;
+            let mut last_applied: Option<Position> = None;
+            while let Some(record) = pending.take() {
+                self.offsets
+                    .insert(record.topic.clone(), record.next_offset);
+                let end = decode_tx_end(&record.value).map_err(|e| {
+                    PipelineError::Inconsistent(format!(
+                        "transaction marker at {} offset {} cannot be decoded ({e}); the stream cannot be reassembled past it",
+                        record.topic, record.offset
+                    ))
+                })?;
+                let apply = watermark.is_none_or(|w| end.last > w);
+                if apply && !open {
+                    self.sink.begin().await?;
+                    open = true;
+                }
+                // An applied transaction's events need not be read: later markers skip them
+                // as older than their own first position.
+                let n = if apply {
+                    self.take_transaction(&end).await?
+                } else {
+                    0
+                };
+                if apply {
+                    events_in_tx += n;
+                    last_applied = Some(end.last);
+                    self.stats.transactions.fetch_add(1, Ordering::Relaxed);
+                    self.stats
+                        .last_commit_ts_micros
+                        .store(end.commit_ts_micros as u64, Ordering::Relaxed);
+                } else {
+                    self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+                }
+                if events_in_tx < self.settings.max_tx_events && opened_at.elapsed() < MAX_TX_AGE {
+                    pending = self.tx_reader.next(Some(Duration::ZERO)).await?;
+                }
+            }
+            if let Some(last) = last_applied {
+                self.sink.commit(&self.settings.source, last).await?;
+                watermark = Some(last);
+                self.stats
+                    .events
+                    .fetch_add(events_in_tx as u64, Ordering::Relaxed);
+            }
+            if last_commit.elapsed() >= COMMIT_EVERY {
+                self.commit_offsets().await?;
+                last_commit = Instant::now();
+            }
+        }
+        self.commit_offsets().await?;
+        Ok(())
+    }
+
+    async fn commit_offsets(&mut self) -> Result<(), PipelineError> {
+        if self.offsets.is_empty() {
+            return Ok(());
+        }
+        let offsets: Vec<(String, u64)> = std::mem::take(&mut self.offsets).into_iter().collect();
+        self.consumer.commit(&offsets).await?;
+        Ok(())
+    }
+
+    async fn reader(&mut self, topic: &str) -> Result<&mut Box<dyn TopicReader>, PipelineError> {
+        if !self.readers.contains_key(topic) {
+            let reader = self.consumer.reader(topic).await?;
+            self.readers.insert(topic.to_string(), reader);
+        }
+        Ok(self.readers.get_mut(topic).expect("inserted above"))
+    }
+
+    /// Reads and applies the events of one transaction; returns how many.
+    async fn take_transaction(&mut self, end: &TxEnd) -> Result<usize, PipelineError> {
+        let mut total = 0;
+        for tc in &end.topics {
+            let mut taken = 0u64;
+            let mut last: Option<Position> = None;
+            let mut batch: Vec<ChangeEvent> = Vec::new();
+            let mut batch_schema: Option<Arc<AvroSchemas>> = None;
+            let mut waiting_since = Instant::now();
+            while taken < tc.count {
+                let reader = self.reader(&tc.topic).await?;
+                let Some(record) = reader.next(Some(Duration::from_secs(30))).await? else {
+                    tracing::warn!(
+                        topic = tc.topic, have = taken, want = tc.count, first = %end.first, last = %end.last,
+                        waited_s = waiting_since.elapsed().as_secs(), "waiting for the events of a transaction"
+                    );
+                    continue;
+                };
+                waiting_since = Instant::now();
+                self.offsets
+                    .insert(record.topic.clone(), record.next_offset);
+                let (schemas, event) = match self.decode(&record.value).await {
+                    Ok(decoded) => decoded,
+                    Err(e) if !e.is_transient() => {
+                        self.dead.record(&record, &e.to_string())?;
+                        self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        taken += 1;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                // Older than the transaction: already applied. At or below the last taken:
+                // a duplicate from a repeated attempt. Beyond its end: part of an attempt the
+                // capture broke off and repeated after a restart; the repetition (which also
+                // repeats every later transaction) follows, so keep reading.
+                if event.position < end.first
+                    || last.is_some_and(|l| event.position <= l)
+                    || event.position > end.last
+                {
+                    tracing::debug!(topic = tc.topic, offset = record.offset, position = %event.position, first = %end.first, last = %end.last, "skipping event outside the transaction");
+                    continue;
+                }
+                last = Some(event.position);
+                taken += 1;
+                if batch_schema
+                    .as_ref()
+                    .is_some_and(|s| s.value_id != schemas.value_id)
+                {
+                    self.flush(&mut batch, batch_schema.as_deref()).await?;
+                }
+                batch_schema = Some(schemas);
+                batch.push(event);
+                if batch.len() >= self.settings.batch_rows {
+                    self.flush(&mut batch, batch_schema.as_deref()).await?;
+                }
+            }
+            self.flush(&mut batch, batch_schema.as_deref()).await?;
+            total += taken as usize;
+        }
+        Ok(total)
+    }
+
+    async fn flush(
+        &mut self,
+        batch: &mut Vec<ChangeEvent>,
+        schemas: Option<&AvroSchemas>,
+    ) -> Result<(), PipelineError> {
+        if let (false, Some(schemas)) = (batch.is_empty(), schemas) {
+            self.sink.apply(&schemas.table, batch).await?;
+        }
+        batch.clear();
+        Ok(())
+    }
+
+    async fn decode(
+        &mut self,
+        message: &[u8],
+    ) -> Result<(Arc<AvroSchemas>, ChangeEvent), PipelineError> {
+        let (id, datum) = unframe(message)?;
+        let schemas = self.schemas.get(id).await?;
+        let event = decode_value(&schemas, datum)?;
+        Ok((schemas, event))
+    }
+}

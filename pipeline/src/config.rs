@@ -1,0 +1,339 @@
+//! `tributary.toml`: one file describing the transport, the sources and the sinks.
+//!
+//! `${NAME}` anywhere in the file is replaced by the environment variable `NAME` (secrets
+//! stay out of the file); an unset variable is an error naming it and its line. Unknown
+//! keys are rejected, and every error names the key path (`sources.head_office.url`).
+//!
+//! ```toml
+//! state_dir = ".tributary"
+//!
+//! [transport]
+//! kind = "embedded"            # or "kafka" with brokers = "host:9092"
+//!
+//! [sources.head_office]
+//! kind = "postgres"
+//! url = "postgres://tributary:${HEAD_OFFICE_PASSWORD}@db:5432/pharmacy"
+//! include = ["public.*"]
+//!
+//! [sinks.replica]
+//! kind = "postgres"
+//! url = "postgres://tributary:${REPLICA_PASSWORD}@replica:5432/pharmacy"
+//! sources = ["head_office"]
+//! ```
+
+use crate::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
+use crate::error::PipelineError;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tributary_capture::postgres::PostgresSourceConfig;
+use tributary_capture::transport::kafka::KafkaSettings;
+
+/// Default directory for local state, relative to the working directory.
+pub const DEFAULT_STATE_DIR: &str = ".tributary";
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Directory for local state (capture state, embedded log, dead letters).
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// Where events travel between capture and pipeline.
+    #[serde(default)]
+    pub transport: TransportConfig,
+    /// Sources by name.
+    #[serde(default)]
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// Sinks by name.
+    #[serde(default)]
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE_DIR)
+}
+
+/// The transport.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransportConfig {
+    /// An on-disk log on this machine; no broker needed.
+    Embedded(EmbeddedConfig),
+    /// Kafka (or any Kafka-protocol broker).
+    Kafka(KafkaSettings),
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig::Embedded(EmbeddedConfig::default())
+    }
+}
+
+/// The embedded log's settings.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddedConfig {
+    /// Directory of the log; default `<state_dir>/log`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+/// A source.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// PostgreSQL through logical replication.
+    Postgres(PostgresSourceConfig),
+}
+
+impl SourceConfig {
+    /// The topic prefix of source `name`.
+    pub fn prefix(&self, name: &str) -> String {
+        match self {
+            SourceConfig::Postgres(c) => c.prefix(name),
+        }
+    }
+}
+
+/// Kinds of sink.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// A sink.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Kind of database.
+    pub kind: SinkKind,
+    /// Connection URL.
+    pub url: String,
+    /// Sources applied to this sink; default all.
+    #[serde(default)]
+    pub sources: Vec<String>,
+    /// Schema to write every table into; default the table's source schema.
+    #[serde(default)]
+    pub target_schema: Option<String>,
+    /// Events per batch.
+    #[serde(default = "default_batch_rows")]
+    pub batch_rows: usize,
+    /// Events per sink transaction when several source transactions are ready.
+    #[serde(default = "default_max_tx_events")]
+    pub max_tx_events: usize,
+}
+
+fn default_batch_rows() -> usize {
+    DEFAULT_BATCH_ROWS
+}
+
+fn default_max_tx_events() -> usize {
+    DEFAULT_MAX_TX_EVENTS
+}
+
+impl SinkConfig {
+    /// The sources this sink applies, given all configured sources.
+    pub fn source_names<'a>(&'a self, all: &'a BTreeMap<String, SourceConfig>) -> Vec<&'a str> {
+        if self.sources.is_empty() {
+            all.keys().map(String::as_str).collect()
+        } else {
+            self.sources.iter().map(String::as_str).collect()
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, PipelineError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| PipelineError::Config(format!("cannot read {}: {e}", path.display())))?;
+        Self::parse(&text, |name| std::env::var(name).ok())
+            .map_err(|e| PipelineError::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses and validates configuration text, resolving `${NAME}` with `env`.
+    pub fn parse(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<Self, String> {
+        let text = substitute_env(text, env)?;
+        let deserializer = toml::Deserializer::parse(&text).map_err(|e| e.to_string())?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let inner = inner.trim();
+            if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, source) in &self.sources {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(format!(
+                    "sources.{name}: a source name may only hold letters, digits, '_' and '-'"
+                ));
+            }
+            match source {
+                SourceConfig::Postgres(c) => c
+                    .validate(&format!("sources.{name}"))
+                    .map_err(|e| e.to_string())?,
+            }
+        }
+        let mut prefixes: BTreeMap<String, &str> = BTreeMap::new();
+        for (name, source) in &self.sources {
+            if let Some(other) = prefixes.insert(source.prefix(name), name) {
+                return Err(format!(
+                    "sources.{name}.topic_prefix: prefix {:?} is also used by source {other}",
+                    source.prefix(name)
+                ));
+            }
+        }
+        for (name, sink) in &self.sinks {
+            if sink.url.parse::<tokio_postgres::Config>().is_err() {
+                return Err(format!("sinks.{name}.url: not a PostgreSQL URL"));
+            }
+            for s in &sink.sources {
+                if !self.sources.contains_key(s) {
+                    return Err(format!(
+                        "sinks.{name}.sources: no source named {s:?} is configured"
+                    ));
+                }
+            }
+            if sink.batch_rows == 0 {
+                return Err(format!("sinks.{name}.batch_rows: must be at least 1"));
+            }
+            if sink.max_tx_events == 0 {
+                return Err(format!("sinks.{name}.max_tx_events: must be at least 1"));
+            }
+        }
+        if let TransportConfig::Kafka(k) = &self.transport {
+            if k.brokers.trim().is_empty() {
+                return Err("transport.brokers: must list at least one host:port".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Directory of the embedded log.
+    pub fn log_dir(&self) -> PathBuf {
+        match &self.transport {
+            TransportConfig::Embedded(EmbeddedConfig { path: Some(p) }) => p.clone(),
+            _ => self.state_dir.join("log"),
+        }
+    }
+}
+
+/// Replaces `${NAME}` with the variable's value.
+fn substitute_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| {
+            let line = text[..text.len() - rest.len() + start]
+                .lines()
+                .count()
+                .max(1);
+            format!("line {line}: unterminated ${{ (write ${{NAME}})")
+        })?;
+        let name = &after[..end];
+        let value = env(name).ok_or_else(|| {
+            let line = text[..text.len() - rest.len() + start]
+                .matches('\n')
+                .count()
+                + 1;
+            format!("line {line}: environment variable {name} is not set")
+        })?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+state_dir = "/var/lib/tributary"
+[transport]
+kind = "kafka"
+brokers = "127.0.0.1:9092"
+[sources.head_office]
+kind = "postgres"
+url = "postgres://u:${PW}@h/db"
+include = ["public.*"]
+[sinks.replica]
+kind = "postgres"
+url = "postgres://u@h/replica"
+sources = ["head_office"]
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "PW").then(|| "secret".to_string())
+    }
+
+    #[test]
+    fn parses_a_full_file_with_env_secrets() {
+        let c = Config::parse(GOOD, env).unwrap();
+        let SourceConfig::Postgres(pg) = &c.sources["head_office"];
+        assert_eq!(pg.url, "postgres://u:secret@h/db");
+        assert!(
+            matches!(c.transport, TransportConfig::Kafka(ref k) if k.brokers == "127.0.0.1:9092")
+        );
+        assert_eq!(c.sinks["replica"].batch_rows, DEFAULT_BATCH_ROWS);
+    }
+
+    #[test]
+    fn defaults_to_the_embedded_transport() {
+        let c = Config::parse("", env).unwrap();
+        assert_eq!(
+            c.transport,
+            TransportConfig::Embedded(EmbeddedConfig::default())
+        );
+        assert_eq!(c.log_dir(), PathBuf::from(".tributary/log"));
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let e = Config::parse(&GOOD.replace("include", "includ"), env).unwrap_err();
+        assert!(
+            e.contains("sources.head_office") && e.contains("includ"),
+            "{e}"
+        );
+        let e = Config::parse(
+            &GOOD
+                .replace("batch", "x")
+                .replace("sources = [\"head_office\"]", "sources = [\"nope\"]"),
+            env,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("sinks.replica.sources:"), "{e}");
+        let e = Config::parse(&GOOD.replace("${PW}", "${MISSING}"), env).unwrap_err();
+        assert_eq!(e, "line 8: environment variable MISSING is not set");
+        let e = Config::parse(
+            "[transport]\nkind = \"kafka\"\nbrokers = \"b\"\nbogus = 1\n",
+            env,
+        )
+        .unwrap_err();
+        assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse("[transport]\nkind = \"carrier-pigeon\"\n", env).unwrap_err();
+        assert!(
+            e.contains("transport") && e.contains("carrier-pigeon"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,17 @@
+//! The Tributary runtime: configuration, the apply loop that turns topics back into
+//! source transactions and applies them to sinks, the transports' consumer side, and the
+//! supervisor that runs capture agents and apply loops. The `tributary` binary is a thin
+//! CLI over this crate.
+
+pub mod apply;
+pub mod config;
+pub mod dead_letter;
+pub mod demo;
+pub mod error;
+pub mod registry;
+pub mod runtime;
+pub mod status;
+pub mod transport;
+
+pub use config::Config;
+pub use error::PipelineError;

@@ -1,0 +1,104 @@
+//! The `tributary` command line.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tokio::sync::watch;
+use tributary_pipeline::runtime::{self, Roles};
+use tributary_pipeline::{demo, status, Config};
+
+/// Tributary: change data capture from PostgreSQL into Kafka and downstream databases.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "tributary.toml",
+        env = "TRIBUTARY_CONFIG"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run capture agents and apply loops together.
+    Run,
+    /// Run only the capture agents.
+    Capture,
+    /// Run only the apply loops.
+    Pipeline,
+    /// Show how far each sink has applied each source.
+    Status,
+    /// Check the configuration and print it back.
+    Check,
+    /// Demonstration on a pharmacy dataset between two PostgreSQL databases
+    /// (see scripts/demo.sh, which starts the servers).
+    Demo(demo::DemoArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async_main(cli))
+}
+
+async fn async_main(cli: Cli) -> anyhow::Result<()> {
+    let roles = match &cli.command {
+        Command::Run => Roles {
+            capture: true,
+            pipeline: true,
+        },
+        Command::Capture => Roles {
+            capture: true,
+            pipeline: false,
+        },
+        Command::Pipeline => Roles {
+            capture: false,
+            pipeline: true,
+        },
+        Command::Demo(args) => return demo::run(args.clone()).await,
+        Command::Check => {
+            let config = Config::load(&cli.config)?;
+            println!("{config:#?}");
+            return Ok(());
+        }
+        Command::Status => {
+            let config = Config::load(&cli.config)?;
+            return status::print(&config).await;
+        }
+    };
+    let config = Config::load(&cli.config)?;
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutting down");
+        let _ = stop.send(true);
+    });
+    let stats = runtime::stats_for(&config);
+    runtime::run(config, roles, stats, shutdown).await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

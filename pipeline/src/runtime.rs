@@ -1,0 +1,235 @@
+//! Runs the configured capture agents and apply loops as supervised tasks.
+//!
+//! Each task restarts after a transient error (a database or broker went away) with
+//! exponential backoff from 1 s to 30 s, resuming from its durable position; a definite
+//! error (configuration, rights, data the sink rejects) stops that task with its message
+//! and makes the whole run fail, so nothing retries in a tight loop.
+
+use crate::apply::{Applier, ApplySettings, ApplyStats};
+use crate::config::{Config, SinkKind, SourceConfig, TransportConfig};
+use crate::dead_letter::DeadLetters;
+use crate::error::PipelineError;
+use crate::transport::embedded::EmbeddedConsumer;
+use crate::transport::kafka::KafkaConsumer;
+use crate::transport::Consumer;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tributary_capture::postgres::PostgresCapture;
+use tributary_capture::publisher::Publisher;
+use tributary_capture::state::StateStore;
+use tributary_capture::transport::kafka::KafkaProducer;
+use tributary_capture::transport::log::EmbeddedProducer;
+use tributary_capture::transport::Producer;
+use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
+use tributary_sinks::Sink;
+
+/// Which parts of the configuration a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Run the capture agents.
+    pub capture: bool,
+    /// Run the apply loops.
+    pub pipeline: bool,
+}
+
+/// Counters of every apply loop, by `sink/source`.
+pub type Stats = BTreeMap<String, Arc<ApplyStats>>;
+
+/// The counters the apply loops of `config` will update.
+pub fn stats_for(config: &Config) -> Stats {
+    let mut stats = Stats::new();
+    for (sink_name, sink) in &config.sinks {
+        for source in sink.source_names(&config.sources) {
+            stats.insert(
+                format!("{sink_name}/{source}"),
+                Arc::new(ApplyStats::default()),
+            );
+        }
+    }
+    stats
+}
+
+/// Runs `roles` of `config` until `shutdown` turns true or a task fails for good.
+pub async fn run(
+    config: Config,
+    roles: Roles,
+    stats: Stats,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| PipelineError::Io {
+        path: config.state_dir.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let config = Arc::new(config);
+    let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
+
+    if roles.capture && !config.sources.is_empty() {
+        let producer = producer(&config).await?;
+        let store = StateStore::open(&config.state_dir.join("capture"))?;
+        for (name, source) in &config.sources {
+            let (name, source, producer, store) = (
+                name.clone(),
+                source.clone(),
+                producer.clone(),
+                store.clone(),
+            );
+            let shutdown = shutdown.clone();
+            tasks.spawn(supervise(
+                format!("capture {name}"),
+                shutdown.clone(),
+                move || {
+                    let (name, source, producer, store, shutdown) = (
+                        name.clone(),
+                        source.clone(),
+                        producer.clone(),
+                        store.clone(),
+                        shutdown.clone(),
+                    );
+                    async move {
+                        let SourceConfig::Postgres(pg) = source;
+                        let publisher = Publisher::new(producer, &name, &pg.prefix(&name));
+                        let mut capture = PostgresCapture::new(&name, pg, store, publisher);
+                        capture.run(shutdown).await.map_err(PipelineError::from)
+                    }
+                },
+            ));
+        }
+    }
+
+    if roles.pipeline {
+        for (sink_name, sink) in &config.sinks {
+            for source in sink.source_names(&config.sources) {
+                let key = format!("{sink_name}/{source}");
+                let stats = stats.get(&key).cloned().unwrap_or_default();
+                let (config, sink_name, source) =
+                    (config.clone(), sink_name.clone(), source.to_string());
+                let shutdown2 = shutdown.clone();
+                tasks.spawn(supervise(format!("apply {key}"), shutdown.clone(), move || {
+                    let (config, sink_name, source, stats, shutdown) =
+                        (config.clone(), sink_name.clone(), source.clone(), stats.clone(), shutdown2.clone());
+                    async move { apply_loop(&config, &sink_name, &source, stats, shutdown).await }
+                }));
+            }
+        }
+    }
+
+    let mut first_error = None;
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                if first_error.is_none() {
+                    first_error = Some(e);
+                }
+            }
+            Err(e) => {
+                if first_error.is_none() {
+                    first_error = Some(PipelineError::Io {
+                        path: "task".into(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+async fn producer(config: &Config) -> Result<Arc<dyn Producer>, PipelineError> {
+    Ok(match &config.transport {
+        TransportConfig::Embedded(_) => Arc::new(EmbeddedProducer::open(&config.log_dir())?),
+        TransportConfig::Kafka(k) => Arc::new(KafkaProducer::connect(k).await?),
+    })
+}
+
+async fn consumer(config: &Config, group: &str) -> Result<Arc<dyn Consumer>, PipelineError> {
+    Ok(match &config.transport {
+        TransportConfig::Embedded(_) => Arc::new(EmbeddedConsumer::open(&config.log_dir(), group)?),
+        TransportConfig::Kafka(k) => Arc::new(KafkaConsumer::connect(k, group).await?),
+    })
+}
+
+async fn apply_loop(
+    config: &Config,
+    sink_name: &str,
+    source: &str,
+    stats: Arc<ApplyStats>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    let sink_config = &config.sinks[sink_name];
+    let prefix = config
+        .sources
+        .get(source)
+        .map(|s| s.prefix(source))
+        .unwrap_or_else(|| source.to_string());
+    let sink: Box<dyn Sink> = match sink_config.kind {
+        SinkKind::Postgres => Box::new(
+            PostgresSink::connect(PostgresSinkConfig {
+                url: sink_config.url.clone(),
+                target_schema: sink_config.target_schema.clone(),
+                batch_rows: sink_config.batch_rows,
+            })
+            .await?,
+        ),
+    };
+    let group = format!("tributary-{sink_name}-{source}");
+    let consumer = consumer(config, &group).await?;
+    let dead = DeadLetters::new(
+        &config.state_dir.join("dead-letters"),
+        &format!("{sink_name}-{source}"),
+    );
+    let mut applier = Applier::new(
+        ApplySettings {
+            source: source.to_string(),
+            prefix,
+            batch_rows: sink_config.batch_rows,
+            max_tx_events: sink_config.max_tx_events,
+        },
+        consumer,
+        sink,
+        dead,
+        stats,
+    )
+    .await?;
+    applier.run(shutdown).await
+}
+
+/// Runs `make()` again after transient failures, with backoff.
+async fn supervise<F, Fut>(
+    what: String,
+    mut shutdown: watch::Receiver<bool>,
+    make: F,
+) -> Result<(), PipelineError>
+where
+    F: Fn() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<(), PipelineError>> + Send,
+{
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let started = std::time::Instant::now();
+        let outcome = make().await;
+        if started.elapsed() > Duration::from_secs(60) {
+            // It ran well for a while: start the backoff over.
+            backoff = Duration::from_secs(1);
+        }
+        match outcome {
+            Ok(()) => return Ok(()),
+            Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs(), "task failed; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+            Err(e) => {
+                tracing::error!(task = what, error = %e, "task stopped");
+                return Err(e);
+            }
+        }
+    }
+}

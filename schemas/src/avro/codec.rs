@@ -1,0 +1,507 @@
+//! Encoding and decoding of events, keys and transaction markers as Avro datums.
+
+use super::{frame, parse_fixed, sanitize, unframe, AvroSchemas, SchemaId, TX_END_SCHEMA};
+use crate::error::SchemaError;
+use crate::event::{ChangeEvent, Op, TopicCount, TxEnd, TxMeta};
+use crate::position::Position;
+use crate::table::{TableId, TableSchema};
+use crate::value::{ColumnType, Interval, Row, Value};
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::types::Value as Avro;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::Schema;
+use std::sync::OnceLock;
+
+fn tx_end_schema() -> &'static Schema {
+    static SCHEMA: OnceLock<Schema> = OnceLock::new();
+    SCHEMA.get_or_init(|| parse_fixed(TX_END_SCHEMA, "tx_end.avsc").expect("tx_end.avsc parses"))
+}
+
+fn write_datum(schema: &Schema, value: Avro) -> Result<Vec<u8>, apache_avro::Error> {
+    GenericDatumWriter::builder(schema)
+        .build()?
+        .write_value_to_vec(value)
+}
+
+fn read_datum(schema: &Schema, reader: &mut &[u8]) -> Result<Avro, apache_avro::Error> {
+    GenericDatumReader::builder(schema)
+        .build()?
+        .read_value(reader)
+}
+
+/// Encodes an event's envelope, framed with the value schema id.
+pub fn encode_value(schemas: &AvroSchemas, event: &ChangeEvent) -> Result<Vec<u8>, SchemaError> {
+    let table = &schemas.table;
+    let mut unchanged = Vec::new();
+    let after = match &event.after {
+        Some(row) => {
+            for (i, v) in row.0.iter().enumerate() {
+                if matches!(v, Value::Unchanged) {
+                    unchanged.push(Avro::String(table.columns[i].name.clone()));
+                }
+            }
+            Avro::Union(1, Box::new(row_to_avro(table, row)?))
+        }
+        None => Avro::Union(0, Box::new(Avro::Null)),
+    };
+    let before = match &event.before {
+        Some(row) => Avro::Union(1, Box::new(row_to_avro(table, row)?)),
+        None => Avro::Union(0, Box::new(Avro::Null)),
+    };
+    let record = Avro::Record(vec![
+        ("before".into(), before),
+        ("after".into(), after),
+        ("unchanged".into(), Avro::Array(unchanged)),
+        ("op".into(), Avro::String(event.op.code().into())),
+        (
+            "source".into(),
+            Avro::Record(vec![
+                ("name".into(), Avro::String(event.source.clone())),
+                ("schema".into(), Avro::String(event.table.schema.clone())),
+                ("table".into(), Avro::String(event.table.name.clone())),
+                ("position".into(), position_to_avro(&event.position)),
+            ]),
+        ),
+        (
+            "tx".into(),
+            Avro::Record(vec![
+                ("id".into(), opt_long(event.tx.id)),
+                (
+                    "commit_ts_micros".into(),
+                    Avro::Long(event.tx.commit_ts_micros),
+                ),
+                ("first".into(), position_to_avro(&event.tx.first)),
+            ]),
+        ),
+        (
+            "origin".into(),
+            match &event.origin {
+                Some(o) => Avro::Union(1, Box::new(Avro::String(o.clone()))),
+                None => Avro::Union(0, Box::new(Avro::Null)),
+            },
+        ),
+        (
+            "schema_version".into(),
+            Avro::Int(event.schema_version as i32),
+        ),
+    ]);
+    let datum = write_datum(&schemas.value, record)
+        .map_err(|e| SchemaError::avro(format!("encoding event of {}", event.table), e))?;
+    Ok(frame(schemas.value_id, &datum))
+}
+
+/// Decodes an envelope datum (without framing) written with `schemas`.
+pub fn decode_value(schemas: &AvroSchemas, datum: &[u8]) -> Result<ChangeEvent, SchemaError> {
+    let mut reader = datum;
+    let value = read_datum(&schemas.value, &mut reader)
+        .map_err(|e| SchemaError::avro("decoding event", e))?;
+    let mut fields = record_fields(value, "envelope")?;
+    let table = &schemas.table;
+    let unchanged: Vec<String> = match take(&mut fields, "unchanged")? {
+        Avro::Array(items) => items
+            .into_iter()
+            .map(|v| as_string(v, "unchanged"))
+            .collect::<Result<_, _>>()?,
+        other => return Err(bad("unchanged", &other)),
+    };
+    let before = opt_row(table, take(&mut fields, "before")?, &[])?;
+    let after = opt_row(table, take(&mut fields, "after")?, &unchanged)?;
+    let op_code = as_string(take(&mut fields, "op")?, "op")?;
+    let op = Op::from_code(&op_code)
+        .ok_or_else(|| SchemaError::malformed("op", format!("unknown code {op_code:?}")))?;
+    let mut source = record_fields(take(&mut fields, "source")?, "source")?;
+    let source_name = as_string(take(&mut source, "name")?, "source.name")?;
+    let table_id = TableId::new(
+        as_string(take(&mut source, "schema")?, "source.schema")?,
+        as_string(take(&mut source, "table")?, "source.table")?,
+    );
+    let position = position_from_avro(take(&mut source, "position")?)?;
+    let mut tx = record_fields(take(&mut fields, "tx")?, "tx")?;
+    let tx = TxMeta {
+        id: opt_u64(take(&mut tx, "id")?, "tx.id")?,
+        commit_ts_micros: as_long(take(&mut tx, "commit_ts_micros")?, "tx.commit_ts_micros")?,
+        first: position_from_avro(take(&mut tx, "first")?)?,
+    };
+    let origin = match unwrap_union(take(&mut fields, "origin")?) {
+        Avro::Null => None,
+        v => Some(as_string(v, "origin")?),
+    };
+    let schema_version = match take(&mut fields, "schema_version")? {
+        Avro::Int(v) => v as u32,
+        other => return Err(bad("schema_version", &other)),
+    };
+    let key = match op {
+        Op::Truncate => Vec::new(),
+        Op::Delete => key_of(table, before.as_ref())?,
+        _ => key_of(table, after.as_ref())?,
+    };
+    Ok(ChangeEvent {
+        source: source_name,
+        table: table_id,
+        schema_version,
+        op,
+        key,
+        before,
+        after,
+        position,
+        tx,
+        origin,
+    })
+}
+
+/// Encodes a primary key, framed with the key schema id.
+pub fn encode_key(schemas: &AvroSchemas, key: &[Value]) -> Result<Vec<u8>, SchemaError> {
+    let table = &schemas.table;
+    if key.len() != table.primary_key.len() {
+        return Err(SchemaError::malformed(
+            "key",
+            format!(
+                "{} values for {} key columns",
+                key.len(),
+                table.primary_key.len()
+            ),
+        ));
+    }
+    let fields = table
+        .key_columns()
+        .zip(key)
+        .map(|(c, v)| Ok((sanitize(&c.name), value_to_avro(&c.name, &c.ty, v)?)))
+        .collect::<Result<Vec<_>, SchemaError>>()?;
+    let datum = write_datum(&schemas.key, Avro::Record(fields))
+        .map_err(|e| SchemaError::avro(format!("encoding key of {}", table.table), e))?;
+    Ok(frame(schemas.key_id, &datum))
+}
+
+/// Decodes a key datum (without framing) written with `schemas`.
+pub fn decode_key(schemas: &AvroSchemas, datum: &[u8]) -> Result<Vec<Value>, SchemaError> {
+    let mut reader = datum;
+    let value =
+        read_datum(&schemas.key, &mut reader).map_err(|e| SchemaError::avro("decoding key", e))?;
+    let fields = record_fields(value, "key")?;
+    schemas
+        .table
+        .key_columns()
+        .zip(fields)
+        .map(|(c, (_, v))| value_from_avro(&c.name, &c.ty, v))
+        .collect()
+}
+
+/// Encodes a transaction end marker, framed with its schema id.
+pub fn encode_tx_end(end: &TxEnd) -> Result<Vec<u8>, SchemaError> {
+    let topics = end
+        .topics
+        .iter()
+        .map(|t| {
+            Avro::Record(vec![
+                ("topic".into(), Avro::String(t.topic.clone())),
+                ("count".into(), Avro::Long(t.count as i64)),
+            ])
+        })
+        .collect();
+    let record = Avro::Record(vec![
+        ("source".into(), Avro::String(end.source.clone())),
+        ("id".into(), opt_long(end.id)),
+        ("commit_ts_micros".into(), Avro::Long(end.commit_ts_micros)),
+        ("first".into(), position_to_avro(&end.first)),
+        ("last".into(), position_to_avro(&end.last)),
+        ("topics".into(), Avro::Array(topics)),
+    ]);
+    let datum = write_datum(tx_end_schema(), record)
+        .map_err(|e| SchemaError::avro("encoding transaction end", e))?;
+    Ok(frame(super::schema_id(TX_END_SCHEMA), &datum))
+}
+
+/// Decodes a framed transaction end marker.
+pub fn decode_tx_end(message: &[u8]) -> Result<TxEnd, SchemaError> {
+    let (id, datum) = unframe(message)?;
+    let expected: SchemaId = super::schema_id(TX_END_SCHEMA);
+    if id != expected {
+        return Err(SchemaError::Framing(format!(
+            "transaction marker has schema id {id}, expected {expected}"
+        )));
+    }
+    let mut reader = datum;
+    let value = read_datum(tx_end_schema(), &mut reader)
+        .map_err(|e| SchemaError::avro("decoding transaction end", e))?;
+    let mut f = record_fields(value, "transaction end")?;
+    let topics = match take(&mut f, "topics")? {
+        Avro::Array(items) => items
+            .into_iter()
+            .map(|item| {
+                let mut t = record_fields(item, "topics[]")?;
+                Ok(TopicCount {
+                    topic: as_string(take(&mut t, "topic")?, "topic")?,
+                    count: as_long(take(&mut t, "count")?, "count")? as u64,
+                })
+            })
+            .collect::<Result<_, SchemaError>>()?,
+        other => return Err(bad("topics", &other)),
+    };
+    Ok(TxEnd {
+        source: as_string(take(&mut f, "source")?, "source")?,
+        id: opt_u64(take(&mut f, "id")?, "id")?,
+        commit_ts_micros: as_long(take(&mut f, "commit_ts_micros")?, "commit_ts_micros")?,
+        first: position_from_avro(take(&mut f, "first")?)?,
+        last: position_from_avro(take(&mut f, "last")?)?,
+        topics,
+    })
+}
+
+fn key_of(table: &TableSchema, row: Option<&Row>) -> Result<Vec<Value>, SchemaError> {
+    let row =
+        row.ok_or_else(|| SchemaError::malformed("event", "no row image to take the key from"))?;
+    Ok(table
+        .primary_key
+        .iter()
+        .map(|&i| row.0[i].clone())
+        .collect())
+}
+
+fn row_to_avro(table: &TableSchema, row: &Row) -> Result<Avro, SchemaError> {
+    if row.0.len() != table.columns.len() {
+        return Err(SchemaError::malformed(
+            format!("row of {}", table.table),
+            format!("{} values for {} columns", row.0.len(), table.columns.len()),
+        ));
+    }
+    let fields = table
+        .columns
+        .iter()
+        .zip(&row.0)
+        .map(|(c, v)| {
+            let avro = match v {
+                Value::Null | Value::Unchanged => Avro::Union(0, Box::new(Avro::Null)),
+                v => Avro::Union(1, Box::new(value_to_avro(&c.name, &c.ty, v)?)),
+            };
+            Ok((sanitize(&c.name), avro))
+        })
+        .collect::<Result<Vec<_>, SchemaError>>()?;
+    Ok(Avro::Record(fields))
+}
+
+fn opt_row(
+    table: &TableSchema,
+    value: Avro,
+    unchanged: &[String],
+) -> Result<Option<Row>, SchemaError> {
+    let fields = match unwrap_union(value) {
+        Avro::Null => return Ok(None),
+        v => record_fields(v, "row")?,
+    };
+    if fields.len() != table.columns.len() {
+        return Err(SchemaError::malformed(
+            format!("row of {}", table.table),
+            format!(
+                "{} fields for {} columns",
+                fields.len(),
+                table.columns.len()
+            ),
+        ));
+    }
+    let values = table
+        .columns
+        .iter()
+        .zip(fields)
+        .map(|(c, (_, v))| match unwrap_union(v) {
+            Avro::Null if unchanged.contains(&c.name) => Ok(Value::Unchanged),
+            Avro::Null => Ok(Value::Null),
+            v => value_from_avro(&c.name, &c.ty, v),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Some(Row(values)))
+}
+
+fn mismatch(column: &str, value: &Value, ty: &ColumnType) -> SchemaError {
+    SchemaError::TypeMismatch {
+        column: column.into(),
+        value: value.describe(),
+        ty: ty.describe(),
+    }
+}
+
+fn value_to_avro(column: &str, ty: &ColumnType, value: &Value) -> Result<Avro, SchemaError> {
+    Ok(match (ty, value) {
+        (ColumnType::Bool, Value::Bool(b)) => Avro::Boolean(*b),
+        (ColumnType::Int16, Value::Int16(v)) => Avro::Int(*v as i32),
+        (ColumnType::Int32, Value::Int32(v)) => Avro::Int(*v),
+        (ColumnType::Int64, Value::Int64(v)) => Avro::Long(*v),
+        (ColumnType::Float32, Value::Float32(v)) => Avro::Float(*v),
+        (ColumnType::Float64, Value::Float64(v)) => Avro::Double(*v),
+        (ColumnType::Numeric { .. }, Value::Numeric(s))
+        | (ColumnType::Text | ColumnType::Other { .. }, Value::Text(s))
+        | (ColumnType::Json { .. }, Value::Json(s))
+        | (ColumnType::Enum { .. }, Value::Enum(s)) => Avro::String(s.clone()),
+        (ColumnType::Bytes, Value::Bytes(b)) => Avro::Bytes(b.clone()),
+        (ColumnType::Date, Value::Date(d)) => Avro::Date(*d),
+        (ColumnType::Time, Value::Time(t)) => Avro::TimeMicros(*t),
+        (ColumnType::Timestamp, Value::Timestamp(t)) => Avro::LocalTimestampMicros(*t),
+        (ColumnType::TimestampTz, Value::TimestampTz(t)) => Avro::TimestampMicros(*t),
+        (ColumnType::Interval, Value::Interval(i)) => Avro::Record(vec![
+            ("months".into(), Avro::Int(i.months)),
+            ("days".into(), Avro::Int(i.days)),
+            ("micros".into(), Avro::Long(i.micros)),
+        ]),
+        (ColumnType::Uuid, Value::Uuid(u)) => Avro::Uuid(uuid::Uuid::from_bytes(*u)),
+        (ColumnType::Array { element }, Value::Array(items)) => Avro::Array(
+            items
+                .iter()
+                .map(|v| match v {
+                    Value::Null => Ok(Avro::Union(0, Box::new(Avro::Null))),
+                    v => Ok(Avro::Union(1, Box::new(value_to_avro(column, element, v)?))),
+                })
+                .collect::<Result<_, SchemaError>>()?,
+        ),
+        (ty, v) => return Err(mismatch(column, v, ty)),
+    })
+}
+
+fn value_from_avro(column: &str, ty: &ColumnType, value: Avro) -> Result<Value, SchemaError> {
+    let wrong = |v: &Avro| {
+        SchemaError::malformed(
+            format!("column {column}"),
+            format!("{v:?} for type {}", ty.describe()),
+        )
+    };
+    Ok(match (ty, value) {
+        (ColumnType::Bool, Avro::Boolean(b)) => Value::Bool(b),
+        (ColumnType::Int16, Avro::Int(v)) => {
+            Value::Int16(i16::try_from(v).map_err(|_| wrong(&Avro::Int(v)))?)
+        }
+        (ColumnType::Int32, Avro::Int(v)) => Value::Int32(v),
+        (ColumnType::Int64, Avro::Long(v)) => Value::Int64(v),
+        (ColumnType::Float32, Avro::Float(v)) => Value::Float32(v),
+        (ColumnType::Float64, Avro::Double(v)) => Value::Float64(v),
+        (ColumnType::Numeric { .. }, Avro::String(s)) => Value::Numeric(s),
+        (ColumnType::Text | ColumnType::Other { .. }, Avro::String(s)) => Value::Text(s),
+        (ColumnType::Json { .. }, Avro::String(s)) => Value::Json(s),
+        (ColumnType::Enum { .. }, Avro::String(s)) => Value::Enum(s),
+        (ColumnType::Bytes, Avro::Bytes(b)) => Value::Bytes(b),
+        (ColumnType::Date, Avro::Date(d) | Avro::Int(d)) => Value::Date(d),
+        (ColumnType::Time, Avro::TimeMicros(t) | Avro::Long(t)) => Value::Time(t),
+        (ColumnType::Timestamp, Avro::LocalTimestampMicros(t) | Avro::Long(t)) => {
+            Value::Timestamp(t)
+        }
+        (ColumnType::TimestampTz, Avro::TimestampMicros(t) | Avro::Long(t)) => {
+            Value::TimestampTz(t)
+        }
+        (ColumnType::Interval, Avro::Record(fields)) => {
+            let mut f = fields;
+            Value::Interval(Interval {
+                months: as_int(take(&mut f, "months")?, "interval.months")?,
+                days: as_int(take(&mut f, "days")?, "interval.days")?,
+                micros: as_long(take(&mut f, "micros")?, "interval.micros")?,
+            })
+        }
+        (ColumnType::Uuid, Avro::Uuid(u)) => Value::Uuid(*u.as_bytes()),
+        (ColumnType::Uuid, Avro::String(s)) => Value::Uuid(
+            *uuid::Uuid::parse_str(&s)
+                .map_err(|e| SchemaError::malformed(format!("column {column}"), e.to_string()))?
+                .as_bytes(),
+        ),
+        (ColumnType::Array { element }, Avro::Array(items)) => Value::Array(
+            items
+                .into_iter()
+                .map(|v| match unwrap_union(v) {
+                    Avro::Null => Ok(Value::Null),
+                    v => value_from_avro(column, element, v),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        (_, v) => return Err(wrong(&v)),
+    })
+}
+
+fn position_to_avro(p: &Position) -> Avro {
+    match p {
+        Position::Postgres(pg) => Avro::Record(vec![
+            ("kind".into(), Avro::String("postgres".into())),
+            (
+                "lsn".into(),
+                Avro::Union(1, Box::new(Avro::Long(pg.lsn as i64))),
+            ),
+            ("seq".into(), Avro::Long(pg.seq as i64)),
+        ]),
+    }
+}
+
+fn position_from_avro(value: Avro) -> Result<Position, SchemaError> {
+    let mut f = record_fields(value, "position")?;
+    let kind = as_string(take(&mut f, "kind")?, "position.kind")?;
+    let seq = as_long(take(&mut f, "seq")?, "position.seq")? as u64;
+    match kind.as_str() {
+        "postgres" => {
+            let lsn = opt_u64(take(&mut f, "lsn")?, "position.lsn")?.ok_or_else(|| {
+                SchemaError::malformed("position", "postgres position without lsn")
+            })?;
+            Ok(Position::pg(lsn, seq))
+        }
+        other => Err(SchemaError::malformed(
+            "position.kind",
+            format!("unknown kind {other:?}"),
+        )),
+    }
+}
+
+fn opt_long(v: Option<u64>) -> Avro {
+    match v {
+        Some(v) => Avro::Union(1, Box::new(Avro::Long(v as i64))),
+        None => Avro::Union(0, Box::new(Avro::Null)),
+    }
+}
+
+fn opt_u64(v: Avro, what: &str) -> Result<Option<u64>, SchemaError> {
+    match unwrap_union(v) {
+        Avro::Null => Ok(None),
+        Avro::Long(v) => Ok(Some(v as u64)),
+        other => Err(bad(what, &other)),
+    }
+}
+
+fn unwrap_union(v: Avro) -> Avro {
+    match v {
+        Avro::Union(_, inner) => *inner,
+        v => v,
+    }
+}
+
+fn record_fields(v: Avro, what: &str) -> Result<Vec<(String, Avro)>, SchemaError> {
+    match v {
+        Avro::Record(fields) => Ok(fields),
+        other => Err(bad(what, &other)),
+    }
+}
+
+fn take(fields: &mut [(String, Avro)], name: &str) -> Result<Avro, SchemaError> {
+    fields
+        .iter_mut()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| std::mem::replace(v, Avro::Null))
+        .ok_or_else(|| SchemaError::malformed(name, "field missing"))
+}
+
+fn as_string(v: Avro, what: &str) -> Result<String, SchemaError> {
+    match v {
+        Avro::String(s) => Ok(s),
+        other => Err(bad(what, &other)),
+    }
+}
+
+fn as_long(v: Avro, what: &str) -> Result<i64, SchemaError> {
+    match v {
+        Avro::Long(v) => Ok(v),
+        other => Err(bad(what, &other)),
+    }
+}
+
+fn as_int(v: Avro, what: &str) -> Result<i32, SchemaError> {
+    match v {
+        Avro::Int(v) => Ok(v),
+        other => Err(bad(what, &other)),
+    }
+}
+
+fn bad(what: &str, v: &Avro) -> SchemaError {
+    let mut s = format!("{v:?}");
+    s.truncate(80);
+    SchemaError::malformed(what, format!("unexpected {s}"))
+}

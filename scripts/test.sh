@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds everything and runs every test with cargo-nextest.
+# The tests start their own private PostgreSQL, MariaDB and tansu servers (tributary-tests);
+# nextest settings (timeouts, two test processes at a time) are in .config/nextest.toml.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/install-deps.sh
+
+# Tell the harness where tansu is when it sits in the cache rather than on PATH.
+if [ -z "${TANSU_BIN:-}" ] || [ ! -x "${TANSU_BIN}" ]; then
+  for candidate in "${HOME:-/root}/.cache/tributary/tansu/bin/tansu" /root/.cache/tributary/tansu/bin/tansu; do
+    if [ -x "$candidate" ]; then
+      export TANSU_BIN="$candidate"
+      break
+    fi
+  done
+fi
+echo "test: TANSU_BIN=${TANSU_BIN:-(not found)}"
+
+echo "test: cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+echo "test: cargo nextest run --workspace --no-fail-fast"
+cargo nextest run --workspace --no-fail-fast

@@ -1,0 +1,67 @@
+//! Sinks: downstream databases that apply source transactions atomically and idempotently.
+//!
+//! A sink receives the events of one source transaction, grouped per table and in source
+//! order, between [`Sink::begin`] and [`Sink::commit`]. It applies them in a single
+//! database transaction together with the source's *watermark*: the position of the last
+//! event applied. Delivery to the sink is at-least-once; because the watermark commits
+//! atomically with the data, a caller that skips events at or below the watermark gets
+//! exactly-once effect. Applying is additionally idempotent (upserts and deletes by primary
+//! key), so repeating a batch inside a transaction is harmless.
+//!
+//! Failures are classified by [`SinkError::is_transient`]: after a transient error the
+//! caller rolls back and retries the same transaction; a definite error will repeat.
+//!
+//! The PostgreSQL implementation lives in [`postgres`].
+
+mod error;
+pub mod postgres;
+
+use async_trait::async_trait;
+use tributary_schemas::{ChangeEvent, Position, TableSchema};
+
+pub use error::{ServerDetail, SinkError};
+pub use postgres::{PostgresSink, PostgresSinkConfig};
+
+/// A downstream database that applies source transactions atomically and idempotently.
+///
+/// # Contract
+///
+/// - Delivery is **at-least-once**: after a crash or a transient error the caller replays
+///   events it may already have delivered. The sink stores, in the same database
+///   transaction as the data, the position of the last applied event of each source (its
+///   watermark). Before applying, the caller reads [`Sink::watermark`] and skips every event
+///   at or below it; that makes delivery exactly-once in effect.
+/// - A transaction is `begin`, any number of `apply` calls (one table per call, several
+///   calls per table for large source transactions), then `commit` with the position of the
+///   last event. Nothing is visible downstream before `commit` returns, and a failed or
+///   missing `commit` leaves data and watermark as they were.
+/// - `apply` is idempotent: upserts and deletes by primary key, so re-applying the same
+///   events within or across transactions leaves the same state.
+/// - `apply` may return while its last batch is still being written (so the caller can
+///   prepare the next one meanwhile); an error of that write is returned by the next
+///   `apply`, `commit` or `watermark` call of the same transaction.
+/// - After any error inside a transaction the transaction is unusable: the caller calls
+///   [`Sink::rollback`] (or drops the sink) and, if [`SinkError::is_transient`], retries.
+/// - Calls are sequential (`&mut self`); a sink owns one connection and is not shared.
+#[async_trait]
+pub trait Sink: Send {
+    /// Highest position applied from `source`, if any.
+    async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError>;
+
+    /// Opens a transaction.
+    async fn begin(&mut self) -> Result<(), SinkError>;
+
+    /// Applies events of one table (all with the given schema) inside the open transaction,
+    /// in order.
+    ///
+    /// Called repeatedly within one transaction for large source transactions (bounded
+    /// batches).
+    async fn apply(&mut self, table: &TableSchema, events: &[ChangeEvent])
+        -> Result<(), SinkError>;
+
+    /// Stores `position` as the watermark of `source` and commits.
+    async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError>;
+
+    /// Rolls back the open transaction, if any.
+    async fn rollback(&mut self) -> Result<(), SinkError>;
+}

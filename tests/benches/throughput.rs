@@ -1,0 +1,310 @@
+//! Throughput benchmark (not a test): prints rows/s of Tributary next to the reference
+//! tools measured in the same run on the same data.
+//!
+//! 1. Capture: 1M pgbench-style row updates are written while capture is stopped; then
+//!    Tributary's capture (pgoutput decode, Avro encode, publish to tansu, acknowledged)
+//!    catches up from its slot, and `pg_recvlogical` reads a second slot over the same WAL
+//!    to /dev/null. Both are timed until they reach the same end LSN.
+//! 2. Apply: 1M upserts through the PostgreSQL sink versus a server-side
+//!    `INSERT … ON CONFLICT` from a staging table holding the same rows.
+//!
+//! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size).
+
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+use tributary_capture::postgres::{PostgresCapture, PostgresSourceConfig};
+use tributary_capture::publisher::Publisher;
+use tributary_capture::state::StateStore;
+use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
+use tributary_schemas::{
+    ChangeEvent, Column, ColumnType, Op, Position, Row, TableId, TableSchema, TxMeta, Value,
+};
+use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
+use tributary_sinks::Sink;
+use tributary_tests::{Kafka, Postgres};
+
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| {
+            l.split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        / 1024
+}
+
+async fn current_lsn(client: &tokio_postgres::Client) -> anyhow::Result<String> {
+    Ok(client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0))
+}
+
+fn parse_lsn(s: &str) -> u64 {
+    let (hi, lo) = s.split_once('/').expect("lsn");
+    (u64::from_str_radix(hi, 16).expect("hex") << 32) | u64::from_str_radix(lo, 16).expect("hex")
+}
+
+async fn capture_bench(rows: i64) -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let kafka = Kafka::start().await?;
+    let db = pg.create_database("bench").await?;
+    pg.execute(
+        &db,
+        &format!(
+            "CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
+             INSERT INTO pgbench_accounts SELECT g, g / 100000, 0, '' FROM generate_series(1, {rows}) g;"
+        ),
+    )
+    .await?;
+    let client = pg.client(&db).await?;
+    let state = tempfile::tempdir()?;
+    let store = StateStore::open(&state.path().join("capture"))?;
+    let mut source = PostgresSourceConfig::new(pg.url(&db));
+    source.heartbeat_secs = 0;
+    let producer: Arc<dyn tributary_capture::transport::Producer> =
+        Arc::new(KafkaProducer::connect(&KafkaSettings::new(kafka.bootstrap())).await?);
+
+    // Initial snapshot, then stop.
+    let run_capture = |store: StateStore,
+                       producer: Arc<dyn tributary_capture::transport::Producer>,
+                       source: PostgresSourceConfig| {
+        let publisher = Publisher::new(producer, "bench", "bench");
+        let acked = publisher.acked();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            PostgresCapture::new("bench", source, store, publisher)
+                .run(shutdown)
+                .await
+        });
+        (stop, acked, task)
+    };
+    let started = Instant::now();
+    let (stop, _acked, task) = run_capture(store.clone(), producer.clone(), source.clone());
+    tributary_tests::wait_until("snapshot finished", Duration::from_secs(1800), || async {
+        Ok(matches!(
+            store.snapshot("bench")?,
+            Some(tributary_capture::state::SnapshotState::Done { .. })
+        ))
+    })
+    .await?;
+    let snapshot_secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+
+    // The reference reads the same WAL from a slot of its own.
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot('bench_recvlogical', 'pgoutput')",
+            &[],
+        )
+        .await?;
+    for chunk in 0..10 {
+        let (lo, hi) = (chunk * rows / 10 + 1, (chunk + 1) * rows / 10);
+        client
+            .batch_execute(&format!("UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid BETWEEN {lo} AND {hi}"))
+            .await?;
+    }
+    // Everything up to `end` is the workload; one more tiny transaction commits after it
+    // so the capture has a commit at or beyond `end` to acknowledge.
+    let end = current_lsn(&client).await?;
+    let end_lsn = parse_lsn(&end);
+    client
+        .batch_execute("UPDATE pgbench_accounts SET abalance = abalance WHERE aid = 1")
+        .await?;
+
+    let started = Instant::now();
+    let (stop, acked, task) = run_capture(store, producer, source);
+    let mut a = acked.clone();
+    a.wait_for(|a| a.token.is_some_and(|t| t >= end_lsn))
+        .await?;
+    let ours = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+
+    let started = Instant::now();
+    let status = tokio::process::Command::new(pg.bin_dir().join("pg_recvlogical"))
+        .args([
+            "-d",
+            &pg.url(&db),
+            "--slot",
+            "bench_recvlogical",
+            "--start",
+            "--endpos",
+            &end,
+            "-o",
+            "proto_version=1",
+            "-o",
+            "publication_names=tributary_bench",
+            "-f",
+            "/dev/null",
+            "--no-loop",
+        ])
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "pg_recvlogical failed");
+    let reference = started.elapsed().as_secs_f64();
+    println!(
+        "snapshot: {rows} rows in {snapshot_secs:.2}s = {:.0} rows/s (Kafka acknowledged)",
+        rows as f64 / snapshot_secs
+    );
+    println!(
+        "capture: {rows} updated rows in {ours:.2}s = {:.0} rows/s | pg_recvlogical {reference:.2}s = {:.0} rows/s | ratio {:.2}",
+        rows as f64 / ours,
+        rows as f64 / reference,
+        reference / ours
+    );
+    Ok(())
+}
+
+async fn apply_bench(rows: i64) -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("apply").await?;
+    let client = pg.client(&db).await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE staging (aid int, bid int, abalance int, filler char(84));
+             INSERT INTO staging SELECT g, g / 100000, 1, '' FROM generate_series(1, {rows}) g;
+             CREATE TABLE public.reference (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
+             INSERT INTO public.reference SELECT aid, bid, 0, filler FROM staging;
+             VACUUM ANALYZE staging; VACUUM ANALYZE reference;"
+        ))
+        .await?;
+    let started = Instant::now();
+    client
+        .batch_execute(
+            "INSERT INTO reference SELECT * FROM staging ON CONFLICT (aid) DO UPDATE SET bid = EXCLUDED.bid, abalance = EXCLUDED.abalance, filler = EXCLUDED.filler",
+        )
+        .await?;
+    let reference = started.elapsed().as_secs_f64();
+
+    let schema = TableSchema {
+        table: TableId::new("bench", "accounts"),
+        columns: vec![
+            Column {
+                name: "aid".into(),
+                ty: ColumnType::Int32,
+                source_type: "integer".into(),
+                nullable: false,
+            },
+            Column {
+                name: "bid".into(),
+                ty: ColumnType::Int32,
+                source_type: "integer".into(),
+                nullable: true,
+            },
+            Column {
+                name: "abalance".into(),
+                ty: ColumnType::Int32,
+                source_type: "integer".into(),
+                nullable: true,
+            },
+            Column {
+                name: "filler".into(),
+                ty: ColumnType::Text,
+                source_type: "character(84)".into(),
+                nullable: true,
+            },
+        ],
+        primary_key: vec![0],
+        version: 1,
+    };
+    let mut sink = PostgresSink::connect(PostgresSinkConfig {
+        url: pg.url(&db),
+        target_schema: None,
+        batch_rows: 5000,
+    })
+    .await?;
+    let filler = " ".repeat(84);
+    let event = |aid: i64, balance: i32, op: Op| {
+        let p = Position::pg(1 + (balance as u64), aid as u64);
+        ChangeEvent {
+            source: "bench".into(),
+            table: schema.table.clone(),
+            schema_version: 1,
+            op,
+            key: vec![Value::Int32(aid as i32)],
+            before: None,
+            after: Some(Row(vec![
+                Value::Int32(aid as i32),
+                Value::Int32((aid / 100000) as i32),
+                Value::Int32(balance),
+                Value::Text(filler.clone()),
+            ])),
+            position: p,
+            tx: TxMeta {
+                id: None,
+                commit_ts_micros: 0,
+                first: p,
+            },
+            origin: None,
+        }
+    };
+    // Load the rows first (not timed), then time the upserts of all of them.
+    for (balance, op) in [(0, Op::Insert), (1, Op::Update)] {
+        let started = Instant::now();
+        let mut aid = 1;
+        while aid <= rows {
+            sink.begin().await?;
+            let mut in_tx = 0;
+            while in_tx < 100_000 && aid <= rows {
+                let batch: Vec<ChangeEvent> = (aid..(aid + 5000).min(rows + 1))
+                    .map(|a| event(a, balance, op))
+                    .collect();
+                aid += batch.len() as i64;
+                in_tx += batch.len();
+                sink.apply(&schema, &batch).await?;
+            }
+            sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
+                .await?;
+        }
+        if op == Op::Update {
+            let ours = started.elapsed().as_secs_f64();
+            println!(
+                "apply: {rows} upserts in {ours:.2}s = {:.0} rows/s | server-side INSERT … ON CONFLICT from staging {reference:.2}s = {:.0} rows/s | ratio {:.2}",
+                rows as f64 / ours,
+                rows as f64 / reference,
+                reference / ours
+            );
+        }
+    }
+    let check: i64 = client
+        .query_one(
+            "SELECT count(*) FROM bench.accounts WHERE abalance = 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(check == rows, "all rows upserted ({check})");
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let rows: i64 = std::env::var("ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    if std::env::args().any(|a| a == "--list" || a == "--test") {
+        // `cargo test --benches` probes bench targets; nothing to list.
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        capture_bench(rows).await.context("capture benchmark")?;
+        apply_bench(rows).await.context("apply benchmark")?;
+        anyhow::Ok(())
+    })?;
+    println!("peak RSS of the benchmark process: {} MiB", peak_rss_mib());
+    Ok(())
+}

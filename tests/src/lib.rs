@@ -1,0 +1,32 @@
+//! Real-service test harness: private PostgreSQL, MariaDB and tansu (Kafka protocol) servers.
+//!
+//! Every test starts its own servers from the binaries installed on the machine, on free
+//! ports of 127.0.0.1 and in temporary directories; nothing here touches the system services
+//! (5432, 3306) or their configuration. `scripts/install-deps.sh` installs the binaries.
+//!
+//! Design: each server type ([`Postgres`], [`MariaDb`], [`Kafka`]) owns one child process and
+//! its temp dir. `start()` returns only once the server answers a real request that proves it
+//! is *our* server (its data directory, socket or cluster id), so a port stolen between
+//! [`free_port`] and the bind cannot go unnoticed; a failed bind is retried on another port.
+//! Tests then wait for observable state with [`wait_until`], never with fixed sleeps.
+//!
+//! Failure model: dropping a server stops its process and deletes its temp dir. If the test
+//! process dies without running destructors (a nextest timeout, an abort), the kernel signals
+//! the servers because they are launched with a parent-death signal; only the temp dir is
+//! then left behind. That signal fires when the *thread* that started a server exits, so start
+//! servers from the test itself (or a task of its runtime), never from `spawn_blocking`, and
+//! do not share one server between tests through a static. Startup failures carry the tail of
+//! the server's log.
+
+mod kafka;
+mod mariadb;
+mod port;
+mod postgres;
+mod process;
+mod wait;
+
+pub use kafka::Kafka;
+pub use mariadb::MariaDb;
+pub use port::free_port;
+pub use postgres::Postgres;
+pub use wait::wait_until;

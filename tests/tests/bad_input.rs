@@ -1,0 +1,210 @@
+//! Bad input gets a clear error naming what is wrong, loses nothing, and does not spin.
+
+use std::time::Duration;
+use tokio::sync::watch;
+use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
+use tributary_capture::transport::log::EmbeddedProducer;
+use tributary_capture::transport::{Producer, Record};
+use tributary_pipeline::demo::table_digest;
+use tributary_pipeline::runtime::{self, Roles};
+use tributary_pipeline::Config;
+use tributary_schemas::{encode_tx_end, Position, TopicCount, TxEnd};
+use tributary_tests::{free_port, wait_until, Postgres};
+
+fn config(state: &std::path::Path, source_url: &str, sink_url: &str) -> Config {
+    let text = format!(
+        "state_dir = {state:?}\n[sources.src]\nkind = \"postgres\"\nurl = {source_url:?}\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n"
+    );
+    Config::parse(&text, |_| None).expect("valid test configuration")
+}
+
+/// Runs capture and pipeline and returns the error they stop with (they must stop).
+async fn run_to_error(config: Config) -> String {
+    let (_stop, shutdown) = watch::channel(false);
+    let stats = runtime::stats_for(&config);
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        runtime::run(
+            config,
+            Roles {
+                capture: true,
+                pipeline: false,
+            },
+            stats,
+            shutdown,
+        ),
+    )
+    .await
+    .expect("a definite error stops the run instead of retrying forever");
+    outcome.expect_err("the run fails").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_password_is_named() -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("src").await?;
+    let state = tempfile::tempdir()?;
+    let url = pg.url(&db).replace("postgres:postgres@", "postgres:wrong@");
+    let err = run_to_error(config(state.path(), &url, &pg.url(&db))).await;
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(err.contains(&format!("127.0.0.1:{}", pg.port())), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_rights_and_missing_keys_are_named() -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("src").await?;
+    pg.execute(
+        &db,
+        "CREATE TABLE keyed (id int PRIMARY KEY); CREATE TABLE loose (a int);
+         CREATE ROLE clerk LOGIN PASSWORD 'clerk'; GRANT SELECT ON ALL TABLES IN SCHEMA public TO clerk;",
+    )
+    .await?;
+    let state = tempfile::tempdir()?;
+    // A table without a primary key.
+    let err = run_to_error(config(state.path(), &pg.url(&db), &pg.url(&db))).await;
+    assert!(
+        err.contains("public.loose") && err.contains("no primary key"),
+        "{err}"
+    );
+
+    // A role without the REPLICATION attribute.
+    pg.execute(&db, "DROP TABLE loose").await?;
+    let clerk = pg.url(&db).replace("postgres:postgres@", "clerk:clerk@");
+    let err = run_to_error(config(state.path(), &clerk, &pg.url(&db))).await;
+    assert!(err.contains("ALTER ROLE clerk REPLICATION"), "{err}");
+
+    // Replication allowed, but not creating the publication (tables owned by postgres).
+    pg.execute(&db, "ALTER ROLE clerk REPLICATION").await?;
+    let err = run_to_error(config(state.path(), &clerk, &pg.url(&db))).await;
+    assert!(
+        err.contains("publication") && err.contains("CREATE PUBLICATION"),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_broker_is_named() -> anyhow::Result<()> {
+    let port = free_port();
+    let mut settings = KafkaSettings::new(format!("127.0.0.1:{port}"));
+    settings.connect_timeout_secs = 3;
+    let started = std::time::Instant::now();
+    let err = KafkaProducer::connect(&settings)
+        .await
+        .err()
+        .expect("no broker there")
+        .to_string();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("cannot reach"),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(30));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_message_goes_to_dead_letters_and_the_rest_applies() -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(
+        &src,
+        "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items VALUES (1, 'one');",
+    )
+    .await?;
+    let state = tempfile::tempdir()?;
+    let cfg = config(state.path(), &pg.url(&src), &pg.url(&dst));
+    let log_dir = cfg.log_dir();
+
+    // Capture first, alone, so the snapshot is in the log.
+    let (stop, shutdown) = watch::channel(false);
+    let capture = tokio::spawn(runtime::run(
+        cfg.clone(),
+        Roles {
+            capture: true,
+            pipeline: false,
+        },
+        runtime::stats_for(&cfg),
+        shutdown,
+    ));
+    let tx_log = log_dir.join("src.transactions.log");
+    wait_until("snapshot in the log", Duration::from_secs(60), || async {
+        Ok(tx_log.exists())
+    })
+    .await?;
+    let _ = stop.send(true);
+    capture.await??;
+
+    // A foreign writer appends a garbage message, announced by a transaction marker far
+    // beyond anything the capture will write.
+    {
+        let producer = EmbeddedProducer::open(&log_dir)?;
+        let far = Position::pg(u64::MAX / 2, 1);
+        producer
+            .send(Record {
+                topic: "src.public.items".into(),
+                key: None,
+                value: b"\x00\x00\x00\x00\x01garbage".to_vec(),
+            })
+            .await?
+            .await?;
+        let end = TxEnd {
+            source: "src".into(),
+            id: None,
+            commit_ts_micros: 0,
+            first: far,
+            last: far,
+            topics: vec![TopicCount {
+                topic: "src.public.items".into(),
+                count: 1,
+            }],
+        };
+        producer
+            .send(Record {
+                topic: "src.transactions".into(),
+                key: None,
+                value: encode_tx_end(&end)?,
+            })
+            .await?
+            .await?;
+    }
+    let (_stop, shutdown) = watch::channel(false);
+    let run = tokio::spawn(runtime::run(
+        cfg.clone(),
+        Roles {
+            capture: false,
+            pipeline: true,
+        },
+        runtime::stats_for(&cfg),
+        shutdown,
+    ));
+    let dead = state
+        .path()
+        .join("dead-letters")
+        .join("dst-src.dead-letters.jsonl");
+    wait_until("dead letter recorded", Duration::from_secs(60), || async {
+        Ok(std::fs::read_to_string(&dead)
+            .map(|s| s.contains("src.public.items"))
+            .unwrap_or(false))
+    })
+    .await?;
+    let text = std::fs::read_to_string(&dead)?;
+    assert!(
+        text.contains("schema id 1") || text.contains("avro"),
+        "reason recorded: {text}"
+    );
+    let sink = pg.client(&dst).await?;
+    let source = pg.client(&src).await?;
+    wait_until("the good row applied", Duration::from_secs(60), || async {
+        Ok(table_digest(&sink, "items").await.ok() == Some(table_digest(&source, "items").await?))
+    })
+    .await?;
+    assert!(
+        !run.is_finished(),
+        "the pipeline keeps running after a bad message"
+    );
+    run.abort();
+    Ok(())
+}

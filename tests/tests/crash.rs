@@ -1,0 +1,220 @@
+//! kill -9 of the capture and of the pipeline processes at random moments under a steady
+//! write load; after restarts the sink equals the source.
+
+use anyhow::Context;
+use rand::Rng;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tributary_pipeline::demo::table_digest;
+use tributary_tests::{wait_until, Kafka, Postgres};
+
+/// The `tributary` binary next to this test's target directory (built by scripts/test.sh).
+fn tributary_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test binary location")?;
+    let bin = dir.join("tributary");
+    anyhow::ensure!(
+        bin.exists(),
+        "{} not found: run `cargo build -p tributary-pipeline` first (scripts/test.sh does)",
+        bin.display()
+    );
+    Ok(bin)
+}
+
+fn spawn(role: &str, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    Ok(Command::new(tributary_bin()?)
+        .args(["--config", config.to_str().context("utf-8 path")?, role])
+        .env(
+            "RUST_LOG",
+            std::env::var("CRASH_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(out)
+        .spawn()?)
+}
+
+async fn scenario(kafka: bool) -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let broker = if kafka {
+        Some(Kafka::start().await?)
+    } else {
+        None
+    };
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(
+        &src,
+        "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, touched timestamptz);
+         INSERT INTO accounts SELECT g, 0, now() FROM generate_series(1, 200) g;
+         CREATE TABLE ledger (id bigserial PRIMARY KEY, account int, delta int, note text);",
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let transport = match &broker {
+        Some(k) => format!(
+            "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
+            k.bootstrap()
+        ),
+        None => "[transport]\nkind = \"embedded\"\n".into(),
+    };
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n{transport}\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
+            dir.path().join("state"),
+            pg.url(&src),
+            pg.url(&dst)
+        ),
+    )?;
+    let capture_log = dir.path().join("capture.log");
+    let pipeline_log = dir.path().join("pipeline.log");
+    let mut capture = spawn("capture", &config, &capture_log)?;
+    let mut pipeline = spawn("pipeline", &config, &pipeline_log)?;
+
+    // Steady writes: each transaction moves money and appends to the ledger.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let client = pg.client(&src).await?;
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                let (a, b, d) = {
+                    let mut rng = rand::rng();
+                    (
+                        rng.random_range(1..=200),
+                        rng.random_range(1..=200),
+                        rng.random_range(1..100),
+                    )
+                };
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; UPDATE accounts SET balance = balance - {d}, touched = now() WHERE id = {a};
+                         UPDATE accounts SET balance = balance + {d}, touched = now() WHERE id = {b};
+                         INSERT INTO ledger (account, delta, note) VALUES ({a}, -{d}, 'tx {n}'), ({b}, {d}, 'tx {n}'); COMMIT;"
+                    ))
+                    .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        })
+    };
+
+    for round in 0..6 {
+        let pause = Duration::from_millis(rand::rng().random_range(500..2500));
+        tokio::time::sleep(pause).await;
+        let victim = if round % 2 == 0 {
+            &mut capture
+        } else {
+            &mut pipeline
+        };
+        victim.kill()?; // SIGKILL
+        victim.wait()?;
+        *victim = spawn(
+            if round % 2 == 0 {
+                "capture"
+            } else {
+                "pipeline"
+            },
+            &config,
+            if round % 2 == 0 {
+                &capture_log
+            } else {
+                &pipeline_log
+            },
+        )?;
+    }
+    writing.store(false, Ordering::Relaxed);
+    let transactions = writer.await??;
+    assert!(
+        transactions > 50,
+        "the load ran ({transactions} transactions)"
+    );
+
+    let source = pg.client(&src).await?;
+    let sink = pg.client(&dst).await?;
+    let outcome = wait_until(
+        "sink equals source after the crashes",
+        Duration::from_secs(240),
+        || async {
+            for t in ["accounts", "ledger"] {
+                if table_digest(&sink, t).await.ok() != Some(table_digest(&source, t).await?) {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .await;
+    let _ = capture.kill();
+    let _ = pipeline.kill();
+    if let (Err(_), Some(k)) = (&outcome, &broker) {
+        dump_topic(&k.bootstrap(), "src.public.accounts").await?;
+        dump_topic(&k.bootstrap(), "src.transactions").await?;
+    }
+    if outcome.is_err() {
+        eprintln!(
+            "capture log:\n{}",
+            std::fs::read_to_string(&capture_log).unwrap_or_default()
+        );
+        eprintln!(
+            "pipeline log:\n{}",
+            std::fs::read_to_string(&pipeline_log).unwrap_or_default()
+        );
+    }
+    outcome?;
+    let total: i64 = sink
+        .query_one("SELECT sum(balance)::bigint FROM accounts", &[])
+        .await?
+        .get(0);
+    assert_eq!(total, 0, "money is conserved in the sink");
+    Ok(())
+}
+
+/// Prints offset and position of every record of a topic (diagnostics on failure).
+async fn dump_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    use tributary_pipeline::transport::Consumer as _;
+    let settings = tributary_capture::transport::kafka::KafkaSettings::new(brokers);
+    let consumer =
+        tributary_pipeline::transport::kafka::KafkaConsumer::connect(&settings, "crash-dump")
+            .await?;
+    let mut reader = consumer.reader_from_start(topic).await?;
+    let mut schemas =
+        tributary_pipeline::registry::SchemaCache::open(&consumer, "src", "src").await?;
+    while let Some(r) = reader.next(Some(Duration::from_secs(3))).await? {
+        let position = if topic.ends_with(".transactions") {
+            tributary_schemas::decode_tx_end(&r.value)
+                .map(|e| format!("end {}..{}", e.first, e.last))
+                .unwrap_or_else(|e| e.to_string())
+        } else {
+            let (id, datum) = tributary_schemas::unframe(&r.value)?;
+            let s = schemas.get(id).await?;
+            tributary_schemas::decode_value(&s, datum)
+                .map(|e| e.position.to_string())
+                .unwrap_or_else(|e| e.to_string())
+        };
+        eprintln!("DUMP {topic} {} {position}", r.offset);
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_capture_and_pipeline_embedded() -> anyhow::Result<()> {
+    scenario(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_capture_and_pipeline_kafka() -> anyhow::Result<()> {
+    scenario(true).await
+}

@@ -1,0 +1,297 @@
+//! PostgreSQL → (embedded log | tansu) → PostgreSQL, end to end, in process.
+//!
+//! Each scenario is written once and run for both transports. The sink must equal the
+//! source (row count and digest of the full contents of every table) after each step.
+
+use anyhow::Context;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tributary_pipeline::demo::table_digest;
+use tributary_pipeline::runtime::{self, Roles};
+use tributary_pipeline::{Config, PipelineError};
+use tributary_tests::{wait_until, Kafka, Postgres};
+
+/// The transport a scenario runs on.
+enum Transport {
+    Embedded,
+    Kafka(Kafka),
+}
+
+impl Transport {
+    async fn start(kafka: bool) -> anyhow::Result<Self> {
+        Ok(if kafka {
+            Transport::Kafka(Kafka::start().await?)
+        } else {
+            Transport::Embedded
+        })
+    }
+
+    fn toml(&self) -> String {
+        match self {
+            Transport::Embedded => "[transport]\nkind = \"embedded\"\n".into(),
+            Transport::Kafka(k) => format!(
+                "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
+                k.bootstrap()
+            ),
+        }
+    }
+}
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), PipelineError>>,
+}
+
+impl Running {
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await?.context("pipeline ended with an error")?;
+        Ok(())
+    }
+}
+
+fn config(
+    state: &Path,
+    transport: &Transport,
+    source_url: &str,
+    sink_url: &str,
+    extra_source: &str,
+) -> Config {
+    let text = format!(
+        "state_dir = {state:?}\n{}\n[sources.src]\nkind = \"postgres\"\nurl = {source_url:?}\nheartbeat_secs = 1\n{extra_source}\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n",
+        transport.toml()
+    );
+    Config::parse(&text, |_| None).expect("test configuration is valid")
+}
+
+fn start(config: Config) -> Running {
+    let (stop, shutdown) = watch::channel(false);
+    let stats = runtime::stats_for(&config);
+    let task = tokio::spawn(runtime::run(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+        },
+        stats,
+        shutdown,
+    ));
+    Running { stop, task }
+}
+
+/// Waits until every table in `tables` has the same content in both databases.
+async fn converge(
+    pg: &Postgres,
+    src: &str,
+    dst: &str,
+    tables: &[&str],
+    running: &Running,
+) -> anyhow::Result<()> {
+    let source = pg.client(src).await?;
+    let sink = pg.client(dst).await?;
+    let outcome = wait_until("sink equals source", Duration::from_secs(180), || async {
+        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+        for t in tables {
+            let want = table_digest(&source, t).await?;
+            let have = match table_digest(&sink, t).await {
+                Ok(h) => h,
+                Err(_) => return Ok(false),
+            };
+            if want != have {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    if outcome.is_err() {
+        for t in tables {
+            for (side, client) in [("source", &source), ("sink", &sink)] {
+                let rows = client
+                    .query(
+                        &format!("SELECT left(r::text, 400) FROM {t} AS r ORDER BY 1 LIMIT 30"),
+                        &[],
+                    )
+                    .await;
+                for row in rows.into_iter().flatten() {
+                    eprintln!("{side} {t}: {}", row.get::<_, String>(0));
+                }
+            }
+        }
+    }
+    outcome
+}
+
+const ALL_TYPES: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE all_types (
+  id int PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+  t text, vc varchar(20), c char(5), by bytea, d date, tm time, ts timestamp, tstz timestamptz, iv interval,
+  u uuid, j json, jb jsonb, ai int[], at text[], m mood, big text);
+ALTER TABLE all_types ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO all_types VALUES
+ (1, true, -32768, -2147483648, -9223372036854775808, 3.4028235e38, -1.7976931348623157e308,
+  '-123456789012345678901234567890.123456789012345678901234567890', 123456789.123,
+  'héllo, "wörld" \ tab	end', 'varchar', 'ab', '\x00ff10', '0044-03-15 BC', '23:59:59.999999',
+  '2024-02-29 12:34:56.789012', '2024-02-29 12:34:56.789012+05:30', 'P-1Y2M-3DT4H5M6.000007S',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2, {"b": null}]}', '{"z": 1, "a": "x"}',
+  '{1,NULL,-3}', '{"a b","c,d","e\"f",NULL,"","NULL"}', 'happy', repeat('toast ', 100000)),
+ (2, false, 0, 0, 0, 'NaN', 'Infinity', 'NaN', 0, '', '', '', '\x', 'infinity', '00:00', '-infinity', 'infinity',
+  'PT0S', '00000000-0000-0000-0000-000000000000', 'null', '[]', '{}', '{}', 'sad', NULL),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(10,2), note text);
+INSERT INTO orders SELECT g, 'customer ' || g, g * 1.5, NULL FROM generate_series(1, 1000) g;
+"#;
+
+async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let transport = Transport::start(kafka).await?;
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(&src, ALL_TYPES).await?;
+    let state = tempfile::tempdir()?;
+    let running = start(config(
+        state.path(),
+        &transport,
+        &pg.url(&src),
+        &pg.url(&dst),
+        "",
+    ));
+    let tables = ["all_types", "orders"];
+    // Initial snapshot.
+    converge(&pg, &src, &dst, &tables, &running).await?;
+
+    // Inserts, updates (including a primary-key change), deletes, in several transactions.
+    pg.execute(
+        &src,
+        "INSERT INTO orders SELECT g, 'late ' || g, g, 'n' FROM generate_series(1001, 1100) g;
+         UPDATE orders SET amount = amount + 1 WHERE id % 3 = 0;
+         BEGIN; UPDATE orders SET id = 5000 WHERE id = 7; DELETE FROM orders WHERE id BETWEEN 10 AND 20; COMMIT;
+         INSERT INTO all_types (id, t, ai) VALUES (4, 'four', '{4}');
+         UPDATE all_types SET id = 40, i4 = 44 WHERE id = 2;",
+    )
+    .await?;
+    converge(&pg, &src, &dst, &tables, &running).await?;
+
+    // Unchanged TOAST values: updating other columns must keep the big value in the sink,
+    // also when the key changes.
+    pg.execute(
+        &src,
+        "UPDATE all_types SET i2 = 7 WHERE id = 1; UPDATE all_types SET id = 100 WHERE id = 1;",
+    )
+    .await?;
+    converge(&pg, &src, &dst, &tables, &running).await?;
+    let sink = pg.client(&dst).await?;
+    let big: i32 = sink
+        .query_one("SELECT length(big) FROM all_types WHERE id = 100", &[])
+        .await?
+        .get(0);
+    assert_eq!(big, 600_000, "the unchanged TOAST value survived");
+
+    // A new column mid-stream flows to the sink.
+    pg.execute(&src, "ALTER TABLE orders ADD COLUMN priority int; INSERT INTO orders (id, customer, priority) VALUES (9000, 'new', 1); UPDATE orders SET priority = 2 WHERE id = 5;")
+        .await?;
+    converge(&pg, &src, &dst, &tables, &running).await?;
+
+    // Truncate.
+    pg.execute(
+        &src,
+        "TRUNCATE orders; INSERT INTO orders (id, customer) VALUES (1, 'after truncate');",
+    )
+    .await?;
+    converge(&pg, &src, &dst, &tables, &running).await?;
+    running.stop().await?;
+
+    // Restart: resumes from the slot, nothing applied twice (contents still equal after
+    // more changes).
+    pg.execute(
+        &src,
+        "INSERT INTO orders (id, customer) VALUES (2, 'while stopped')",
+    )
+    .await?;
+    let running = start(config(
+        state.path(),
+        &transport,
+        &pg.url(&src),
+        &pg.url(&dst),
+        "",
+    ));
+    pg.execute(
+        &src,
+        "INSERT INTO orders (id, customer) VALUES (3, 'after restart')",
+    )
+    .await?;
+    converge(&pg, &src, &dst, &tables, &running).await?;
+    running.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_embedded() -> anyhow::Result<()> {
+    scenario_end_to_end(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_kafka() -> anyhow::Result<()> {
+    scenario_end_to_end(true).await
+}
+
+async fn scenario_huge_transaction(kafka: bool, rows: i64) -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let transport = Transport::start(kafka).await?;
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(
+        &src,
+        "CREATE TABLE readings (id bigint PRIMARY KEY, sensor text, value double precision)",
+    )
+    .await?;
+    let state = tempfile::tempdir()?;
+    let running = start(config(
+        state.path(),
+        &transport,
+        &pg.url(&src),
+        &pg.url(&dst),
+        "",
+    ));
+    pg.execute(
+        &src,
+        &format!("INSERT INTO readings SELECT g, 'sensor-' || (g % 100), g / 7.0 FROM generate_series(1, {rows}) g"),
+    )
+    .await?;
+    converge(&pg, &src, &dst, &["readings"], &running).await?;
+    running.stop().await?;
+    let peak = peak_rss_mib()?;
+    assert!(
+        peak < 512,
+        "peak RSS of the whole test process was {peak} MiB"
+    );
+    Ok(())
+}
+
+/// Peak resident memory of this process (each nextest test runs in its own process).
+fn peak_rss_mib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?;
+    Ok(kib / 1024)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn million_row_transaction_embedded() -> anyhow::Result<()> {
+    scenario_huge_transaction(false, 1_000_000).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn million_row_transaction_kafka() -> anyhow::Result<()> {
+    scenario_huge_transaction(true, 1_000_000).await
+}
