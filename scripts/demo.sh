@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 DEMO_DIR=${DEMO_DIR:-$PWD/.tributary-demo}
 SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-15}
 
-bash scripts/install-deps.sh
+TRIBUTARY_SKIP_TEST_TOOLS=1 bash scripts/install-deps.sh
 echo "== building tributary"
 cargo build --quiet -p tributary-pipeline --bin tributary
 

@@ -71,6 +71,11 @@ if [ "${#missing[@]}" -gt 0 ]; then
   "${SUDO[@]}" apt-get install -y -qq $packages
 fi
 
+if [ "${TRIBUTARY_SKIP_TEST_TOOLS:-}" = 1 ]; then
+  say "skipping tansu and cargo-nextest (only the tests need them)"
+  exit 0
+fi
+
 if [ -n "${TANSU_BIN:-}" ] && [ -x "$TANSU_BIN" ]; then
   say "ok: tansu at \$TANSU_BIN ($TANSU_BIN)"
 elif [ -x "$TANSU_ROOT/bin/tansu" ]; then

@@ -206,7 +206,8 @@ impl Producer for KafkaProducer {
     }
 
     async fn send(&self, record: Record) -> Result<Delivery, TransportError> {
-        let mut waited = Duration::ZERO;
+        let started = std::time::Instant::now();
+        let mut warned_at = started;
         loop {
             let mut fr = FutureRecord::to(&record.topic).payload(&record.value);
             if let Some(k) = &record.key {
@@ -227,11 +228,11 @@ impl Producer for KafkaProducer {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // Backpressure: the bounded queue is full until the brokers catch up.
-                    if waited.as_secs() > 0 && waited.as_millis() % 10_000 < 5 {
-                        tracing::warn!(topic = %record.topic, waited_s = waited.as_secs(), "kafka queue full, waiting for brokers");
+                    if warned_at.elapsed() >= Duration::from_secs(10) {
+                        warned_at = std::time::Instant::now();
+                        tracing::warn!(topic = %record.topic, waited_s = started.elapsed().as_secs(), "kafka queue full, waiting for the brokers");
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
-                    waited += Duration::from_millis(5);
                 }
                 Err((e, _)) => {
                     return Err(kafka_error(&format!("producing to {}", record.topic), e))
