@@ -8,7 +8,8 @@
 //! 2. Apply: 1M upserts through the PostgreSQL sink versus a server-side
 //!    `INSERT … ON CONFLICT` from a staging table holding the same rows.
 //!
-//! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size).
+//! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
+//! BENCH=capture or BENCH=apply for one half).
 
 use anyhow::Context;
 use std::sync::Arc;
@@ -175,10 +176,12 @@ async fn apply_bench(rows: i64) -> anyhow::Result<()> {
             "CREATE TABLE staging (aid int, bid int, abalance int, filler char(84));
              INSERT INTO staging SELECT g, g / 100000, 1, '' FROM generate_series(1, {rows}) g;
              CREATE TABLE public.reference (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
-             INSERT INTO public.reference SELECT aid, bid, 0, filler FROM staging;
-             VACUUM ANALYZE staging; VACUUM ANALYZE reference;"
+             INSERT INTO public.reference SELECT aid, bid, 0, filler FROM staging;"
         ))
         .await?;
+    // VACUUM cannot share the implicit transaction of a multi-statement batch.
+    client.batch_execute("VACUUM ANALYZE staging").await?;
+    client.batch_execute("VACUUM ANALYZE reference").await?;
     let started = Instant::now();
     client
         .batch_execute(
@@ -300,9 +303,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let only = std::env::var("BENCH").unwrap_or_default();
     runtime.block_on(async {
-        capture_bench(rows).await.context("capture benchmark")?;
-        apply_bench(rows).await.context("apply benchmark")?;
+        if only.is_empty() || only == "capture" {
+            capture_bench(rows).await.context("capture benchmark")?;
+        }
+        if only.is_empty() || only == "apply" {
+            apply_bench(rows).await.context("apply benchmark")?;
+        }
         anyhow::Ok(())
     })?;
     println!("peak RSS of the benchmark process: {} MiB", peak_rss_mib());
