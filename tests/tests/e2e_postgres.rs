@@ -295,3 +295,59 @@ async fn million_row_transaction_embedded() -> anyhow::Result<()> {
 async fn million_row_transaction_kafka() -> anyhow::Result<()> {
     scenario_huge_transaction(true, 1_000_000).await
 }
+
+/// The broker stops answering (SIGSTOP) while changes are captured; when it comes back,
+/// everything arrives and nothing was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_loses_nothing() -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let transport = Transport::start(true).await?;
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(
+        &src,
+        "CREATE TABLE stock (id int PRIMARY KEY, qty int); INSERT INTO stock VALUES (1, 10);",
+    )
+    .await?;
+    let state = tempfile::tempdir()?;
+    let running = start(config(
+        state.path(),
+        &transport,
+        &pg.url(&src),
+        &pg.url(&dst),
+        "",
+    ));
+    converge(&pg, &src, &dst, &["stock"], &running).await?;
+
+    let Transport::Kafka(kafka) = &transport else {
+        unreachable!("started with Kafka")
+    };
+    kafka.pause()?;
+    for batch in 0..10 {
+        pg.execute(
+            &src,
+            &format!("INSERT INTO stock SELECT g, g FROM generate_series({} , {}) g; UPDATE stock SET qty = qty - 1 WHERE id = 1;", 2 + batch * 100, 101 + batch * 100),
+        )
+        .await?;
+    }
+    let source = pg.client(&src).await?;
+    let end: String = source
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await?
+        .get(0);
+    // The capture has received every change while the broker is down.
+    wait_until("capture received the changes during the outage", Duration::from_secs(60), || async {
+        let row = source
+            .query_one("SELECT coalesce(bool_or(sent_lsn >= $1::text::pg_lsn), false) FROM pg_stat_replication", &[&end])
+            .await?;
+        Ok(row.get::<_, bool>(0))
+    })
+    .await?;
+    anyhow::ensure!(
+        !running.task.is_finished(),
+        "the pipeline keeps running through the outage"
+    );
+    kafka.resume()?;
+    converge(&pg, &src, &dst, &["stock"], &running).await?;
+    running.stop().await
+}
