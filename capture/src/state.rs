@@ -113,6 +113,7 @@ mod tests {
                     ty: ColumnType::Int32,
                     source_type: "integer".into(),
                     nullable: true,
+                    missing: None,
                 })
                 .collect(),
             primary_key: vec![0],

@@ -41,6 +41,11 @@ pub struct Column {
     pub source_type: String,
     /// Whether NULL is allowed.
     pub nullable: bool,
+    /// The value, in PostgreSQL text form, that rows which existed before the column was
+    /// added hold without storing it (`attmissingval` after `ADD COLUMN ... DEFAULT`); a
+    /// sink that adds the column gives its existing rows this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub missing: Option<String>,
 }
 
 /// A table's columns and primary key at one version.

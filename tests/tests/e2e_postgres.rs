@@ -192,7 +192,7 @@ async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
     assert_eq!(big, 600_000, "the unchanged TOAST value survived");
 
     // A new column mid-stream flows to the sink.
-    pg.execute(&src, "ALTER TABLE orders ADD COLUMN priority int; INSERT INTO orders (id, customer, priority) VALUES (9000, 'new', 1); UPDATE orders SET priority = 2 WHERE id = 5;")
+    pg.execute(&src, "ALTER TABLE orders ADD COLUMN priority int DEFAULT 3; INSERT INTO orders (id, customer, priority) VALUES (9000, 'new', 1); UPDATE orders SET priority = 2 WHERE id = 5;")
         .await?;
     converge(&pg, &src, &dst, &tables, &running).await?;
 

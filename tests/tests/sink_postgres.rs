@@ -24,6 +24,7 @@ fn column(name: &str, ty: ColumnType, source_type: &str, nullable: bool) -> Colu
         ty,
         source_type: source_type.into(),
         nullable,
+        missing: None,
     }
 }
 

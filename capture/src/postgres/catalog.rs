@@ -217,6 +217,46 @@ impl Catalog {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    /// Values that rows older than a column hold without storing them (`attmissingval`,
+    /// set by `ADD COLUMN ... DEFAULT`), by column name, in PostgreSQL text form.
+    pub async fn missing_values(&self, oid: u32) -> Result<HashMap<String, String>, CaptureError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT attname::text, attmissingval::text FROM pg_attribute \
+                 WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped AND atthasmissing",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| CaptureError::pg("reading column defaults of existing rows", e))?;
+        let mut missing = HashMap::new();
+        for row in rows {
+            let (name, array): (String, Option<String>) = (row.get(0), row.get(1));
+            // attmissingval is a one-element array of the column's type.
+            let element = array.and_then(|text| {
+                match super::types::parse_text(
+                    &name,
+                    &tributary_schemas::ColumnType::Array {
+                        element: Box::new(tributary_schemas::ColumnType::Text),
+                    },
+                    &text,
+                ) {
+                    Ok(tributary_schemas::Value::Array(mut items)) if items.len() == 1 => {
+                        match items.pop() {
+                            Some(tributary_schemas::Value::Text(t)) => Some(t),
+                            _ => None,
+                        }
+                    }
+                    _ => None,
+                }
+            });
+            if let Some(value) = element {
+                missing.insert(name, value);
+            }
+        }
+        Ok(missing)
+    }
+
     /// Creates the publication for `tables` or sets its table list to exactly them.
     pub async fn ensure_publication(
         &self,

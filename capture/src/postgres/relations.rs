@@ -27,10 +27,12 @@ pub async fn table_schema(
     catalog: &mut Catalog,
     store: &StateStore,
     source: &str,
+    relid: u32,
     table: TableId,
     columns: &[(String, u32, i32)],
     primary_key: &[String],
 ) -> Result<TableState, CaptureError> {
+    let missing = catalog.missing_values(relid).await?;
     let oids: Vec<u32> = columns.iter().map(|c| c.1).collect();
     catalog.load_types(&oids).await?;
     let lookup = |oid: u32| catalog.type_info(oid);
@@ -56,6 +58,7 @@ pub async fn table_schema(
             ty: column_type(*oid, *typmod, &lookup),
             source_type: source_type_name(*oid, *typmod, &lookup),
             nullable: !key.contains(&i),
+            missing: missing.get(name).cloned(),
         })
         .collect();
     let mut schema = TableSchema {

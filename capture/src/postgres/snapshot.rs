@@ -81,6 +81,7 @@ pub async fn run(
             catalog,
             store,
             plan.source,
+            t.oid,
             TableId::new(&t.schema, &t.name),
             &t.columns,
             &t.primary_key,

@@ -258,8 +258,16 @@ impl PostgresCapture {
                     .iter()
                     .map(|c| (c.name.clone(), c.type_oid, c.typmod))
                     .collect();
-                let state =
-                    table_schema(catalog, &self.store, &self.source, table, &columns, &key).await?;
+                let state = table_schema(
+                    catalog,
+                    &self.store,
+                    &self.source,
+                    rel.id,
+                    table,
+                    &columns,
+                    &key,
+                )
+                .await?;
                 if relations.get(&rel.id).map(|s| s.schema.version) != Some(state.schema.version) {
                     tracing::info!(table = %state.schema.table, version = state.schema.version, "table schema");
                 }

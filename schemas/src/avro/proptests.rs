@@ -127,6 +127,7 @@ fn table() -> impl Strategy<Value = TableSchema> {
                 ty,
                 source_type: "x".into(),
                 nullable: i != 0,
+                missing: (i == 1).then(|| "3".to_string()),
             })
             .collect(),
         primary_key: vec![0],
@@ -246,12 +247,14 @@ fn nan_survives_as_nan() {
                 ty: ColumnType::Int32,
                 source_type: "integer".into(),
                 nullable: false,
+                missing: None,
             },
             Column {
                 name: "f".into(),
                 ty: ColumnType::Float64,
                 source_type: "double precision".into(),
                 nullable: true,
+                missing: None,
             },
         ],
         primary_key: vec![0],

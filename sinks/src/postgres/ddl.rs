@@ -169,12 +169,27 @@ fn required_changes(
     let mut changes = Vec::new();
     for column in &schema.columns {
         match existing.iter().find(|e| e.name == column.name) {
-            // Existing rows have no value for a new column, so it is added nullable.
-            None => changes.push(format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
-                quote_ident(&column.name),
-                column_type_sql(column)
-            )),
+            // Existing rows have no value for a new column, so it is added nullable, or
+            // with the value the source's existing rows have (`Column::missing`).
+            None => match &column.missing {
+                None => changes.push(format!(
+                    "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {}",
+                    quote_ident(&column.name),
+                    column_type_sql(column)
+                )),
+                Some(value) => {
+                    let ty = column_type_sql(column);
+                    changes.push(format!(
+                        "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} {ty} DEFAULT '{}'::{ty}",
+                        quote_ident(&column.name),
+                        value.replace('\'', "''")
+                    ));
+                    changes.push(format!(
+                        "ALTER TABLE {table} ALTER COLUMN {} DROP DEFAULT",
+                        quote_ident(&column.name)
+                    ));
+                }
+            },
             Some(e) if e.not_null && column.nullable && !e.in_primary_key => changes.push(format!(
                 "ALTER TABLE {table} ALTER COLUMN {} DROP NOT NULL",
                 quote_ident(&column.name)
@@ -271,6 +286,7 @@ mod tests {
             ty,
             source_type: source_type.into(),
             nullable,
+            missing: None,
         }
     }
 

@@ -10,6 +10,7 @@ fn table() -> TableSchema {
         ty,
         source_type: String::new(),
         nullable: true,
+        missing: None,
     };
     TableSchema {
         table: TableId::new("public", "t"),

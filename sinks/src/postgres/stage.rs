@@ -167,6 +167,7 @@ mod tests {
             ty: ColumnType::Int32,
             source_type: "integer".into(),
             nullable: true,
+            missing: None,
         };
         TableSchema {
             table: TableId::new("public", "t"),
