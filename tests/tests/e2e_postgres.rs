@@ -52,15 +52,9 @@ impl Running {
     }
 }
 
-fn config(
-    state: &Path,
-    transport: &Transport,
-    source_url: &str,
-    sink_url: &str,
-    extra_source: &str,
-) -> Config {
+fn config(state: &Path, transport: &Transport, source_url: &str, sink_url: &str) -> Config {
     let text = format!(
-        "state_dir = {state:?}\n{}\n[sources.src]\nkind = \"postgres\"\nurl = {source_url:?}\nheartbeat_secs = 1\n{extra_source}\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n",
+        "state_dir = {state:?}\n{}\n[sources.src]\nkind = \"postgres\"\nurl = {source_url:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n",
         transport.toml()
     );
     Config::parse(&text, |_| None).expect("test configuration is valid")
@@ -79,6 +73,44 @@ fn start(config: Config) -> Running {
         shutdown,
     ));
     Running { stop, task }
+}
+
+/// A private PostgreSQL with a source and a sink database, a transport and a state
+/// directory: what every scenario starts from.
+struct Scene {
+    pg: Postgres,
+    transport: Transport,
+    src: String,
+    dst: String,
+    state: tempfile::TempDir,
+}
+
+impl Scene {
+    /// Starts the servers and runs `ddl` in the source database.
+    async fn new(kafka: bool, ddl: &str) -> anyhow::Result<Self> {
+        let pg = Postgres::start().await?;
+        let transport = Transport::start(kafka).await?;
+        let src = pg.create_database("src").await?;
+        let dst = pg.create_database("dst").await?;
+        pg.execute(&src, ddl).await?;
+        Ok(Scene {
+            pg,
+            transport,
+            src,
+            dst,
+            state: tempfile::tempdir()?,
+        })
+    }
+
+    /// Starts capture and pipeline from source to sink.
+    fn start(&self) -> Running {
+        start(config(
+            self.state.path(),
+            &self.transport,
+            &self.pg.url(&self.src),
+            &self.pg.url(&self.dst),
+        ))
+    }
 }
 
 /// Waits until every table in `tables` has the same content in both databases.
@@ -147,26 +179,16 @@ INSERT INTO orders SELECT g, 'customer ' || g, g * 1.5, NULL FROM generate_serie
 "#;
 
 async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
-    let pg = Postgres::start().await?;
-    let transport = Transport::start(kafka).await?;
-    let src = pg.create_database("src").await?;
-    let dst = pg.create_database("dst").await?;
-    pg.execute(&src, ALL_TYPES).await?;
-    let state = tempfile::tempdir()?;
-    let running = start(config(
-        state.path(),
-        &transport,
-        &pg.url(&src),
-        &pg.url(&dst),
-        "",
-    ));
+    let scene = Scene::new(kafka, ALL_TYPES).await?;
+    let (pg, src, dst) = (&scene.pg, &scene.src, &scene.dst);
+    let running = scene.start();
     let tables = ["all_types", "orders"];
     // Initial snapshot.
-    converge(&pg, &src, &dst, &tables, &running).await?;
+    converge(pg, src, dst, &tables, &running).await?;
 
     // Inserts, updates (including a primary-key change), deletes, in several transactions.
     pg.execute(
-        &src,
+        src,
         "INSERT INTO orders SELECT g, 'late ' || g, g, 'n' FROM generate_series(1001, 1100) g;
          UPDATE orders SET amount = amount + 1 WHERE id % 3 = 0;
          BEGIN; UPDATE orders SET id = 5000 WHERE id = 7; DELETE FROM orders WHERE id BETWEEN 10 AND 20; COMMIT;
@@ -174,17 +196,17 @@ async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
          UPDATE all_types SET id = 40, i4 = 44 WHERE id = 2;",
     )
     .await?;
-    converge(&pg, &src, &dst, &tables, &running).await?;
+    converge(pg, src, dst, &tables, &running).await?;
 
     // Unchanged TOAST values: updating other columns must keep the big value in the sink,
     // also when the key changes.
     pg.execute(
-        &src,
+        src,
         "UPDATE all_types SET i2 = 7 WHERE id = 1; UPDATE all_types SET id = 100 WHERE id = 1;",
     )
     .await?;
-    converge(&pg, &src, &dst, &tables, &running).await?;
-    let sink = pg.client(&dst).await?;
+    converge(pg, src, dst, &tables, &running).await?;
+    let sink = pg.client(dst).await?;
     let big: i32 = sink
         .query_one("SELECT length(big) FROM all_types WHERE id = 100", &[])
         .await?
@@ -192,39 +214,33 @@ async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
     assert_eq!(big, 600_000, "the unchanged TOAST value survived");
 
     // A new column mid-stream flows to the sink.
-    pg.execute(&src, "ALTER TABLE orders ADD COLUMN priority int DEFAULT 3; INSERT INTO orders (id, customer, priority) VALUES (9000, 'new', 1); UPDATE orders SET priority = 2 WHERE id = 5;")
+    pg.execute(src, "ALTER TABLE orders ADD COLUMN priority int DEFAULT 3; INSERT INTO orders (id, customer, priority) VALUES (9000, 'new', 1); UPDATE orders SET priority = 2 WHERE id = 5;")
         .await?;
-    converge(&pg, &src, &dst, &tables, &running).await?;
+    converge(pg, src, dst, &tables, &running).await?;
 
     // Truncate.
     pg.execute(
-        &src,
+        src,
         "TRUNCATE orders; INSERT INTO orders (id, customer) VALUES (1, 'after truncate');",
     )
     .await?;
-    converge(&pg, &src, &dst, &tables, &running).await?;
+    converge(pg, src, dst, &tables, &running).await?;
     running.stop().await?;
 
     // Restart: resumes from the slot, nothing applied twice (contents still equal after
     // more changes).
     pg.execute(
-        &src,
+        src,
         "INSERT INTO orders (id, customer) VALUES (2, 'while stopped')",
     )
     .await?;
-    let running = start(config(
-        state.path(),
-        &transport,
-        &pg.url(&src),
-        &pg.url(&dst),
-        "",
-    ));
+    let running = scene.start();
     pg.execute(
-        &src,
+        src,
         "INSERT INTO orders (id, customer) VALUES (3, 'after restart')",
     )
     .await?;
-    converge(&pg, &src, &dst, &tables, &running).await?;
+    converge(pg, src, dst, &tables, &running).await?;
     running.stop().await
 }
 
@@ -239,29 +255,19 @@ async fn end_to_end_kafka() -> anyhow::Result<()> {
 }
 
 async fn scenario_huge_transaction(kafka: bool, rows: i64) -> anyhow::Result<()> {
-    let pg = Postgres::start().await?;
-    let transport = Transport::start(kafka).await?;
-    let src = pg.create_database("src").await?;
-    let dst = pg.create_database("dst").await?;
-    pg.execute(
-        &src,
+    let scene = Scene::new(
+        kafka,
         "CREATE TABLE readings (id bigint PRIMARY KEY, sensor text, value double precision)",
     )
     .await?;
-    let state = tempfile::tempdir()?;
-    let running = start(config(
-        state.path(),
-        &transport,
-        &pg.url(&src),
-        &pg.url(&dst),
-        "",
-    ));
+    let (pg, src, dst) = (&scene.pg, &scene.src, &scene.dst);
+    let running = scene.start();
     pg.execute(
-        &src,
+        src,
         &format!("INSERT INTO readings SELECT g, 'sensor-' || (g % 100), g / 7.0 FROM generate_series(1, {rows}) g"),
     )
     .await?;
-    converge(&pg, &src, &dst, &["readings"], &running).await?;
+    converge(pg, src, dst, &["readings"], &running).await?;
     running.stop().await?;
     let peak = peak_rss_mib()?;
     assert!(
@@ -300,37 +306,27 @@ async fn million_row_transaction_kafka() -> anyhow::Result<()> {
 /// everything arrives and nothing was lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_loses_nothing() -> anyhow::Result<()> {
-    let pg = Postgres::start().await?;
-    let transport = Transport::start(true).await?;
-    let src = pg.create_database("src").await?;
-    let dst = pg.create_database("dst").await?;
-    pg.execute(
-        &src,
+    let scene = Scene::new(
+        true,
         "CREATE TABLE stock (id int PRIMARY KEY, qty int); INSERT INTO stock VALUES (1, 10);",
     )
     .await?;
-    let state = tempfile::tempdir()?;
-    let running = start(config(
-        state.path(),
-        &transport,
-        &pg.url(&src),
-        &pg.url(&dst),
-        "",
-    ));
-    converge(&pg, &src, &dst, &["stock"], &running).await?;
+    let (pg, src, dst) = (&scene.pg, &scene.src, &scene.dst);
+    let running = scene.start();
+    converge(pg, src, dst, &["stock"], &running).await?;
 
-    let Transport::Kafka(kafka) = &transport else {
+    let Transport::Kafka(kafka) = &scene.transport else {
         unreachable!("started with Kafka")
     };
     kafka.pause()?;
     for batch in 0..10 {
         pg.execute(
-            &src,
+            src,
             &format!("INSERT INTO stock SELECT g, g FROM generate_series({} , {}) g; UPDATE stock SET qty = qty - 1 WHERE id = 1;", 2 + batch * 100, 101 + batch * 100),
         )
         .await?;
     }
-    let source = pg.client(&src).await?;
+    let source = pg.client(src).await?;
     let end: String = source
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
         .await?
@@ -348,6 +344,6 @@ async fn broker_outage_loses_nothing() -> anyhow::Result<()> {
         "the pipeline keeps running through the outage"
     );
     kafka.resume()?;
-    converge(&pg, &src, &dst, &["stock"], &running).await?;
+    converge(pg, src, dst, &["stock"], &running).await?;
     running.stop().await
 }
