@@ -2,11 +2,16 @@
 //! reports which source positions are durable.
 //!
 //! Every record's [`Delivery`] goes into a bounded FIFO awaited by an acknowledger task in
-//! order. A transaction's acknowledgement token (the PostgreSQL commit end LSN) is released
-//! only after all deliveries queued before it resolved: that token is what the source may
-//! confirm upstream (slot feedback). A failed delivery stops acknowledgements for good and
+//! order. A transaction's marker is sent only once every delivery queued before it
+//! resolved, so a marker in the transport always means its events (and their schemas) are
+//! durable there: a crash, or a transport that loses the tail of one topic but not another
+//! (Kafka partitions are independent), never leaves a marker whose events are missing.
+//! Markers are pipelined (the next transaction's events are not held back while a marker
+//! is in flight). A transaction's acknowledgement token (the PostgreSQL commit end LSN) is
+//! released only after its marker is durable: that token is what the source may confirm
+//! upstream (slot feedback). A failed delivery stops acknowledgements for good and
 //! surfaces as an error, so the capture restarts from the last confirmed position and
-//! nothing is skipped. The FIFO's bound plus the transport's queue bound the memory in
+//! nothing is skipped. The FIFOs' bounds plus the transport's queue bound the memory in
 //! flight whatever the transaction size.
 
 use crate::error::{CaptureError, TransportError};
@@ -24,7 +29,17 @@ use tributary_schemas::{
 const IN_FLIGHT: usize = 65_536;
 
 enum Pending {
+    /// A record sent; resolves when durable.
     Delivery(Delivery),
+    /// A transaction marker, to send once everything before it is durable.
+    Marker(Record),
+    /// A position: everything before it is durable once reached.
+    Mark { mark: u64, token: Option<u64> },
+}
+
+/// What the first acknowledger stage hands to the second, in order.
+enum Sent {
+    Marker(Delivery),
     Mark { mark: u64, token: Option<u64> },
 }
 
@@ -65,7 +80,9 @@ impl Publisher {
     pub fn new(producer: Arc<dyn Producer>, source: &str, prefix: &str) -> Self {
         let (pending, rx) = mpsc::channel(IN_FLIGHT);
         let (ack_tx, acked) = watch::channel(Acked::default());
-        tokio::spawn(acknowledge(rx, ack_tx));
+        // A weak reference: the transport (and the embedded log's lock) is released when the
+        // publisher goes, not when its acknowledger notices.
+        tokio::spawn(acknowledge(rx, Arc::downgrade(&producer), ack_tx));
         Publisher {
             producer,
             source: source.into(),
@@ -196,15 +213,15 @@ impl Publisher {
                 TX_END_SCHEMA,
             )
             .await?;
-            let delivery = self
-                .producer
-                .send(Record {
-                    topic,
-                    key: None,
-                    value: encode_tx_end(&end)?,
-                })
-                .await?;
-            self.push(delivery).await?;
+            let marker = Record {
+                topic,
+                key: None,
+                value: encode_tx_end(&end)?,
+            };
+            self.pending
+                .send(Pending::Marker(marker))
+                .await
+                .map_err(|_| TransportError::Closed)?;
         }
         self.next_mark += 1;
         let mark = self.next_mark;
@@ -237,17 +254,56 @@ impl Publisher {
     }
 }
 
-async fn acknowledge(mut rx: mpsc::Receiver<Pending>, tx: watch::Sender<Acked>) {
+/// First stage: awaits deliveries in order and sends each marker once everything before
+/// it is durable; hands marker deliveries and marks to the second stage.
+async fn acknowledge(
+    mut rx: mpsc::Receiver<Pending>,
+    producer: std::sync::Weak<dyn Producer>,
+    tx: watch::Sender<Acked>,
+) {
+    let (sent_tx, sent_rx) = mpsc::channel(IN_FLIGHT);
+    tokio::spawn(acknowledge_markers(sent_rx, tx.clone()));
+    let fail = |e: &dyn std::fmt::Display| {
+        tracing::error!(error = %e, "delivery failed; acknowledgements stop here");
+        tx.send_modify(|a| a.failed = Some(e.to_string()));
+    };
     while let Some(p) = rx.recv().await {
-        match p {
+        let sent = match p {
             Pending::Delivery(d) => {
                 if let Err(e) = d.await {
-                    tracing::error!(error = %e, "delivery failed; acknowledgements stop here");
+                    return fail(&e);
+                }
+                continue;
+            }
+            Pending::Marker(record) => {
+                let Some(producer) = producer.upgrade() else {
+                    return fail(&TransportError::Closed);
+                };
+                match producer.send(record).await {
+                    Ok(d) => Sent::Marker(d),
+                    Err(e) => return fail(&e),
+                }
+            }
+            Pending::Mark { mark, token } => Sent::Mark { mark, token },
+        };
+        if sent_tx.send(sent).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Second stage: awaits marker deliveries in order and releases marks.
+async fn acknowledge_markers(mut rx: mpsc::Receiver<Sent>, tx: watch::Sender<Acked>) {
+    while let Some(s) = rx.recv().await {
+        match s {
+            Sent::Marker(d) => {
+                if let Err(e) = d.await {
+                    tracing::error!(error = %e, "delivery of a transaction marker failed; acknowledgements stop here");
                     tx.send_modify(|a| a.failed = Some(e.to_string()));
                     return;
                 }
             }
-            Pending::Mark { mark, token } => tx.send_modify(|a| {
+            Sent::Mark { mark, token } => tx.send_modify(|a| {
                 a.mark = mark;
                 if token.is_some() {
                     a.token = token;

@@ -143,7 +143,11 @@ impl Applier {
                         record.topic, record.offset
                     ))
                 })?;
-                let apply = watermark.is_none_or(|w| end.last > w);
+                // Compared with what this sink transaction already holds too: a capture
+                // that restarted replays markers, and a replayed one must neither be
+                // applied again nor move the watermark back.
+                let applied_up_to = watermark.max(last_applied);
+                let apply = applied_up_to.is_none_or(|w| end.last > w);
                 if apply && !open {
                     self.sink.begin().await?;
                     open = true;
@@ -284,5 +288,166 @@ impl Applier {
         let schemas = self.schemas.get(id).await?;
         let event = decode_value(&schemas, datum)?;
         Ok((schemas, event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The apply loop over a real embedded log, with a sink that records what it is asked
+    //! to do (the sink itself is tested against PostgreSQL in `tests/`).
+    use super::*;
+    use crate::transport::embedded::EmbeddedConsumer;
+    use std::sync::Mutex;
+    use tributary_capture::publisher::Publisher;
+    use tributary_capture::transport::log::EmbeddedProducer;
+    use tributary_schemas::{Column, ColumnType, Op, Row, TableId, TableSchema, TxMeta, Value};
+    use tributary_sinks::SinkError;
+
+    #[derive(Default)]
+    struct Recorded {
+        /// Keys applied, in order, per committed sink transaction.
+        commits: Vec<(Vec<i64>, Position)>,
+        open: Vec<i64>,
+        watermark: Option<Position>,
+    }
+
+    struct RecordingSink(Arc<Mutex<Recorded>>);
+
+    #[async_trait::async_trait]
+    impl Sink for RecordingSink {
+        async fn watermark(&mut self, _source: &str) -> Result<Option<Position>, SinkError> {
+            Ok(self.0.lock().unwrap().watermark)
+        }
+        async fn begin(&mut self) -> Result<(), SinkError> {
+            self.0.lock().unwrap().open.clear();
+            Ok(())
+        }
+        async fn apply(
+            &mut self,
+            _table: &TableSchema,
+            events: &[ChangeEvent],
+        ) -> Result<(), SinkError> {
+            let mut r = self.0.lock().unwrap();
+            for e in events {
+                match e.key[0] {
+                    Value::Int64(k) => r.open.push(k),
+                    ref other => panic!("unexpected key {other:?}"),
+                }
+            }
+            Ok(())
+        }
+        async fn commit(&mut self, _source: &str, position: Position) -> Result<(), SinkError> {
+            let mut r = self.0.lock().unwrap();
+            let keys = std::mem::take(&mut r.open);
+            r.commits.push((keys, position));
+            r.watermark = Some(position);
+            Ok(())
+        }
+        async fn rollback(&mut self) -> Result<(), SinkError> {
+            self.0.lock().unwrap().open.clear();
+            Ok(())
+        }
+    }
+
+    fn schema() -> TableSchema {
+        TableSchema {
+            table: TableId::new("public", "t"),
+            columns: vec![Column {
+                name: "id".into(),
+                ty: ColumnType::Int64,
+                source_type: "bigint".into(),
+                nullable: false,
+                missing: None,
+            }],
+            primary_key: vec![0],
+            version: 1,
+        }
+    }
+
+    /// Publishes source transaction `lsn` inserting `keys` (positions `lsn:1..`).
+    async fn publish(p: &mut Publisher, schemas: &AvroSchemas, lsn: u64, keys: &[i64]) {
+        for (i, &k) in keys.iter().enumerate() {
+            let event = ChangeEvent {
+                source: "src".into(),
+                table: schemas.table.table.clone(),
+                schema_version: 1,
+                op: Op::Insert,
+                key: vec![Value::Int64(k)],
+                before: None,
+                after: Some(Row(vec![Value::Int64(k)])),
+                position: Position::pg(lsn, i as u64 + 1),
+                tx: TxMeta {
+                    id: Some(lsn),
+                    commit_ts_micros: 0,
+                    first: Position::pg(lsn, 1),
+                },
+                origin: None,
+            };
+            p.event(schemas, &event).await.unwrap();
+        }
+        let mark = p.commit(Some(lsn)).await.unwrap();
+        p.wait_for(mark).await.unwrap();
+    }
+
+    /// A capture that restarted replays transactions it had already published; when the
+    /// originals and the replays are ready together they land in one sink transaction,
+    /// and the replays must be neither applied again nor move the watermark back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replayed_transactions_in_one_sink_transaction_are_applied_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let schemas = AvroSchemas::generate("src", &schema()).unwrap();
+        let producer = Arc::new(EmbeddedProducer::open(&log).unwrap());
+        let mut p = Publisher::new(producer.clone(), "src", "src");
+        publish(&mut p, &schemas, 10, &[1, 2]).await;
+        publish(&mut p, &schemas, 20, &[3, 4, 5]).await;
+        // The restarted capture (a new publisher, as after a supervised restart) repeats
+        // transaction 20, then goes on.
+        let mut p = Publisher::new(producer, "src", "src");
+        publish(&mut p, &schemas, 20, &[3, 4, 5]).await;
+        publish(&mut p, &schemas, 30, &[6]).await;
+        let recorded = Arc::new(Mutex::new(Recorded::default()));
+        let consumer = Arc::new(EmbeddedConsumer::open(&log, "g").unwrap());
+        let stats = Arc::new(ApplyStats::default());
+        let mut applier = Applier::new(
+            ApplySettings {
+                source: "src".into(),
+                prefix: "src".into(),
+                batch_rows: DEFAULT_BATCH_ROWS,
+                max_tx_events: DEFAULT_MAX_TX_EVENTS,
+            },
+            consumer,
+            Box::new(RecordingSink(recorded.clone())),
+            DeadLetters::new(&dir.path().join("dead"), "t"),
+            stats.clone(),
+        )
+        .await
+        .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move { applier.run(shutdown).await });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorded.lock().unwrap().watermark != Some(Position::pg(30, 1)) {
+            assert!(
+                Instant::now() < deadline,
+                "transaction 30 was never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        let r = recorded.lock().unwrap();
+        let applied: Vec<i64> = r.commits.iter().flat_map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            applied,
+            vec![1, 2, 3, 4, 5, 6],
+            "each row applied once, in order"
+        );
+        let positions: Vec<Position> = r.commits.iter().map(|(_, p)| *p).collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "the watermark only moves forward: {positions:?}"
+        );
+        assert_eq!(stats.transactions.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.skipped.load(Ordering::Relaxed), 1);
     }
 }

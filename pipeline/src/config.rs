@@ -19,6 +19,9 @@
 //! kind = "postgres"
 //! url = "postgres://tributary:${REPLICA_PASSWORD}@replica:5432/pharmacy"
 //! sources = ["head_office"]
+//!
+//! [registry]                   # optional: Confluent-compatible schema registry endpoint
+//! listen = "0.0.0.0:8081"
 //! ```
 
 use crate::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
@@ -48,6 +51,17 @@ pub struct Config {
     /// Sinks by name.
     #[serde(default)]
     pub sinks: BTreeMap<String, SinkConfig>,
+    /// The Confluent-compatible schema registry endpoint; not served when absent.
+    #[serde(default)]
+    pub registry: Option<RegistryConfig>,
+}
+
+/// The schema registry endpoint (see `registry_server`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Address to listen on, e.g. `"0.0.0.0:8081"`.
+    pub listen: std::net::SocketAddr,
 }
 
 fn default_state_dir() -> PathBuf {
@@ -280,6 +294,8 @@ include = ["public.*"]
 kind = "postgres"
 url = "postgres://u@h/replica"
 sources = ["head_office"]
+[registry]
+listen = "127.0.0.1:8081"
 "#;
 
     fn env(name: &str) -> Option<String> {
@@ -295,6 +311,10 @@ sources = ["head_office"]
             matches!(c.transport, TransportConfig::Kafka(ref k) if k.brokers == "127.0.0.1:9092")
         );
         assert_eq!(c.sinks["replica"].batch_rows, DEFAULT_BATCH_ROWS);
+        assert_eq!(
+            c.registry.map(|r| r.listen.to_string()),
+            Some("127.0.0.1:8081".to_string())
+        );
     }
 
     #[test]
@@ -330,6 +350,8 @@ sources = ["head_office"]
         )
         .unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+        let e = Config::parse("[registry]\nlisten = \"localhost\"\n", env).unwrap_err();
+        assert!(e.starts_with("registry.listen:"), "{e}");
         let e = Config::parse("[transport]\nkind = \"carrier-pigeon\"\n", env).unwrap_err();
         assert!(
             e.contains("transport") && e.contains("carrier-pigeon"),

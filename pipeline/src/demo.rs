@@ -144,6 +144,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         Roles {
             capture: true,
             pipeline: true,
+            registry: false,
         },
         stats,
         shutdown,

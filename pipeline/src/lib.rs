@@ -9,6 +9,7 @@ pub mod dead_letter;
 pub mod demo;
 pub mod error;
 pub mod registry;
+pub mod registry_server;
 pub mod runtime;
 pub mod status;
 pub mod transport;

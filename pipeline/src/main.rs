@@ -26,12 +26,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run capture agents and apply loops together.
+    /// Run capture agents, apply loops and the schema registry endpoint together.
     Run,
     /// Run only the capture agents.
     Capture,
-    /// Run only the apply loops.
+    /// Run only the apply loops (and the schema registry endpoint, when configured).
     Pipeline,
+    /// Serve only the schema registry endpoint (`[registry] listen`).
+    Registry,
     /// Show how far each sink has applied each source.
     Status,
     /// Check the configuration and print it back.
@@ -62,14 +64,22 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Run => Roles {
             capture: true,
             pipeline: true,
+            registry: true,
         },
         Command::Capture => Roles {
             capture: true,
             pipeline: false,
+            registry: false,
         },
         Command::Pipeline => Roles {
             capture: false,
             pipeline: true,
+            registry: true,
+        },
+        Command::Registry => Roles {
+            capture: false,
+            pipeline: false,
+            registry: true,
         },
         Command::Demo(args) => return demo::run(args.clone()).await,
         Command::Check => {
@@ -83,6 +93,12 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         }
     };
     let config = Config::load(&cli.config)?;
+    if matches!(cli.command, Command::Registry) && config.registry.is_none() {
+        anyhow::bail!(
+            "{}: registry.listen is not set; add [registry] listen = \"0.0.0.0:8081\"",
+            cli.config.display()
+        );
+    }
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -9,6 +9,7 @@ use crate::apply::{Applier, ApplySettings, ApplyStats};
 use crate::config::{Config, SinkKind, SourceConfig, TransportConfig};
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
+use crate::registry_server::{self, RegistryView};
 use crate::transport::embedded::EmbeddedConsumer;
 use crate::transport::kafka::KafkaConsumer;
 use crate::transport::Consumer;
@@ -34,6 +35,8 @@ pub struct Roles {
     pub capture: bool,
     /// Run the apply loops.
     pub pipeline: bool,
+    /// Serve the schema registry endpoint (when configured).
+    pub registry: bool,
 }
 
 /// Counters of every apply loop, by `sink/source`.
@@ -98,6 +101,32 @@ pub async fn run(
                 },
             ));
         }
+    }
+
+    if let (true, Some(registry)) = (roles.registry, &config.registry) {
+        let listener = registry_server::bind(registry.listen).await?;
+        let view = RegistryView::default();
+        for (name, source) in &config.sources {
+            let prefix = source.prefix(name);
+            let (config, view, shutdown2) = (config.clone(), view.clone(), shutdown.clone());
+            tasks.spawn(supervise(
+                format!("registry follower {name}"),
+                shutdown.clone(),
+                move || {
+                    let (config, prefix, view, shutdown) = (
+                        config.clone(),
+                        prefix.clone(),
+                        view.clone(),
+                        shutdown2.clone(),
+                    );
+                    async move {
+                        let consumer = consumer(&config, "tributary-registry").await?;
+                        registry_server::follow(consumer.as_ref(), &prefix, view, shutdown).await
+                    }
+                },
+            ));
+        }
+        tasks.spawn(registry_server::serve(listener, view, shutdown.clone()));
     }
 
     if roles.pipeline {

@@ -29,6 +29,7 @@ async fn run_to_error(config: Config) -> String {
             Roles {
                 capture: true,
                 pipeline: false,
+                registry: false,
             },
             stats,
             shutdown,
@@ -125,6 +126,7 @@ async fn malformed_message_goes_to_dead_letters_and_the_rest_applies() -> anyhow
         Roles {
             capture: true,
             pipeline: false,
+            registry: false,
         },
         runtime::stats_for(&cfg),
         shutdown,
@@ -176,6 +178,7 @@ async fn malformed_message_goes_to_dead_letters_and_the_rest_applies() -> anyhow
         Roles {
             capture: false,
             pipeline: true,
+            registry: false,
         },
         runtime::stats_for(&cfg),
         shutdown,

@@ -210,15 +210,11 @@ async fn dump_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent: after kill -9 restarts the apply loop sometimes waits forever for a \
-            transaction's events although the log holds them (issue 2 note); run with --run-ignored"]
 async fn kill_capture_and_pipeline_embedded() -> anyhow::Result<()> {
     scenario(false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent: after kill -9 restarts the apply loop sometimes waits forever for a \
-            transaction's events although the topic holds them (issue 2 note); run with --run-ignored"]
 async fn kill_capture_and_pipeline_kafka() -> anyhow::Result<()> {
     scenario(true).await
 }

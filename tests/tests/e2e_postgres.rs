@@ -68,6 +68,7 @@ fn start(config: Config) -> Running {
         Roles {
             capture: true,
             pipeline: true,
+            registry: true,
         },
         stats,
         shutdown,
@@ -345,5 +346,129 @@ async fn broker_outage_loses_nothing() -> anyhow::Result<()> {
     );
     kafka.resume()?;
     converge(pg, src, dst, &["stock"], &running).await?;
+    running.stop().await
+}
+
+/// `GET path` on `127.0.0.1:port` over HTTP/1.1: `(status, body)`.
+async fn http_get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("an HTTP response has a head")?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("an HTTP status line")?;
+    anyhow::ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "unexpected chunked response"
+    );
+    Ok((status, body.to_string()))
+}
+
+/// A consumer that knows nothing of Tributary decodes the messages with the schemas the
+/// registry endpoint serves (the Confluent wire format: magic byte, schema id, datum).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_endpoint_serves_the_schemas_of_the_messages() -> anyhow::Result<()> {
+    use apache_avro::types::Value as Avro;
+    let scene = Scene::new(
+        true,
+        "CREATE TABLE medicines (id int PRIMARY KEY, name text, price numeric(10,2));
+         INSERT INTO medicines VALUES (1, 'aspirin', 3.50);",
+    )
+    .await?;
+    let port = tributary_tests::free_port();
+    let mut config = config(
+        scene.state.path(),
+        &scene.transport,
+        &scene.pg.url(&scene.src),
+        &scene.pg.url(&scene.dst),
+    );
+    config.registry = Some(tributary_pipeline::config::RegistryConfig {
+        listen: ([127, 0, 0, 1], port).into(),
+    });
+    let running = start(config);
+    converge(&scene.pg, &scene.src, &scene.dst, &["medicines"], &running).await?;
+
+    let Transport::Kafka(kafka) = &scene.transport else {
+        unreachable!("started with Kafka")
+    };
+    let consumer = tributary_pipeline::transport::kafka::KafkaConsumer::connect(
+        &tributary_capture::transport::kafka::KafkaSettings::new(kafka.bootstrap()),
+        "registry-test",
+    )
+    .await?;
+    use tributary_pipeline::transport::Consumer;
+    let mut reader = consumer.reader_from_start("src.public.medicines").await?;
+    let record = reader
+        .next(Some(Duration::from_secs(30)))
+        .await?
+        .context("the snapshot row is in the topic")?;
+    let frame = |bytes: &[u8]| -> anyhow::Result<u32> {
+        anyhow::ensure!(bytes.len() > 5 && bytes[0] == 0, "Confluent framing");
+        Ok(u32::from_be_bytes(bytes[1..5].try_into()?))
+    };
+    // The schemas become visible once the follower has read them.
+    let value_id = frame(&record.value)?;
+    let fetch = |id: u32| async move {
+        let (status, body) = http_get(port, &format!("/schemas/ids/{id}")).await?;
+        anyhow::ensure!(status == 200, "GET /schemas/ids/{id}: {status} {body}");
+        let doc: serde_json::Value = serde_json::from_str(&body)?;
+        Ok::<_, anyhow::Error>(apache_avro::Schema::parse_str(
+            doc["schema"].as_str().context("a schema field")?,
+        )?)
+    };
+    wait_until(
+        "the registry serves the value schema",
+        Duration::from_secs(30),
+        || async { Ok(fetch(value_id).await.is_ok()) },
+    )
+    .await?;
+    let value_schema = fetch(value_id).await?;
+    let value = apache_avro::reader::datum::GenericDatumReader::builder(&value_schema)
+        .build()?
+        .read_value(&mut &record.value[5..])?;
+    let Avro::Record(fields) = value else {
+        anyhow::bail!("the value is a record: {value:?}")
+    };
+    let after = &fields
+        .iter()
+        .find(|(n, _)| n == "after")
+        .context("after")?
+        .1;
+    let text = format!("{after:?}");
+    assert!(
+        text.contains("aspirin") && text.contains("Int(1)"),
+        "the row decodes: {text}"
+    );
+
+    let key = record.key.context("a keyed message")?;
+    let key_schema = fetch(frame(&key)?).await?;
+    let key_value = apache_avro::reader::datum::GenericDatumReader::builder(&key_schema)
+        .build()?
+        .read_value(&mut &key[5..])?;
+    assert!(format!("{key_value:?}").contains("Int(1)"), "{key_value:?}");
+
+    // The subject listing and the latest version agree with the ids in the messages.
+    let (status, body) =
+        http_get(port, "/subjects/src.public.medicines-value/versions/latest").await?;
+    assert_eq!(status, 200, "{body}");
+    let latest: serde_json::Value = serde_json::from_str(&body)?;
+    assert_eq!(latest["id"].as_u64(), Some(u64::from(value_id)));
+    let (status, body) = http_get(port, "/schemas/ids/1").await?;
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("40403"), "{body}");
     running.stop().await
 }
