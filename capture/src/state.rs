@@ -21,6 +21,19 @@ pub enum SnapshotState {
     },
 }
 
+/// Where a MySQL/MariaDB capture resumes: the start of the first binlog transaction not
+/// yet durable in the transport.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BinlogCheckpoint {
+    /// Binlog file name.
+    pub file: String,
+    /// Offset in that file.
+    pub pos: u64,
+    /// GTID of the last transaction before `pos` (MariaDB `domain-server-seq`), if known.
+    #[serde(default)]
+    pub gtid: Option<String>,
+}
+
 /// The capture's local state store.
 #[derive(Clone)]
 pub struct StateStore {
@@ -76,6 +89,23 @@ impl StateStore {
     /// Records the snapshot state of `source`.
     pub fn set_snapshot(&self, source: &str, state: &SnapshotState) -> Result<(), CaptureError> {
         self.put(&format!("snapshot/{source}"), state)
+    }
+
+    /// The binlog checkpoint of MySQL source `source`.
+    pub fn binlog_checkpoint(
+        &self,
+        source: &str,
+    ) -> Result<Option<BinlogCheckpoint>, CaptureError> {
+        self.get(&format!("binlog/{source}"))
+    }
+
+    /// Records the binlog checkpoint of MySQL source `source`.
+    pub fn set_binlog_checkpoint(
+        &self,
+        source: &str,
+        checkpoint: &BinlogCheckpoint,
+    ) -> Result<(), CaptureError> {
+        self.put(&format!("binlog/{source}"), checkpoint)
     }
 
     /// Gives `schema` its stable version: the one an identical shape had before, or the next.

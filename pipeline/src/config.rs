@@ -29,6 +29,7 @@ use crate::error::PipelineError;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use tributary_capture::mysql::MySqlSourceConfig;
 use tributary_capture::postgres::PostgresSourceConfig;
 use tributary_capture::transport::kafka::KafkaSettings;
 
@@ -99,6 +100,8 @@ pub struct EmbeddedConfig {
 pub enum SourceConfig {
     /// PostgreSQL through logical replication.
     Postgres(PostgresSourceConfig),
+    /// MySQL or MariaDB through the binary log.
+    Mysql(MySqlSourceConfig),
 }
 
 impl SourceConfig {
@@ -106,6 +109,7 @@ impl SourceConfig {
     pub fn prefix(&self, name: &str) -> String {
         match self {
             SourceConfig::Postgres(c) => c.prefix(name),
+            SourceConfig::Mysql(c) => c.prefix(name),
         }
     }
 }
@@ -200,6 +204,9 @@ impl Config {
             }
             match source {
                 SourceConfig::Postgres(c) => c
+                    .validate(&format!("sources.{name}"))
+                    .map_err(|e| e.to_string())?,
+                SourceConfig::Mysql(c) => c
                     .validate(&format!("sources.{name}"))
                     .map_err(|e| e.to_string())?,
             }
@@ -305,7 +312,9 @@ listen = "127.0.0.1:8081"
     #[test]
     fn parses_a_full_file_with_env_secrets() {
         let c = Config::parse(GOOD, env).unwrap();
-        let SourceConfig::Postgres(pg) = &c.sources["head_office"];
+        let SourceConfig::Postgres(pg) = &c.sources["head_office"] else {
+            panic!("a postgres source")
+        };
         assert_eq!(pg.url, "postgres://u:secret@h/db");
         assert!(
             matches!(c.transport, TransportConfig::Kafka(ref k) if k.brokers == "127.0.0.1:9092")
@@ -350,6 +359,14 @@ listen = "127.0.0.1:8081"
         )
         .unwrap_err();
         assert!(e.contains("bogus"), "{e}");
+        let c = Config::parse(
+            "[sources.store]\nkind = \"mysql\"\nurl = \"mysql://u:p@h:3306/shop\"\n",
+            env,
+        )
+        .unwrap();
+        assert!(matches!(c.sources["store"], SourceConfig::Mysql(_)));
+        let e = Config::parse("[sources.store]\nkind = \"mysql\"\nurl = \"x\"\n", env).unwrap_err();
+        assert!(e.starts_with("sources.store.url:"), "{e}");
         let e = Config::parse("[registry]\nlisten = \"localhost\"\n", env).unwrap_err();
         assert!(e.starts_with("registry.listen:"), "{e}");
         let e = Config::parse("[transport]\nkind = \"carrier-pigeon\"\n", env).unwrap_err();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tributary_capture::mysql::MySqlCapture;
 use tributary_capture::postgres::PostgresCapture;
 use tributary_capture::publisher::Publisher;
 use tributary_capture::state::StateStore;
@@ -69,6 +70,19 @@ pub async fn run(
     })?;
     let config = Arc::new(config);
     let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
+    // Every task stops when asked to, or when another task stopped for good: a run with a
+    // dead capture or apply loop must end (with that task's error), not idle on.
+    let (stop_all, shutdown) = {
+        let (tx, rx) = watch::channel(*shutdown.borrow());
+        let forward = tx.clone();
+        let mut outer = shutdown;
+        tokio::spawn(async move {
+            if outer.wait_for(|s| *s).await.is_ok() {
+                let _ = forward.send(true);
+            }
+        });
+        (tx, rx)
+    };
 
     if roles.capture && !config.sources.is_empty() {
         let producer = producer(&config).await?;
@@ -93,10 +107,20 @@ pub async fn run(
                         shutdown.clone(),
                     );
                     async move {
-                        let SourceConfig::Postgres(pg) = source;
-                        let publisher = Publisher::new(producer, &name, &pg.prefix(&name));
-                        let mut capture = PostgresCapture::new(&name, pg, store, publisher);
-                        capture.run(shutdown).await.map_err(PipelineError::from)
+                        let publisher = Publisher::new(producer, &name, &source.prefix(&name));
+                        match source {
+                            SourceConfig::Postgres(pg) => {
+                                PostgresCapture::new(&name, pg, store, publisher)
+                                    .run(shutdown)
+                                    .await
+                            }
+                            SourceConfig::Mysql(my) => {
+                                MySqlCapture::new(&name, my, store, publisher)
+                                    .run(shutdown)
+                                    .await
+                            }
+                        }
+                        .map_err(PipelineError::from)
                     }
                 },
             ));
@@ -151,11 +175,13 @@ pub async fn run(
         match done {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
+                let _ = stop_all.send(true);
                 if first_error.is_none() {
                     first_error = Some(e);
                 }
             }
             Err(e) => {
+                let _ = stop_all.send(true);
                 if first_error.is_none() {
                     first_error = Some(PipelineError::Io {
                         path: "task".into(),

@@ -30,7 +30,16 @@ pub fn redact(url: &str) -> String {
 /// Prints the status of every source and sink.
 pub async fn print(config: &Config) -> anyhow::Result<()> {
     for (name, source) in &config.sources {
-        let SourceConfig::Postgres(pg) = source;
+        let pg = match source {
+            SourceConfig::Postgres(pg) => pg,
+            SourceConfig::Mysql(my) => {
+                println!(
+                    "source {name}: MySQL/MariaDB at {} (binlog checkpoint in the state_dir)",
+                    redact(&my.url)
+                );
+                continue;
+            }
+        };
         match connect(&pg.url).await {
             Ok(client) => {
                 let row = client

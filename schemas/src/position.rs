@@ -34,12 +34,34 @@ pub fn format_lsn(lsn: u64) -> String {
     format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
 }
 
+/// Where an event sits in a MySQL/MariaDB source's history (the binary log).
+///
+/// `file` is the binlog file's sequence number (the numeric suffix of `mysql-bin.000042`),
+/// `offset` the end offset of the transaction's first event (its GTID or `BEGIN` event),
+/// or, for the rows of the initial snapshot, the binlog position the snapshot is
+/// consistent with, which is the start of the first transaction not in the snapshot and
+/// so lies strictly before that transaction's `offset`. Transactions are written to the
+/// binlog in commit order, so the order of positions is commit order. `seq` numbers the
+/// events within the transaction or snapshot from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct MySqlPosition {
+    /// Binlog file sequence number.
+    pub file: u32,
+    /// Offset within the file (see the type's documentation).
+    pub offset: u64,
+    /// Index of the event within the transaction or snapshot, from 1.
+    pub seq: u64,
+}
+
 /// A position in some source's history.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Position {
     /// A PostgreSQL logical replication position.
     Postgres(PgPosition),
+    /// A MySQL/MariaDB binlog position.
+    #[serde(rename = "mysql")]
+    MySql(MySqlPosition),
 }
 
 impl Position {
@@ -48,17 +70,16 @@ impl Position {
         Position::Postgres(PgPosition { lsn, seq })
     }
 
-    /// The transaction-level part of the position (the LSN for PostgreSQL).
-    pub fn tx_lsn(&self) -> u64 {
-        match self {
-            Position::Postgres(p) => p.lsn,
-        }
+    /// A MySQL/MariaDB position.
+    pub fn mysql(file: u32, offset: u64, seq: u64) -> Self {
+        Position::MySql(MySqlPosition { file, offset, seq })
     }
 
     /// The index of the event within its transaction.
     pub fn seq(&self) -> u64 {
         match self {
             Position::Postgres(p) => p.seq,
+            Position::MySql(p) => p.seq,
         }
     }
 }
@@ -67,6 +88,7 @@ impl fmt::Display for Position {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Position::Postgres(p) => write!(f, "pg:{}#{}", p.lsn_string(), p.seq),
+            Position::MySql(p) => write!(f, "mysql:{:06}:{}#{}", p.file, p.offset, p.seq),
         }
     }
 }
@@ -83,11 +105,20 @@ mod tests {
             let pb = Position::pg(b.0, b.1);
             prop_assert_eq!(pa.cmp(&pb), a.cmp(&b));
         }
+
+        #[test]
+        fn mysql_order_follows_file_then_offset_then_seq(a in any::<(u32, u64, u64)>(), b in any::<(u32, u64, u64)>()) {
+            prop_assert_eq!(Position::mysql(a.0, a.1, a.2).cmp(&Position::mysql(b.0, b.1, b.2)), a.cmp(&b));
+        }
     }
 
     #[test]
     fn lsn_formats_like_postgres() {
         assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
         assert_eq!(Position::pg(1, 2).to_string(), "pg:0/1#2");
+        assert_eq!(
+            Position::mysql(3, 1234, 5).to_string(),
+            "mysql:000003:1234#5"
+        );
     }
 }

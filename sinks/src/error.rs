@@ -86,8 +86,8 @@ pub enum SinkError {
     TypeMismatch {
         /// The table.
         table: String,
-        /// Position of the event.
-        position: Position,
+        /// Position of the event (boxed: keeps every `Result` small).
+        position: Box<Position>,
         /// Column name.
         column: String,
         /// Short description of the value.

@@ -223,6 +223,8 @@ async fn run_client(
         "--batch",
         "--skip-column-names",
         "--user=root",
+        // Statements and results are UTF-8 whatever the machine's locale.
+        "--default-character-set=utf8mb4",
     ]);
     match target {
         Target::Socket(socket) => {

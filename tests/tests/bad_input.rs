@@ -9,7 +9,7 @@ use tributary_pipeline::demo::table_digest;
 use tributary_pipeline::runtime::{self, Roles};
 use tributary_pipeline::Config;
 use tributary_schemas::{encode_tx_end, Position, TopicCount, TxEnd};
-use tributary_tests::{free_port, wait_until, Postgres};
+use tributary_tests::{free_port, wait_until, MariaDb, Postgres};
 
 fn config(state: &std::path::Path, source_url: &str, sink_url: &str) -> Config {
     let text = format!(
@@ -209,5 +209,104 @@ async fn malformed_message_goes_to_dead_letters_and_the_rest_applies() -> anyhow
         "the pipeline keeps running after a bad message"
     );
     run.abort();
+    Ok(())
+}
+
+fn mysql_config(state: &std::path::Path, source_url: &str, sink_url: &str) -> Config {
+    let text = format!(
+        "state_dir = {state:?}\n[sources.src]\nkind = \"mysql\"\nurl = {source_url:?}\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n"
+    );
+    Config::parse(&text, |_| None).expect("valid test configuration")
+}
+
+/// MariaDB: wrong password, a table without a key, missing rights, a binlog that is not
+/// ROW, and a checkpoint whose binlog was purged, each named with what to change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let maria = MariaDb::start().await?;
+    let pg = Postgres::start().await?;
+    let dst = pg.create_database("dst").await?;
+    let db = maria.create_database("shop").await?;
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE keyed (id int PRIMARY KEY); INSERT INTO keyed VALUES (1); CREATE TABLE loose (a int);",
+        )
+        .await?;
+    let state = tempfile::tempdir()?;
+    let sink = pg.url(&dst);
+
+    let wrong = maria.url(&db).replace("root:root@", "root:wrong@");
+    let err = run_to_error(mysql_config(state.path(), &wrong, &sink)).await;
+    assert!(
+        err.contains("Access denied") && err.contains("password"),
+        "{err}"
+    );
+
+    let err = run_to_error(mysql_config(state.path(), &maria.url(&db), &sink)).await;
+    assert!(
+        err.contains(&format!("{db}.loose")) && err.contains("no primary key"),
+        "{err}"
+    );
+    maria.execute(&db, "DROP TABLE loose").await?;
+
+    maria
+        .execute(
+            &db,
+            "CREATE USER clerk IDENTIFIED BY 'clerk'; GRANT SELECT ON *.* TO clerk;",
+        )
+        .await?;
+    let clerk = maria.url(&db).replace("root:root@", "clerk:clerk@");
+    let err = run_to_error(mysql_config(state.path(), &clerk, &sink)).await;
+    assert!(err.contains("REPLICATION"), "{err}");
+
+    maria
+        .execute("", "SET GLOBAL binlog_format = 'STATEMENT'")
+        .await?;
+    let err = run_to_error(mysql_config(state.path(), &maria.url(&db), &sink)).await;
+    assert!(
+        err.contains("binlog_format is STATEMENT") && err.contains("ROW"),
+        "{err}"
+    );
+    maria
+        .execute("", "SET GLOBAL binlog_format = 'ROW'")
+        .await?;
+
+    // A finished snapshot, then the binlog at the checkpoint is purged.
+    let config = mysql_config(state.path(), &maria.url(&db), &sink);
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn(runtime::run(
+        config.clone(),
+        Roles {
+            capture: true,
+            pipeline: false,
+            registry: false,
+        },
+        runtime::stats_for(&config),
+        shutdown,
+    ));
+    // The snapshot's marker is in the log once the snapshot's rows are durable; a clean
+    // stop then leaves the checkpoint at the snapshot's position in the first binlog.
+    let marker_log = config.log_dir().join("src.transactions.log");
+    wait_until(
+        "the snapshot is in the log",
+        Duration::from_secs(60),
+        || async { Ok(marker_log.exists()) },
+    )
+    .await?;
+    let _ = stop.send(true);
+    running.await??;
+    maria
+        .execute(
+            "",
+            "FLUSH BINARY LOGS; FLUSH BINARY LOGS; PURGE BINARY LOGS BEFORE NOW() + INTERVAL 1 DAY",
+        )
+        .await?;
+    let err = run_to_error(config).await;
+    assert!(err.contains("1236") && err.contains("purged"), "{err}");
     Ok(())
 }

@@ -153,7 +153,7 @@ fn ident_part(s: &str) -> String {
 }
 
 /// Matches `text` against `pattern` where `*` matches any run of characters.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let parts: Vec<&str> = pattern.split('*').collect();
     if parts.len() == 1 {
         return pattern == text;

@@ -419,7 +419,22 @@ fn position_to_avro(p: &Position) -> Avro {
                 "lsn".into(),
                 Avro::Union(1, Box::new(Avro::Long(pg.lsn as i64))),
             ),
+            ("file".into(), Avro::Union(0, Box::new(Avro::Null))),
+            ("offset".into(), Avro::Union(0, Box::new(Avro::Null))),
             ("seq".into(), Avro::Long(pg.seq as i64)),
+        ]),
+        Position::MySql(m) => Avro::Record(vec![
+            ("kind".into(), Avro::String("mysql".into())),
+            ("lsn".into(), Avro::Union(0, Box::new(Avro::Null))),
+            (
+                "file".into(),
+                Avro::Union(1, Box::new(Avro::Long(i64::from(m.file)))),
+            ),
+            (
+                "offset".into(),
+                Avro::Union(1, Box::new(Avro::Long(m.offset as i64))),
+            ),
+            ("seq".into(), Avro::Long(m.seq as i64)),
         ]),
     }
 }
@@ -434,6 +449,17 @@ fn position_from_avro(value: Avro) -> Result<Position, SchemaError> {
                 SchemaError::malformed("position", "postgres position without lsn")
             })?;
             Ok(Position::pg(lsn, seq))
+        }
+        "mysql" => {
+            let file = opt_u64(take(&mut f, "file")?, "position.file")?;
+            let offset = opt_u64(take(&mut f, "offset")?, "position.offset")?;
+            match (file.map(u32::try_from), offset) {
+                (Some(Ok(file)), Some(offset)) => Ok(Position::mysql(file, offset, seq)),
+                _ => Err(SchemaError::malformed(
+                    "position",
+                    "mysql position without a valid file and offset",
+                )),
+            }
         }
         other => Err(SchemaError::malformed(
             "position.kind",

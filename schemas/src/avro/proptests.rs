@@ -179,7 +179,12 @@ fn event_for(table: TableSchema) -> BoxedStrategy<(TableSchema, ChangeEvent)> {
                 (_, _, Some(a)) => vec![a.0[0].clone()],
                 _ => unreachable!(),
             };
-            let position = Position::pg(lsn as u64, seq as u64);
+            // Both position kinds: odd LSNs stand for a MySQL source.
+            let position = if lsn % 2 == 0 {
+                Position::pg(lsn as u64, seq as u64)
+            } else {
+                Position::mysql(lsn / 7, u64::from(lsn), seq as u64)
+            };
             let event = ChangeEvent {
                 source: "head-office".into(),
                 table: table.table.clone(),
@@ -230,7 +235,7 @@ proptest! {
             id: Some(7),
             commit_ts_micros: -5,
             first: Position::pg(lsns.0 as u64, 1),
-            last: Position::pg(lsns.1 as u64, 9),
+            last: Position::mysql(lsns.1, lsns.0 as u64, 9),
             topics: counts.into_iter().map(|(topic, count)| TopicCount { topic, count: count as u64 }).collect(),
         };
         prop_assert_eq!(decode_tx_end(&encode_tx_end(&end).unwrap()).unwrap(), end);

@@ -224,7 +224,7 @@ fn checked_after<'a>(
         if !value.fits(&column.ty) {
             return Err(SinkError::TypeMismatch {
                 table: table.table.to_string(),
-                position: event.position,
+                position: Box::new(event.position),
                 column: column.name.clone(),
                 value: value.describe(),
                 ty: column.ty.describe(),

@@ -1,0 +1,317 @@
+//! MariaDB (binlog, ROW) → (embedded log | tansu) → PostgreSQL, end to end, in process.
+//!
+//! After each step the sink must equal the source: every row of every table, each column
+//! rendered to the same text on both sides by a pair of SQL expressions (one per dialect).
+
+use anyhow::Context;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tributary_pipeline::runtime::{self, Roles};
+use tributary_pipeline::{Config, PipelineError};
+use tributary_tests::{wait_until, Kafka, MariaDb, Postgres};
+
+/// `(MariaDB expression, PostgreSQL expression)` rendering one column the same way.
+const ITEMS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("name", "name"),
+    ("latin", "latin"),
+    ("tiny", "tiny"),
+    ("qty", "qty"),
+    ("big", "big"),
+    ("price", "price"),
+    ("ratio", "ratio"),
+    ("f", "f"),
+    ("flag+0", "flag::int"),
+    ("bits+0", "get_byte(bits, 0) * 256 + get_byte(bits, 1)"),
+    // Zero dates become NULL (documented rule).
+    ("if(born = '0000-00-00', NULL, born)", "born"),
+    ("at_dt", "at_dt"),
+    (
+        "at_ts",
+        "to_char(at_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')",
+    ),
+    (
+        "round(time_to_sec(dur) * 1000000)",
+        "round(extract(epoch from dur) * 1000000)",
+    ),
+    (
+        "round(time_to_sec(dur2) * 100)",
+        "round(extract(epoch from dur2) * 100)",
+    ),
+    ("yr", "yr"),
+    ("kind", "kind"),
+    ("tags", "tags"),
+    ("doc", "doc"),
+    ("hex(blobby)", "upper(encode(blobby, 'hex'))"),
+];
+
+const ITEMS_DDL: &str = "
+SET time_zone = '+00:00';
+CREATE TABLE items (
+  id int PRIMARY KEY,
+  name varchar(40) CHARACTER SET utf8mb4,
+  latin varchar(20) CHARACTER SET latin1,
+  tiny tinyint,
+  qty smallint unsigned,
+  big bigint unsigned,
+  price decimal(12,3),
+  ratio double,
+  f float,
+  flag bit(1),
+  bits bit(12),
+  born date,
+  at_dt datetime(6),
+  at_ts timestamp(3) NULL DEFAULT NULL,
+  dur time(6),
+  dur2 time(2),
+  yr year,
+  kind enum('tablet','syrup','it''s'),
+  tags set('otc','rx','cold'),
+  doc json,
+  blobby blob
+);
+CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
+INSERT INTO items VALUES
+  (1, 'aspirin 500mg', 'café', -5, 65535, 18446744073709551615, 123456789.125, 0.25, 1.5, b'1', b'101010101010',
+   '2024-02-29', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123', '-838:59:59.000001', '838:59:59.99', 2024, 'it''s', 'otc,cold',
+   '{\"a\": [1, 2]}', x'DEADBEEF'),
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, 'zero date', 'x', 0, 0, 0, 0, 0, 0, b'0', b'0', '0000-00-00', '1970-01-01 00:00:00.000001', '1970-01-01 00:00:01.500', '-00:00:01', '-12:00:00', 1901, 'tablet', '', '[]', x'');
+INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_50;
+";
+
+struct Running {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), PipelineError>>,
+}
+
+impl Running {
+    async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        self.task.await?.context("pipeline ended with an error")?;
+        Ok(())
+    }
+}
+
+struct Scene {
+    maria: MariaDb,
+    pg: Postgres,
+    _kafka: Option<Kafka>,
+    db: String,
+    dst: String,
+    config: Config,
+    _state: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn new(kafka: bool, ddl: &str) -> anyhow::Result<Self> {
+        // RUST_LOG=info shows what capture and pipeline do (nextest prints it on failure).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let maria = MariaDb::start().await?;
+        let pg = Postgres::start().await?;
+        let kafka = if kafka {
+            Some(Kafka::start().await?)
+        } else {
+            None
+        };
+        let db = maria.create_database("shop").await?;
+        maria.execute(&db, ddl).await?;
+        let dst = pg.create_database("dst").await?;
+        let state = tempfile::tempdir()?;
+        let transport = match &kafka {
+            Some(k) => format!(
+                "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
+                k.bootstrap()
+            ),
+            None => "[transport]\nkind = \"embedded\"\n".into(),
+        };
+        let text = format!(
+            "state_dir = {:?}\n{transport}\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
+            state.path(),
+            maria.url(&db),
+            pg.url(&dst),
+        );
+        let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+        Ok(Scene {
+            maria,
+            pg,
+            _kafka: kafka,
+            db,
+            dst,
+            config,
+            _state: state,
+        })
+    }
+
+    fn start(&self) -> Running {
+        let (stop, shutdown) = watch::channel(false);
+        let config = self.config.clone();
+        let stats = runtime::stats_for(&config);
+        let task = tokio::spawn(runtime::run(
+            config,
+            Roles {
+                capture: true,
+                pipeline: true,
+                registry: false,
+            },
+            stats,
+            shutdown,
+        ));
+        Running { stop, task }
+    }
+
+    /// The rows of `table` in the source, one tab-separated line each.
+    async fn source_rows(&self, table: &str, columns: &[(&str, &str)]) -> anyhow::Result<String> {
+        let exprs: Vec<&str> = columns.iter().map(|c| c.0).collect();
+        self.maria
+            .query(
+                &self.db,
+                &format!(
+                    "SET time_zone = '+00:00'; SELECT {} FROM {table} ORDER BY 1, 2",
+                    exprs.join(", ")
+                ),
+            )
+            .await
+    }
+
+    /// The rows of `table` in the sink, rendered like [`Scene::source_rows`].
+    async fn sink_rows(&self, table: &str, columns: &[(&str, &str)]) -> anyhow::Result<String> {
+        let exprs: Vec<String> = columns
+            .iter()
+            .map(|c| format!("coalesce(({})::text, 'NULL')", c.1))
+            .collect();
+        let client = self.pg.client(&self.dst).await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT concat_ws(E'\\t', {}) FROM {}.{table} ORDER BY 1",
+                    exprs.join(", "),
+                    self.db
+                ),
+                &[],
+            )
+            .await?;
+        let mut out = String::new();
+        for r in rows {
+            out.push_str(&r.get::<_, String>(0));
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    /// Waits until every listed table has the same rows on both sides.
+    async fn converge(
+        &self,
+        tables: &[(&str, &[(&str, &str)])],
+        running: &Running,
+    ) -> anyhow::Result<()> {
+        let last = std::sync::Mutex::new(String::new());
+        let outcome = wait_until("sink equals source", Duration::from_secs(120), || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            for (table, columns) in tables {
+                let want = self.source_rows(table, columns).await?;
+                let have = self.sink_rows(table, columns).await.unwrap_or_default();
+                if sorted(&want) != sorted(&have) {
+                    *last.lock().expect("not poisoned") =
+                        format!("{table}:\nsource:\n{want}\nsink:\n{have}");
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })
+        .await;
+        if outcome.is_err() && running.task.is_finished() {
+            anyhow::bail!("the pipeline stopped: {:?}", outcome);
+        }
+        outcome.with_context(|| format!("last difference: {}", last.lock().expect("not poisoned")))
+    }
+}
+
+/// Lines in a stable order (the two databases collate differently).
+fn sorted(s: &str) -> Vec<&str> {
+    let mut lines: Vec<&str> = s.lines().collect();
+    lines.sort_unstable();
+    lines
+}
+
+const STOCK: &[(&str, &str)] = &[("store", "store"), ("item", "item"), ("qty", "qty")];
+
+async fn scenario(kafka: bool) -> anyhow::Result<()> {
+    let scene = Scene::new(kafka, ITEMS_DDL).await?;
+    let tables: &[(&str, &[(&str, &str)])] = &[("items", ITEMS), ("stock", STOCK)];
+    let running = scene.start();
+    // Initial snapshot.
+    scene.converge(tables, &running).await?;
+
+    // Inserts, updates (including a primary-key change), deletes, a multi-table
+    // transaction, in several transactions.
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "SET time_zone = '+00:00';
+             INSERT INTO items (id, name, qty, big, price, at_ts, dur, kind, tags) VALUES
+               (4, 'ibuprofen', 7, 9223372036854775808, -0.001, '2038-01-19 03:14:07.999', '12:00:00', 'syrup', 'rx');
+             UPDATE items SET name = 'aspirin 1g', price = price + 1, born = '1999-12-31' WHERE id = 1;
+             UPDATE items SET id = 40 WHERE id = 4;
+             DELETE FROM items WHERE id = 2;
+             BEGIN; UPDATE stock SET qty = qty - 1 WHERE store = 1 AND item <= 10; DELETE FROM stock WHERE item > 45;
+               INSERT INTO items (id, name) VALUES (5, 'in a transaction'); COMMIT;",
+        )
+        .await?;
+    scene.converge(tables, &running).await?;
+
+    // A new column mid-stream, with a default the existing rows take.
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "ALTER TABLE stock ADD COLUMN shelf varchar(10) DEFAULT 'A1';
+             INSERT INTO stock (store, item, qty, shelf) VALUES (2, 1, 3, 'B7');
+             UPDATE stock SET shelf = 'C2' WHERE store = 1 AND item = 2;",
+        )
+        .await?;
+    let stock2: &[(&str, &str)] = &[
+        ("store", "store"),
+        ("item", "item"),
+        ("qty", "qty"),
+        ("shelf", "shelf"),
+    ];
+    scene
+        .converge(&[("items", ITEMS), ("stock", stock2)], &running)
+        .await?;
+    running.stop().await?;
+
+    // Restart: resumes from the checkpoint; changes made while stopped arrive, nothing
+    // is applied twice.
+    scene
+        .maria
+        .execute(&scene.db, "UPDATE stock SET qty = qty + 100 WHERE store = 1 AND item = 3; INSERT INTO items (id, name) VALUES (6, 'while stopped');")
+        .await?;
+    let running = scene.start();
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "UPDATE stock SET qty = qty + 1000 WHERE store = 1 AND item = 3;",
+        )
+        .await?;
+    scene
+        .converge(&[("items", ITEMS), ("stock", stock2)], &running)
+        .await?;
+    running.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_postgres_embedded() -> anyhow::Result<()> {
+    scenario(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_postgres_kafka() -> anyhow::Result<()> {
+    scenario(true).await
+}
