@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tributary_pipeline::demo::table_digest;
-use tributary_tests::{wait_until, Kafka, Postgres};
+use tributary_tests::{wait_until, Kafka, MariaDb, Postgres};
 
 /// The `tributary` binary next to this test's target directory (built by scripts/test.sh).
 fn tributary_bin() -> anyhow::Result<PathBuf> {
@@ -111,30 +111,14 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
         })
     };
 
-    for round in 0..6 {
-        let pause = Duration::from_millis(rand::rng().random_range(500..2500));
-        tokio::time::sleep(pause).await;
-        let victim = if round % 2 == 0 {
-            &mut capture
-        } else {
-            &mut pipeline
-        };
-        victim.kill()?; // SIGKILL
-        victim.wait()?;
-        *victim = spawn(
-            if round % 2 == 0 {
-                "capture"
-            } else {
-                "pipeline"
-            },
-            &config,
-            if round % 2 == 0 {
-                &capture_log
-            } else {
-                &pipeline_log
-            },
-        )?;
-    }
+    crash_rounds(
+        &mut capture,
+        &mut pipeline,
+        &config,
+        &capture_log,
+        &pipeline_log,
+    )
+    .await?;
     writing.store(false, Ordering::Relaxed);
     let transactions = writer.await??;
     assert!(
@@ -182,6 +166,42 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Six rounds: wait a random moment, kill -9 the capture (even rounds) or the pipeline
+/// (odd rounds), and start it again.
+async fn crash_rounds(
+    capture: &mut Child,
+    pipeline: &mut Child,
+    config: &Path,
+    capture_log: &Path,
+    pipeline_log: &Path,
+) -> anyhow::Result<()> {
+    for round in 0..6 {
+        let pause = Duration::from_millis(rand::rng().random_range(500..2500));
+        tokio::time::sleep(pause).await;
+        let victim = if round % 2 == 0 {
+            &mut *capture
+        } else {
+            &mut *pipeline
+        };
+        victim.kill()?; // SIGKILL
+        victim.wait()?;
+        *victim = spawn(
+            if round % 2 == 0 {
+                "capture"
+            } else {
+                "pipeline"
+            },
+            config,
+            if round % 2 == 0 {
+                capture_log
+            } else {
+                pipeline_log
+            },
+        )?;
+    }
+    Ok(())
+}
+
 /// Prints offset and position of every record of a topic (diagnostics on failure).
 async fn dump_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
     use tributary_pipeline::transport::Consumer as _;
@@ -217,4 +237,156 @@ async fn kill_capture_and_pipeline_embedded() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_capture_and_pipeline_kafka() -> anyhow::Result<()> {
     scenario(true).await
+}
+
+/// The same for a MariaDB source: transfers between accounts and ledger inserts, written
+/// through mysql_async while capture and pipeline are killed; afterwards the PostgreSQL
+/// sink holds exactly the source's rows.
+async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    let maria = MariaDb::start().await?;
+    let pg = Postgres::start().await?;
+    let broker = if kafka {
+        Some(Kafka::start().await?)
+    } else {
+        None
+    };
+    let src = maria.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    maria
+        .execute(
+            &src,
+            "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL, touched datetime(6));
+             INSERT INTO accounts SELECT seq, 0, now(6) FROM seq_1_to_200;
+             CREATE TABLE ledger (id bigint AUTO_INCREMENT PRIMARY KEY, account int, delta int, note varchar(40));",
+        )
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let transport = match &broker {
+        Some(k) => format!(
+            "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
+            k.bootstrap()
+        ),
+        None => "[transport]\nkind = \"embedded\"\n".into(),
+    };
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n{transport}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{src}.*\"]\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
+            dir.path().join("state"),
+            maria.url(&src),
+            pg.url(&dst)
+        ),
+    )?;
+    let capture_log = dir.path().join("capture.log");
+    let pipeline_log = dir.path().join("pipeline.log");
+    let mut capture = spawn("capture", &config, &capture_log)?;
+    let mut pipeline = spawn("pipeline", &config, &pipeline_log)?;
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let mut conn = mysql_async::Conn::from_url(maria.url(&src)).await?;
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                let (a, b, d) = {
+                    let mut rng = rand::rng();
+                    (
+                        rng.random_range(1..=200),
+                        rng.random_range(1..=200),
+                        rng.random_range(1..100),
+                    )
+                };
+                conn.query_drop(format!(
+                    "BEGIN; UPDATE accounts SET balance = balance - {d}, touched = now(6) WHERE id = {a};
+                     UPDATE accounts SET balance = balance + {d}, touched = now(6) WHERE id = {b};
+                     INSERT INTO ledger (account, delta, note) VALUES ({a}, -{d}, 'tx {n}'), ({b}, {d}, 'tx {n}'); COMMIT;"
+                ))
+                .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        })
+    };
+    crash_rounds(
+        &mut capture,
+        &mut pipeline,
+        &config,
+        &capture_log,
+        &pipeline_log,
+    )
+    .await?;
+    writing.store(false, Ordering::Relaxed);
+    let transactions = writer.await??;
+    assert!(
+        transactions > 50,
+        "the load ran ({transactions} transactions)"
+    );
+
+    let sink = pg.client(&dst).await?;
+    let queries = [
+        (
+            "SELECT id, balance, touched FROM accounts ORDER BY id",
+            format!("SELECT concat_ws(E'\\t', id, balance, to_char(touched, 'YYYY-MM-DD HH24:MI:SS.US')) FROM {src}.accounts ORDER BY id"),
+        ),
+        (
+            "SELECT id, account, delta, note FROM ledger ORDER BY id",
+            format!("SELECT concat_ws(E'\\t', id, account, delta, note) FROM {src}.ledger ORDER BY id"),
+        ),
+    ];
+    let outcome = wait_until(
+        "sink equals source after the crashes",
+        Duration::from_secs(240),
+        || async {
+            for (source_sql, sink_sql) in &queries {
+                let want = maria.query(&src, source_sql).await?;
+                let have = match sink.query(sink_sql.as_str(), &[]).await {
+                    Ok(rows) => rows
+                        .iter()
+                        .map(|r| format!("{}\n", r.get::<_, String>(0)))
+                        .collect::<String>(),
+                    Err(_) => return Ok(false),
+                };
+                if want != have {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        },
+    )
+    .await;
+    let _ = capture.kill();
+    let _ = pipeline.kill();
+    if outcome.is_err() {
+        eprintln!(
+            "capture log:\n{}",
+            std::fs::read_to_string(&capture_log).unwrap_or_default()
+        );
+        eprintln!(
+            "pipeline log:\n{}",
+            std::fs::read_to_string(&pipeline_log).unwrap_or_default()
+        );
+    }
+    outcome?;
+    let total: i64 = sink
+        .query_one(
+            &format!("SELECT sum(balance)::bigint FROM {src}.accounts"),
+            &[],
+        )
+        .await?
+        .get(0);
+    assert_eq!(total, 0, "money is conserved in the sink");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_mariadb_capture_and_pipeline_embedded() -> anyhow::Result<()> {
+    scenario_mariadb(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_mariadb_capture_and_pipeline_kafka() -> anyhow::Result<()> {
+    scenario_mariadb(true).await
 }
