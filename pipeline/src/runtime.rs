@@ -72,16 +72,16 @@ pub async fn run(
     let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
     // Every task stops when asked to, or when another task stopped for good: a run with a
     // dead capture or apply loop must end (with that task's error), not idle on.
-    let (stop_all, shutdown) = {
+    let (stop_all, shutdown, forwarder) = {
         let (tx, rx) = watch::channel(*shutdown.borrow());
         let forward = tx.clone();
         let mut outer = shutdown;
-        tokio::spawn(async move {
-            if outer.wait_for(|s| *s).await.is_ok() {
-                let _ = forward.send(true);
-            }
+        let forwarder = tokio::spawn(async move {
+            // Asked to stop, or the caller dropped its sender: either way, stop.
+            let _ = outer.wait_for(|s| *s).await;
+            let _ = forward.send(true);
         });
-        (tx, rx)
+        (tx, rx, forwarder)
     };
 
     if roles.capture && !config.sources.is_empty() {
@@ -191,6 +191,7 @@ pub async fn run(
             }
         }
     }
+    forwarder.abort();
     first_error.map_or(Ok(()), Err)
 }
 
