@@ -8,8 +8,14 @@
 //! 2. Apply: 1M upserts through the PostgreSQL sink versus a server-side
 //!    `INSERT … ON CONFLICT` from a staging table holding the same rows.
 //!
+//! 3. MariaDB capture: 1M row updates in the binlog while capture is stopped; Tributary's
+//!    MySQL capture (binlog decode, typed values, Avro encode, publish to tansu,
+//!    acknowledged) catches up from its checkpoint, and `mariadb-binlog
+//!    --read-from-remote-server` reads the same binlog range to /dev/null, once as is
+//!    (row events printed as base64) and once with `--verbose` (row events decoded).
+//!
 //! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
-//! BENCH=capture or BENCH=apply for one half).
+//! BENCH=capture, BENCH=apply or BENCH=mariadb for one part).
 
 use anyhow::Context;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use tributary_schemas::{
 };
 use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::Sink;
-use tributary_tests::{Kafka, Postgres};
+use tributary_tests::{Kafka, MariaDb, Postgres};
 
 fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
@@ -163,6 +169,117 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
         rows as f64 / ours,
         rows as f64 / reference,
         reference / ours
+    );
+    Ok(())
+}
+
+/// `(file, position)` of the end of the binlog.
+async fn binlog_end(maria: &MariaDb) -> anyhow::Result<(String, u64)> {
+    let out = maria.query("", "SHOW MASTER STATUS").await?;
+    let mut fields = out.split('\t');
+    let file = fields.next().context("binlog file")?.to_string();
+    let pos = fields.next().context("binlog position")?.trim().parse()?;
+    Ok((file, pos))
+}
+
+async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
+    use tributary_capture::mysql::{MySqlCapture, MySqlSourceConfig};
+    let maria = MariaDb::start().await?;
+    let kafka = Kafka::start().await?;
+    let db = maria.create_database("bench").await?;
+    maria
+        .execute(
+            &db,
+            &format!(
+                "CREATE TABLE accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
+                 INSERT INTO accounts SELECT seq, seq DIV 100000, 0, '' FROM seq_1_to_{rows};"
+            ),
+        )
+        .await?;
+    let state = tempfile::tempdir()?;
+    let store = StateStore::open(&state.path().join("capture"))?;
+    let mut source = MySqlSourceConfig::new(maria.url(&db));
+    source.include = vec![format!("{db}.*")];
+    let producer: Arc<dyn tributary_capture::transport::Producer> =
+        Arc::new(KafkaProducer::connect(&KafkaSettings::new(kafka.bootstrap())).await?);
+    let run_capture = |store: StateStore, source: MySqlSourceConfig| {
+        let publisher = Publisher::new(producer.clone(), "mbench", "mbench");
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            MySqlCapture::new("mbench", source, store, publisher)
+                .run(shutdown)
+                .await
+        });
+        (stop, task)
+    };
+    // Initial snapshot, then stop.
+    let (stop, task) = run_capture(store.clone(), source.clone());
+    tributary_tests::wait_until("snapshot finished", Duration::from_secs(1800), || async {
+        Ok(store.binlog_checkpoint("mbench")?.is_some())
+    })
+    .await?;
+    let _ = stop.send(true);
+    task.await??;
+
+    let (file, start) = binlog_end(&maria).await?;
+    for chunk in 0..10 {
+        let (lo, hi) = (chunk * rows / 10 + 1, (chunk + 1) * rows / 10);
+        maria
+            .execute(
+                &db,
+                &format!(
+                    "UPDATE accounts SET abalance = abalance + 1 WHERE aid BETWEEN {lo} AND {hi}"
+                ),
+            )
+            .await?;
+    }
+    let (end_file, end) = binlog_end(&maria).await?;
+    anyhow::ensure!(end_file == file, "the binlog rotated during the benchmark");
+
+    let started = Instant::now();
+    let (stop, task) = run_capture(store.clone(), source);
+    tributary_tests::wait_until("capture caught up", Duration::from_secs(1800), || async {
+        Ok(store
+            .binlog_checkpoint("mbench")?
+            .is_some_and(|cp| cp.file == file && cp.pos >= end))
+    })
+    .await?;
+    let ours = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+
+    let mut reference = Vec::new();
+    for verbose in [false, true] {
+        let started = Instant::now();
+        let mut command = tokio::process::Command::new("mariadb-binlog");
+        command
+            .args([
+                "--read-from-remote-server",
+                "--host=127.0.0.1",
+                &format!("--port={}", maria.port()),
+                "--user=root",
+                "--password=root",
+                &format!("--start-position={start}"),
+                &format!("--stop-position={end}"),
+                &file,
+            ])
+            .stdout(std::process::Stdio::null());
+        if verbose {
+            command.arg("--verbose");
+        }
+        let status = command.status().await?;
+        anyhow::ensure!(status.success(), "mariadb-binlog failed");
+        reference.push(started.elapsed().as_secs_f64());
+    }
+    println!(
+        "mariadb capture: {rows} updated rows in {ours:.2}s = {:.0} rows/s | mariadb-binlog {:.2}s = {:.0} rows/s (ratio {:.2}) | mariadb-binlog --verbose {:.2}s = {:.0} rows/s (ratio {:.2})",
+        rows as f64 / ours,
+        reference[0],
+        rows as f64 / reference[0],
+        reference[0] / ours,
+        reference[1],
+        rows as f64 / reference[1],
+        reference[1] / ours,
     );
     Ok(())
 }
@@ -314,6 +431,11 @@ fn main() -> anyhow::Result<()> {
         }
         if only.is_empty() || only == "apply" {
             apply_bench(rows).await.context("apply benchmark")?;
+        }
+        if only.is_empty() || only == "mariadb" {
+            mariadb_capture_bench(rows)
+                .await
+                .context("MariaDB capture benchmark")?;
         }
         anyhow::Ok(())
     })?;
