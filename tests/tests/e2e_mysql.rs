@@ -315,3 +315,72 @@ async fn mariadb_to_postgres_embedded() -> anyhow::Result<()> {
 async fn mariadb_to_postgres_kafka() -> anyhow::Result<()> {
     scenario(true).await
 }
+
+/// Peak resident memory of this process (each nextest test runs in its own process).
+fn peak_rss_mib() -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?;
+    Ok(kib / 1024)
+}
+
+/// One MariaDB transaction of 1M rows streams through with bounded memory: capture,
+/// pipeline and sink share this process, and its peak RSS stays far below the data size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn million_row_transaction_mariadb() -> anyhow::Result<()> {
+    let scene = Scene::new(
+        false,
+        "CREATE TABLE readings (id bigint PRIMARY KEY, sensor varchar(20), value double, note varchar(100))",
+    )
+    .await?;
+    let running = scene.start();
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "INSERT INTO readings SELECT seq, concat('sensor-', seq % 100), seq / 8, repeat('x', 80) FROM seq_1_to_1000000",
+        )
+        .await?;
+    let columns: &[(&str, &str)] = &[
+        ("count(*)", "count(*)"),
+        ("sum(id)", "sum(id)"),
+        ("sum(length(sensor))", "sum(length(sensor))"),
+        ("sum(value)", "sum(value)"),
+    ];
+    // One aggregate row per side: the sink holds every row with the source's values.
+    let outcome = wait_until("the 1M-row transaction arrived", Duration::from_secs(300), || async {
+        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+        let want = scene.source_rows("readings", columns).await?;
+        let client = scene.pg.client(&scene.dst).await?;
+        let have = match client
+            .query_one(
+                &format!(
+                    "SELECT concat_ws(E'\\t', count(*), sum(id), sum(length(sensor)), sum(value)) FROM {}.readings",
+                    scene.db
+                ),
+                &[],
+            )
+            .await
+        {
+            Ok(r) => format!("{}\n", r.get::<_, String>(0)),
+            Err(_) => return Ok(false),
+        };
+        Ok(want == have)
+    })
+    .await;
+    outcome?;
+    running.stop().await?;
+    let peak = peak_rss_mib()?;
+    assert!(
+        peak < 512,
+        "peak RSS of the whole test process was {peak} MiB"
+    );
+    Ok(())
+}
