@@ -106,6 +106,11 @@ struct Scene {
 
 impl Scene {
     async fn new(kafka: bool, ddl: &str) -> anyhow::Result<Self> {
+        Self::with_source_settings(kafka, ddl, "").await
+    }
+
+    /// Like [`Scene::new`], with more `[sources.store]` settings (TOML lines).
+    async fn with_source_settings(kafka: bool, ddl: &str, settings: &str) -> anyhow::Result<Self> {
         // RUST_LOG=info shows what capture and pipeline do (nextest prints it on failure).
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -130,7 +135,7 @@ impl Scene {
             None => "[transport]\nkind = \"embedded\"\n".into(),
         };
         let text = format!(
-            "state_dir = {:?}\n{transport}\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
+            "state_dir = {:?}\n{transport}\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n{settings}\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
             state.path(),
             maria.url(&db),
             pg.url(&dst),
@@ -383,4 +388,52 @@ async fn million_row_transaction_mariadb() -> anyhow::Result<()> {
         "peak RSS of the whole test process was {peak} MiB"
     );
     Ok(())
+}
+
+/// With `resume_from = "gtid"` a restart finds its place by the GTID state alone: the
+/// stored file and offset are made useless, the binlog rotates meanwhile, and every change
+/// still arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resumes_from_the_gtid_state() -> anyhow::Result<()> {
+    let scene = Scene::with_source_settings(
+        false,
+        "CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
+         INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_20;",
+        "resume_from = \"gtid\"",
+    )
+    .await?;
+    let tables: &[(&str, &[(&str, &str)])] = &[("stock", STOCK)];
+    let running = scene.start();
+    scene
+        .maria
+        .execute(&scene.db, "UPDATE stock SET qty = qty + 1 WHERE item <= 5")
+        .await?;
+    scene.converge(tables, &running).await?;
+    running.stop().await?;
+
+    let store =
+        tributary_capture::state::StateStore::open(&scene.config.state_dir.join("capture"))?;
+    let mut checkpoint = store
+        .binlog_checkpoint("store")?
+        .context("a checkpoint after streaming")?;
+    let gtid = checkpoint
+        .gtid
+        .clone()
+        .context("the checkpoint holds a GTID state")?;
+    assert!(gtid.starts_with("0-1-"), "{gtid}");
+    checkpoint.file = "binlog.999999".into();
+    checkpoint.pos = 4;
+    store.set_binlog_checkpoint("store", &checkpoint)?;
+    drop(store);
+
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "UPDATE stock SET qty = qty * 10 WHERE item = 7; FLUSH BINARY LOGS; DELETE FROM stock WHERE item = 8; INSERT INTO stock VALUES (2, 1, 1);",
+        )
+        .await?;
+    let running = scene.start();
+    scene.converge(tables, &running).await?;
+    running.stop().await
 }

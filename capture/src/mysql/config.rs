@@ -38,6 +38,22 @@ pub struct MySqlSourceConfig {
     /// Seconds between the server's heartbeats on an idle binlog; 0 disables.
     #[serde(default = "default_heartbeat")]
     pub heartbeat_secs: u64,
+    /// How a restart finds its place: the binlog file and offset of the checkpoint
+    /// (`position`, default), or the GTID state stored with it (`gtid`, MariaDB; survives
+    /// a failover to a replica or binlog renaming).
+    #[serde(default)]
+    pub resume_from: ResumeFrom,
+}
+
+/// How a MySQL/MariaDB capture resumes.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeFrom {
+    /// Binlog file and offset.
+    #[default]
+    Position,
+    /// GTID state (MariaDB `domain-server-seq` list).
+    Gtid,
 }
 
 fn default_chunk() -> usize {
@@ -59,6 +75,7 @@ impl MySqlSourceConfig {
             exclude: Vec::new(),
             snapshot_chunk_rows: DEFAULT_SNAPSHOT_CHUNK_ROWS,
             heartbeat_secs: DEFAULT_HEARTBEAT_SECS,
+            resume_from: ResumeFrom::Position,
         }
     }
 

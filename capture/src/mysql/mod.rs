@@ -26,7 +26,7 @@ pub mod catalog;
 pub mod config;
 pub mod types;
 
-pub use config::MySqlSourceConfig;
+pub use config::{MySqlSourceConfig, ResumeFrom};
 
 use crate::error::CaptureError;
 use crate::publisher::Publisher;
@@ -281,11 +281,14 @@ impl MySqlCapture {
             .await
             .map_err(q("ending the snapshot transaction"))?;
         self.publisher.wait_for(last_mark).await?;
-        Ok(BinlogCheckpoint {
-            file,
-            pos,
-            gtid: None,
-        })
+        // MariaDB: the GTID state at that position, so the stream can resume by GTID too.
+        let gtid: Option<String> = conn
+            .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos))
+            .await
+            .ok()
+            .flatten()
+            .filter(|g: &String| !g.is_empty());
+        Ok(BinlogCheckpoint { file, pos, gtid })
     }
 
     async fn stream(
@@ -303,9 +306,27 @@ impl MySqlCapture {
         .await
         .map_err(|e| CaptureError::mysql("preparing the binlog session", e))?;
         let server_id = self.config.server_id_for(&source);
-        let request = BinlogStreamRequest::new(server_id)
-            .with_filename(checkpoint.file.as_bytes())
-            .with_pos(checkpoint.pos);
+        let by_gtid = self.config.resume_from == ResumeFrom::Gtid;
+        let request = match (&checkpoint.gtid, by_gtid) {
+            (Some(state), true) => {
+                // MariaDB: the server finds where the transaction after `state` starts,
+                // in whatever file it now lives (after a failover or a binlog reset too).
+                tracing::info!(source, gtid = state, "resuming from the GTID state");
+                conn.exec_drop("SET @slave_connect_state = ?", (state.clone(),))
+                    .await
+                    .map_err(|e| CaptureError::mysql("setting the GTID to resume from", e))?;
+                BinlogStreamRequest::new(server_id)
+            }
+            (None, true) => {
+                return Err(CaptureError::Setup(format!(
+                    "sources.{source}.resume_from = \"gtid\", but the checkpoint has no GTID \
+                     (the server has no GTIDs in its binlog); use resume_from = \"position\""
+                )))
+            }
+            _ => BinlogStreamRequest::new(server_id)
+                .with_filename(checkpoint.file.as_bytes())
+                .with_pos(checkpoint.pos),
+        };
         let mut stream = conn
             .get_binlog_stream(request)
             .await
@@ -313,6 +334,8 @@ impl MySqlCapture {
 
         let mut file = checkpoint.file.clone();
         let mut file_n = file_seq(&file)?;
+        // The last GTID per replication domain, as MariaDB's `@slave_connect_state` takes it.
+        let mut gtids = GtidState::parse(checkpoint.gtid.as_deref().unwrap_or(""));
         let mut gtid = checkpoint.gtid.clone();
         let mut open: Option<OpenTx> = None;
         // Table id (of TABLE_MAP events) → captured table, or None when not captured.
@@ -363,7 +386,8 @@ impl MySqlCapture {
             let ts_micros = i64::from(header.timestamp()) * 1_000_000;
             if header.event_type_raw() == MARIADB_GTID_EVENT {
                 let (seq_no, domain, flags) = mariadb_gtid(event.data())?;
-                gtid = Some(format!("{domain}-{}-{seq_no}", header.server_id()));
+                gtids.set(domain, header.server_id(), seq_no);
+                gtid = Some(gtids.to_string());
                 if flags & FL_STANDALONE == 0 {
                     open = Some(OpenTx {
                         offset: next_pos,
@@ -586,6 +610,42 @@ fn key_of(table: &MyTable, row: &Row) -> Vec<Value> {
         .collect()
 }
 
+/// A MariaDB GTID state: the last `domain-server-seq` of each replication domain.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct GtidState(BTreeMap<u32, (u32, u64)>);
+
+impl GtidState {
+    fn parse(s: &str) -> Self {
+        let mut state = GtidState::default();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let mut f = part.split('-');
+            if let (Some(Ok(d)), Some(Ok(sv)), Some(Ok(n))) = (
+                f.next().map(str::parse),
+                f.next().map(str::parse),
+                f.next().map(str::parse),
+            ) {
+                state.0.insert(d, (sv, n));
+            }
+        }
+        state
+    }
+
+    fn set(&mut self, domain: u32, server: u32, seq: u64) {
+        self.0.insert(domain, (server, seq));
+    }
+}
+
+impl std::fmt::Display for GtidState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self
+            .0
+            .iter()
+            .map(|(d, (s, n))| format!("{d}-{s}-{n}"))
+            .collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// Parses a MariaDB GTID event body: `(seq_no, domain_id, flags)`.
 fn mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8), CaptureError> {
     if data.len() < 13 {
@@ -648,5 +708,9 @@ mod tests {
         body.extend(3u32.to_le_bytes());
         body.push(FL_STANDALONE);
         assert_eq!(mariadb_gtid(&body).unwrap(), (7, 3, 1));
+        let mut state = GtidState::parse("0-1-5, 2-7-9");
+        state.set(0, 1, 6);
+        state.set(1, 3, 1);
+        assert_eq!(state.to_string(), "0-1-6,1-3-1,2-7-9");
     }
 }
