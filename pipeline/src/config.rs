@@ -258,30 +258,44 @@ impl Config {
 /// Replaces `${NAME}` with the variable's value.
 fn substitute_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let end = after.find('}').ok_or_else(|| {
-            let line = text[..text.len() - rest.len() + start]
-                .lines()
-                .count()
-                .max(1);
-            format!("line {line}: unterminated ${{ (write ${{NAME}})")
-        })?;
-        let name = &after[..end];
-        let value = env(name).ok_or_else(|| {
-            let line = text[..text.len() - rest.len() + start]
-                .matches('\n')
-                .count()
-                + 1;
-            format!("line {line}: environment variable {name} is not set")
-        })?;
-        out.push_str(&value);
-        rest = &after[end + 1..];
+    for (n, line) in text.split_inclusive('\n').enumerate() {
+        // Comments are left alone: a commented-out setting may name unset variables.
+        let (code, comment) = line.split_at(comment_start(line).unwrap_or(line.len()));
+        let mut rest = code;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after
+                .find('}')
+                .ok_or_else(|| format!("line {}: unterminated ${{ (write ${{NAME}})", n + 1))?;
+            let name = &after[..end];
+            let value = env(name)
+                .ok_or_else(|| format!("line {}: environment variable {name} is not set", n + 1))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out.push_str(comment);
     }
-    out.push_str(rest);
     Ok(out)
+}
+
+/// Where a TOML comment starts on `line`: the first `#` outside a quoted string.
+fn comment_start(line: &str) -> Option<usize> {
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    for (i, c) in line.char_indices() {
+        match quote {
+            Some('"') if escaped => escaped = false,
+            Some('"') if c == '\\' => escaped = true,
+            Some(q) if c == q => quote = None,
+            Some(_) => {}
+            None if c == '"' || c == '\'' => quote = Some(c),
+            None if c == '#' => return Some(i),
+            None => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -353,6 +367,13 @@ listen = "127.0.0.1:8081"
         assert!(e.starts_with("sinks.replica.sources:"), "{e}");
         let e = Config::parse(&GOOD.replace("${PW}", "${MISSING}"), env).unwrap_err();
         assert_eq!(e, "line 8: environment variable MISSING is not set");
+        // Comments may name unset variables; a '#' inside a string is not a comment.
+        let c = Config::parse(
+            "# url = \"${MISSING}\"\nstate_dir = \"/a#b/${PW}\" # ${MISSING}\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/a#b/secret"));
         let e = Config::parse(
             "[transport]\nkind = \"kafka\"\nbrokers = \"b\"\nbogus = 1\n",
             env,
