@@ -74,14 +74,15 @@ pub async fn load_tables(
     source: &str,
     only: Option<&TableId>,
 ) -> Result<BTreeMap<TableId, MyTable>, CaptureError> {
-    let filter = match only {
+    let filter_on = |alias: &str| match only {
         Some(t) => format!(
-            " AND c.TABLE_SCHEMA = {} AND c.TABLE_NAME = {}",
+            " AND {alias}TABLE_SCHEMA = {} AND {alias}TABLE_NAME = {}",
             quote_str(&t.schema),
             quote_str(&t.name)
         ),
         None => String::new(),
     };
+    let filter = filter_on("c.");
     let rows: Vec<Row> = conn
         .query(format!(
             "{COLUMNS_SQL}{filter} ORDER BY c.TABLE_SCHEMA, c.TABLE_NAME, c.ORDINAL_POSITION"
@@ -92,7 +93,7 @@ pub async fn load_tables(
         .query(format!(
             "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
              WHERE CONSTRAINT_NAME = 'PRIMARY'{} ORDER BY TABLE_SCHEMA, TABLE_NAME, ORDINAL_POSITION",
-            filter.replace("c.", "")
+            filter_on("")
         ))
         .await
         .map_err(|e| CaptureError::mysql("reading information_schema.KEY_COLUMN_USAGE", e))?;
