@@ -202,8 +202,10 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     source.include = vec![format!("{db}.*")];
     let producer: Arc<dyn tributary_capture::transport::Producer> =
         Arc::new(KafkaProducer::connect(&KafkaSettings::new(kafka.bootstrap())).await?);
-    let run_capture = |store: StateStore, source: MySqlSourceConfig| {
-        let publisher = Publisher::new(producer.clone(), "mbench", "mbench");
+    let run_capture_to = |producer: Arc<dyn tributary_capture::transport::Producer>,
+                          store: StateStore,
+                          source: MySqlSourceConfig| {
+        let publisher = Publisher::new(producer, "mbench", "mbench");
         let (stop, shutdown) = watch::channel(false);
         let task = tokio::spawn(async move {
             MySqlCapture::new("mbench", source, store, publisher)
@@ -211,6 +213,9 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
                 .await
         });
         (stop, task)
+    };
+    let run_capture = |store: StateStore, source: MySqlSourceConfig| {
+        run_capture_to(producer.clone(), store, source)
     };
     // Initial snapshot, then stop.
     let (stop, task) = run_capture(store.clone(), source.clone());
@@ -222,6 +227,9 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     task.await??;
 
     let (file, start) = binlog_end(&maria).await?;
+    let before = store
+        .binlog_checkpoint("mbench")?
+        .context("checkpoint after the snapshot")?;
     for chunk in 0..10 {
         let (lo, hi) = (chunk * rows / 10 + 1, (chunk + 1) * rows / 10);
         maria
@@ -237,7 +245,7 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     anyhow::ensure!(end_file == file, "the binlog rotated during the benchmark");
 
     let started = Instant::now();
-    let (stop, task) = run_capture(store.clone(), source);
+    let (stop, task) = run_capture(store.clone(), source.clone());
     tributary_tests::wait_until("capture caught up", Duration::from_secs(1800), || async {
         Ok(store
             .binlog_checkpoint("mbench")?
@@ -247,6 +255,32 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let ours = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
     task.await??;
+
+    // The same catch-up into the embedded log: separates decoding and encoding from Kafka.
+    store.set_binlog_checkpoint("mbench", &before)?;
+    let log = tempfile::tempdir()?;
+    let embedded: Arc<dyn tributary_capture::transport::Producer> = Arc::new(
+        tributary_capture::transport::log::EmbeddedProducer::open(log.path())?,
+    );
+    let started = Instant::now();
+    let (stop, task) = run_capture_to(embedded, store.clone(), source.clone());
+    tributary_tests::wait_until(
+        "embedded capture caught up",
+        Duration::from_secs(1800),
+        || async {
+            Ok(store
+                .binlog_checkpoint("mbench")?
+                .is_some_and(|cp| cp.file == file && cp.pos >= end))
+        },
+    )
+    .await?;
+    let ours_embedded = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await??;
+    println!(
+        "mariadb capture into the embedded log: {rows} rows in {ours_embedded:.2}s = {:.0} rows/s",
+        rows as f64 / ours_embedded
+    );
 
     let mut reference = Vec::new();
     for verbose in [false, true] {
