@@ -56,6 +56,19 @@ struct OpenTx {
     id: Option<u64>,
 }
 
+impl OpenTx {
+    /// A transaction whose first event ends at `offset` of binlog file `file_seq`.
+    fn new(file_seq: u32, offset: u64, commit_ts_micros: i64, id: Option<u64>) -> Self {
+        OpenTx {
+            offset,
+            file_seq,
+            commit_ts_micros,
+            seq: 0,
+            id,
+        }
+    }
+}
+
 /// Captures one MySQL or MariaDB server.
 pub struct MySqlCapture {
     source: String,
@@ -389,13 +402,7 @@ impl MySqlCapture {
                 gtids.set(domain, header.server_id(), seq_no);
                 gtid = Some(gtids.to_string());
                 if flags & FL_STANDALONE == 0 {
-                    open = Some(OpenTx {
-                        offset: next_pos,
-                        file_seq: file_n,
-                        commit_ts_micros: ts_micros,
-                        seq: 0,
-                        id: Some(seq_no),
-                    });
+                    open = Some(OpenTx::new(file_n, next_pos, ts_micros, Some(seq_no)));
                 }
                 continue;
             }
@@ -409,26 +416,14 @@ impl MySqlCapture {
                     tracing::debug!(source, file, "binlog rotated");
                 }
                 Some(EventData::GtidEvent(_)) | Some(EventData::AnonymousGtidEvent(_)) => {
-                    open = Some(OpenTx {
-                        offset: next_pos,
-                        file_seq: file_n,
-                        commit_ts_micros: ts_micros,
-                        seq: 0,
-                        id: None,
-                    });
+                    open = Some(OpenTx::new(file_n, next_pos, ts_micros, None));
                 }
                 Some(EventData::QueryEvent(q)) => {
                     let sql = q.query();
                     let trimmed = sql.trim();
                     if trimmed.eq_ignore_ascii_case("BEGIN") {
                         if open.is_none() {
-                            open = Some(OpenTx {
-                                offset: next_pos,
-                                file_seq: file_n,
-                                commit_ts_micros: ts_micros,
-                                seq: 0,
-                                id: None,
-                            });
+                            open = Some(OpenTx::new(file_n, next_pos, ts_micros, None));
                         }
                     } else if trimmed.eq_ignore_ascii_case("COMMIT") {
                         open = None;
@@ -544,9 +539,8 @@ impl MySqlCapture {
                             origin: None,
                         });
                     }
-                    let avro = table.state.avro.clone();
                     for e in &events {
-                        self.publisher.event(&avro, e).await?;
+                        self.publisher.event(&table.state.avro, e).await?;
                     }
                 }
                 Some(EventData::HeartbeatEvent) => {}
