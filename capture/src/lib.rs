@@ -9,6 +9,7 @@
 //! schema.
 
 pub mod error;
+mod filter;
 pub mod mysql;
 pub mod postgres;
 pub mod publisher;

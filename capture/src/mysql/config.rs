@@ -1,7 +1,7 @@
 //! Configuration of a MySQL/MariaDB source.
 
 use crate::error::CaptureError;
-use crate::postgres::config::glob;
+use crate::filter;
 use serde::Deserialize;
 
 /// Default number of snapshot rows per snapshot transaction.
@@ -115,17 +115,7 @@ impl MySqlSourceConfig {
         if self.snapshot_chunk_rows == 0 {
             return bad("snapshot_chunk_rows", "must be at least 1".into());
         }
-        for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
-            for p in patterns {
-                if !p.contains('.') {
-                    return bad(
-                        key,
-                        format!("pattern {p:?} must be database.table (use * as a wildcard)"),
-                    );
-                }
-            }
-        }
-        Ok(())
+        filter::check_patterns(key_path, "database", &self.include, &self.exclude)
     }
 
     /// Whether table `database.name` is captured.
@@ -133,9 +123,7 @@ impl MySqlSourceConfig {
         if SYSTEM_DATABASES.contains(&database.to_ascii_lowercase().as_str()) {
             return false;
         }
-        let full = format!("{database}.{name}");
-        let included = self.include.is_empty() || self.include.iter().any(|p| glob(p, &full));
-        included && !self.exclude.iter().any(|p| glob(p, &full))
+        filter::selected(&self.include, &self.exclude, database, name)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Configuration of a PostgreSQL source.
 
 use crate::error::CaptureError;
+use crate::filter;
 use serde::Deserialize;
 
 /// Default number of snapshot rows per snapshot transaction.
@@ -118,24 +119,12 @@ impl PostgresSourceConfig {
                 );
             }
         }
-        for (key, patterns) in [("include", &self.include), ("exclude", &self.exclude)] {
-            for p in patterns {
-                if !p.contains('.') {
-                    return bad(
-                        key,
-                        format!("pattern {p:?} must be schema.table (use * as a wildcard)"),
-                    );
-                }
-            }
-        }
-        Ok(())
+        filter::check_patterns(key_path, "schema", &self.include, &self.exclude)
     }
 
     /// Whether table `schema.name` is captured.
     pub fn captures(&self, schema: &str, name: &str) -> bool {
-        let full = format!("{schema}.{name}");
-        let included = self.include.is_empty() || self.include.iter().any(|p| glob(p, &full));
-        included && !self.exclude.iter().any(|p| glob(p, &full))
+        filter::selected(&self.include, &self.exclude, schema, name)
     }
 }
 
@@ -150,31 +139,6 @@ fn ident_part(s: &str) -> String {
             }
         })
         .collect()
-}
-
-/// Matches `text` against `pattern` where `*` matches any run of characters.
-pub(crate) fn glob(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let mut rest = text;
-    for (i, part) in parts.iter().enumerate() {
-        if i == 0 {
-            match rest.strip_prefix(part) {
-                Some(r) => rest = r,
-                None => return false,
-            }
-        } else if i == parts.len() - 1 {
-            return rest.ends_with(part);
-        } else {
-            match rest.find(part) {
-                Some(at) => rest = &rest[at + part.len()..],
-                None => return false,
-            }
-        }
-    }
-    true
 }
 
 #[cfg(test)]
