@@ -32,23 +32,6 @@ use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::Sink;
 use tributary_tests::{Kafka, MariaDb, Postgres};
 
-fn peak_rss_mib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| {
-            l.split_whitespace()
-                .nth(1)
-                .and_then(|v| v.parse::<u64>().ok())
-        })
-        .unwrap_or(0)
-        / 1024
-}
-
 async fn current_lsn(client: &tokio_postgres::Client) -> anyhow::Result<String> {
     Ok(client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -473,6 +456,9 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    println!("peak RSS of the benchmark process: {} MiB", peak_rss_mib());
+    println!(
+        "peak RSS of the benchmark process: {} MiB",
+        tributary_tests::peak_rss_mib().unwrap_or(0)
+    );
     Ok(())
 }

@@ -30,3 +30,20 @@ pub use mariadb::MariaDb;
 pub use port::free_port;
 pub use postgres::Postgres;
 pub use wait::wait_until;
+
+/// Peak resident memory of this process in MiB (`VmHWM`); each nextest test runs in its
+/// own process, so this is the test's peak.
+pub fn peak_rss_mib() -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .context("no VmHWM")?;
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .context("VmHWM value")?
+        .parse()?;
+    Ok(kib / 1024)
+}

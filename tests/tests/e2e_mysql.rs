@@ -321,21 +321,6 @@ async fn mariadb_to_postgres_kafka() -> anyhow::Result<()> {
     scenario(true).await
 }
 
-/// Peak resident memory of this process (each nextest test runs in its own process).
-fn peak_rss_mib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmHWM value")?
-        .parse()?;
-    Ok(kib / 1024)
-}
-
 /// One MariaDB transaction of 1M rows streams through with bounded memory: capture,
 /// pipeline and sink share this process, and its peak RSS stays far below the data size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -382,7 +367,7 @@ async fn million_row_transaction_mariadb() -> anyhow::Result<()> {
     .await;
     outcome?;
     running.stop().await?;
-    let peak = peak_rss_mib()?;
+    let peak = tributary_tests::peak_rss_mib()?;
     assert!(
         peak < 512,
         "peak RSS of the whole test process was {peak} MiB"

@@ -270,27 +270,12 @@ async fn scenario_huge_transaction(kafka: bool, rows: i64) -> anyhow::Result<()>
     .await?;
     converge(pg, src, dst, &["readings"], &running).await?;
     running.stop().await?;
-    let peak = peak_rss_mib()?;
+    let peak = tributary_tests::peak_rss_mib()?;
     assert!(
         peak < 512,
         "peak RSS of the whole test process was {peak} MiB"
     );
     Ok(())
-}
-
-/// Peak resident memory of this process (each nextest test runs in its own process).
-fn peak_rss_mib() -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string("/proc/self/status")?;
-    let line = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .context("no VmHWM")?;
-    let kib: u64 = line
-        .split_whitespace()
-        .nth(1)
-        .context("VmHWM value")?
-        .parse()?;
-    Ok(kib / 1024)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
