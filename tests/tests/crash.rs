@@ -60,27 +60,12 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
     )
     .await?;
     let dir = tempfile::tempdir()?;
-    let transport = match &broker {
-        Some(k) => format!(
-            "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
-            k.bootstrap()
-        ),
-        None => "[transport]\nkind = \"embedded\"\n".into(),
-    };
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n{transport}\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
-            dir.path().join("state"),
-            pg.url(&src),
-            pg.url(&dst)
-        ),
+    let mut processes = Processes::start(
+        dir.path(),
+        broker.as_ref(),
+        &format!("kind = \"postgres\"\nurl = {:?}\n", pg.url(&src)),
+        &pg.url(&dst),
     )?;
-    let capture_log = dir.path().join("capture.log");
-    let pipeline_log = dir.path().join("pipeline.log");
-    let mut capture = spawn("capture", &config, &capture_log)?;
-    let mut pipeline = spawn("pipeline", &config, &pipeline_log)?;
 
     // Steady writes: each transaction moves money and appends to the ledger.
     let writing = Arc::new(AtomicBool::new(true));
@@ -111,14 +96,7 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
         })
     };
 
-    crash_rounds(
-        &mut capture,
-        &mut pipeline,
-        &config,
-        &capture_log,
-        &pipeline_log,
-    )
-    .await?;
+    processes.crash_rounds().await?;
     writing.store(false, Ordering::Relaxed);
     let transactions = writer.await??;
     assert!(
@@ -141,21 +119,10 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
         },
     )
     .await;
-    let _ = capture.kill();
-    let _ = pipeline.kill();
+    processes.stop(outcome.is_err());
     if let (Err(_), Some(k)) = (&outcome, &broker) {
         dump_topic(&k.bootstrap(), "src.public.accounts").await?;
         dump_topic(&k.bootstrap(), "src.transactions").await?;
-    }
-    if outcome.is_err() {
-        eprintln!(
-            "capture log:\n{}",
-            std::fs::read_to_string(&capture_log).unwrap_or_default()
-        );
-        eprintln!(
-            "pipeline log:\n{}",
-            std::fs::read_to_string(&pipeline_log).unwrap_or_default()
-        );
     }
     outcome?;
     let total: i64 = sink
@@ -166,40 +133,85 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Six rounds: wait a random moment, kill -9 the capture (even rounds) or the pipeline
-/// (odd rounds), and start it again.
-async fn crash_rounds(
-    capture: &mut Child,
-    pipeline: &mut Child,
-    config: &Path,
-    capture_log: &Path,
-    pipeline_log: &Path,
-) -> anyhow::Result<()> {
-    for round in 0..6 {
-        let pause = Duration::from_millis(rand::rng().random_range(500..2500));
-        tokio::time::sleep(pause).await;
-        let victim = if round % 2 == 0 {
-            &mut *capture
-        } else {
-            &mut *pipeline
+/// Capture and pipeline as two `tributary` processes sharing one configuration file,
+/// each logging to a file of its own.
+struct Processes {
+    config: PathBuf,
+    capture_log: PathBuf,
+    pipeline_log: PathBuf,
+    capture: Child,
+    pipeline: Child,
+}
+
+impl Processes {
+    /// Writes `<dir>/tributary.toml` (source `src` from the `source` TOML lines, sink `dst`
+    /// at `sink_url`, Kafka when `broker` is given, else the embedded log) and starts both.
+    fn start(
+        dir: &Path,
+        broker: Option<&Kafka>,
+        source: &str,
+        sink_url: &str,
+    ) -> anyhow::Result<Self> {
+        let transport = match broker {
+            Some(k) => format!(
+                "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
+                k.bootstrap()
+            ),
+            None => "[transport]\nkind = \"embedded\"\n".into(),
         };
-        victim.kill()?; // SIGKILL
-        victim.wait()?;
-        *victim = spawn(
-            if round % 2 == 0 {
-                "capture"
-            } else {
-                "pipeline"
-            },
-            config,
-            if round % 2 == 0 {
-                capture_log
-            } else {
-                pipeline_log
-            },
+        let config = dir.join("tributary.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = {:?}\n{transport}\n[sources.src]\n{source}\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n",
+                dir.join("state"),
+            ),
         )?;
+        let capture_log = dir.join("capture.log");
+        let pipeline_log = dir.join("pipeline.log");
+        Ok(Processes {
+            capture: spawn("capture", &config, &capture_log)?,
+            pipeline: spawn("pipeline", &config, &pipeline_log)?,
+            config,
+            capture_log,
+            pipeline_log,
+        })
     }
-    Ok(())
+
+    /// Six rounds: wait a random moment, kill -9 the capture (even rounds) or the pipeline
+    /// (odd rounds), and start it again.
+    async fn crash_rounds(&mut self) -> anyhow::Result<()> {
+        for round in 0..6 {
+            let pause = Duration::from_millis(rand::rng().random_range(500..2500));
+            tokio::time::sleep(pause).await;
+            let (role, victim, log) = if round % 2 == 0 {
+                ("capture", &mut self.capture, &self.capture_log)
+            } else {
+                ("pipeline", &mut self.pipeline, &self.pipeline_log)
+            };
+            victim.kill()?; // SIGKILL
+            victim.wait()?;
+            *victim = spawn(role, &self.config, log)?;
+        }
+        Ok(())
+    }
+
+    /// Kills both; prints their logs when the test `failed`.
+    fn stop(mut self, failed: bool) {
+        let _ = self.capture.kill();
+        let _ = self.pipeline.kill();
+        if failed {
+            for (role, log) in [
+                ("capture", &self.capture_log),
+                ("pipeline", &self.pipeline_log),
+            ] {
+                eprintln!(
+                    "{role} log:\n{}",
+                    std::fs::read_to_string(log).unwrap_or_default()
+                );
+            }
+        }
+    }
 }
 
 /// Prints offset and position of every record of a topic (diagnostics on failure).
@@ -262,27 +274,15 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
         )
         .await?;
     let dir = tempfile::tempdir()?;
-    let transport = match &broker {
-        Some(k) => format!(
-            "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
-            k.bootstrap()
+    let mut processes = Processes::start(
+        dir.path(),
+        broker.as_ref(),
+        &format!(
+            "kind = \"mysql\"\nurl = {:?}\ninclude = [\"{src}.*\"]\nheartbeat_secs = 1\n",
+            maria.url(&src)
         ),
-        None => "[transport]\nkind = \"embedded\"\n".into(),
-    };
-    let config = dir.path().join("tributary.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n{transport}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{src}.*\"]\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
-            dir.path().join("state"),
-            maria.url(&src),
-            pg.url(&dst)
-        ),
+        &pg.url(&dst),
     )?;
-    let capture_log = dir.path().join("capture.log");
-    let pipeline_log = dir.path().join("pipeline.log");
-    let mut capture = spawn("capture", &config, &capture_log)?;
-    let mut pipeline = spawn("pipeline", &config, &pipeline_log)?;
 
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {
@@ -310,14 +310,7 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
             anyhow::Ok(n)
         })
     };
-    crash_rounds(
-        &mut capture,
-        &mut pipeline,
-        &config,
-        &capture_log,
-        &pipeline_log,
-    )
-    .await?;
+    processes.crash_rounds().await?;
     writing.store(false, Ordering::Relaxed);
     let transactions = writer.await??;
     assert!(
@@ -357,18 +350,7 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
         },
     )
     .await;
-    let _ = capture.kill();
-    let _ = pipeline.kill();
-    if outcome.is_err() {
-        eprintln!(
-            "capture log:\n{}",
-            std::fs::read_to_string(&capture_log).unwrap_or_default()
-        );
-        eprintln!(
-            "pipeline log:\n{}",
-            std::fs::read_to_string(&pipeline_log).unwrap_or_default()
-        );
-    }
+    processes.stop(outcome.is_err());
     outcome?;
     let total: i64 = sink
         .query_one(
