@@ -47,3 +47,12 @@ pub fn peak_rss_mib() -> anyhow::Result<u64> {
         .parse()?;
     Ok(kib / 1024)
 }
+
+/// Sends this test's `tracing` output to the test writer, filtered by `RUST_LOG` (nextest
+/// prints it when the test fails). Calling it again does nothing.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}

@@ -223,10 +223,7 @@ fn mysql_config(state: &std::path::Path, source_url: &str, sink_url: &str) -> Co
 /// ROW, and a checkpoint whose binlog was purged, each named with what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    tributary_tests::init_tracing();
     let maria = MariaDb::start().await?;
     let pg = Postgres::start().await?;
     let dst = pg.create_database("dst").await?;

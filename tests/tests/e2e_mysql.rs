@@ -112,10 +112,7 @@ impl Scene {
     /// Like [`Scene::new`], with more `[sources.store]` settings (TOML lines).
     async fn with_source_settings(kafka: bool, ddl: &str, settings: &str) -> anyhow::Result<Self> {
         // RUST_LOG=info shows what capture and pipeline do (nextest prints it on failure).
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        tributary_tests::init_tracing();
         let maria = MariaDb::start().await?;
         let pg = Postgres::start().await?;
         let kafka = if kafka {
