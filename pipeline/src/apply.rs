@@ -155,7 +155,8 @@ impl Applier {
                 // An applied transaction's events need not be read: later markers skip them
                 // as older than their own first position.
                 let n = if apply {
-                    self.take_transaction(&end).await?
+                    let mut prior = last_applied;
+                    self.take_transaction(&end, &mut prior).await?
                 } else {
                     0
                 };
@@ -207,8 +208,19 @@ impl Applier {
     }
 
     /// Reads and applies the events of one transaction; returns how many.
-    async fn take_transaction(&mut self, end: &TxEnd) -> Result<usize, PipelineError> {
+    ///
+    /// `prior` is the position of the last source transaction already applied in the
+    /// open sink transaction, if any. When this transaction brings a table version the
+    /// sink can only prepare outside a transaction (MySQL commits DDL), the earlier ones
+    /// are committed first, before anything of this one is applied, so the schema change
+    /// falls between two source transactions.
+    async fn take_transaction(
+        &mut self,
+        end: &TxEnd,
+        prior: &mut Option<Position>,
+    ) -> Result<usize, PipelineError> {
         let mut total = 0;
+        let mut applied_any = false;
         for tc in &end.topics {
             let mut taken = 0u64;
             let mut last: Option<Position> = None;
@@ -250,34 +262,47 @@ impl Applier {
                 }
                 last = Some(event.position);
                 taken += 1;
+                let new_version = batch_schema
+                    .as_ref()
+                    .is_none_or(|s| s.value_id != schemas.value_id);
+                if new_version && !applied_any && !self.sink.ready_for(&schemas.table) {
+                    if let Some(position) = prior.take() {
+                        tracing::debug!(table = %schemas.table.table, position = %position, "committing before a table version the sink must prepare");
+                        self.sink.commit(&self.settings.source, position).await?;
+                        self.sink.begin().await?;
+                    }
+                }
                 if batch_schema
                     .as_ref()
                     .is_some_and(|s| s.value_id != schemas.value_id)
                 {
-                    self.flush(&mut batch, batch_schema.as_deref()).await?;
+                    applied_any |= self.flush(&mut batch, batch_schema.as_deref()).await?;
                 }
                 batch_schema = Some(schemas);
                 batch.push(event);
                 if batch.len() >= self.settings.batch_rows {
-                    self.flush(&mut batch, batch_schema.as_deref()).await?;
+                    applied_any |= self.flush(&mut batch, batch_schema.as_deref()).await?;
                 }
             }
-            self.flush(&mut batch, batch_schema.as_deref()).await?;
+            applied_any |= self.flush(&mut batch, batch_schema.as_deref()).await?;
             total += taken as usize;
         }
         Ok(total)
     }
 
+    /// Applies `batch` (if any) and empties it; returns whether anything was applied.
     async fn flush(
         &mut self,
         batch: &mut Vec<ChangeEvent>,
         schemas: Option<&AvroSchemas>,
-    ) -> Result<(), PipelineError> {
+    ) -> Result<bool, PipelineError> {
+        let mut applied = false;
         if let (false, Some(schemas)) = (batch.is_empty(), schemas) {
             self.sink.apply(&schemas.table, batch).await?;
+            applied = true;
         }
         batch.clear();
-        Ok(())
+        Ok(applied)
     }
 
     async fn decode(

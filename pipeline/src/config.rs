@@ -20,6 +20,10 @@
 //! url = "postgres://tributary:${REPLICA_PASSWORD}@replica:5432/pharmacy"
 //! sources = ["head_office"]
 //!
+//! [sinks.store_copy]           # MySQL / MariaDB
+//! kind = "mysql"
+//! url = "mysql://tributary:${STORE_PASSWORD}@store:3306/pharmacy"
+//!
 //! [registry]                   # optional: Confluent-compatible schema registry endpoint
 //! listen = "0.0.0.0:8081"
 //! ```
@@ -120,6 +124,8 @@ impl SourceConfig {
 pub enum SinkKind {
     /// PostgreSQL.
     Postgres,
+    /// MySQL or MariaDB.
+    Mysql,
 }
 
 /// A sink.
@@ -133,7 +139,8 @@ pub struct SinkConfig {
     /// Sources applied to this sink; default all.
     #[serde(default)]
     pub sources: Vec<String>,
-    /// Schema to write every table into; default the table's source schema.
+    /// Schema (MySQL: database) to write every table into; default the table's source
+    /// schema (MySQL: the URL's database, else the source schema).
     #[serde(default)]
     pub target_schema: Option<String>,
     /// Events per batch.
@@ -221,8 +228,24 @@ impl Config {
             }
         }
         for (name, sink) in &self.sinks {
-            if sink.url.parse::<tokio_postgres::Config>().is_err() {
-                return Err(format!("sinks.{name}.url: not a PostgreSQL URL"));
+            match sink.kind {
+                SinkKind::Postgres => {
+                    if sink.url.parse::<tokio_postgres::Config>().is_err() {
+                        return Err(format!("sinks.{name}.url: not a PostgreSQL URL"));
+                    }
+                }
+                SinkKind::Mysql => {
+                    let config = tributary_sinks::MySqlSinkConfig {
+                        url: sink.url.clone(),
+                        target_schema: sink.target_schema.clone(),
+                        batch_rows: sink.batch_rows.max(1),
+                    };
+                    if let Err(tributary_sinks::SinkError::Config { field, reason }) =
+                        config.validate()
+                    {
+                        return Err(format!("sinks.{name}.{field}: {reason}"));
+                    }
+                }
             }
             for s in &sink.sources {
                 if !self.sources.contains_key(s) {

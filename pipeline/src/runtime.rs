@@ -28,6 +28,7 @@ use tributary_capture::transport::log::EmbeddedProducer;
 use tributary_capture::transport::Producer;
 use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::Sink;
+use tributary_sinks::{MySqlSink, MySqlSinkConfig};
 
 /// Which parts of the configuration a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +226,14 @@ async fn apply_loop(
     let sink: Box<dyn Sink> = match sink_config.kind {
         SinkKind::Postgres => Box::new(
             PostgresSink::connect(PostgresSinkConfig {
+                url: sink_config.url.clone(),
+                target_schema: sink_config.target_schema.clone(),
+                batch_rows: sink_config.batch_rows,
+            })
+            .await?,
+        ),
+        SinkKind::Mysql => Box::new(
+            MySqlSink::connect(MySqlSinkConfig {
                 url: sink_config.url.clone(),
                 target_schema: sink_config.target_schema.clone(),
                 batch_rows: sink_config.batch_rows,

@@ -123,6 +123,8 @@ pub struct ServerDetail {
     pub constraint: Option<String>,
     /// The server's detail or context line (e.g. the COPY input line), if any.
     pub text: Option<String>,
+    /// MySQL's error number, for errors of a MySQL server.
+    pub code: Option<u16>,
 }
 
 fn detail_suffix(detail: &Option<String>) -> String {
@@ -148,17 +150,35 @@ fn transient_sqlstate(code: &str) -> bool {
         || code.starts_with("53") // insufficient resources (disk full, too many connections)
 }
 
+/// MySQL error numbers after which retrying the same transaction can succeed.
+fn transient_mysql_code(code: u16) -> bool {
+    matches!(
+        code,
+        // too many connections, out of resources, server shutdown, lock wait timeout,
+        // deadlock, query interrupted, connection killed, idle session closed
+        1040 | 1041 | 1053 | 1205 | 1213 | 1317 | 1927 | 4031
+        // server gone away, lost connection
+        | 2006 | 2013
+    )
+}
+
 impl SinkError {
     /// Whether retrying the same transaction (after a rollback, maybe a reconnect) can help.
     pub fn is_transient(&self) -> bool {
         match self {
             SinkError::ConnectionLost { .. } => true,
             SinkError::Connect { sqlstate, .. } => match sqlstate.as_deref() {
-                // Wrong password, no such role or database: retrying does not fix that.
-                Some(code) => !(code.starts_with("28") || code == "3D000"),
+                // Wrong password, no such role or database (PostgreSQL 3D000, MySQL
+                // 42000 for an unknown or forbidden database): retrying does not fix that.
+                Some(code) => !(code.starts_with("28") || code == "3D000" || code == "42000"),
                 None => true,
             },
-            SinkError::Database { sqlstate, .. } => transient_sqlstate(sqlstate),
+            SinkError::Database {
+                sqlstate, detail, ..
+            } => match detail.code {
+                Some(code) => transient_mysql_code(code),
+                None => transient_sqlstate(sqlstate),
+            },
             SinkError::Config { .. }
             | SinkError::Driver { .. }
             | SinkError::InvalidEvent { .. }
@@ -191,6 +211,7 @@ impl SinkError {
                     column: db.column().map(str::to_string),
                     constraint: db.constraint().map(str::to_string),
                     text: db.detail().or(db.where_()).map(str::to_string),
+                    code: None,
                 }),
             };
         }
@@ -217,6 +238,58 @@ impl SinkError {
         SinkError::Connect {
             address: address.to_string(),
             cause: cause_text(&err),
+            sqlstate,
+        }
+    }
+}
+
+impl SinkError {
+    /// Classifies a `mysql_async` error raised while doing `action` on `table`.
+    pub(crate) fn mysql(action: &'static str, table: &str, err: mysql_async::Error) -> Self {
+        let table = table.to_string();
+        match err {
+            mysql_async::Error::Server(e) => SinkError::Database {
+                action,
+                table,
+                sqlstate: e.state.clone(),
+                message: format!("{} (MySQL error {})", e.message, e.code),
+                detail: Box::new(ServerDetail {
+                    code: Some(e.code),
+                    ..ServerDetail::default()
+                }),
+            },
+            mysql_async::Error::Io(e) => SinkError::ConnectionLost {
+                action,
+                table,
+                cause: e.to_string(),
+            },
+            mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed) => {
+                SinkError::ConnectionLost {
+                    action,
+                    table,
+                    cause: "the connection is closed".into(),
+                }
+            }
+            other => SinkError::Driver {
+                action,
+                table,
+                cause: other.to_string(),
+            },
+        }
+    }
+
+    /// Classifies an error of the initial connection to a MySQL server at `address`.
+    pub(crate) fn mysql_connect(address: &str, err: mysql_async::Error) -> Self {
+        let (cause, sqlstate) = match &err {
+            mysql_async::Error::Server(e) => (
+                format!("{} (MySQL error {})", e.message, e.code),
+                Some(e.state.clone()),
+            ),
+            other => (other.to_string(), None),
+        };
+        SinkError::Connect {
+            address: address.to_string(),
+            cause,
             sqlstate,
         }
     }
@@ -259,6 +332,24 @@ mod tests {
     }
 
     #[test]
+    fn mysql_lock_errors_are_transient_and_data_errors_are_not() {
+        let my = |code: u16, sqlstate: &str| SinkError::Database {
+            action: "upserting rows",
+            table: "db.t".into(),
+            sqlstate: sqlstate.into(),
+            message: "boom".into(),
+            detail: Box::new(ServerDetail {
+                code: Some(code),
+                ..ServerDetail::default()
+            }),
+        };
+        assert!(my(1213, "40001").is_transient());
+        assert!(my(1205, "HY000").is_transient());
+        assert!(!my(1406, "22001").is_transient());
+        assert!(!my(1062, "23000").is_transient());
+    }
+
+    #[test]
     fn login_failures_are_definite() {
         let connect = |sqlstate: Option<&str>| SinkError::Connect {
             address: "db:5432".into(),
@@ -267,6 +358,7 @@ mod tests {
         };
         assert!(!connect(Some("28P01")).is_transient());
         assert!(!connect(Some("3D000")).is_transient());
+        assert!(!connect(Some("42000")).is_transient());
         assert!(connect(Some("57P03")).is_transient());
         assert!(connect(None).is_transient());
     }

@@ -11,15 +11,18 @@
 //! Failures are classified by [`SinkError::is_transient`]: after a transient error the
 //! caller rolls back and retries the same transaction; a definite error will repeat.
 //!
-//! The PostgreSQL implementation lives in [`postgres`].
+//! Implementations: [`postgres`] and [`mysql`] (MySQL and MariaDB).
 
 mod error;
+pub mod mysql;
+mod plan;
 pub mod postgres;
 
 use async_trait::async_trait;
 use tributary_schemas::{ChangeEvent, Position, TableSchema};
 
 pub use error::{ServerDetail, SinkError};
+pub use mysql::{MySqlSink, MySqlSinkConfig};
 pub use postgres::{PostgresSink, PostgresSinkConfig};
 
 /// A downstream database that applies source transactions atomically and idempotently.
@@ -50,6 +53,18 @@ pub trait Sink: Send {
 
     /// Opens a transaction.
     async fn begin(&mut self) -> Result<(), SinkError>;
+
+    /// Whether events of `table` can be applied in the open transaction without a schema
+    /// change the database would commit on its own.
+    ///
+    /// Sinks with transactional DDL (PostgreSQL) always are. A sink whose DDL commits
+    /// implicitly (MySQL) is ready once it has prepared that table version; before the
+    /// first event of a source transaction the caller commits what it grouped so far
+    /// when the sink is not ready, so the schema change falls between two commits.
+    fn ready_for(&self, table: &TableSchema) -> bool {
+        let _ = table;
+        true
+    }
 
     /// Applies events of one table (all with the given schema) inside the open transaction,
     /// in order.

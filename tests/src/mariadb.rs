@@ -288,6 +288,9 @@ async fn install(install_db: &Path, dir: &Path, data: &Path) -> anyhow::Result<(
     }
     let output = command
         .arg(format!("--datadir={}", data.display()))
+        // The bootstrap server's temporary tables go to this server's directory: in the
+        // shared /tmp, installs running in parallel have removed each other's.
+        .arg(format!("--tmpdir={}", dir.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .current_dir(dir)
         .kill_on_drop(true)

@@ -1,7 +1,9 @@
-//! MariaDB (binlog, ROW) → (embedded log | tansu) → PostgreSQL, end to end, in process.
+//! MySQL/MariaDB at either end, in process: MariaDB (binlog, ROW) → (embedded log |
+//! tansu) → PostgreSQL or MariaDB, and PostgreSQL → MariaDB.
 //!
 //! After each step the sink must equal the source: every row of every table, each column
-//! rendered to the same text on both sides by a pair of SQL expressions (one per dialect).
+//! rendered to the same text on both sides by a pair of SQL expressions (one per dialect;
+//! a MariaDB sink is read with the MariaDB expression).
 
 use anyhow::Context;
 use std::time::Duration;
@@ -28,8 +30,8 @@ const ITEMS: &[(&str, &str)] = &[
     ("if(born = '0000-00-00', NULL, born)", "born"),
     ("at_dt", "at_dt"),
     (
-        "at_ts",
-        "to_char(at_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.MS')",
+        "date_format(at_ts, '%Y-%m-%d %H:%i:%s.%f')",
+        "to_char(at_ts AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
     ),
     (
         "round(time_to_sec(dur) * 1000000)",
@@ -94,9 +96,16 @@ impl Running {
     }
 }
 
+/// Where the pipeline writes.
+enum SinkSide {
+    Postgres(Postgres),
+    /// A second MariaDB server.
+    Maria(MariaDb),
+}
+
 struct Scene {
     maria: MariaDb,
-    pg: Postgres,
+    sink: SinkSide,
     _kafka: Option<Kafka>,
     db: String,
     dst: String,
@@ -106,15 +115,25 @@ struct Scene {
 
 impl Scene {
     async fn new(kafka: bool, ddl: &str) -> anyhow::Result<Self> {
-        Self::with_source_settings(kafka, ddl, "").await
+        Self::with_source_settings(kafka, ddl, "", false).await
     }
 
-    /// Like [`Scene::new`], with more `[sources.store]` settings (TOML lines).
-    async fn with_source_settings(kafka: bool, ddl: &str, settings: &str) -> anyhow::Result<Self> {
+    /// Like [`Scene::new`], with more `[sources.store]` settings (TOML lines), and a
+    /// MariaDB sink instead of PostgreSQL when `maria_sink`.
+    async fn with_source_settings(
+        kafka: bool,
+        ddl: &str,
+        settings: &str,
+        maria_sink: bool,
+    ) -> anyhow::Result<Self> {
         // RUST_LOG=info shows what capture and pipeline do (nextest prints it on failure).
         tributary_tests::init_tracing();
         let maria = MariaDb::start().await?;
-        let pg = Postgres::start().await?;
+        let sink = if maria_sink {
+            SinkSide::Maria(MariaDb::start().await?)
+        } else {
+            SinkSide::Postgres(Postgres::start().await?)
+        };
         let kafka = if kafka {
             Some(Kafka::start().await?)
         } else {
@@ -122,7 +141,18 @@ impl Scene {
         };
         let db = maria.create_database("shop").await?;
         maria.execute(&db, ddl).await?;
-        let dst = pg.create_database("dst").await?;
+        let (dst, sink_kind, sink_url) = match &sink {
+            SinkSide::Postgres(pg) => {
+                let dst = pg.create_database("dst").await?;
+                let url = pg.url(&dst);
+                (dst, "postgres", url)
+            }
+            SinkSide::Maria(m) => {
+                let dst = m.create_database("dst").await?;
+                let url = m.url(&dst);
+                (dst, "mysql", url)
+            }
+        };
         let state = tempfile::tempdir()?;
         let transport = match &kafka {
             Some(k) => format!(
@@ -132,15 +162,15 @@ impl Scene {
             None => "[transport]\nkind = \"embedded\"\n".into(),
         };
         let text = format!(
-            "state_dir = {:?}\n{transport}\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n{settings}\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
+            "state_dir = {:?}\n{transport}\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n{settings}\n\n[sinks.dst]\nkind = \"{sink_kind}\"\nurl = {:?}\n",
             state.path(),
             maria.url(&db),
-            pg.url(&dst),
+            sink_url,
         );
         let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
         Ok(Scene {
             maria,
-            pg,
+            sink,
             _kafka: kafka,
             db,
             dst,
@@ -182,11 +212,26 @@ impl Scene {
 
     /// The rows of `table` in the sink, rendered like [`Scene::source_rows`].
     async fn sink_rows(&self, table: &str, columns: &[(&str, &str)]) -> anyhow::Result<String> {
+        let pg = match &self.sink {
+            SinkSide::Maria(m) => {
+                let exprs: Vec<&str> = columns.iter().map(|c| c.0).collect();
+                return m
+                    .query(
+                        &self.dst,
+                        &format!(
+                            "SET time_zone = '+00:00'; SELECT {} FROM {table} ORDER BY 1, 2",
+                            exprs.join(", ")
+                        ),
+                    )
+                    .await;
+            }
+            SinkSide::Postgres(pg) => pg,
+        };
         let exprs: Vec<String> = columns
             .iter()
             .map(|c| format!("coalesce(({})::text, 'NULL')", c.1))
             .collect();
-        let client = self.pg.client(&self.dst).await?;
+        let client = pg.client(&self.dst).await?;
         let rows = client
             .query(
                 &format!(
@@ -203,6 +248,14 @@ impl Scene {
             out.push('\n');
         }
         Ok(out)
+    }
+
+    /// The PostgreSQL sink (scenarios that check it directly).
+    fn pg(&self) -> &Postgres {
+        match &self.sink {
+            SinkSide::Postgres(pg) => pg,
+            SinkSide::Maria(_) => panic!("this scene writes to MariaDB"),
+        }
     }
 
     /// Waits until every listed table has the same rows on both sides.
@@ -242,8 +295,8 @@ fn sorted(s: &str) -> Vec<&str> {
 
 const STOCK: &[(&str, &str)] = &[("store", "store"), ("item", "item"), ("qty", "qty")];
 
-async fn scenario(kafka: bool) -> anyhow::Result<()> {
-    let scene = Scene::new(kafka, ITEMS_DDL).await?;
+async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
+    let scene = Scene::with_source_settings(kafka, ITEMS_DDL, "", maria_sink).await?;
     let tables: &[(&str, &[(&str, &str)])] = &[("items", ITEMS), ("stock", STOCK)];
     let running = scene.start();
     // Initial snapshot.
@@ -310,12 +363,22 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_to_postgres_embedded() -> anyhow::Result<()> {
-    scenario(false).await
+    scenario(false, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_to_postgres_kafka() -> anyhow::Result<()> {
-    scenario(true).await
+    scenario(true, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_mariadb_kafka() -> anyhow::Result<()> {
+    scenario(true, true).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_to_mariadb_embedded() -> anyhow::Result<()> {
+    scenario(false, true).await
 }
 
 /// One MariaDB transaction of 1M rows streams through with bounded memory: capture,
@@ -345,7 +408,7 @@ async fn million_row_transaction_mariadb() -> anyhow::Result<()> {
     let outcome = wait_until("the 1M-row transaction arrived", Duration::from_secs(300), || async {
         anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
         let want = scene.source_rows("readings", columns).await?;
-        let client = scene.pg.client(&scene.dst).await?;
+        let client = scene.pg().client(&scene.dst).await?;
         let have = match client
             .query_one(
                 &format!(
@@ -382,6 +445,7 @@ async fn resumes_from_the_gtid_state() -> anyhow::Result<()> {
         "CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
          INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_20;",
         "resume_from = \"gtid\"",
+        false,
     )
     .await?;
     let tables: &[(&str, &[(&str, &str)])] = &[("stock", STOCK)];
@@ -418,4 +482,230 @@ async fn resumes_from_the_gtid_state() -> anyhow::Result<()> {
     let running = scene.start();
     scene.converge(tables, &running).await?;
     running.stop().await
+}
+
+/// `(PostgreSQL expression, MariaDB expression)` rendering one column of `meds` the same
+/// way in a PostgreSQL source and a MariaDB sink.
+const MEDS: &[(&str, &str)] = &[
+    ("id", "id"),
+    ("b::int", "b"),
+    ("i2", "i2"),
+    ("i8", "i8"),
+    ("f8", "f8"),
+    ("n", "n"),
+    (
+        "trim_scale(nu)",
+        "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM nu))",
+    ),
+    ("md5(t)", "md5(t)"),
+    ("vc", "vc"),
+    ("upper(encode(by, 'hex'))", "hex(`by`)"),
+    ("d", "d"),
+    (
+        "round(extract(epoch from tm) * 1000000)",
+        "round(time_to_sec(tm) * 1000000)",
+    ),
+    (
+        "to_char(ts, 'YYYY-MM-DD HH24:MI:SS.US')",
+        "date_format(ts, '%Y-%m-%d %H:%i:%s.%f')",
+    ),
+    (
+        "to_char(tstz AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+        "date_format(tstz, '%Y-%m-%d %H:%i:%s.%f')",
+    ),
+    (
+        "round(extract(epoch from iv) * 1000000)",
+        "round(time_to_sec(iv) * 1000000)",
+    ),
+    ("u", "u"),
+    ("jb->>'a'", "json_unquote(json_extract(jb, '$.a'))"),
+    ("array_to_json(ai)", "ai"),
+    ("m", "m"),
+    ("md5(big)", "md5(big)"),
+];
+
+const MEDS_DDL: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE meds (
+  id int PRIMARY KEY, b bool, i2 int2, i8 int8, f8 float8, n numeric(12,3), nu numeric,
+  t text, vc varchar(20), by bytea, d date, tm time, ts timestamp, tstz timestamptz, iv interval,
+  u uuid, jb jsonb, ai int[], m mood, big text);
+ALTER TABLE meds ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO meds VALUES
+ (1, true, -32768, -9223372036854775808, 1.25, 123456789.123, 12345678901234567890.000000000000000000000000000001,
+  'héllo, "wörld" \ end', 'varchar', '\x00ff10', '2024-02-29', '23:59:59.999999',
+  '2024-02-29 12:34:56.789012', '2024-02-29 12:34:56.789012+05:30', '1 day 02:03:04.000005',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": "x''y"}', '{1,NULL,-3}', 'happy', repeat('toast ', 100000)),
+ (2, false, 0, 0, 0, 0, -1, '', '', '\x', '0001-01-01', '00:00', '1970-01-01 00:00', '9999-12-31 23:59:59.999999+00',
+  '-838:59:59', '00000000-0000-0000-0000-000000000000', '{}', '{}', 'sad', NULL),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL);
+CREATE TABLE orders (id bigint PRIMARY KEY, customer text NOT NULL, amount numeric(10,2), note text);
+INSERT INTO orders SELECT g, 'customer ' || g, g * 1.5, NULL FROM generate_series(1, 1000) g;
+"#;
+
+/// PostgreSQL → MariaDB: every type MySQL can hold, every operation, unchanged TOAST
+/// values, new columns (also in the middle of a source transaction), truncate, restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_to_mariadb() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let maria = MariaDb::start().await?;
+    let src = pg.create_database("src").await?;
+    pg.execute(&src, MEDS_DDL).await?;
+    let dst = maria.create_database("dst").await?;
+    let state = tempfile::tempdir()?;
+    let text = format!(
+        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.head]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.store]\nkind = \"mysql\"\nurl = {:?}\n",
+        state.path(),
+        pg.url(&src),
+        maria.url(&dst),
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    let start = || {
+        let (stop, shutdown) = watch::channel(false);
+        let stats = runtime::stats_for(&config);
+        let task = tokio::spawn(runtime::run(
+            config.clone(),
+            Roles {
+                capture: true,
+                pipeline: true,
+                registry: false,
+            },
+            stats,
+            shutdown,
+        ));
+        Running { stop, task }
+    };
+    let source = pg.client(&src).await?;
+    let orders = || {
+        vec![
+            ("id", "id"),
+            ("customer", "customer"),
+            ("amount", "amount"),
+            ("note", "note"),
+        ]
+    };
+    let both = || vec![("meds", MEDS.to_vec()), ("orders", orders())];
+
+    let running = start();
+    converge_to_mariadb(&source, &maria, &dst, both(), &running).await?;
+
+    pg.execute(
+        &src,
+        "INSERT INTO orders SELECT g, 'late ' || g, g, 'n' FROM generate_series(1001, 1100) g;
+         UPDATE orders SET amount = amount + 1 WHERE id % 3 = 0;
+         BEGIN; UPDATE orders SET id = 5000 WHERE id = 7; DELETE FROM orders WHERE id BETWEEN 10 AND 20; COMMIT;
+         INSERT INTO meds (id, t, ai) VALUES (4, 'four', '{4}');
+         UPDATE meds SET id = 40, i2 = 44 WHERE id = 2;
+         UPDATE meds SET i2 = 7 WHERE id = 1; UPDATE meds SET id = 100 WHERE id = 1;",
+    )
+    .await?;
+    converge_to_mariadb(&source, &maria, &dst, both(), &running).await?;
+    let big = maria
+        .query(&dst, "SELECT length(big) FROM meds WHERE id = 100")
+        .await?;
+    assert_eq!(big.trim(), "600000", "the unchanged TOAST value survived");
+
+    // New columns: one with a default the existing rows take, then one added in the middle
+    // of a transaction that also writes rows before and after it.
+    pg.execute(
+        &src,
+        "ALTER TABLE orders ADD COLUMN priority int DEFAULT 3;
+         INSERT INTO orders (id, customer, priority) VALUES (9000, 'new', 1);
+         BEGIN; INSERT INTO orders (id, customer) VALUES (9001, 'before');
+           ALTER TABLE orders ADD COLUMN shelf text;
+           INSERT INTO orders (id, customer, shelf) VALUES (9002, 'after', 'B7'); COMMIT;",
+    )
+    .await?;
+    let mut orders2 = orders();
+    orders2.extend([("priority", "priority"), ("shelf", "shelf")]);
+    converge_to_mariadb(
+        &source,
+        &maria,
+        &dst,
+        vec![("meds", MEDS.to_vec()), ("orders", orders2.clone())],
+        &running,
+    )
+    .await?;
+
+    pg.execute(
+        &src,
+        "TRUNCATE orders; INSERT INTO orders (id, customer) VALUES (1, 'after truncate');",
+    )
+    .await?;
+    converge_to_mariadb(
+        &source,
+        &maria,
+        &dst,
+        vec![("meds", MEDS.to_vec()), ("orders", orders2.clone())],
+        &running,
+    )
+    .await?;
+    running.stop().await?;
+
+    // Restart: nothing applied twice, changes made while stopped arrive.
+    pg.execute(
+        &src,
+        "INSERT INTO orders (id, customer) VALUES (2, 'while stopped')",
+    )
+    .await?;
+    let running = start();
+    pg.execute(&src, "UPDATE orders SET amount = 5 WHERE id = 1")
+        .await?;
+    converge_to_mariadb(
+        &source,
+        &maria,
+        &dst,
+        vec![("meds", MEDS.to_vec()), ("orders", orders2)],
+        &running,
+    )
+    .await?;
+    running.stop().await
+}
+
+/// Waits until every listed table has the same rows in the PostgreSQL source and the
+/// MariaDB sink (columns rendered by `(PostgreSQL, MariaDB)` expression pairs).
+async fn converge_to_mariadb(
+    source: &tokio_postgres::Client,
+    maria: &MariaDb,
+    dst: &str,
+    tables: Vec<(&'static str, Vec<(&'static str, &'static str)>)>,
+    running: &Running,
+) -> anyhow::Result<()> {
+    let last = std::sync::Mutex::new(String::new());
+    let outcome = wait_until("sink equals source", Duration::from_secs(120), || async {
+        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+        for (table, columns) in &tables {
+            let exprs: Vec<String> = columns
+                .iter()
+                .map(|c| format!("coalesce(({})::text, 'NULL')", c.0))
+                .collect();
+            let mut want = String::new();
+            let sql = format!(
+                "SELECT concat_ws(E'\\t', {}) FROM {table}",
+                exprs.join(", ")
+            );
+            for r in source.query(&sql, &[]).await? {
+                want.push_str(&r.get::<_, String>(0));
+                want.push('\n');
+            }
+            let exprs: Vec<&str> = columns.iter().map(|c| c.1).collect();
+            let have = maria
+                .query(dst, &format!("SELECT {} FROM {table}", exprs.join(", ")))
+                .await
+                .unwrap_or_default();
+            if sorted(&want) != sorted(&have) {
+                *last.lock().expect("not poisoned") =
+                    format!("{table}:\nsource:\n{want}\nsink:\n{have}");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    if outcome.is_err() && running.task.is_finished() {
+        anyhow::bail!("the pipeline stopped: {:?}", outcome);
+    }
+    outcome.with_context(|| format!("last difference: {}", last.lock().expect("not poisoned")))
 }

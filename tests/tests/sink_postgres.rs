@@ -6,137 +6,17 @@
 use anyhow::Context;
 use tokio_postgres::{Client, SimpleQueryMessage};
 use tributary_schemas::{
-    ChangeEvent, Column, ColumnType, Interval, Op, Position, Row, TableId, TableSchema, TxMeta,
-    Value,
+    ChangeEvent, Column, ColumnType, Interval, Position, TableId, TableSchema, Value,
 };
 use tributary_sinks::{PostgresSink, PostgresSinkConfig, Sink, SinkError};
 use tributary_tests::Postgres;
 
-const SOURCE: &str = "src";
+mod common;
+use common::events::*;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------
-
-fn column(name: &str, ty: ColumnType, source_type: &str, nullable: bool) -> Column {
-    Column {
-        name: name.into(),
-        ty,
-        source_type: source_type.into(),
-        nullable,
-        missing: None,
-    }
-}
-
-/// `public.docs (id bigint key, name text not null, doc text, score double precision)`.
-fn docs_schema(version: u32) -> TableSchema {
-    let mut columns = vec![
-        column("id", ColumnType::Int64, "bigint", false),
-        column("name", ColumnType::Text, "character varying(40)", false),
-        column("doc", ColumnType::Text, "text", true),
-        column("score", ColumnType::Float64, "double precision", true),
-    ];
-    if version >= 2 {
-        columns.push(column("tag", ColumnType::Text, "text", true));
-    }
-    TableSchema {
-        table: TableId::new("public", "docs"),
-        columns,
-        primary_key: vec![0],
-        version,
-    }
-}
-
-/// Builds events for one table with increasing positions.
-struct Events {
-    schema: TableSchema,
-    seq: u64,
-}
-
-impl Events {
-    fn new(schema: &TableSchema) -> Self {
-        Events {
-            schema: schema.clone(),
-            seq: 0,
-        }
-    }
-
-    fn key_of(&self, row: &[Value]) -> Vec<Value> {
-        self.schema
-            .primary_key
-            .iter()
-            .map(|&i| row[i].clone())
-            .collect()
-    }
-
-    fn event(
-        &mut self,
-        op: Op,
-        key: Vec<Value>,
-        before: Option<Vec<Value>>,
-        after: Option<Vec<Value>>,
-    ) -> ChangeEvent {
-        self.seq += 1;
-        ChangeEvent {
-            source: SOURCE.into(),
-            table: self.schema.table.clone(),
-            schema_version: self.schema.version,
-            op,
-            key,
-            before: before.map(Row),
-            after: after.map(Row),
-            position: Position::pg(100, self.seq),
-            tx: TxMeta {
-                id: Some(1),
-                commit_ts_micros: 0,
-                first: Position::pg(100, 1),
-            },
-            origin: None,
-        }
-    }
-
-    fn insert(&mut self, row: Vec<Value>) -> ChangeEvent {
-        let key = self.key_of(&row);
-        self.event(Op::Insert, key, None, Some(row))
-    }
-
-    fn update(&mut self, row: Vec<Value>) -> ChangeEvent {
-        let key = self.key_of(&row);
-        self.event(Op::Update, key, None, Some(row))
-    }
-
-    /// An update that moves the row keyed `old_key`; `before` holds only the old key, as
-    /// pgoutput sends it.
-    fn rekey(&mut self, old_key: Vec<Value>, row: Vec<Value>) -> ChangeEvent {
-        let mut before = vec![Value::Null; self.schema.columns.len()];
-        for (&i, v) in self.schema.primary_key.iter().zip(&old_key) {
-            before[i] = v.clone();
-        }
-        let key = self.key_of(&row);
-        self.event(Op::Update, key, Some(before), Some(row))
-    }
-
-    fn delete(&mut self, key: Vec<Value>) -> ChangeEvent {
-        self.event(Op::Delete, key, None, None)
-    }
-
-    fn truncate(&mut self) -> ChangeEvent {
-        self.event(Op::Truncate, vec![], None, None)
-    }
-}
-
-fn text(s: &str) -> Value {
-    Value::Text(s.into())
-}
-
-fn doc_row(id: i64, name: &str, doc: Option<&str>, score: f64) -> Vec<Value> {
-    vec![
-        Value::Int64(id),
-        text(name),
-        doc.map_or(Value::Unchanged, text),
-        Value::Float64(score),
-    ]
-}
 
 /// Every row of a query, every value as PostgreSQL prints it (NULL as `NULL`).
 async fn table(client: &Client, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
@@ -165,12 +45,6 @@ async fn columns_of(client: &Client, table: &str) -> anyhow::Result<Vec<Vec<Stri
         ),
     )
     .await
-}
-
-fn expect(rows: &[&[&str]]) -> Vec<Vec<String>> {
-    rows.iter()
-        .map(|r| r.iter().map(|v| v.to_string()).collect())
-        .collect()
 }
 
 async fn sink(pg: &Postgres, db: &str, batch_rows: usize) -> anyhow::Result<PostgresSink> {

@@ -37,7 +37,6 @@ mod apply;
 mod config;
 mod copy;
 mod ddl;
-mod plan;
 mod sink;
 mod stage;
 mod watermark;

@@ -10,8 +10,8 @@
 //! executes the statements of the current one.
 
 use crate::error::SinkError;
+use crate::plan::{Batch, Effect, Folded};
 use crate::postgres::copy::CopyWriter;
-use crate::postgres::plan::{Batch, Effect, Folded};
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use tributary_schemas::{ChangeEvent, TableSchema, Value};

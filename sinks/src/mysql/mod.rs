@@ -1,0 +1,47 @@
+//! The MySQL / MariaDB sink.
+//!
+//! # Design
+//!
+//! One [`MySqlSink`] owns one connection. A source transaction becomes one InnoDB
+//! transaction: `START TRANSACTION`, the applied events, then the source's watermark row
+//! in `tributary.watermarks` and `COMMIT` in a single round trip.
+//!
+//! Per table, events are folded into one net effect per primary key (the same folding as
+//! the PostgreSQL sink), then sent as SQL text: multi-row `INSERT ... ON DUPLICATE KEY
+//! UPDATE` for full rows, `DELETE ... WHERE key IN (...)` for deletes, and one `UPDATE`
+//! per row whose unchanged (TOAST) columns were not sent. A truncate is a `DELETE` of
+//! every row, since MySQL's `TRUNCATE` commits. Statements stay under the server's
+//! `max_allowed_packet`; batches hold at most `batch_rows` keys.
+//!
+//! The session uses `utf8mb4`, `time_zone = '+00:00'` (timestamps are written in UTC),
+//! strict mode, `NO_BACKSLASH_ESCAPES` and `NO_AUTO_VALUE_ON_ZERO` (a 0 key stays 0).
+//! Values MySQL cannot hold exactly (NaN, infinite dates, decimals with more digits than
+//! the column, intervals with months) are refused with the event's position instead of
+//! being rounded.
+//!
+//! # Schema changes
+//!
+//! MySQL commits every DDL statement implicitly, so creating or extending a table cannot
+//! be part of the data transaction. When a table version needs DDL and the open
+//! transaction has written nothing yet, the sink rolls it back (losing nothing), runs the
+//! DDL, and starts a new one. The apply loop asks [`Sink::ready_for`](crate::Sink) before
+//! the first event of each source transaction and commits the source transactions it
+//! grouped so far first, so that is the normal case. Only a schema change in the middle
+//! of one source transaction (PostgreSQL allows DDL and DML in one transaction) makes the
+//! sink commit what that transaction wrote so far before the DDL; the watermark is not
+//! moved, so after a crash there the transaction is applied again from its start
+//! (upserts and deletes by key are idempotent). This is logged as a warning.
+//!
+//! # Failure model
+//!
+//! Like the PostgreSQL sink: lost connections, deadlocks and lock wait timeouts are
+//! transient (roll back, reconnect on the next `begin`, retry); constraint, type and
+//! privilege errors are definite.
+
+mod config;
+mod ddl;
+mod literal;
+mod sink;
+
+pub use config::{MySqlSinkConfig, DEFAULT_BATCH_ROWS};
+pub use sink::MySqlSink;
