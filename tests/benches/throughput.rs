@@ -14,8 +14,11 @@
 //!    --read-from-remote-server` reads the same binlog range to /dev/null, once as is
 //!    (row events printed as base64) and once with `--verbose` (row events decoded).
 //!
+//! 4. MySQL apply: 1M upserts through the MySQL sink into MariaDB versus a server-side
+//!    `INSERT … ON DUPLICATE KEY UPDATE` from a staging table holding the same rows.
+//!
 //! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
-//! BENCH=capture, BENCH=apply or BENCH=mariadb for one part).
+//! BENCH=capture, BENCH=apply, BENCH=mariadb or BENCH=mysql-apply for one part).
 
 use anyhow::Context;
 use std::sync::Arc;
@@ -29,7 +32,7 @@ use tributary_schemas::{
     ChangeEvent, Column, ColumnType, Op, Position, Row, TableId, TableSchema, TxMeta, Value,
 };
 use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
-use tributary_sinks::Sink;
+use tributary_sinks::{MySqlSink, MySqlSinkConfig, Sink};
 use tributary_tests::{Kafka, MariaDb, Postgres};
 
 async fn current_lsn(client: &tokio_postgres::Client) -> anyhow::Result<String> {
@@ -324,47 +327,56 @@ async fn apply_bench(rows: i64) -> anyhow::Result<()> {
         .await?;
     let reference = started.elapsed().as_secs_f64();
 
-    let schema = TableSchema {
-        table: TableId::new("bench", "accounts"),
-        columns: vec![
-            Column {
-                name: "aid".into(),
-                ty: ColumnType::Int32,
-                source_type: "integer".into(),
-                nullable: false,
-                missing: None,
-            },
-            Column {
-                name: "bid".into(),
-                ty: ColumnType::Int32,
-                source_type: "integer".into(),
-                nullable: true,
-                missing: None,
-            },
-            Column {
-                name: "abalance".into(),
-                ty: ColumnType::Int32,
-                source_type: "integer".into(),
-                nullable: true,
-                missing: None,
-            },
-            Column {
-                name: "filler".into(),
-                ty: ColumnType::Text,
-                source_type: "character(84)".into(),
-                nullable: true,
-                missing: None,
-            },
-        ],
-        primary_key: vec![0],
-        version: 1,
-    };
     let mut sink = PostgresSink::connect(PostgresSinkConfig {
         url: pg.url(&db),
         target_schema: None,
         batch_rows: 5000,
     })
     .await?;
+    let ours = upsert_through(&mut sink, rows).await?;
+    println!(
+        "apply: {rows} upserts in {ours:.2}s = {:.0} rows/s | server-side INSERT … ON CONFLICT from staging {reference:.2}s = {:.0} rows/s | ratio {:.2}",
+        rows as f64 / ours,
+        rows as f64 / reference,
+        reference / ours
+    );
+    let check: i64 = client
+        .query_one(
+            "SELECT count(*) FROM bench.accounts WHERE abalance = 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(check == rows, "all rows upserted ({check})");
+    Ok(())
+}
+
+/// `bench.accounts`, pgbench's accounts table as a source schema.
+fn accounts_schema() -> TableSchema {
+    let column = |name: &str, ty: ColumnType, source_type: &str, nullable: bool| Column {
+        name: name.into(),
+        ty,
+        source_type: source_type.into(),
+        nullable,
+        missing: None,
+    };
+    TableSchema {
+        table: TableId::new("bench", "accounts"),
+        columns: vec![
+            column("aid", ColumnType::Int32, "integer", false),
+            column("bid", ColumnType::Int32, "integer", true),
+            column("abalance", ColumnType::Int32, "integer", true),
+            column("filler", ColumnType::Text, "character(84)", true),
+        ],
+        primary_key: vec![0],
+        version: 1,
+    }
+}
+
+/// Inserts `rows` accounts through `sink` (not timed), then upserts all of them with a
+/// new balance in transactions of 100k rows; returns the seconds the upserts took.
+async fn upsert_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
+    let schema = accounts_schema();
     let filler = " ".repeat(84);
     let event = |aid: i64, balance: i32, op: Op| {
         let p = Position::pg(1 + (balance as u64), aid as u64);
@@ -390,7 +402,7 @@ async fn apply_bench(rows: i64) -> anyhow::Result<()> {
             origin: None,
         }
     };
-    // Load the rows first (not timed), then time the upserts of all of them.
+    let mut seconds = 0.0;
     for (balance, op) in [(0, Op::Insert), (1, Op::Update)] {
         let started = Instant::now();
         let mut aid = 1;
@@ -408,24 +420,51 @@ async fn apply_bench(rows: i64) -> anyhow::Result<()> {
             sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
                 .await?;
         }
-        if op == Op::Update {
-            let ours = started.elapsed().as_secs_f64();
-            println!(
-                "apply: {rows} upserts in {ours:.2}s = {:.0} rows/s | server-side INSERT … ON CONFLICT from staging {reference:.2}s = {:.0} rows/s | ratio {:.2}",
-                rows as f64 / ours,
-                rows as f64 / reference,
-                reference / ours
-            );
-        }
+        seconds = started.elapsed().as_secs_f64();
     }
-    let check: i64 = client
-        .query_one(
-            "SELECT count(*) FROM bench.accounts WHERE abalance = 1",
-            &[],
+    Ok(seconds)
+}
+
+/// Apply into MariaDB through the MySQL sink versus a server-side `INSERT … ON DUPLICATE
+/// KEY UPDATE` from a staging table holding the same rows.
+async fn mysql_apply_bench(rows: i64) -> anyhow::Result<()> {
+    let maria = MariaDb::start().await?;
+    let db = maria.create_database("apply").await?;
+    maria
+        .execute(
+            &db,
+            &format!(
+                "CREATE TABLE staging (aid int, bid int, abalance int, filler char(84)) ENGINE=InnoDB;
+                 INSERT INTO staging SELECT seq, seq DIV 100000, 1, '' FROM seq_1_to_{rows};
+                 CREATE TABLE reference (aid int PRIMARY KEY, bid int, abalance int, filler char(84)) ENGINE=InnoDB;
+                 INSERT INTO reference SELECT aid, bid, 0, filler FROM staging;
+                 ANALYZE TABLE staging, reference;"
+            ),
         )
-        .await?
-        .get(0);
-    anyhow::ensure!(check == rows, "all rows upserted ({check})");
+        .await?;
+    let started = Instant::now();
+    maria
+        .execute(
+            &db,
+            "INSERT INTO reference SELECT * FROM staging ON DUPLICATE KEY UPDATE bid = VALUES(bid), abalance = VALUES(abalance), filler = VALUES(filler)",
+        )
+        .await?;
+    let reference = started.elapsed().as_secs_f64();
+    let mut sink = MySqlSink::connect(MySqlSinkConfig::new(maria.url(&db))).await?;
+    let ours = upsert_through(&mut sink, rows).await?;
+    println!(
+        "mysql apply: {rows} upserts in {ours:.2}s = {:.0} rows/s | server-side INSERT … ON DUPLICATE KEY UPDATE from staging {reference:.2}s = {:.0} rows/s | ratio {:.2}",
+        rows as f64 / ours,
+        rows as f64 / reference,
+        reference / ours
+    );
+    let check = maria
+        .query(&db, "SELECT count(*) FROM accounts WHERE abalance = 1")
+        .await?;
+    anyhow::ensure!(
+        check.trim() == rows.to_string(),
+        "all rows upserted ({check})"
+    );
     Ok(())
 }
 
@@ -448,6 +487,11 @@ fn main() -> anyhow::Result<()> {
         }
         if only.is_empty() || only == "apply" {
             apply_bench(rows).await.context("apply benchmark")?;
+        }
+        if only.is_empty() || only == "mysql-apply" {
+            mysql_apply_bench(rows)
+                .await
+                .context("MySQL apply benchmark")?;
         }
         if only.is_empty() || only == "mariadb" {
             mariadb_capture_bench(rows)
