@@ -411,6 +411,24 @@ listen = "127.0.0.1:8081"
         assert!(matches!(c.sources["store"], SourceConfig::Mysql(_)));
         let e = Config::parse("[sources.store]\nkind = \"mysql\"\nurl = \"x\"\n", env).unwrap_err();
         assert!(e.starts_with("sources.store.url:"), "{e}");
+        let c = Config::parse(
+            "[sinks.copy]\nkind = \"mysql\"\nurl = \"mysql://u:p@h:3306/shop\"\n",
+            env,
+        )
+        .unwrap();
+        assert_eq!(c.sinks["copy"].kind, SinkKind::Mysql);
+        let e = Config::parse(
+            "[sinks.copy]\nkind = \"mysql\"\nurl = \"postgres://h/db\"\n",
+            env,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("sinks.copy.url:"), "{e}");
+        let e = Config::parse(
+            "[sinks.copy]\nkind = \"mysql\"\nurl = \"mysql://h/db\"\ntarget_schema = \"\"\n",
+            env,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("sinks.copy.target_schema:"), "{e}");
         let e = Config::parse("[registry]\nlisten = \"localhost\"\n", env).unwrap_err();
         assert!(e.starts_with("registry.listen:"), "{e}");
         let e = Config::parse("[transport]\nkind = \"carrier-pigeon\"\n", env).unwrap_err();

@@ -1,9 +1,10 @@
 //! `tributary status`: how far each sink has applied each source, and each PostgreSQL
 //! source's slot position against the server's current WAL position.
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SinkConfig, SinkKind, SourceConfig};
 use anyhow::Context;
 use tokio_postgres::NoTls;
+use tributary_sinks::{MySqlSink, MySqlSinkConfig, Sink};
 
 async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
@@ -73,6 +74,10 @@ pub async fn print(config: &Config) -> anyhow::Result<()> {
         }
     }
     for (name, sink) in &config.sinks {
+        if sink.kind == SinkKind::Mysql {
+            mysql_sink_status(config, name, sink).await;
+            continue;
+        }
         match connect(&sink.url).await {
             Ok(client) => {
                 let rows = client
@@ -96,6 +101,30 @@ pub async fn print(config: &Config) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Prints the watermark of every source of a MySQL sink.
+async fn mysql_sink_status(config: &Config, name: &str, sink: &SinkConfig) {
+    let connected = MySqlSink::connect(MySqlSinkConfig {
+        url: sink.url.clone(),
+        target_schema: sink.target_schema.clone(),
+        batch_rows: sink.batch_rows,
+    })
+    .await;
+    let mut mysql = match connected {
+        Ok(s) => s,
+        Err(e) => {
+            println!("sink {name}: unreachable: {e}");
+            return;
+        }
+    };
+    for source in sink.source_names(&config.sources) {
+        match mysql.watermark(source).await {
+            Ok(Some(position)) => println!("sink {name}: source {source} applied up to {position}"),
+            Ok(None) => println!("sink {name}: source {source}: nothing applied yet"),
+            Err(e) => println!("sink {name}: source {source}: {e}"),
+        }
+    }
 }
 
 #[cfg(test)]
