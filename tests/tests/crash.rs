@@ -64,7 +64,7 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
         dir.path(),
         broker.as_ref(),
         &format!("kind = \"postgres\"\nurl = {:?}\n", pg.url(&src)),
-        &pg.url(&dst),
+        &format!("kind = \"postgres\"\nurl = {:?}\n", pg.url(&dst)),
     )?;
 
     // Steady writes: each transaction moves money and appends to the ledger.
@@ -144,14 +144,10 @@ struct Processes {
 }
 
 impl Processes {
-    /// Writes `<dir>/tributary.toml` (source `src` from the `source` TOML lines, sink `dst`
-    /// at `sink_url`, Kafka when `broker` is given, else the embedded log) and starts both.
-    fn start(
-        dir: &Path,
-        broker: Option<&Kafka>,
-        source: &str,
-        sink_url: &str,
-    ) -> anyhow::Result<Self> {
+    /// Writes `<dir>/tributary.toml` (source `src` and sink `dst` from the `source` and
+    /// `sink` TOML lines, Kafka when `broker` is given, else the embedded log) and starts
+    /// both.
+    fn start(dir: &Path, broker: Option<&Kafka>, source: &str, sink: &str) -> anyhow::Result<Self> {
         let transport = match broker {
             Some(k) => format!(
                 "[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n",
@@ -163,7 +159,7 @@ impl Processes {
         std::fs::write(
             &config,
             format!(
-                "state_dir = {:?}\n{transport}\n[sources.src]\n{source}\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n",
+                "state_dir = {:?}\n{transport}\n[sources.src]\n{source}\n[sinks.dst]\n{sink}",
                 dir.join("state"),
             ),
         )?;
@@ -252,19 +248,35 @@ async fn kill_capture_and_pipeline_kafka() -> anyhow::Result<()> {
 }
 
 /// The same for a MariaDB source: transfers between accounts and ledger inserts, written
-/// through mysql_async while capture and pipeline are killed; afterwards the PostgreSQL
-/// sink holds exactly the source's rows.
-async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
+/// through mysql_async while capture and pipeline are killed; afterwards the sink
+/// (PostgreSQL, or a second MariaDB when `maria_sink`) holds exactly the source's rows.
+async fn scenario_mariadb(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
     use mysql_async::prelude::Queryable;
     let maria = MariaDb::start().await?;
     let pg = Postgres::start().await?;
+    let maria_dst = if maria_sink {
+        Some(MariaDb::start().await?)
+    } else {
+        None
+    };
     let broker = if kafka {
         Some(Kafka::start().await?)
     } else {
         None
     };
     let src = maria.create_database("src").await?;
-    let dst = pg.create_database("dst").await?;
+    let (dst, sink) = match &maria_dst {
+        Some(m) => {
+            let dst = m.create_database("dst").await?;
+            let sink = format!("kind = \"mysql\"\nurl = {:?}\n", m.url(&dst));
+            (dst, sink)
+        }
+        None => {
+            let dst = pg.create_database("dst").await?;
+            let sink = format!("kind = \"postgres\"\nurl = {:?}\n", pg.url(&dst));
+            (dst, sink)
+        }
+    };
     maria
         .execute(
             &src,
@@ -281,7 +293,7 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
             "kind = \"mysql\"\nurl = {:?}\ninclude = [\"{src}.*\"]\nheartbeat_secs = 1\n",
             maria.url(&src)
         ),
-        &pg.url(&dst),
+        &sink,
     )?;
 
     let writing = Arc::new(AtomicBool::new(true));
@@ -318,7 +330,6 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
         "the load ran ({transactions} transactions)"
     );
 
-    let sink = pg.client(&dst).await?;
     let queries = [
         (
             "SELECT id, balance, touched FROM accounts ORDER BY id",
@@ -328,19 +339,36 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
             "SELECT id, account, delta, note FROM ledger ORDER BY id",
             format!("SELECT concat_ws(E'\\t', id, account, delta, note) FROM {src}.ledger ORDER BY id"),
         ),
+        (
+            "SELECT sum(balance) FROM accounts",
+            format!("SELECT sum(balance)::text FROM {src}.accounts"),
+        ),
     ];
+    let sink = pg.client(&dst).await;
+    let sink_rows = |source_sql: &'static str, sink_sql: &str| {
+        let (sink, maria_dst, dst) = (&sink, &maria_dst, &dst);
+        let sink_sql = sink_sql.to_string();
+        async move {
+            if let Some(m) = maria_dst {
+                // A MariaDB sink prints its rows like the source.
+                return m.query(dst, source_sql).await;
+            }
+            let sink = sink.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let rows = sink.query(sink_sql.as_str(), &[]).await?;
+            Ok(rows
+                .iter()
+                .map(|r| format!("{}\n", r.get::<_, String>(0)))
+                .collect::<String>())
+        }
+    };
     let outcome = wait_until(
         "sink equals source after the crashes",
         Duration::from_secs(240),
         || async {
             for (source_sql, sink_sql) in &queries {
                 let want = maria.query(&src, source_sql).await?;
-                let have = match sink.query(sink_sql.as_str(), &[]).await {
-                    Ok(rows) => rows
-                        .iter()
-                        .map(|r| format!("{}\n", r.get::<_, String>(0)))
-                        .collect::<String>(),
-                    Err(_) => return Ok(false),
+                let Ok(have) = sink_rows(source_sql, sink_sql).await else {
+                    return Ok(false);
                 };
                 if want != have {
                     return Ok(false);
@@ -352,23 +380,25 @@ async fn scenario_mariadb(kafka: bool) -> anyhow::Result<()> {
     .await;
     processes.stop(outcome.is_err());
     outcome?;
-    let total: i64 = sink
-        .query_one(
-            &format!("SELECT sum(balance)::bigint FROM {src}.accounts"),
-            &[],
-        )
-        .await?
-        .get(0);
-    assert_eq!(total, 0, "money is conserved in the sink");
+    // The last query is the sum, equal on both sides; it must be zero.
+    let total = maria
+        .query(&src, "SELECT sum(balance) FROM accounts")
+        .await?;
+    assert_eq!(total.trim(), "0", "money is conserved in the sink");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mariadb_capture_and_pipeline_embedded() -> anyhow::Result<()> {
-    scenario_mariadb(false).await
+    scenario_mariadb(false, false).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mariadb_capture_and_pipeline_kafka() -> anyhow::Result<()> {
-    scenario_mariadb(true).await
+    scenario_mariadb(true, false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_mariadb_to_mariadb_capture_and_pipeline_kafka() -> anyhow::Result<()> {
+    scenario_mariadb(true, true).await
 }
