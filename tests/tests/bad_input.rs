@@ -297,6 +297,21 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
     .await?;
     let _ = stop.send(true);
     running.await??;
+
+    // A table created, filled and dropped while the capture was away: its rows cannot be
+    // decoded any more, which stops the capture with a message instead of skipping them.
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE gone (id int PRIMARY KEY); INSERT INTO gone VALUES (1); DROP TABLE gone;",
+        )
+        .await?;
+    let err = run_to_error(config.clone()).await;
+    assert!(
+        err.contains(&format!("{db}.gone")) && err.contains("exclude"),
+        "{err}"
+    );
+
     // The server skips a binlog that a dump thread still reads, and the stopped capture's
     // dump thread lingers until it next writes to its closed socket: end it, purge again,
     // until none of the binlogs that existed at the stop is left.

@@ -339,6 +339,55 @@ async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
     scene
         .converge(&[("items", ITEMS), ("stock", stock2)], &running)
         .await?;
+
+    // More DDL mid-stream: tables created and filled; once they arrived, a dropped column
+    // (the sink keeps it, new rows leave it NULL) and a dropped table (the sink keeps its
+    // copy). The steps are apart because the capture reads table shapes from the current
+    // catalog: a table dropped before the capture reached its rows stops the capture with
+    // an error (see the README), which `bad_input::mariadb_bad_setups_are_named` checks.
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "CREATE TABLE scratch (id int PRIMARY KEY); INSERT INTO scratch VALUES (1);
+             CREATE TABLE suppliers (id int PRIMARY KEY, name varchar(40) NOT NULL, rating decimal(3,1));
+             INSERT INTO suppliers VALUES (1, 'Acme', 4.5), (2, 'Pharma & Co', NULL);
+             UPDATE suppliers SET rating = 5.0 WHERE id = 2;",
+        )
+        .await?;
+    let suppliers: &[(&str, &str)] = &[("id", "id"), ("name", "name"), ("rating", "rating")];
+    let scratch: &[(&str, &str)] = &[("id", "id"), ("id", "id")];
+    scene
+        .converge(
+            &[
+                ("stock", stock2),
+                ("suppliers", suppliers),
+                ("scratch", scratch),
+            ],
+            &running,
+        )
+        .await?;
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "ALTER TABLE items DROP COLUMN latin;
+             UPDATE items SET name = concat(name, '!') WHERE id = 1;
+             INSERT INTO items (id, name) VALUES (7, 'after drop');
+             DROP TABLE scratch;",
+        )
+        .await?;
+    let items2: Vec<(&str, &str)> = ITEMS.iter().copied().filter(|c| c.0 != "latin").collect();
+    scene
+        .converge(
+            &[
+                ("items", &items2),
+                ("stock", stock2),
+                ("suppliers", suppliers),
+            ],
+            &running,
+        )
+        .await?;
     running.stop().await?;
 
     // Restart: resumes from the checkpoint; changes made while stopped arrive, nothing
@@ -356,7 +405,14 @@ async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
         )
         .await?;
     scene
-        .converge(&[("items", ITEMS), ("stock", stock2)], &running)
+        .converge(
+            &[
+                ("items", &items2),
+                ("stock", stock2),
+                ("suppliers", suppliers),
+            ],
+            &running,
+        )
         .await?;
     running.stop().await
 }

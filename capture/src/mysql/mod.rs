@@ -19,8 +19,9 @@
 //!
 //! Table shapes come from `information_schema` when a table is first met and again after
 //! any DDL statement in the binlog; a rows event whose column count disagrees with the
-//! known shape is an error naming the table. Known gap: a restart far behind several DDL
-//! changes of one table decodes with the current shape, not a stored history.
+//! known shape is an error naming the table, and so are rows of a captured table that is
+//! no longer in the catalog (dropped or renamed since). Known gap: a restart far behind
+//! several DDL changes of one table decodes with the current shape, not a stored history.
 
 pub mod catalog;
 pub mod config;
@@ -454,6 +455,15 @@ impl MySqlCapture {
                         let loaded =
                             load_tables(&mut conn, &self.config, &self.store, &source, Some(&id))
                                 .await?;
+                        if !loaded.contains_key(&id) {
+                            // Its rows cannot be decoded without its shape; skipping them
+                            // would lose them silently.
+                            return Err(CaptureError::Setup(format!(
+                                "table {id} has rows in the binlog at {file}:{next_pos} but is no longer in the \
+                                 catalog (dropped or renamed since); its shape at that position is unknown. \
+                                 To go on without those rows, add exclude = [\"{id}\"] to the source"
+                            )));
+                        }
                         tables.extend(loaded);
                     }
                     let known = captured && tables.contains_key(&id);
