@@ -17,7 +17,7 @@
 use crate::error::{CaptureError, TransportError};
 use crate::registry::{schema_topic, table_topic, transactions_topic, RegisteredSchema};
 use crate::transport::{Delivery, Producer, Record};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tributary_schemas::{
@@ -69,6 +69,8 @@ pub struct Publisher {
     prefix: String,
     registered: HashSet<SchemaId>,
     topics: HashSet<String>,
+    /// The topic of each value schema whose topic exists and whose schemas are registered.
+    ready: HashMap<SchemaId, String>,
     open: Option<OpenTx>,
     pending: mpsc::Sender<Pending>,
     acked: watch::Receiver<Acked>,
@@ -89,6 +91,7 @@ impl Publisher {
             prefix: prefix.into(),
             registered: HashSet::new(),
             topics: HashSet::new(),
+            ready: HashMap::new(),
             open: None,
             pending,
             acked,
@@ -158,16 +161,23 @@ impl Publisher {
         schemas: &AvroSchemas,
         event: &ChangeEvent,
     ) -> Result<(), CaptureError> {
-        let topic = table_topic(&self.prefix, &event.table.schema, &event.table.name);
-        self.ensure_topic(&topic).await?;
-        self.register(schemas.key_id, format!("{topic}-key"), &schemas.key_text)
-            .await?;
-        self.register(
-            schemas.value_id,
-            format!("{topic}-value"),
-            &schemas.value_text,
-        )
-        .await?;
+        let topic = match self.ready.get(&schemas.value_id) {
+            Some(topic) => topic.clone(),
+            None => {
+                let topic = table_topic(&self.prefix, &event.table.schema, &event.table.name);
+                self.ensure_topic(&topic).await?;
+                self.register(schemas.key_id, format!("{topic}-key"), &schemas.key_text)
+                    .await?;
+                self.register(
+                    schemas.value_id,
+                    format!("{topic}-value"),
+                    &schemas.value_text,
+                )
+                .await?;
+                self.ready.insert(schemas.value_id, topic.clone());
+                topic
+            }
+        };
         let key = if event.key.is_empty() {
             None
         } else {

@@ -220,6 +220,7 @@ proptest! {
         prop_assert_eq!(decode_value(&schemas, datum).unwrap(), event.clone());
         if !event.key.is_empty() {
             let key = encode_key(&schemas, &event.key).unwrap();
+            prop_assert_eq!(&key, &codec::encode_key_generic(&schemas, &event.key).unwrap());
             let (id, datum) = unframe(&key).unwrap();
             prop_assert_eq!(id, schemas.key_id);
             prop_assert_eq!(decode_key(&schemas, datum).unwrap(), event.key.clone());
