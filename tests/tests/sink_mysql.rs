@@ -378,8 +378,8 @@ fn type_cases() -> Vec<TypeCase> {
             values: [(Value::Enum("x".into()), "x"), (Value::Enum("y z".into()), "y z"), (Value::Null, "NULL")] },
         TypeCase { name: "pe", ty: ColumnType::Enum { name: "mood".into() }, source_type: "mood", target_type: "varchar(255)", expr: "{}",
             values: [(Value::Enum("happy".into()), "happy"), (Value::Enum("sad".into()), "sad"), (Value::Null, "NULL")] },
-        TypeCase { name: "s", ty: ColumnType::Text, source_type: "set('a','b')", target_type: "set('a','b')", expr: "{}",
-            values: [(text("a,b"), "a,b"), (text(""), ""), (text("b"), "b")] },
+        TypeCase { name: "s", ty: ColumnType::Text, source_type: "set('Red','b')", target_type: "set('Red','b')", expr: "{}",
+            values: [(text("Red,b"), "Red,b"), (text(""), ""), (text("b"), "b")] },
         TypeCase { name: "arr", ty: ColumnType::Array { element: Box::new(ColumnType::Int32) }, source_type: "integer[]", target_type: "longtext", expr: "{}",
             values: [(Value::Array(vec![Value::Int32(1), Value::Null]), "[1,null]"), (Value::Array(vec![]), "[]"), (Value::Null, "NULL")] },
     ]
@@ -586,5 +586,59 @@ async fn bad_setups_are_named() -> anyhow::Result<()> {
     assert!(matches!(err, SinkError::NoPrimaryKey { .. }), "{err}");
     sink.rollback().await?;
     assert_eq!(sink.watermark(SOURCE).await?, None);
+
+    // Existing tables whose keys would make an upsert hit another row.
+    maria
+        .execute(
+            &db,
+            "DROP TABLE docs; CREATE TABLE docs (id bigint, name varchar(40), doc text, score double, PRIMARY KEY (id, name));",
+        )
+        .await?;
+    let mut sink = self::sink(&maria, &db, 5_000).await?;
+    sink.begin().await?;
+    let err = sink
+        .apply(&schema, &[ev.insert(doc_row(1, "one", Some("d"), 1.0))])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("primary key (id, name)"), "{err}");
+    sink.rollback().await?;
+    maria
+        .execute(
+            &db,
+            "ALTER TABLE docs DROP PRIMARY KEY, ADD PRIMARY KEY (id), ADD UNIQUE INDEX by_name (name);",
+        )
+        .await?;
+    let mut sink = self::sink(&maria, &db, 5_000).await?;
+    sink.begin().await?;
+    let err = sink
+        .apply(&schema, &[ev.insert(doc_row(1, "one", Some("d"), 1.0))])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("unique index by_name"), "{err}");
+    sink.rollback().await?;
+    maria
+        .execute(&db, "ALTER TABLE docs DROP INDEX by_name")
+        .await?;
+
+    // A row larger than the server accepts is a definite error that says what to raise.
+    maria
+        .execute("", "SET GLOBAL max_allowed_packet = 65536")
+        .await?;
+    let mut sink = self::sink(&maria, &db, 5_000).await?;
+    maria
+        .execute("", "SET GLOBAL max_allowed_packet = 16777216")
+        .await?;
+    sink.begin().await?;
+    let big = "b".repeat(100_000);
+    let rows = [
+        ev.insert(doc_row(1, "one", Some("small"), 1.0)),
+        ev.insert(doc_row(2, "two", Some(&big), 2.0)),
+    ];
+    let err = sink.apply(&schema, &rows).await.unwrap_err();
+    assert!(
+        err.to_string().contains("max_allowed_packet") && !err.is_transient(),
+        "{err}"
+    );
+    sink.rollback().await?;
     Ok(())
 }

@@ -65,7 +65,7 @@ pub(crate) fn type_sql(column: &Column, key: bool) -> String {
                 _ => "DECIMAL(65,30)".into(),
             }
         }
-        ColumnType::Text => text_type(&source, key),
+        ColumnType::Text => text_type(&source, column.source_type.trim(), key),
         ColumnType::Bytes => binary_type(&source, key),
         ColumnType::Date => "DATE".into(),
         ColumnType::Time => "TIME(6)".into(),
@@ -94,9 +94,11 @@ fn length_of(ty: &str, prefixes: &[&str]) -> Option<u64> {
     })
 }
 
-fn text_type(source: &str, key: bool) -> String {
+/// `source` is the lower-cased source type, `original` as the source spells it (SET and
+/// ENUM labels keep their case).
+fn text_type(source: &str, original: &str, key: bool) -> String {
     if source.starts_with("set(") || source.starts_with("enum(") {
-        return source.to_string();
+        return original.to_string();
     }
     if let Some(n) = length_of(source, &["char", "character"]).filter(|n| *n <= 255) {
         return format!("CHAR({n})");
@@ -136,11 +138,65 @@ fn binary_type(source: &str, key: bool) -> String {
     }
 }
 
-/// The target table's engine and columns, or `None` when it does not exist.
+/// An existing target table as the catalog describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetTable {
+    /// Storage engine; empty for a view.
+    pub engine: String,
+    /// Columns in order.
+    pub columns: Vec<TargetColumn>,
+    /// Every unique index (`PRIMARY` for the primary key) with its columns in order.
+    pub unique: Vec<(String, Vec<String>)>,
+}
+
+/// Why an existing target cannot take the rows of `schema` by key, if it cannot.
+///
+/// `INSERT … ON DUPLICATE KEY UPDATE` acts on whichever unique key clashes, so the target's
+/// primary key must be the source's and no other unique index may exist: otherwise a row
+/// would silently update or merge an unrelated one.
+pub(crate) fn key_problem(schema: &TableSchema, target: &TargetTable) -> Option<String> {
+    let want: Vec<&str> = schema.key_columns().map(|c| c.name.as_str()).collect();
+    let same = |have: &[String]| {
+        have.len() == want.len()
+            && have
+                .iter()
+                .zip(&want)
+                .all(|(h, w)| h.eq_ignore_ascii_case(w))
+    };
+    match target.unique.iter().find(|(name, _)| name == "PRIMARY") {
+        None => {
+            return Some(format!(
+                "has no primary key; the source's key is ({})",
+                want.join(", ")
+            ))
+        }
+        Some((_, have)) if !same(have) => {
+            return Some(format!(
+                "has the primary key ({}), the source's key is ({})",
+                have.join(", "),
+                want.join(", ")
+            ))
+        }
+        Some(_) => {}
+    }
+    target
+        .unique
+        .iter()
+        .find(|(name, _)| name != "PRIMARY")
+        .map(|(name, cols)| {
+            format!(
+                "has the unique index {name} ({}) besides the primary key, which would make an upsert \
+                 update the wrong row; drop it or make it non-unique",
+                cols.join(", ")
+            )
+        })
+}
+
+/// The target table, or `None` when it does not exist.
 pub(crate) async fn read_table(
     conn: &mut Conn,
     table: &TableId,
-) -> Result<Option<(String, Vec<TargetColumn>)>, SinkError> {
+) -> Result<Option<TargetTable>, SinkError> {
     let name = table.to_string();
     let engine: Option<Option<String>> = conn
         .exec_first(
@@ -171,7 +227,27 @@ pub(crate) async fn read_table(
             scale,
         })
         .collect();
-    Ok(Some((engine.unwrap_or_default(), columns)))
+    let indexed: Vec<(String, String)> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND NON_UNIQUE = 0 \
+             ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (&table.schema, &table.name),
+        )
+        .await
+        .map_err(|e| SinkError::mysql("reading the catalog", &name, e))?;
+    let mut unique: Vec<(String, Vec<String>)> = Vec::new();
+    for (index, column) in indexed {
+        match unique.last_mut() {
+            Some((last, cols)) if *last == index => cols.push(column),
+            _ => unique.push((index, vec![column])),
+        }
+    }
+    Ok(Some(TargetTable {
+        engine: engine.unwrap_or_default(),
+        columns,
+        unique,
+    }))
 }
 
 /// The statements that make `target` fit `schema` (none when it already does).
@@ -216,18 +292,22 @@ pub(crate) fn changes(
             continue;
         }
         let key = schema.primary_key.contains(&i);
-        out.push(format!(
-            "ALTER TABLE {table} ADD COLUMN {} {} NULL",
-            quote_ident(&column.name),
-            type_sql(column, key)
-        ));
-        // Rows that existed before the column was added hold the source's value for them.
-        if let Some(missing) = &column.missing {
-            out.push(format!(
-                "UPDATE {table} SET {} = {}",
-                quote_ident(&column.name),
-                missing_literal(&column.ty, missing)
-            ));
+        let name = quote_ident(&column.name);
+        let ty = type_sql(column, key);
+        match &column.missing {
+            None => out.push(format!("ALTER TABLE {table} ADD COLUMN {name} {ty} NULL")),
+            // Rows that existed before the column was added hold the source's value for
+            // it: given as the default while adding (one statement, so it cannot be lost
+            // half way), then dropped. An expression default works for every type.
+            Some(missing) => {
+                out.push(format!(
+                    "ALTER TABLE {table} ADD COLUMN {name} {ty} NULL DEFAULT ({})",
+                    missing_literal(&column.ty, missing)
+                ));
+                out.push(format!(
+                    "ALTER TABLE {table} ALTER COLUMN {name} DROP DEFAULT"
+                ));
+            }
         }
     }
     out
@@ -244,6 +324,13 @@ fn missing_literal(ty: &ColumnType, text: &str) -> String {
     match (ty, text) {
         (ColumnType::Bool, "t" | "true") => out.push('1'),
         (ColumnType::Bool, "f" | "false") => out.push('0'),
+        (ColumnType::Bytes, t)
+            if t.starts_with("\\x") && t[2..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            out.push_str("X'");
+            out.push_str(&t[2..]);
+            out.push('\'');
+        }
         (ColumnType::TimestampTz, t) => {
             crate::mysql::literal::quote(t.strip_suffix("+00").unwrap_or(t), &mut out)
         }
@@ -346,9 +433,14 @@ mod tests {
         assert_eq!(
             changes(&schema, &target, Some(&existing), "x"),
             vec![
-                "ALTER TABLE `shop`.`t` ADD COLUMN `ok` BOOLEAN NULL".to_string(),
-                "UPDATE `shop`.`t` SET `ok` = 1".to_string(),
+                "ALTER TABLE `shop`.`t` ADD COLUMN `ok` BOOLEAN NULL DEFAULT (1)".to_string(),
+                "ALTER TABLE `shop`.`t` ALTER COLUMN `ok` DROP DEFAULT".to_string(),
             ]
+        );
+        assert_eq!(missing_literal(&ColumnType::Bytes, "\\x01ff"), "X'01ff'");
+        assert_eq!(
+            type_sql(&col("s", ColumnType::Text, "set('Red','b')"), false),
+            "set('Red','b')"
         );
     }
 }

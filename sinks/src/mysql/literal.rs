@@ -31,7 +31,10 @@ pub(crate) fn check(value: &Value, target: &TargetColumn) -> Result<(), String> 
             if *days == i32::MIN || *days == i32::MAX {
                 return Err("MySQL has no infinite date".into());
             }
-            check_year(i64::from(*days) * MICROS_PER_DAY)
+            match i64::from(*days).checked_mul(MICROS_PER_DAY) {
+                Some(micros) => check_year(micros),
+                None => Err("MySQL dates run from year 0 to 9999".into()),
+            }
         }
         Value::Timestamp(micros) | Value::TimestampTz(micros) => {
             if *micros == i64::MIN || *micros == i64::MAX {
@@ -66,13 +69,19 @@ fn interval_micros(iv: &Interval) -> Result<i64, String> {
 
 /// Checks an exact decimal against the target's precision and scale (integer targets
 /// such as `bigint unsigned` take integers; the server checks their range).
+/// Whether `text` is `-?digits(.digits)?`, the only form written unquoted.
+fn is_plain_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit())
+}
+
 fn check_decimal(text: &str, target: &TargetColumn) -> Result<(), String> {
     let digits = text.strip_prefix('-').unwrap_or(text);
     let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    let valid = !int.is_empty()
-        && int.bytes().all(|b| b.is_ascii_digit())
-        && frac.bytes().all(|b| b.is_ascii_digit());
-    if !valid {
+    if !is_plain_decimal(text) {
         return Err(format!(
             "{text} is not a finite decimal, which is all MySQL stores"
         ));
@@ -112,14 +121,18 @@ pub(crate) fn write(value: &Value, out: &mut String) {
             let _ = write!(out, "{v}");
         }
         // Exponent form: a DOUBLE literal, in the shortest digits that read back the same.
+        // As the double it is exactly: the shortest f32 digits can read back as a double
+        // just above FLOAT's range (f32::MAX).
         Value::Float32(v) => {
-            let _ = write!(out, "{v:e}");
+            let _ = write!(out, "{:e}", f64::from(*v));
         }
         Value::Float64(v) => {
             let _ = write!(out, "{v:e}");
         }
-        // Checked to be digits with an optional sign and point: an exact decimal literal.
-        Value::Numeric(text) => out.push_str(text),
+        // Digits with an optional sign and point: an exact decimal literal. Anything else
+        // (which `check` refuses) is quoted, never spliced into the statement.
+        Value::Numeric(text) if is_plain_decimal(text) => out.push_str(text),
+        Value::Numeric(text) => quote(text, out),
         Value::Text(s) | Value::Json(s) | Value::Enum(s) => quote(s, out),
         Value::Bytes(bytes) => {
             out.reserve(3 + bytes.len() * 2);
@@ -130,7 +143,8 @@ pub(crate) fn write(value: &Value, out: &mut String) {
             out.push('\'');
         }
         Value::Date(days) => {
-            let date = DateTime::from_timestamp_micros(i64::from(*days) * MICROS_PER_DAY)
+            let micros = i64::from(*days).saturating_mul(MICROS_PER_DAY);
+            let date = DateTime::from_timestamp_micros(micros)
                 .unwrap_or_default()
                 .date_naive();
             let _ = write!(out, "'{}'", date.format("%Y-%m-%d"));
@@ -259,8 +273,10 @@ mod tests {
             let text = lit(&Value::Float64(v));
             assert_eq!(text.parse::<f64>().unwrap(), v, "{text}");
         }
-        let text = lit(&Value::Float32(0.1));
-        assert_eq!(text.parse::<f32>().unwrap(), 0.1f32);
+        for v in [0.1f32, f32::MAX, f32::MIN_POSITIVE] {
+            let text = lit(&Value::Float32(v));
+            assert_eq!(text.parse::<f64>().unwrap(), f64::from(v), "{text}");
+        }
     }
 
     #[test]
@@ -290,6 +306,10 @@ mod tests {
             micros: 0,
         };
         assert!(check(&Value::Interval(long), &any).is_err());
+        assert!(check(&Value::Date(i32::MAX - 1), &any).is_err());
+        assert!(check(&Value::Date(i32::MIN + 1), &any).is_err());
+        // Never spliced in unquoted, even unchecked.
+        assert_eq!(lit(&Value::Numeric("1) OR (1=1".into())), "'1) OR (1=1'");
         // 10000-01-01
         assert!(check(&Value::Date(2_932_897), &any).is_err());
         assert!(check(&Value::Date(2_932_896), &any).is_ok());

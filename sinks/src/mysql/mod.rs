@@ -24,12 +24,14 @@
 //! MySQL commits every DDL statement implicitly, so creating or extending a table cannot
 //! be part of the data transaction. When a table version needs DDL and the open
 //! transaction has written nothing yet, the sink rolls it back (losing nothing), runs the
-//! DDL, and starts a new one. The apply loop asks [`Sink::ready_for`](crate::Sink) before
-//! the first event of each source transaction and commits the source transactions it
-//! grouped so far first, so that is the normal case. Only a schema change in the middle
-//! of one source transaction (PostgreSQL allows DDL and DML in one transaction) makes the
-//! sink commit what that transaction wrote so far before the DDL; the watermark is not
-//! moved, so after a crash there the transaction is applied again from its start
+//! DDL, and starts a new one. The apply loop asks [`Sink::ready_for`](crate::Sink) until
+//! it has applied something of a source transaction, and commits the source transactions
+//! it grouped so far first, so a new table or column met at the start of a source
+//! transaction falls between two commits. When the sink meets one later in a source
+//! transaction (a second table of a multi-table transaction whose version is new, or
+//! PostgreSQL DDL between DML in one transaction), it commits what that transaction wrote
+//! so far before the DDL: those rows are visible early, and the watermark is not moved,
+//! so after a crash there the transaction is applied again from its start
 //! (upserts and deletes by key are idempotent). This is logged as a warning.
 //!
 //! # Failure model

@@ -72,9 +72,18 @@ impl Target {
         let names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
         let quoted = quote_table(id);
         let insert_head = format!("INSERT INTO {quoted} ({}) VALUES ", names.join(", "));
-        // Key columns are assigned too, which is a no-op but keeps the clause valid for
-        // tables that consist of their key only.
-        let assignments: Vec<String> = names.iter().map(|n| format!("{n} = VALUES({n})")).collect();
+        // Key columns are left out (they are what matched); a table of key columns only
+        // assigns its first key column to itself, which keeps the clause valid.
+        let mut assignments: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !schema.primary_key.contains(i))
+            .map(|(_, n)| format!("{n} = VALUES({n})"))
+            .collect();
+        if assignments.is_empty() {
+            let n = &names[schema.primary_key[0]];
+            assignments.push(format!("{n} = {n}"));
+        }
         let upsert_tail = format!(" ON DUPLICATE KEY UPDATE {}", assignments.join(", "));
         Ok(Target {
             name: id.to_string(),
@@ -151,6 +160,8 @@ pub struct MySqlSink {
     collation: String,
     /// Largest statement to build.
     max_statement: usize,
+    /// The server's `max_allowed_packet`: no statement may be longer.
+    max_packet: usize,
     /// Targets by source table and schema version. DDL is committed when it runs, so
     /// these stay valid across rollbacks.
     targets: HashMap<TargetKey, Target>,
@@ -181,8 +192,8 @@ impl MySqlSink {
             .await
             .map_err(|e| SinkError::mysql("reading max_allowed_packet", &address, e))?;
         // Room for the statement around the rows.
-        let max_statement =
-            (packet.unwrap_or(4 << 20) as usize / 2).clamp(64 * 1024, MAX_STATEMENT_BYTES);
+        let max_packet = packet.unwrap_or(4 << 20) as usize;
+        let max_statement = (max_packet / 2).clamp(64 * 1024, MAX_STATEMENT_BYTES);
         ensure_watermark_table(&mut conn).await?;
         info!(address = %address, "connected to mysql sink");
         Ok(MySqlSink {
@@ -191,6 +202,7 @@ impl MySqlSink {
             conn: Some(conn),
             collation: collation.unwrap_or_else(|| "utf8mb4_bin".into()),
             max_statement,
+            max_packet,
             targets: HashMap::new(),
             in_transaction: false,
             wrote: false,
@@ -258,32 +270,41 @@ impl MySqlSink {
         let name = id.to_string();
         let collation = self.collation.clone();
         let existing = ddl::read_table(self.conn().await?, &id).await?;
-        if let Some((engine, _)) = &existing {
-            if !engine.eq_ignore_ascii_case("InnoDB") {
+        if let Some(table) = &existing {
+            let problem = if table.engine.is_empty() {
+                Some("is a view, not a table".to_string())
+            } else if !table.engine.eq_ignore_ascii_case("InnoDB") {
+                Some(format!(
+                    "uses the {} engine, which has no transactions; Tributary needs InnoDB \
+                     (ALTER TABLE {} ENGINE = InnoDB)",
+                    table.engine,
+                    quote_table(&id)
+                ))
+            } else {
+                ddl::key_problem(schema, table)
+            };
+            if let Some(reason) = problem {
                 return Err(SinkError::Config {
                     field: format!("target table {name}"),
-                    reason: format!(
-                        "uses the {engine} engine, which has no transactions; Tributary needs InnoDB \
-                         (ALTER TABLE {} ENGINE = InnoDB)",
-                        quote_table(&id)
-                    ),
+                    reason,
                 });
             }
         }
         let statements = ddl::changes(
             schema,
             &id,
-            existing.as_ref().map(|(_, c)| c.as_slice()),
+            existing.as_ref().map(|t| t.columns.as_slice()),
             &collation,
         );
-        let columns = if statements.is_empty() {
-            existing.map(|(_, c)| c).unwrap_or_default()
-        } else {
-            self.run_ddl(&name, statements).await?;
-            ddl::read_table(self.conn().await?, &id)
-                .await?
-                .map(|(_, c)| c)
-                .unwrap_or_default()
+        let columns = match existing {
+            Some(table) if statements.is_empty() => table.columns,
+            _ => {
+                self.run_ddl(&name, statements).await?;
+                ddl::read_table(self.conn().await?, &id)
+                    .await?
+                    .map(|t| t.columns)
+                    .unwrap_or_default()
+            }
         };
         let target = Target::new(&id, schema, &columns)?;
         self.targets.insert(key, target);
@@ -339,20 +360,31 @@ impl MySqlSink {
         events: &[ChangeEvent],
     ) -> Result<(), SinkError> {
         for event in events {
-            let rows = [event.after.as_ref(), event.before.as_ref()];
-            for row in rows.into_iter().flatten() {
-                for ((value, column), target_column) in
-                    row.0.iter().zip(&schema.columns).zip(&target.columns)
-                {
-                    if let Err(reason) = literal::check(value, target_column) {
-                        return Err(SinkError::TypeMismatch {
-                            table: schema.table.to_string(),
-                            position: Box::new(event.position),
-                            column: column.name.clone(),
-                            value: format!("{} ({reason})", value.describe()),
-                            ty: target_column.data_type.clone(),
-                        });
-                    }
+            // Column index and value: the key (written into deletes and key matches), then
+            // both row images.
+            let key = event
+                .key
+                .iter()
+                .zip(&schema.primary_key)
+                .map(|(v, &i)| (i, v));
+            let rows = [event.after.as_ref(), event.before.as_ref()]
+                .into_iter()
+                .flatten()
+                .flat_map(|row| row.0.iter().enumerate());
+            for (i, value) in key.chain(rows) {
+                let (Some(column), Some(target_column)) =
+                    (schema.columns.get(i), target.columns.get(i))
+                else {
+                    continue;
+                };
+                if let Err(reason) = literal::check(value, target_column) {
+                    return Err(SinkError::TypeMismatch {
+                        table: schema.table.to_string(),
+                        position: Box::new(event.position),
+                        column: column.name.clone(),
+                        value: format!("{} ({reason})", value.describe()),
+                        ty: target_column.data_type.clone(),
+                    });
                 }
             }
         }
@@ -390,25 +422,29 @@ impl MySqlSink {
             statements.push(("deleting rows", std::mem::take(&mut sql)));
         }
 
+        // A row goes into the next statement when it would take this one past `max`.
+        let mut row_sql = String::new();
         for entry in batch.entries() {
             if let Effect::Upsert(row) = &entry.effect {
+                row_sql.clear();
+                row_sql.push('(');
+                for (i, v) in row.iter().enumerate() {
+                    if i > 0 {
+                        row_sql.push_str(", ");
+                    }
+                    literal::write(v, &mut row_sql);
+                }
+                row_sql.push(')');
+                if !sql.is_empty() && sql.len() + row_sql.len() + target.upsert_tail.len() > max {
+                    sql.push_str(&target.upsert_tail);
+                    statements.push(("upserting rows", std::mem::take(&mut sql)));
+                }
                 sql.push_str(if sql.is_empty() {
                     &target.insert_head
                 } else {
                     ", "
                 });
-                sql.push('(');
-                for (i, v) in row.iter().enumerate() {
-                    if i > 0 {
-                        sql.push_str(", ");
-                    }
-                    literal::write(v, &mut sql);
-                }
-                sql.push(')');
-                if sql.len() >= max {
-                    sql.push_str(&target.upsert_tail);
-                    statements.push(("upserting rows", std::mem::take(&mut sql)));
-                }
+                sql.push_str(&row_sql);
             }
         }
         if !sql.is_empty() {
@@ -418,25 +454,43 @@ impl MySqlSink {
 
         for entry in batch.entries() {
             if let Effect::Patch(row) = &entry.effect {
-                sql.push_str("UPDATE ");
-                sql.push_str(&target.quoted);
-                sql.push_str(" SET ");
-                target.write_assignments(row, &mut sql);
-                sql.push_str(" WHERE ");
-                target.write_key_match(&entry.key, &mut sql);
-                sql.push(';');
-                if sql.len() >= max {
+                row_sql.clear();
+                row_sql.push_str("UPDATE ");
+                row_sql.push_str(&target.quoted);
+                row_sql.push_str(" SET ");
+                target.write_assignments(row, &mut row_sql);
+                row_sql.push_str(" WHERE ");
+                target.write_key_match(&entry.key, &mut row_sql);
+                row_sql.push(';');
+                if !sql.is_empty() && sql.len() + row_sql.len() > max {
                     statements.push((
                         "updating rows with unchanged columns",
                         std::mem::take(&mut sql),
                     ));
                 }
+                sql.push_str(&row_sql);
             }
         }
         if !sql.is_empty() {
             statements.push(("updating rows with unchanged columns", sql));
         }
 
+        if let Some((_, sql)) = statements
+            .iter()
+            .find(|(_, sql)| sql.len() > self.max_packet)
+        {
+            // The driver would refuse to send it, which looks like a lost connection.
+            return Err(SinkError::Driver {
+                action: "writing a batch",
+                table: name,
+                cause: format!(
+                    "one row needs a {}-byte statement, more than the server's max_allowed_packet \
+                     ({} bytes); raise max_allowed_packet on the server",
+                    sql.len(),
+                    self.max_packet
+                ),
+            });
+        }
         for (action, sql) in statements {
             self.run(action, &name, sql).await?;
         }
@@ -614,7 +668,7 @@ async fn ensure_watermark_table(conn: &mut Conn) -> Result<(), SinkError> {
     conn.query_drop(
         "CREATE DATABASE IF NOT EXISTS tributary CHARACTER SET utf8mb4; \
          CREATE TABLE IF NOT EXISTS tributary.watermarks (\
-             source VARCHAR(255) NOT NULL PRIMARY KEY, \
+             source VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, \
              position TEXT NOT NULL, \
              updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB",
     )
