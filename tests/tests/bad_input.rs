@@ -352,3 +352,62 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
     assert!(err.contains("1236") && err.contains("purged"), "{err}");
     Ok(())
 }
+
+/// With `binlog_row_metadata = FULL` the binlog names its columns: a capture that is
+/// behind a reordering of same-typed columns stops with both shapes instead of swapping
+/// their values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_columns_reordered_behind_the_capture_are_detected() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let maria = MariaDb::start().await?;
+    maria
+        .execute("", "SET GLOBAL binlog_row_metadata = 'FULL'")
+        .await?;
+    let db = maria.create_database("shop").await?;
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE pair (id int PRIMARY KEY, a int, b int); INSERT INTO pair VALUES (1, 10, 20);",
+        )
+        .await?;
+    let state = tempfile::tempdir()?;
+    // The sink is never reached: only the capture runs.
+    let config = mysql_config(
+        state.path(),
+        &maria.url(&db),
+        "postgres://u@127.0.0.1:1/none",
+    );
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn(runtime::run(
+        config.clone(),
+        Roles {
+            capture: true,
+            pipeline: false,
+            registry: false,
+        },
+        runtime::stats_for(&config),
+        shutdown,
+    ));
+    let marker_log = config.log_dir().join("src.transactions.log");
+    wait_until(
+        "the snapshot is in the log",
+        Duration::from_secs(60),
+        || async { Ok(marker_log.exists()) },
+    )
+    .await?;
+    let _ = stop.send(true);
+    running.await??;
+
+    maria
+        .execute(
+            &db,
+            "INSERT INTO pair VALUES (2, 30, 40); ALTER TABLE pair MODIFY b int AFTER id;",
+        )
+        .await?;
+    let err = run_to_error(config).await;
+    assert!(
+        err.contains("(id, a, b)") && err.contains("(id, b, a)") && err.contains("pair"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -20,7 +20,8 @@
 //! Table shapes come from `information_schema` when a table is first met and again after
 //! any DDL statement in the binlog; a rows event whose column count disagrees with the
 //! known shape is an error naming the table, and so are rows of a captured table that is
-//! no longer in the catalog (dropped or renamed since). Known gap: a restart far behind
+//! no longer in the catalog (dropped or renamed since), and, on servers with
+//! `binlog_row_metadata = FULL`, rows whose column names differ from the known shape. Known gap: a restart far behind
 //! several DDL changes of one table decodes with the current shape, not a stored history.
 
 pub mod catalog;
@@ -477,6 +478,23 @@ impl MySqlCapture {
                                 t.columns.len()
                             )));
                         }
+                        if let Some(names) = binlog_column_names(&tme) {
+                            let same = names.len() == t.columns.len()
+                                && names
+                                    .iter()
+                                    .zip(&t.columns)
+                                    .all(|(n, c)| n.eq_ignore_ascii_case(&c.name));
+                            if !same {
+                                let now: Vec<&str> =
+                                    t.columns.iter().map(|c| c.name.as_str()).collect();
+                                return Err(CaptureError::Decode(format!(
+                                    "table {id}: the binlog row at {file}:{next_pos} has the columns ({}), the table has ({}) now; \
+                                     its shape changed since this binlog position (take a new snapshot: remove this source's state)",
+                                    names.join(", "),
+                                    now.join(", ")
+                                )));
+                            }
+                        }
                     }
                     table_ids.insert(tme.table_id(), known.then_some(id));
                 }
@@ -693,6 +711,20 @@ fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
+}
+
+/// The column names a TABLE_MAP event carries (servers with `binlog_row_metadata = FULL`).
+fn binlog_column_names(
+    tme: &mysql_async::binlog::events::TableMapEvent<'_>,
+) -> Option<Vec<String>> {
+    use mysql_async::binlog::events::OptionalMetadataField;
+    tme.iter_optional_meta().find_map(|field| match field {
+        Ok(OptionalMetadataField::ColumnName(names)) => names
+            .iter_names()
+            .map(|n| n.ok().map(|n| n.name().into_owned()))
+            .collect(),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
