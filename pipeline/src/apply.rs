@@ -334,6 +334,10 @@ mod tests {
         commits: Vec<(Vec<i64>, Position)>,
         open: Vec<i64>,
         watermark: Option<Position>,
+        /// Whether the sink must prepare each table version outside a transaction (as
+        /// MySQL's), and the versions it has prepared (on first apply).
+        ddl_commits: bool,
+        prepared: std::collections::HashSet<u32>,
     }
 
     struct RecordingSink(Arc<Mutex<Recorded>>);
@@ -347,12 +351,17 @@ mod tests {
             self.0.lock().unwrap().open.clear();
             Ok(())
         }
+        fn ready_for(&self, table: &TableSchema) -> bool {
+            let r = self.0.lock().unwrap();
+            !r.ddl_commits || r.prepared.contains(&table.version)
+        }
         async fn apply(
             &mut self,
-            _table: &TableSchema,
+            table: &TableSchema,
             events: &[ChangeEvent],
         ) -> Result<(), SinkError> {
             let mut r = self.0.lock().unwrap();
+            r.prepared.insert(table.version);
             for e in events {
                 match e.key[0] {
                     Value::Int64(k) => r.open.push(k),
@@ -392,14 +401,16 @@ mod tests {
     /// Publishes source transaction `lsn` inserting `keys` (positions `lsn:1..`).
     async fn publish(p: &mut Publisher, schemas: &AvroSchemas, lsn: u64, keys: &[i64]) {
         for (i, &k) in keys.iter().enumerate() {
+            let mut row = vec![Value::Null; schemas.table.columns.len()];
+            row[0] = Value::Int64(k);
             let event = ChangeEvent {
                 source: "src".into(),
                 table: schemas.table.table.clone(),
-                schema_version: 1,
+                schema_version: schemas.table.version,
                 op: Op::Insert,
                 key: vec![Value::Int64(k)],
                 before: None,
-                after: Some(Row(vec![Value::Int64(k)])),
+                after: Some(Row(row)),
                 position: Position::pg(lsn, i as u64 + 1),
                 tx: TxMeta {
                     id: Some(lsn),
@@ -474,5 +485,79 @@ mod tests {
         );
         assert_eq!(stats.transactions.load(Ordering::Relaxed), 3);
         assert_eq!(stats.skipped.load(Ordering::Relaxed), 1);
+    }
+
+    /// A sink whose DDL commits on its own (MySQL) must meet a new table version with no
+    /// other source transaction in its open transaction: the loop commits the grouped
+    /// ones first, so every sink commit ends on a source transaction boundary.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_table_version_starts_a_new_sink_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let v1 = AvroSchemas::generate("src", &schema()).unwrap();
+        let mut wider = schema();
+        wider.version = 2;
+        wider.columns.push(Column {
+            name: "extra".into(),
+            ty: ColumnType::Int64,
+            source_type: "bigint".into(),
+            nullable: true,
+            missing: None,
+        });
+        let v2 = AvroSchemas::generate("src", &wider).unwrap();
+        let producer = Arc::new(EmbeddedProducer::open(&log).unwrap());
+        let mut p = Publisher::new(producer, "src", "src");
+        publish(&mut p, &v1, 10, &[1, 2]).await;
+        publish(&mut p, &v1, 20, &[3]).await;
+        publish(&mut p, &v2, 30, &[4]).await;
+        publish(&mut p, &v2, 40, &[5]).await;
+        let recorded = Arc::new(Mutex::new(Recorded {
+            ddl_commits: true,
+            ..Recorded::default()
+        }));
+        let consumer = Arc::new(EmbeddedConsumer::open(&log, "g").unwrap());
+        let mut applier = Applier::new(
+            ApplySettings {
+                source: "src".into(),
+                prefix: "src".into(),
+                batch_rows: DEFAULT_BATCH_ROWS,
+                max_tx_events: DEFAULT_MAX_TX_EVENTS,
+            },
+            consumer,
+            Box::new(RecordingSink(recorded.clone())),
+            DeadLetters::new(&dir.path().join("dead"), "t"),
+            Arc::new(ApplyStats::default()),
+        )
+        .await
+        .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move { applier.run(shutdown).await });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorded.lock().unwrap().watermark != Some(Position::pg(40, 1)) {
+            assert!(
+                Instant::now() < deadline,
+                "transaction 40 was never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        let r = recorded.lock().unwrap();
+        let applied: Vec<i64> = r.commits.iter().flat_map(|(k, _)| k.clone()).collect();
+        assert_eq!(applied, vec![1, 2, 3, 4, 5]);
+        // Version 2 first appears in transaction 30: nothing before it shares its commit.
+        let v2_commit = r
+            .commits
+            .iter()
+            .find(|(keys, _)| keys.contains(&4))
+            .expect("key 4 committed");
+        assert_eq!(v2_commit.0[0], 4, "commits: {:?}", r.commits);
+        assert!(
+            r.commits
+                .iter()
+                .any(|(keys, p)| keys.contains(&3) && *p == Position::pg(20, 1)),
+            "the transactions before it were committed at their own end: {:?}",
+            r.commits
+        );
     }
 }
