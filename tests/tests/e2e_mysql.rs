@@ -114,12 +114,9 @@ struct Scene {
 }
 
 impl Scene {
-    async fn new(kafka: bool, ddl: &str) -> anyhow::Result<Self> {
-        Self::with_source_settings(kafka, ddl, "", false).await
-    }
-
-    /// Like [`Scene::new`], with more `[sources.store]` settings (TOML lines), and a
-    /// MariaDB sink instead of PostgreSQL when `maria_sink`.
+    /// A MariaDB source running `ddl`, with more `[sources.store]` settings (TOML
+    /// lines), over tansu when `kafka`, into a MariaDB sink when `maria_sink`, else
+    /// PostgreSQL.
     async fn with_source_settings(
         kafka: bool,
         ddl: &str,
@@ -441,9 +438,21 @@ async fn mariadb_to_mariadb_embedded() -> anyhow::Result<()> {
 /// pipeline and sink share this process, and its peak RSS stays far below the data size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn million_row_transaction_mariadb() -> anyhow::Result<()> {
-    let scene = Scene::new(
+    million_rows(false).await
+}
+
+/// The same into a MariaDB sink: one InnoDB transaction of 1M rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn million_row_transaction_mariadb_to_mariadb() -> anyhow::Result<()> {
+    million_rows(true).await
+}
+
+async fn million_rows(maria_sink: bool) -> anyhow::Result<()> {
+    let scene = Scene::with_source_settings(
         false,
         "CREATE TABLE readings (id bigint PRIMARY KEY, sensor varchar(20), value double, note varchar(100))",
+        "",
+        maria_sink,
     )
     .await?;
     let running = scene.start();
@@ -464,6 +473,9 @@ async fn million_row_transaction_mariadb() -> anyhow::Result<()> {
     let outcome = wait_until("the 1M-row transaction arrived", Duration::from_secs(300), || async {
         anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
         let want = scene.source_rows("readings", columns).await?;
+        if maria_sink {
+            return Ok(scene.sink_rows("readings", columns).await.ok() == Some(want));
+        }
         let client = scene.pg().client(&scene.dst).await?;
         let have = match client
             .query_one(
