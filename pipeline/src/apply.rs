@@ -425,6 +425,45 @@ mod tests {
         p.wait_for(mark).await.unwrap();
     }
 
+    /// Runs an apply loop over the embedded log in `dir/log` into a recording sink that
+    /// starts as `sink`, until the sink's watermark reaches `until`; then stops it.
+    async fn apply_until(
+        dir: &std::path::Path,
+        sink: Recorded,
+        until: Position,
+    ) -> (Arc<Mutex<Recorded>>, Arc<ApplyStats>) {
+        let recorded = Arc::new(Mutex::new(sink));
+        let consumer = Arc::new(EmbeddedConsumer::open(&dir.join("log"), "g").unwrap());
+        let stats = Arc::new(ApplyStats::default());
+        let mut applier = Applier::new(
+            ApplySettings {
+                source: "src".into(),
+                prefix: "src".into(),
+                batch_rows: DEFAULT_BATCH_ROWS,
+                max_tx_events: DEFAULT_MAX_TX_EVENTS,
+            },
+            consumer,
+            Box::new(RecordingSink(recorded.clone())),
+            DeadLetters::new(&dir.join("dead"), "t"),
+            stats.clone(),
+        )
+        .await
+        .unwrap();
+        let (stop, shutdown) = watch::channel(false);
+        let task = tokio::spawn(async move { applier.run(shutdown).await });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while recorded.lock().unwrap().watermark != Some(until) {
+            assert!(
+                Instant::now() < deadline,
+                "the transaction ending at {until} was never applied"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap().unwrap();
+        (recorded, stats)
+    }
+
     /// A capture that restarted replays transactions it had already published; when the
     /// originals and the replays are ready together they land in one sink transaction,
     /// and the replays must be neither applied again nor move the watermark back.
@@ -442,35 +481,8 @@ mod tests {
         let mut p = Publisher::new(producer, "src", "src");
         publish(&mut p, &schemas, 20, &[3, 4, 5]).await;
         publish(&mut p, &schemas, 30, &[6]).await;
-        let recorded = Arc::new(Mutex::new(Recorded::default()));
-        let consumer = Arc::new(EmbeddedConsumer::open(&log, "g").unwrap());
-        let stats = Arc::new(ApplyStats::default());
-        let mut applier = Applier::new(
-            ApplySettings {
-                source: "src".into(),
-                prefix: "src".into(),
-                batch_rows: DEFAULT_BATCH_ROWS,
-                max_tx_events: DEFAULT_MAX_TX_EVENTS,
-            },
-            consumer,
-            Box::new(RecordingSink(recorded.clone())),
-            DeadLetters::new(&dir.path().join("dead"), "t"),
-            stats.clone(),
-        )
-        .await
-        .unwrap();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(async move { applier.run(shutdown).await });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while recorded.lock().unwrap().watermark != Some(Position::pg(30, 1)) {
-            assert!(
-                Instant::now() < deadline,
-                "transaction 30 was never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stop.send(true).unwrap();
-        task.await.unwrap().unwrap();
+        let (recorded, stats) =
+            apply_until(dir.path(), Recorded::default(), Position::pg(30, 1)).await;
         let r = recorded.lock().unwrap();
         let applied: Vec<i64> = r.commits.iter().flat_map(|(k, _)| k.clone()).collect();
         assert_eq!(
@@ -511,37 +523,11 @@ mod tests {
         publish(&mut p, &v1, 20, &[3]).await;
         publish(&mut p, &v2, 30, &[4]).await;
         publish(&mut p, &v2, 40, &[5]).await;
-        let recorded = Arc::new(Mutex::new(Recorded {
+        let sink = Recorded {
             ddl_commits: true,
             ..Recorded::default()
-        }));
-        let consumer = Arc::new(EmbeddedConsumer::open(&log, "g").unwrap());
-        let mut applier = Applier::new(
-            ApplySettings {
-                source: "src".into(),
-                prefix: "src".into(),
-                batch_rows: DEFAULT_BATCH_ROWS,
-                max_tx_events: DEFAULT_MAX_TX_EVENTS,
-            },
-            consumer,
-            Box::new(RecordingSink(recorded.clone())),
-            DeadLetters::new(&dir.path().join("dead"), "t"),
-            Arc::new(ApplyStats::default()),
-        )
-        .await
-        .unwrap();
-        let (stop, shutdown) = watch::channel(false);
-        let task = tokio::spawn(async move { applier.run(shutdown).await });
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while recorded.lock().unwrap().watermark != Some(Position::pg(40, 1)) {
-            assert!(
-                Instant::now() < deadline,
-                "transaction 40 was never applied"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        stop.send(true).unwrap();
-        task.await.unwrap().unwrap();
+        };
+        let (recorded, _) = apply_until(dir.path(), sink, Position::pg(40, 1)).await;
         let r = recorded.lock().unwrap();
         let applied: Vec<i64> = r.commits.iter().flat_map(|(k, _)| k.clone()).collect();
         assert_eq!(applied, vec![1, 2, 3, 4, 5]);

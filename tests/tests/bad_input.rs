@@ -219,6 +219,33 @@ fn mysql_config(state: &std::path::Path, source_url: &str, sink_url: &str) -> Co
     Config::parse(&text, |_| None).expect("valid test configuration")
 }
 
+/// Runs the capture of `config` until its initial snapshot is in the log, then stops it
+/// cleanly. The snapshot's marker is in the log once the snapshot's rows are durable, so
+/// the stop leaves the checkpoint at the snapshot's binlog position.
+async fn snapshot_then_stop(config: &Config) -> anyhow::Result<()> {
+    let (stop, shutdown) = watch::channel(false);
+    let running = tokio::spawn(runtime::run(
+        config.clone(),
+        Roles {
+            capture: true,
+            pipeline: false,
+            registry: false,
+        },
+        runtime::stats_for(config),
+        shutdown,
+    ));
+    let marker_log = config.log_dir().join("src.transactions.log");
+    wait_until(
+        "the snapshot is in the log",
+        Duration::from_secs(60),
+        || async { Ok(marker_log.exists()) },
+    )
+    .await?;
+    let _ = stop.send(true);
+    running.await??;
+    Ok(())
+}
+
 /// MariaDB: wrong password, a table without a key, missing rights, a binlog that is not
 /// ROW, and a checkpoint whose binlog was purged, each named with what to change.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,28 +302,7 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
 
     // A finished snapshot, then the binlog at the checkpoint is purged.
     let config = mysql_config(state.path(), &maria.url(&db), &sink);
-    let (stop, shutdown) = watch::channel(false);
-    let running = tokio::spawn(runtime::run(
-        config.clone(),
-        Roles {
-            capture: true,
-            pipeline: false,
-            registry: false,
-        },
-        runtime::stats_for(&config),
-        shutdown,
-    ));
-    // The snapshot's marker is in the log once the snapshot's rows are durable; a clean
-    // stop then leaves the checkpoint at the snapshot's position in the first binlog.
-    let marker_log = config.log_dir().join("src.transactions.log");
-    wait_until(
-        "the snapshot is in the log",
-        Duration::from_secs(60),
-        || async { Ok(marker_log.exists()) },
-    )
-    .await?;
-    let _ = stop.send(true);
-    running.await??;
+    snapshot_then_stop(&config).await?;
 
     // A table created, filled and dropped while the capture was away: its rows cannot be
     // decoded any more, which stops the capture with a message instead of skipping them.
@@ -377,26 +383,7 @@ async fn mariadb_columns_reordered_behind_the_capture_are_detected() -> anyhow::
         &maria.url(&db),
         "postgres://u@127.0.0.1:1/none",
     );
-    let (stop, shutdown) = watch::channel(false);
-    let running = tokio::spawn(runtime::run(
-        config.clone(),
-        Roles {
-            capture: true,
-            pipeline: false,
-            registry: false,
-        },
-        runtime::stats_for(&config),
-        shutdown,
-    ));
-    let marker_log = config.log_dir().join("src.transactions.log");
-    wait_until(
-        "the snapshot is in the log",
-        Duration::from_secs(60),
-        || async { Ok(marker_log.exists()) },
-    )
-    .await?;
-    let _ = stop.send(true);
-    running.await??;
+    snapshot_then_stop(&config).await?;
 
     maria
         .execute(
