@@ -540,6 +540,21 @@ async fn replays_watermarks_and_values_mysql_cannot_hold() -> anyhow::Result<()>
     Ok(())
 }
 
+/// Applies `event` in a new transaction, which must fail; rolls back and returns the error.
+async fn refused(
+    sink: &mut MySqlSink,
+    schema: &TableSchema,
+    event: tributary_schemas::ChangeEvent,
+) -> SinkError {
+    sink.begin().await.expect("begin");
+    let err = sink
+        .apply(schema, &[event])
+        .await
+        .expect_err("the apply is refused");
+    sink.rollback().await.expect("rollback");
+    err
+}
+
 #[tokio::test]
 async fn bad_setups_are_named() -> anyhow::Result<()> {
     let err = MySqlSink::connect(MySqlSinkConfig::new("mysql://u:p@127.0.0.1:1/db"))
@@ -566,25 +581,25 @@ async fn bad_setups_are_named() -> anyhow::Result<()> {
     let mut sink = sink(&maria, &db, 5_000).await?;
     let schema = docs_schema(1);
     let mut ev = Events::new(&schema);
-    sink.begin().await?;
-    let err = sink
-        .apply(&schema, &[ev.insert(doc_row(1, "one", Some("d"), 1.0))])
-        .await
-        .unwrap_err();
+    let err = refused(
+        &mut sink,
+        &schema,
+        ev.insert(doc_row(1, "one", Some("d"), 1.0)),
+    )
+    .await;
     assert!(
         err.to_string().contains("MyISAM") && err.to_string().contains("InnoDB"),
         "{err}"
     );
-    sink.rollback().await?;
     let mut keyless = schema.clone();
     keyless.primary_key.clear();
-    sink.begin().await?;
-    let err = sink
-        .apply(&keyless, &[ev.insert(doc_row(1, "one", Some("d"), 1.0))])
-        .await
-        .unwrap_err();
+    let err = refused(
+        &mut sink,
+        &keyless,
+        ev.insert(doc_row(1, "one", Some("d"), 1.0)),
+    )
+    .await;
     assert!(matches!(err, SinkError::NoPrimaryKey { .. }), "{err}");
-    sink.rollback().await?;
     assert_eq!(sink.watermark(SOURCE).await?, None);
 
     // Existing tables whose keys would make an upsert hit another row.
@@ -595,13 +610,13 @@ async fn bad_setups_are_named() -> anyhow::Result<()> {
         )
         .await?;
     let mut sink = self::sink(&maria, &db, 5_000).await?;
-    sink.begin().await?;
-    let err = sink
-        .apply(&schema, &[ev.insert(doc_row(1, "one", Some("d"), 1.0))])
-        .await
-        .unwrap_err();
+    let err = refused(
+        &mut sink,
+        &schema,
+        ev.insert(doc_row(1, "one", Some("d"), 1.0)),
+    )
+    .await;
     assert!(err.to_string().contains("primary key (id, name)"), "{err}");
-    sink.rollback().await?;
     maria
         .execute(
             &db,
@@ -609,13 +624,13 @@ async fn bad_setups_are_named() -> anyhow::Result<()> {
         )
         .await?;
     let mut sink = self::sink(&maria, &db, 5_000).await?;
-    sink.begin().await?;
-    let err = sink
-        .apply(&schema, &[ev.insert(doc_row(1, "one", Some("d"), 1.0))])
-        .await
-        .unwrap_err();
+    let err = refused(
+        &mut sink,
+        &schema,
+        ev.insert(doc_row(1, "one", Some("d"), 1.0)),
+    )
+    .await;
     assert!(err.to_string().contains("unique index by_name"), "{err}");
-    sink.rollback().await?;
     maria
         .execute(&db, "ALTER TABLE docs DROP INDEX by_name")
         .await?;
