@@ -261,26 +261,44 @@ impl Scene {
         tables: &[(&str, &[(&str, &str)])],
         running: &Running,
     ) -> anyhow::Result<()> {
-        let last = std::sync::Mutex::new(String::new());
-        let outcome = wait_until("sink equals source", Duration::from_secs(120), || async {
-            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-            for (table, columns) in tables {
+        converge_rows(tables.len(), running, |i| {
+            let (table, columns) = tables[i];
+            async move {
                 let want = self.source_rows(table, columns).await?;
                 let have = self.sink_rows(table, columns).await.unwrap_or_default();
-                if sorted(&want) != sorted(&have) {
-                    *last.lock().expect("not poisoned") =
-                        format!("{table}:\nsource:\n{want}\nsink:\n{have}");
-                    return Ok(false);
-                }
+                Ok((table.to_string(), want, have))
             }
-            Ok(true)
         })
-        .await;
-        if outcome.is_err() && running.task.is_finished() {
-            anyhow::bail!("the pipeline stopped: {:?}", outcome);
-        }
-        outcome.with_context(|| format!("last difference: {}", last.lock().expect("not poisoned")))
+        .await
     }
+}
+
+/// Waits until, for each of `count` tables, `rows(i)` gives the same lines (in any order)
+/// for source and sink: `(table, source rows, sink rows)`. Fails early when the pipeline
+/// stopped, and with the last difference on timeout.
+async fn converge_rows<F, Fut>(count: usize, running: &Running, rows: F) -> anyhow::Result<()>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<(String, String, String)>>,
+{
+    let last = std::sync::Mutex::new(String::new());
+    let outcome = wait_until("sink equals source", Duration::from_secs(120), || async {
+        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+        for i in 0..count {
+            let (table, want, have) = rows(i).await?;
+            if sorted(&want) != sorted(&have) {
+                *last.lock().expect("not poisoned") =
+                    format!("{table}:\nsource:\n{want}\nsink:\n{have}");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    if outcome.is_err() && running.task.is_finished() {
+        anyhow::bail!("the pipeline stopped: {:?}", outcome);
+    }
+    outcome.with_context(|| format!("last difference: {}", last.lock().expect("not poisoned")))
 }
 
 /// Lines in a stable order (the two databases collate differently).
@@ -741,10 +759,9 @@ async fn converge_to_mariadb(
     tables: Vec<(&'static str, Vec<(&'static str, &'static str)>)>,
     running: &Running,
 ) -> anyhow::Result<()> {
-    let last = std::sync::Mutex::new(String::new());
-    let outcome = wait_until("sink equals source", Duration::from_secs(120), || async {
-        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-        for (table, columns) in &tables {
+    converge_rows(tables.len(), running, |i| {
+        let (table, columns) = (tables[i].0, &tables[i].1);
+        async move {
             let exprs: Vec<String> = columns
                 .iter()
                 .map(|c| format!("coalesce(({})::text, 'NULL')", c.0))
@@ -763,17 +780,8 @@ async fn converge_to_mariadb(
                 .query(dst, &format!("SELECT {} FROM {table}", exprs.join(", ")))
                 .await
                 .unwrap_or_default();
-            if sorted(&want) != sorted(&have) {
-                *last.lock().expect("not poisoned") =
-                    format!("{table}:\nsource:\n{want}\nsink:\n{have}");
-                return Ok(false);
-            }
+            Ok((table.to_string(), want, have))
         }
-        Ok(true)
     })
-    .await;
-    if outcome.is_err() && running.task.is_finished() {
-        anyhow::bail!("the pipeline stopped: {:?}", outcome);
-    }
-    outcome.with_context(|| format!("last difference: {}", last.lock().expect("not poisoned")))
+    .await
 }
