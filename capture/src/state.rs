@@ -14,11 +14,34 @@ use tributary_schemas::{TableId, TableSchema};
 pub enum SnapshotState {
     /// A snapshot started and did not finish; the next one must first empty the sink tables.
     InProgress,
+    /// A MySQL/MariaDB snapshot copying tables in primary-key chunks; it resumes here.
+    Chunks(ChunkProgress),
     /// The snapshot finished at this consistent point; stream from the slot.
     Done {
         /// The slot's consistent point.
         lsn: u64,
     },
+}
+
+/// How far a chunked MySQL/MariaDB snapshot got, as far as the transport holds it.
+///
+/// Every chunk is read at or after `start`, and the binlog is streamed from `start` once
+/// the copy ends: a row that changed after `start` may be copied in a newer state, and the
+/// stream then replays its changes since `start` over it (full row images, applied as
+/// upserts), so the sink ends equal to the source. A restarted copy numbers its events
+/// above every earlier run's (`run`), so a sink that applied events of the broken-off run
+/// beyond the recorded progress never skips a row of the new run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkProgress {
+    /// The binlog position of the first consistent read; streaming starts here.
+    pub start: BinlogCheckpoint,
+    /// Tables copied completely.
+    pub done: Vec<TableId>,
+    /// The table being copied and the primary key of its last durable row (one value per
+    /// key column, as the text protocol gives it).
+    pub current: Option<(TableId, Vec<Vec<u8>>)>,
+    /// How many times the copy was restarted.
+    pub run: u32,
 }
 
 /// Where a MySQL/MariaDB capture resumes: the start of the first binlog transaction not
@@ -56,6 +79,11 @@ impl StateStore {
             db,
             path: path.to_path_buf(),
         })
+    }
+
+    /// An error about the store's contents.
+    pub fn invalid(&self, message: String) -> CaptureError {
+        self.err(message)
     }
 
     fn err(&self, e: impl std::fmt::Display) -> CaptureError {
@@ -170,5 +198,17 @@ mod tests {
             store.snapshot("s").unwrap(),
             Some(SnapshotState::Done { lsn: 7 })
         );
+        let progress = SnapshotState::Chunks(ChunkProgress {
+            start: BinlogCheckpoint {
+                file: "bin.000002".into(),
+                pos: 345,
+                gtid: Some("0-1-9".into()),
+            },
+            done: vec![TableId::new("db", "a")],
+            current: Some((TableId::new("db", "b"), vec![b"42".to_vec(), vec![0, 255]])),
+            run: 2,
+        });
+        store.set_snapshot("s", &progress).unwrap();
+        assert_eq!(store.snapshot("s").unwrap(), Some(progress));
     }
 }

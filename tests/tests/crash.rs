@@ -28,16 +28,18 @@ fn tributary_bin() -> anyhow::Result<PathBuf> {
 }
 
 fn spawn(role: &str, config: &Path, log: &Path) -> anyhow::Result<Child> {
+    let level = std::env::var("CRASH_TEST_LOG").unwrap_or_else(|_| "info".into());
+    spawn_logging(role, config, log, &level)
+}
+
+fn spawn_logging(role: &str, config: &Path, log: &Path, level: &str) -> anyhow::Result<Child> {
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(log)?;
     Ok(Command::new(tributary_bin()?)
         .args(["--config", config.to_str().context("utf-8 path")?, role])
-        .env(
-            "RUST_LOG",
-            std::env::var("CRASH_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(out)
         .spawn()?)
@@ -401,4 +403,152 @@ async fn kill_mariadb_capture_and_pipeline_kafka() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mariadb_to_mariadb_capture_and_pipeline_kafka() -> anyhow::Result<()> {
     scenario_mariadb(true, true).await
+}
+
+/// kill -9 of the capture twice while it copies a 300k-row table in chunks, under writes
+/// that update, delete and insert rows all along: each restart resumes after the last
+/// durable chunk (the log says so), and the sink ends equal to the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_mariadb_capture_mid_snapshot() -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    let maria = MariaDb::start().await?;
+    let pg = Postgres::start().await?;
+    let src = maria.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    // A composite key with a text column: chunks continue after (store, item).
+    maria
+        .execute(
+            &src,
+            "CREATE TABLE stock (store varchar(8), item int, qty int NOT NULL, note varchar(40),
+                                 PRIMARY KEY (store, item));
+             INSERT INTO stock SELECT concat('s', seq % 3), seq, seq % 97, concat('n', seq) FROM seq_1_to_300000;",
+        )
+        .await?;
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("tributary.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\
+             [sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{src}.*\"]\nsnapshot_chunk_rows = 1000\n\
+             [sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n",
+            dir.path().join("state"),
+            maria.url(&src),
+            pg.url(&dst)
+        ),
+    )?;
+    let capture_log = dir.path().join("capture.log");
+    let pipeline_log = dir.path().join("pipeline.log");
+    let level = "info,tributary_capture::mysql::snapshot=debug";
+    let mut capture = spawn_logging("capture", &config, &capture_log, level)?;
+    let mut pipeline = spawn("pipeline", &config, &pipeline_log)?;
+
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let mut conn = mysql_async::Conn::from_url(maria.url(&src)).await?;
+        let writing = writing.clone();
+        tokio::spawn(async move {
+            let mut n = 0u64;
+            while writing.load(Ordering::Relaxed) {
+                let (store, item) = {
+                    let mut rng = rand::rng();
+                    (rng.random_range(0..3), rng.random_range(1..=300_000))
+                };
+                conn.query_drop(format!(
+                    "BEGIN; UPDATE stock SET qty = qty + 1, note = 'w{n}' WHERE store = 's{store}' AND item = {item};
+                     DELETE FROM stock WHERE store = 's{}' AND item = {};
+                     INSERT INTO stock VALUES ('new', {n}, {n}, 'inserted'); COMMIT;",
+                    (store + 1) % 3,
+                    (item * 7) % 300_000 + 1,
+                ))
+                .await?;
+                n += 1;
+            }
+            anyhow::Ok(n)
+        })
+    };
+    let chunks_in_log = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .matches("snapshot chunk durable")
+            .count()
+    };
+    let mut outcome = Ok(());
+    for round in 1..=2 {
+        // Kill once this run has made a chunk durable, so it is mid-copy.
+        let before = chunks_in_log(&capture_log);
+        outcome = wait_until(
+            "the capture made a snapshot chunk durable",
+            Duration::from_secs(60),
+            || async { Ok(chunks_in_log(&capture_log) > before) },
+        )
+        .await;
+        if outcome.is_err() {
+            break;
+        }
+        capture.kill()?; // SIGKILL
+        capture.wait()?;
+        capture = spawn_logging("capture", &config, &capture_log, level)?;
+        let resumed = || {
+            std::fs::read_to_string(&capture_log)
+                .unwrap_or_default()
+                .matches("resuming the interrupted snapshot")
+                .count()
+        };
+        outcome = wait_until(
+            "the restarted capture resumes the snapshot",
+            Duration::from_secs(60),
+            || async { Ok(resumed() >= round) },
+        )
+        .await;
+        if outcome.is_err() {
+            break;
+        }
+    }
+    writing.store(false, Ordering::Relaxed);
+    let transactions = writer.await??;
+    if outcome.is_ok() {
+        let sink = pg.client(&dst).await?;
+        let sink_sql = format!(
+            "SELECT concat_ws(E'\\t', store, item, qty, note) FROM {src}.stock ORDER BY store COLLATE \"C\", item"
+        );
+        outcome = wait_until(
+            "sink equals source after the restarts",
+            Duration::from_secs(240),
+            || async {
+                let want = maria
+                    .query(
+                        &src,
+                        "SELECT store, item, qty, note FROM stock ORDER BY store, item",
+                    )
+                    .await?;
+                let Ok(rows) = sink.query(sink_sql.as_str(), &[]).await else {
+                    return Ok(false);
+                };
+                let have: String = rows
+                    .iter()
+                    .map(|r| format!("{}\n", r.get::<_, String>(0)))
+                    .collect();
+                Ok(want == have)
+            },
+        )
+        .await;
+    }
+    let _ = capture.kill();
+    let _ = pipeline.kill();
+    if outcome.is_err() {
+        for log in [&capture_log, &pipeline_log] {
+            eprintln!(
+                "{}:\n{}",
+                log.display(),
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+    }
+    outcome?;
+    assert!(
+        transactions > 20,
+        "the load ran ({transactions} transactions)"
+    );
+    Ok(())
 }

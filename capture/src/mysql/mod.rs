@@ -2,12 +2,10 @@
 //!
 //! Start-up checks the server (`log_bin`, `binlog_format = ROW`, `binlog_row_image = FULL`,
 //! the rights to read binlog coordinates) and loads the captured tables from
-//! `information_schema`; every one needs a primary key. The initial snapshot reads every
-//! table inside one `START TRANSACTION WITH CONSISTENT SNAPSHOT`; MariaDB reports the
-//! binlog position that snapshot is consistent with (`binlog_snapshot_file/position`)
-//! without any lock, MySQL gets it under a brief `FLUSH TABLES WITH READ LOCK`. Rows are
-//! published as `Read` events at that position, then the binlog is streamed from it, so
-//! there is no gap and no overlap at the hand-off.
+//! `information_schema`; every one needs a primary key. The initial snapshot copies the
+//! tables in primary-key chunks from a binlog position and is resumable (see the
+//! `snapshot` module); its rows are published as `Read` events at that position, then the
+//! binlog is streamed from it.
 //!
 //! Streaming registers as a replica (`server_id`) and decodes TABLE_MAP and ROWS events
 //! (v1 and v2) into change events; a transaction runs from its GTID (or `BEGIN`) event to
@@ -26,14 +24,15 @@
 
 pub mod catalog;
 pub mod config;
+mod snapshot;
 pub mod types;
 
 pub use config::{MySqlSourceConfig, ResumeFrom};
 
 use crate::error::CaptureError;
 use crate::publisher::Publisher;
-use crate::state::{BinlogCheckpoint, SnapshotState, StateStore};
-use catalog::{connect, load_tables, preflight, quote_ident, MyTable};
+use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState, StateStore};
+use catalog::{connect, load_tables, preflight, MyTable};
 use futures::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::binlog::row::BinlogRow;
@@ -101,24 +100,51 @@ impl MySqlCapture {
         let mut conn = connect(&self.config.url).await?;
         preflight(&mut conn).await?;
         let mut tables = load_tables(&mut conn, &self.config, &self.store, &source, None).await?;
-        let checkpoint = match (
-            self.store.snapshot(&source)?,
-            self.store.binlog_checkpoint(&source)?,
-        ) {
-            (Some(SnapshotState::Done { .. }), Some(cp)) => {
-                tracing::info!(
-                    source,
-                    file = cp.file,
-                    pos = cp.pos,
-                    "resuming from the binlog checkpoint"
-                );
-                cp
-            }
-            (state, _) => {
-                let restart = state.is_some();
+        let checkpoint = match self.store.snapshot(&source)? {
+            Some(SnapshotState::Done { .. }) => self
+                .store
+                .binlog_checkpoint(&source)?
+                .ok_or_else(|| {
+                    self.store.invalid(format!(
+                        "source {source}: the snapshot is done but no binlog checkpoint is stored; \
+                         remove the source's state to take a new snapshot"
+                    ))
+                })
+                .inspect(|cp| {
+                    tracing::info!(
+                        source,
+                        file = cp.file,
+                        pos = cp.pos,
+                        "resuming from the binlog checkpoint"
+                    )
+                })?,
+            state => {
+                let (progress, truncate_first) = match state {
+                    Some(SnapshotState::Chunks(mut progress)) => {
+                        progress.run += 1;
+                        tracing::info!(
+                            source,
+                            tables_done = progress.done.len(),
+                            "resuming the interrupted snapshot after its last durable chunk"
+                        );
+                        (progress, false)
+                    }
+                    // No snapshot yet, or one of a version that kept no progress.
+                    other => {
+                        let start = self.snapshot_start().await?;
+                        let progress = ChunkProgress {
+                            start,
+                            done: Vec::new(),
+                            current: None,
+                            run: 0,
+                        };
+                        (progress, other.is_some())
+                    }
+                };
                 self.store
-                    .set_snapshot(&source, &SnapshotState::InProgress)?;
-                let cp = self.snapshot(&tables, restart).await?;
+                    .set_snapshot(&source, &SnapshotState::Chunks(progress.clone()))?;
+                let cp = progress.start.clone();
+                self.copy(&tables, progress, truncate_first).await?;
                 self.store.set_binlog_checkpoint(&source, &cp)?;
                 self.store
                     .set_snapshot(&source, &SnapshotState::Done { lsn: 0 })?;
@@ -133,177 +159,6 @@ impl MySqlCapture {
         };
         drop(conn);
         self.stream(checkpoint, &mut tables, &mut shutdown).await
-    }
-
-    /// Copies every table inside a consistent snapshot; returns the binlog position it is
-    /// consistent with.
-    async fn snapshot(
-        &mut self,
-        tables: &BTreeMap<TableId, MyTable>,
-        restart: bool,
-    ) -> Result<BinlogCheckpoint, CaptureError> {
-        let mut conn = connect(&self.config.url).await?;
-        let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
-        conn.query_drop("SET NAMES utf8mb4")
-            .await
-            .map_err(q("preparing the snapshot session"))?;
-        conn.query_drop("SET SESSION time_zone = '+00:00'")
-            .await
-            .map_err(q("preparing the snapshot session"))?;
-        conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            .await
-            .map_err(q("preparing the snapshot session"))?;
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await
-            .map_err(q("starting the snapshot transaction"))?;
-        // MariaDB: the binlog position of this very snapshot, no lock needed.
-        let status: Vec<(String, String)> = conn
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(q("reading the snapshot's binlog position"))?;
-        let get = |name: &str| {
-            status
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let (file, pos) = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-            (Some(f), Some(p)) if !f.is_empty() => (f, p.parse::<u64>().unwrap_or(4)),
-            _ => {
-                // MySQL: hold a global read lock just long enough to pair a fresh
-                // snapshot with the binlog position.
-                conn.query_drop("ROLLBACK")
-                    .await
-                    .map_err(q("restarting the snapshot"))?;
-                conn.query_drop("FLUSH TABLES WITH READ LOCK")
-                    .await
-                    .map_err(q("taking the snapshot lock (needs RELOAD)"))?;
-                conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-                    .await
-                    .map_err(q("starting the snapshot transaction"))?;
-                let row: Option<mysql_async::Row> = conn
-                    .query_first("SHOW MASTER STATUS")
-                    .await
-                    .map_err(q("reading the binlog position"))?;
-                conn.query_drop("UNLOCK TABLES")
-                    .await
-                    .map_err(q("releasing the snapshot lock"))?;
-                let mut row = row.ok_or_else(|| {
-                    CaptureError::Setup(
-                        "SHOW MASTER STATUS returned nothing: is log_bin on?".into(),
-                    )
-                })?;
-                let file: String = row.take(0).unwrap_or_default();
-                let pos: u64 = row.take(1).unwrap_or(4);
-                (file, pos)
-            }
-        };
-        let file_seq = file_seq(&file)?;
-        tracing::info!(
-            source = self.source,
-            file,
-            pos,
-            tables = tables.len(),
-            "snapshot consistent with binlog position"
-        );
-        let commit_ts_micros = now_micros();
-        let mut seq = 0u64;
-        let mut first: Option<Position> = None;
-        let mut in_chunk = 0usize;
-        let mut last_mark = 0;
-        let chunk_rows = self.config.snapshot_chunk_rows;
-        let source = self.source.clone();
-        let mut make = |table: &MyTable, op: Op, key: Vec<Value>, row: Option<Row>| {
-            seq += 1;
-            let position = Position::mysql(file_seq, pos, seq);
-            let first = *first.get_or_insert(position);
-            ChangeEvent {
-                source: source.clone(),
-                table: table.state.schema.table.clone(),
-                schema_version: table.state.schema.version,
-                op,
-                key,
-                before: None,
-                after: row,
-                position,
-                tx: TxMeta {
-                    id: None,
-                    commit_ts_micros,
-                    first,
-                },
-                origin: None,
-            }
-        };
-        if restart {
-            tracing::warn!(
-                source = self.source,
-                "previous snapshot was interrupted; truncating sink tables before copying again"
-            );
-            for table in tables.values() {
-                let event = make(table, Op::Truncate, Vec::new(), None);
-                self.publisher.event(&table.state.avro, &event).await?;
-            }
-        }
-        for (id, table) in tables {
-            let cols: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-            let sql = format!(
-                "SELECT {} FROM {}.{}",
-                cols.join(", "),
-                quote_ident(&id.schema),
-                quote_ident(&id.name)
-            );
-            let mut result = conn
-                .query_iter(sql)
-                .await
-                .map_err(|e| CaptureError::mysql(format!("reading table {id}"), e))?;
-            let mut stream = result
-                .stream::<mysql_async::Row>()
-                .await
-                .map_err(|e| CaptureError::mysql(format!("reading table {id}"), e))?
-                .ok_or_else(|| {
-                    CaptureError::Decode(format!("reading table {id}: no result set"))
-                })?;
-            while let Some(row) = stream.next().await {
-                let row = row.map_err(|e| CaptureError::mysql(format!("reading table {id}"), e))?;
-                let values = table
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let raw = match row.as_ref(i) {
-                            Some(mysql_async::Value::Bytes(b)) => Some(b.as_slice()),
-                            _ => None,
-                        };
-                        types::from_text(c, raw)
-                            .map_err(|m| types::value_error(&id.to_string(), c, m))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let row = Row(values);
-                let key = key_of(table, &row);
-                let event = make(table, Op::Read, key, Some(row));
-                self.publisher.event(&table.state.avro, &event).await?;
-                in_chunk += 1;
-                if in_chunk >= chunk_rows {
-                    last_mark = self.publisher.commit(None).await?;
-                    in_chunk = 0;
-                }
-            }
-        }
-        if self.publisher.in_transaction() {
-            last_mark = self.publisher.commit(None).await?;
-        }
-        conn.query_drop("COMMIT")
-            .await
-            .map_err(q("ending the snapshot transaction"))?;
-        self.publisher.wait_for(last_mark).await?;
-        // MariaDB: the GTID state at that position, so the stream can resume by GTID too.
-        let gtid: Option<String> = conn
-            .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos))
-            .await
-            .ok()
-            .flatten()
-            .filter(|g: &String| !g.is_empty());
-        Ok(BinlogCheckpoint { file, pos, gtid })
     }
 
     async fn stream(

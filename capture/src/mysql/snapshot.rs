@@ -1,0 +1,468 @@
+//! The initial snapshot of a MySQL/MariaDB source, in primary-key chunks.
+//!
+//! One consistent read fixes the binlog position the copy starts from: MariaDB reports the
+//! position of a `START TRANSACTION WITH CONSISTENT SNAPSHOT` without any lock
+//! (`binlog_snapshot_file/position`); MySQL pairs one under a brief
+//! `FLUSH TABLES WITH READ LOCK`. That transaction ends at once. Each table is then read in
+//! chunks of `snapshot_chunk_rows` rows in primary-key order
+//! (`WHERE key > last ORDER BY key LIMIT n`), each chunk a short statement of its own: no
+//! lock and no long-running transaction holding back purge, and memory bounded by one chunk.
+//!
+//! A chunk may see rows newer than the start position. That is safe because streaming
+//! starts at the start position: every change after it is replayed over the copied rows
+//! (full row images, applied as upserts and deletes), so the sink ends equal to the source,
+//! only passing through older states on the way. Progress (tables done, last durable key)
+//! is stored once the transport holds a chunk, so a restarted capture resumes after the last
+//! durable chunk instead of copying everything again; see [`ChunkProgress`].
+
+use super::catalog::{connect, quote_ident, MyTable};
+use super::types::{self, Kind};
+use super::{file_seq, key_of, now_micros, MySqlCapture};
+use crate::error::CaptureError;
+use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState};
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::Conn;
+use std::collections::BTreeMap;
+use tributary_schemas::{ChangeEvent, Op, Position, Row, TableId, TxMeta};
+
+/// Bits of the event sequence number below the run number (a run numbers its events
+/// `run << RUN_SHIFT` upwards: about 10^12 rows per run).
+const RUN_SHIFT: u32 = 40;
+
+impl MySqlCapture {
+    /// The binlog position a new snapshot starts from, with the GTID state there.
+    pub(super) async fn snapshot_start(&self) -> Result<BinlogCheckpoint, CaptureError> {
+        let mut conn = connect(&self.config.url).await?;
+        let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+            .await
+            .map_err(q("starting the snapshot transaction"))?;
+        // MariaDB: the binlog position of this very snapshot, no lock needed.
+        let status: Vec<(String, String)> = conn
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(q("reading the snapshot's binlog position"))?;
+        let get = |name: &str| {
+            status
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        let (file, pos) = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+            (Some(f), Some(p)) if !f.is_empty() => (f, p.parse::<u64>().unwrap_or(4)),
+            _ => {
+                // MySQL: no transaction commits under a global read lock, so the binlog
+                // position read under it is one every later read is at or after.
+                conn.query_drop("FLUSH TABLES WITH READ LOCK")
+                    .await
+                    .map_err(q("taking the snapshot lock (needs RELOAD)"))?;
+                let row: Option<mysql_async::Row> = conn
+                    .query_first("SHOW MASTER STATUS")
+                    .await
+                    .map_err(q("reading the binlog position"))?;
+                conn.query_drop("UNLOCK TABLES")
+                    .await
+                    .map_err(q("releasing the snapshot lock"))?;
+                let mut row = row.ok_or_else(|| {
+                    CaptureError::Setup(
+                        "SHOW MASTER STATUS returned nothing: is log_bin on?".into(),
+                    )
+                })?;
+                let file: String = row.take(0).unwrap_or_default();
+                let pos: u64 = row.take(1).unwrap_or(4);
+                (file, pos)
+            }
+        };
+        conn.query_drop("COMMIT")
+            .await
+            .map_err(q("ending the snapshot transaction"))?;
+        // MariaDB: the GTID state at that position, so the stream can resume by GTID too.
+        let gtid: Option<String> = conn
+            .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos))
+            .await
+            .ok()
+            .flatten()
+            .filter(|g: &String| !g.is_empty());
+        Ok(BinlogCheckpoint { file, pos, gtid })
+    }
+
+    /// Copies the tables `progress` has not finished, in primary-key chunks, recording
+    /// progress as chunks become durable. `truncate_first` first empties the sink tables
+    /// (after a snapshot of an older version that kept no progress).
+    pub(super) async fn copy(
+        &mut self,
+        tables: &BTreeMap<TableId, MyTable>,
+        mut progress: ChunkProgress,
+        truncate_first: bool,
+    ) -> Result<(), CaptureError> {
+        let source = self.source.clone();
+        let mut conn = connect(&self.config.url).await?;
+        for statement in ["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'"] {
+            conn.query_drop(statement)
+                .await
+                .map_err(|e| CaptureError::mysql("preparing the snapshot session", e))?;
+        }
+        let start = &progress.start;
+        tracing::info!(
+            source,
+            file = start.file,
+            pos = start.pos,
+            tables = tables.len() - progress.done.len(),
+            run = progress.run,
+            "copying tables in primary-key chunks; streaming starts at this binlog position"
+        );
+        let mut events = EventMaker {
+            source: source.clone(),
+            file: file_seq(&start.file)?,
+            pos: start.pos,
+            seq: u64::from(progress.run) << RUN_SHIFT,
+            first: None,
+            commit_ts_micros: now_micros(),
+        };
+        if truncate_first {
+            tracing::warn!(
+                source,
+                "previous snapshot was interrupted; truncating sink tables before copying again"
+            );
+            for table in tables.values() {
+                let event = events.make(table, Op::Truncate, None);
+                self.publisher.event(&table.state.avro, &event).await?;
+            }
+        }
+        let chunk_rows = self.config.snapshot_chunk_rows;
+        // The last chunk handed to the transport: its mark, and the progress once it is durable.
+        let mut in_flight: Option<(u64, ChunkProgress)> = None;
+        for (id, table) in tables {
+            if progress.done.contains(id) {
+                continue;
+            }
+            let mut after = match &progress.current {
+                Some((t, key)) if t == id => Some(key.clone()),
+                _ => None,
+            };
+            loop {
+                let sql = chunk_sql(id, table, after.as_deref(), chunk_rows)?;
+                let (rows, last_key) = self
+                    .copy_chunk(&mut conn, id, table, &sql, &mut events)
+                    .await?;
+                let mark = self.publisher.commit(None).await?;
+                match last_key.filter(|_| rows == chunk_rows) {
+                    Some(key) => progress.current = Some((id.clone(), key)),
+                    None => {
+                        progress.done.push(id.clone());
+                        progress.current = None;
+                    }
+                }
+                // Keep one chunk in flight while the next is read.
+                if let Some((mark, durable)) = in_flight.replace((mark, progress.clone())) {
+                    self.record(mark, durable).await?;
+                }
+                match &progress.current {
+                    Some((_, key)) => after = Some(key.clone()),
+                    None => break,
+                }
+            }
+        }
+        if let Some((mark, durable)) = in_flight {
+            self.record(mark, durable).await?;
+        }
+        Ok(())
+    }
+
+    /// Stores `progress` once everything up to `mark` is durable.
+    async fn record(&self, mark: u64, progress: ChunkProgress) -> Result<(), CaptureError> {
+        self.publisher.wait_for(mark).await?;
+        self.store
+            .set_snapshot(&self.source, &SnapshotState::Chunks(progress.clone()))?;
+        tracing::debug!(
+            source = self.source,
+            tables_done = progress.done.len(),
+            table = progress.current.as_ref().map(|(t, _)| t.to_string()),
+            "snapshot chunk durable"
+        );
+        Ok(())
+    }
+
+    /// Publishes the rows `sql` reads; returns how many, and the key of the last one.
+    async fn copy_chunk(
+        &mut self,
+        conn: &mut Conn,
+        id: &TableId,
+        table: &MyTable,
+        sql: &str,
+        events: &mut EventMaker,
+    ) -> Result<(usize, Option<Vec<Vec<u8>>>), CaptureError> {
+        let reading = |e| CaptureError::mysql(format!("reading table {id}"), e);
+        let mut result = conn.query_iter(sql).await.map_err(reading)?;
+        let mut stream = result
+            .stream::<mysql_async::Row>()
+            .await
+            .map_err(reading)?
+            .ok_or_else(|| CaptureError::Decode(format!("reading table {id}: no result set")))?;
+        let mut count = 0;
+        let mut last = None;
+        while let Some(row) = stream.next().await {
+            let row = row.map_err(reading)?;
+            let values = table
+                .columns
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    types::from_text(c, raw(&row, i))
+                        .map_err(|m| types::value_error(&id.to_string(), c, m))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let event = events.make(table, Op::Read, Some(Row(values)));
+            self.publisher.event(&table.state.avro, &event).await?;
+            count += 1;
+            last = Some(row);
+        }
+        let key = last.map(|row| {
+            table
+                .state
+                .schema
+                .primary_key
+                .iter()
+                .map(|&i| raw(&row, i).unwrap_or_default().to_vec())
+                .collect()
+        });
+        Ok((count, key))
+    }
+}
+
+/// The bytes of column `i` of a text-protocol row (`None` for NULL).
+fn raw(row: &mysql_async::Row, i: usize) -> Option<&[u8]> {
+    match row.as_ref(i) {
+        Some(mysql_async::Value::Bytes(b)) => Some(b.as_slice()),
+        _ => None,
+    }
+}
+
+/// Numbers the snapshot's events at the start position.
+struct EventMaker {
+    source: String,
+    file: u32,
+    pos: u64,
+    seq: u64,
+    first: Option<Position>,
+    commit_ts_micros: i64,
+}
+
+impl EventMaker {
+    fn make(&mut self, table: &MyTable, op: Op, row: Option<Row>) -> ChangeEvent {
+        self.seq += 1;
+        let position = Position::mysql(self.file, self.pos, self.seq);
+        let first = *self.first.get_or_insert(position);
+        ChangeEvent {
+            source: self.source.clone(),
+            table: table.state.schema.table.clone(),
+            schema_version: table.state.schema.version,
+            op,
+            key: row.as_ref().map(|r| key_of(table, r)).unwrap_or_default(),
+            before: None,
+            after: row,
+            position,
+            tx: TxMeta {
+                id: None,
+                commit_ts_micros: self.commit_ts_micros,
+                first,
+            },
+            origin: None,
+        }
+    }
+}
+
+/// The statement reading the chunk of `table` after primary key `after` (from the start
+/// when `None`): `k1 >= v1 AND (k1 > v1 OR (k2 >= v2 AND (k2 > v2 OR …)))`, a form the
+/// optimizer turns into one range scan of the primary key.
+fn chunk_sql(
+    id: &TableId,
+    table: &MyTable,
+    after: Option<&[Vec<u8>]>,
+    limit: usize,
+) -> Result<String, CaptureError> {
+    let key: Vec<usize> = table.state.schema.primary_key.clone();
+    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let order: Vec<String> = key
+        .iter()
+        .map(|&i| quote_ident(&table.columns[i].name))
+        .collect();
+    let mut sql = format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_ident(&id.schema),
+        quote_ident(&id.name)
+    );
+    if let Some(after) = after {
+        if after.len() != key.len() {
+            return Err(CaptureError::State {
+                path: format!("snapshot progress of {id}"),
+                message: format!(
+                    "the stored key has {} values, the primary key has {} columns now; \
+                     remove the source's state to take a new snapshot",
+                    after.len(),
+                    key.len()
+                ),
+            });
+        }
+        let mut condition = String::new();
+        for (n, (&i, value)) in key.iter().zip(after).enumerate().rev() {
+            let column = &table.columns[i];
+            let literal = key_literal(&column.kind, value)
+                .map_err(|m| types::value_error(&id.to_string(), column, m))?;
+            let name = quote_ident(&column.name);
+            condition = if n + 1 == key.len() {
+                format!("{name} > {literal}")
+            } else {
+                format!("{name} >= {literal} AND ({name} > {literal} OR ({condition}))")
+            };
+        }
+        sql.push_str(" WHERE ");
+        sql.push_str(&condition);
+    }
+    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
+    Ok(sql)
+}
+
+/// A key value (text-protocol bytes) as a literal that compares the way the column orders.
+fn key_literal(kind: &Kind, value: &[u8]) -> Result<String, String> {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02X}")).collect::<String>();
+    let text = || std::str::from_utf8(value).map_err(|_| "key value is not UTF-8".to_string());
+    Ok(match kind {
+        Kind::Int { .. } | Kind::Decimal | Kind::Float | Kind::Double | Kind::Year => {
+            let t = text()?;
+            let numeric = !t.is_empty()
+                && t.chars()
+                    .all(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E'));
+            if !numeric {
+                return Err(format!("key value {t:?} is not a number"));
+            }
+            t.to_string()
+        }
+        // Text arrives in the session's utf8mb4; the column's collation decides the order.
+        Kind::Text { .. } => format!("_utf8mb4 X'{}'", hex(value)),
+        Kind::Binary | Kind::Bit { .. } => format!("X'{}'", hex(value)),
+        Kind::Date | Kind::Time | Kind::DateTime | Kind::Timestamp => {
+            let t = text()?;
+            if !t.chars().all(|c| c.is_ascii_digit() || " -:.".contains(c)) {
+                return Err(format!("key value {t:?} is not a date or time"));
+            }
+            format!("'{t}'")
+        }
+        // Enums and sets order by their number, not their label.
+        Kind::Enum { labels } => {
+            let t = text()?;
+            let index = labels
+                .iter()
+                .position(|l| l == t)
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            index.to_string()
+        }
+        Kind::Set { members } => {
+            let t = text()?;
+            let mask = t
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    members
+                        .iter()
+                        .position(|x| x == m)
+                        .map(|i| 1u64 << i.min(63))
+                        .ok_or_else(|| format!("set member {m:?} is not declared"))
+                })
+                .sum::<Result<u64, String>>()?;
+            mask.to_string()
+        }
+        Kind::Json => return Err("a JSON column cannot be a key for chunked reads".into()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mysql::types::{describe, MyColumn};
+    use crate::postgres::relations::TableState;
+    use tributary_schemas::{AvroSchemas, Column, TableSchema};
+
+    fn table(cols: &[(&str, &str, &str)], key: Vec<usize>) -> MyTable {
+        let columns: Vec<MyColumn> = cols
+            .iter()
+            .map(|(name, dt, ct)| {
+                let (kind, ty) =
+                    describe(name, dt, ct, Some("utf8mb4"), None, None, false).unwrap();
+                MyColumn {
+                    name: name.to_string(),
+                    column_type: ct.to_string(),
+                    kind,
+                    ty,
+                    nullable: false,
+                    default: None,
+                }
+            })
+            .collect();
+        let schema = TableSchema {
+            table: TableId::new("db", "t"),
+            columns: columns
+                .iter()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    ty: c.ty.clone(),
+                    source_type: c.column_type.clone(),
+                    nullable: false,
+                    missing: None,
+                })
+                .collect(),
+            primary_key: key,
+            version: 1,
+        };
+        let avro = AvroSchemas::generate("s", &schema).unwrap();
+        MyTable {
+            state: TableState { schema, avro },
+            columns,
+        }
+    }
+
+    #[test]
+    fn chunks_follow_the_primary_key() {
+        let t = table(
+            &[
+                ("store", "varchar", "varchar(10)"),
+                ("v", "int", "int(11)"),
+                ("id", "bigint", "bigint(20)"),
+            ],
+            vec![0, 2],
+        );
+        let id = TableId::new("db", "t");
+        assert_eq!(
+            chunk_sql(&id, &t, None, 100).unwrap(),
+            "SELECT `store`, `v`, `id` FROM `db`.`t` ORDER BY `store`, `id` LIMIT 100"
+        );
+        assert_eq!(
+            chunk_sql(&id, &t, Some(&[b"a'b".to_vec(), b"-7".to_vec()]), 5).unwrap(),
+            "SELECT `store`, `v`, `id` FROM `db`.`t` WHERE `store` >= _utf8mb4 X'612762' \
+             AND (`store` > _utf8mb4 X'612762' OR (`id` > -7)) ORDER BY `store`, `id` LIMIT 5"
+        );
+        assert!(chunk_sql(&id, &t, Some(&[b"x".to_vec()]), 5).is_err());
+        assert!(chunk_sql(&id, &t, Some(&[b"x".to_vec(), b"1; DROP".to_vec()]), 5).is_err());
+    }
+
+    #[test]
+    fn key_literals_compare_like_the_column() {
+        let e = Kind::Enum {
+            labels: vec!["low".into(), "high".into()],
+        };
+        assert_eq!(key_literal(&e, b"high").unwrap(), "2");
+        let s = Kind::Set {
+            members: vec!["a".into(), "b".into(), "c".into()],
+        };
+        assert_eq!(key_literal(&s, b"a,c").unwrap(), "5");
+        assert_eq!(key_literal(&Kind::Binary, &[0, 255]).unwrap(), "X'00FF'");
+        assert_eq!(
+            key_literal(&Kind::DateTime, b"2024-01-02 03:04:05.5").unwrap(),
+            "'2024-01-02 03:04:05.5'"
+        );
+        assert!(key_literal(&Kind::Date, b"2024'").is_err());
+    }
+}
