@@ -136,6 +136,14 @@ impl StateStore {
         self.put(&format!("binlog/{source}"), checkpoint)
     }
 
+    /// Every shape of `table` given a version so far, newest first.
+    pub fn shapes(&self, source: &str, table: &TableId) -> Result<Vec<TableSchema>, CaptureError> {
+        let key = format!("schemas/{source}/{}", table_key(table));
+        let mut known: Vec<TableSchema> = self.get(&key)?.unwrap_or_default();
+        known.sort_by_key(|s| std::cmp::Reverse(s.version));
+        Ok(known)
+    }
+
     /// Gives `schema` its stable version: the one an identical shape had before, or the next.
     pub fn version(&self, source: &str, schema: &TableSchema) -> Result<u32, CaptureError> {
         let key = format!("schemas/{source}/{}", table_key(&schema.table));

@@ -570,6 +570,61 @@ async fn resumes_from_the_gtid_state() -> anyhow::Result<()> {
     running.stop().await
 }
 
+/// With `binlog_row_metadata = FULL`, a capture that was away while tables changed decodes
+/// each row with the shape the binlog gives at its position, not the current catalog's:
+/// same-typed columns reordered, a column added, and a table of every type dropped after
+/// its last rows (the sink keeps them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capture_behind_ddl_decodes_with_the_binlogs_shapes() -> anyhow::Result<()> {
+    let scene = Scene::with_source_settings(false, ITEMS_DDL, "", false).await?;
+    scene
+        .maria
+        .execute("", "SET GLOBAL binlog_row_metadata = 'FULL'")
+        .await?;
+    let tables: &[(&str, &[(&str, &str)])] = &[("items", ITEMS), ("stock", STOCK)];
+    let running = scene.start();
+    scene.converge(tables, &running).await?;
+    running.stop().await?;
+
+    // While the capture is away.
+    let witness = scene.maria.create_database("witness").await?;
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            &format!(
+                "SET time_zone = '+00:00';
+                 INSERT INTO stock VALUES (3, 1, 7), (3, 2, 8);
+                 ALTER TABLE stock MODIFY qty int NOT NULL AFTER store;
+                 INSERT INTO stock (store, item, qty) VALUES (3, 3, 9);
+                 UPDATE stock SET qty = qty + 100 WHERE store = 3 AND item = 1;
+                 ALTER TABLE stock ADD COLUMN note varchar(20) DEFAULT 'n';
+                 INSERT INTO stock VALUES (3, 10, 4, 'x');
+                 INSERT INTO items SELECT id + 10, name, latin, tiny, qty, big, price, ratio, f, flag, bits, born,
+                   at_dt, at_ts, dur, dur2, yr, kind, tags, doc, blobby FROM items;
+                 UPDATE items SET name = 'changed', tags = 'rx' WHERE id = 11;
+                 DELETE FROM items WHERE id = 2;
+                 CREATE TABLE {witness}.items AS SELECT * FROM items;
+                 DROP TABLE items;"
+            ),
+        )
+        .await?;
+    let running = scene.start();
+    scene.converge(&[("stock", STOCK)], &running).await?;
+    let exprs: Vec<&str> = ITEMS.iter().map(|c| c.0).collect();
+    let witness_sql = format!(
+        "SET time_zone = '+00:00'; SELECT {} FROM items ORDER BY 1, 2",
+        exprs.join(", ")
+    );
+    converge_rows(1, &running, |_| async {
+        let want = scene.maria.query(&witness, &witness_sql).await?;
+        let have = scene.sink_rows("items", ITEMS).await.unwrap_or_default();
+        Ok(("items (dropped at the source)".to_string(), want, have))
+    })
+    .await?;
+    running.stop().await
+}
+
 /// `(PostgreSQL expression, MariaDB expression)` rendering one column of `meds` the same
 /// way in a PostgreSQL source and a MariaDB sink.
 const MEDS: &[(&str, &str)] = &[

@@ -8,7 +8,7 @@ use crate::postgres::relations::TableState;
 use crate::state::StateStore;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use tributary_schemas::{AvroSchemas, Column, TableId, TableSchema};
 
 /// A captured table: its current shape and how to read its columns.
@@ -163,34 +163,60 @@ pub async fn load_tables(
                 "table {id} has no primary key; add one, or leave the table out with exclude = [\"{id}\"]"
             )));
         }
-        let mut schema = TableSchema {
-            table: id.clone(),
-            columns: cols
-                .iter()
-                .map(|c| Column {
-                    name: c.name.clone(),
-                    ty: c.ty.clone(),
-                    source_type: c.column_type.clone(),
-                    nullable: c.nullable,
-                    // What rows that existed before an ADD COLUMN hold (the binlog has no
-                    // row events for them).
-                    missing: c.default.clone(),
-                })
-                .collect(),
-            primary_key: key,
-            version: 0,
-        };
-        schema.version = store.version(source, &schema)?;
-        let avro = AvroSchemas::generate(source, &schema)?;
-        out.insert(
-            id,
-            MyTable {
-                state: TableState { schema, avro },
-                columns: cols,
-            },
-        );
+        out.insert(id.clone(), build_table(id, cols, key, store, source)?);
     }
     Ok(out)
+}
+
+/// A captured table of columns `cols` with primary key `key`, its schema versioned in `store`.
+pub fn build_table(
+    id: TableId,
+    cols: Vec<MyColumn>,
+    key: Vec<usize>,
+    store: &StateStore,
+    source: &str,
+) -> Result<MyTable, CaptureError> {
+    let mut schema = TableSchema {
+        table: id,
+        columns: cols
+            .iter()
+            .map(|c| Column {
+                name: c.name.clone(),
+                ty: c.ty.clone(),
+                source_type: c.column_type.clone(),
+                nullable: c.nullable,
+                // What rows that existed before an ADD COLUMN hold (the binlog has no
+                // row events for them).
+                missing: c.default.clone(),
+            })
+            .collect(),
+        primary_key: key,
+        version: 0,
+    };
+    schema.version = store.version(source, &schema)?;
+    let avro = AvroSchemas::generate(source, &schema)?;
+    Ok(MyTable {
+        state: TableState { schema, avro },
+        columns: cols,
+    })
+}
+
+/// The server's collations: id → (character set, its longest character in bytes).
+pub async fn collations(conn: &mut Conn) -> Result<HashMap<u16, (String, u32)>, CaptureError> {
+    let rows: Vec<(u64, String, u64)> = conn
+        .query(
+            "SELECT c.ID, c.CHARACTER_SET_NAME, s.MAXLEN FROM information_schema.COLLATIONS c \
+             JOIN information_schema.CHARACTER_SETS s ON s.CHARACTER_SET_NAME = c.CHARACTER_SET_NAME \
+             WHERE c.ID IS NOT NULL",
+        )
+        .await
+        .map_err(|e| CaptureError::mysql("reading information_schema.COLLATIONS", e))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, charset, maxlen)| {
+            Some((u16::try_from(id).ok()?, (charset, maxlen as u32)))
+        })
+        .collect())
 }
 
 fn take<T: mysql_async::prelude::FromValue>(row: &mut Row, i: usize) -> Result<T, CaptureError> {

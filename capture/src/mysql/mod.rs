@@ -16,12 +16,12 @@
 //! checkpoint too, and the server's heartbeats keep an idle connection checked.
 //!
 //! Table shapes come from `information_schema` when a table is first met and again after
-//! any DDL statement in the binlog; a rows event whose column count disagrees with the
-//! known shape is an error naming the table, and so are rows of a captured table that is
-//! no longer in the catalog (dropped or renamed since), and, on servers with
-//! `binlog_row_metadata = FULL`, rows whose column names differ from the known shape. Known gap: a restart far behind
-//! several DDL changes of one table decodes with the current shape, not a stored history.
+//! any DDL statement in the binlog; each TABLE_MAP event is checked against that shape, and
+//! where they differ the shape at that position is rebuilt from the event itself (see the
+//! `binlog_shape` module), or, without `binlog_row_metadata = FULL`, the capture stops with
+//! an error naming the table and both shapes.
 
+mod binlog_shape;
 pub mod catalog;
 pub mod config;
 mod snapshot;
@@ -32,9 +32,10 @@ pub use config::{MySqlSourceConfig, ResumeFrom};
 use crate::error::CaptureError;
 use crate::publisher::Publisher;
 use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState, StateStore};
+use binlog_shape::MapShape;
 use catalog::{connect, load_tables, preflight, MyTable};
 use futures::StreamExt;
-use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
@@ -76,6 +77,8 @@ pub struct MySqlCapture {
     config: MySqlSourceConfig,
     store: StateStore,
     publisher: Publisher,
+    /// The server's collations, read when a shape is first rebuilt from the binlog.
+    collations: Option<binlog_shape::Collations>,
 }
 
 impl MySqlCapture {
@@ -91,6 +94,7 @@ impl MySqlCapture {
             config,
             store,
             publisher,
+            collations: None,
         }
     }
 
@@ -210,6 +214,8 @@ impl MySqlCapture {
         let mut open: Option<OpenTx> = None;
         // Table id (of TABLE_MAP events) → captured table, or None when not captured.
         let mut table_ids: HashMap<u64, Option<TableId>> = HashMap::new();
+        // The TABLE_MAP each captured table's shape was last checked against.
+        let mut shapes: HashMap<TableId, Vec<u8>> = HashMap::new();
         let mut acked = self.publisher.acked();
         let mut pending: VecDeque<(u64, BinlogCheckpoint)> = VecDeque::new();
         let mut next_token = 1u64;
@@ -292,6 +298,7 @@ impl MySqlCapture {
                         tracing::info!(source, schema = %q.schema(), statement = %truncate(trimmed, 200), "DDL in the binlog");
                         table_ids.clear();
                         tables.clear();
+                        shapes.clear();
                         if open.is_none() {
                             self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                 .await?;
@@ -306,52 +313,17 @@ impl MySqlCapture {
                 Some(EventData::TableMapEvent(tme)) => {
                     let id = TableId::new(tme.database_name(), tme.table_name());
                     let captured = self.config.captures(&id.schema, &id.name);
-                    if captured && !tables.contains_key(&id) {
-                        let mut conn = connect(&self.config.url).await?;
-                        let loaded =
-                            load_tables(&mut conn, &self.config, &self.store, &source, Some(&id))
+                    if captured {
+                        // The event's bytes after the table number: equal bytes, same shape.
+                        let raw = event.data();
+                        let signature = raw.get(8..).unwrap_or(raw);
+                        if shapes.get(&id).map(Vec::as_slice) != Some(signature) {
+                            self.shape_at(tables, &id, &tme, &format!("{file}:{next_pos}"))
                                 .await?;
-                        if !loaded.contains_key(&id) {
-                            // Its rows cannot be decoded without its shape; skipping them
-                            // would lose them silently.
-                            return Err(CaptureError::Setup(format!(
-                                "table {id} has rows in the binlog at {file}:{next_pos} but is no longer in the \
-                                 catalog (dropped or renamed since); its shape at that position is unknown. \
-                                 To go on without those rows, add exclude = [\"{id}\"] to the source"
-                            )));
-                        }
-                        tables.extend(loaded);
-                    }
-                    let known = captured && tables.contains_key(&id);
-                    if known {
-                        let t = &tables[&id];
-                        if tme.columns_count() as usize != t.columns.len() {
-                            return Err(CaptureError::Decode(format!(
-                                "table {id}: the binlog row has {} columns, the table has {} now; \
-                                 its shape changed since this binlog position (take a new snapshot: remove this source's state)",
-                                tme.columns_count(),
-                                t.columns.len()
-                            )));
-                        }
-                        if let Some(names) = binlog_column_names(&tme) {
-                            let same = names.len() == t.columns.len()
-                                && names
-                                    .iter()
-                                    .zip(&t.columns)
-                                    .all(|(n, c)| n.eq_ignore_ascii_case(&c.name));
-                            if !same {
-                                let now: Vec<&str> =
-                                    t.columns.iter().map(|c| c.name.as_str()).collect();
-                                return Err(CaptureError::Decode(format!(
-                                    "table {id}: the binlog row at {file}:{next_pos} has the columns ({}), the table has ({}) now; \
-                                     its shape changed since this binlog position (take a new snapshot: remove this source's state)",
-                                    names.join(", "),
-                                    now.join(", ")
-                                )));
-                            }
+                            shapes.insert(id.clone(), signature.to_vec());
                         }
                     }
-                    table_ids.insert(tme.table_id(), known.then_some(id));
+                    table_ids.insert(tme.table_id(), captured.then_some(id));
                 }
                 Some(EventData::RowsEvent(rows)) => {
                     let Some(Some(id)) = table_ids.get(&rows.table_id()) else {
@@ -430,6 +402,78 @@ impl MySqlCapture {
                 _ => {}
             }
         }
+    }
+
+    /// Makes `tables[id]` the shape that decodes the rows after TABLE_MAP event `tme` (at
+    /// binlog position `at`): the catalog's when it agrees with the event, else the event's
+    /// own (`binlog_row_metadata = FULL`), else an error saying what changed.
+    async fn shape_at(
+        &mut self,
+        tables: &mut BTreeMap<TableId, MyTable>,
+        id: &TableId,
+        tme: &TableMapEvent<'_>,
+        at: &str,
+    ) -> Result<(), CaptureError> {
+        let shape = MapShape::read(tme)
+            .map_err(|m| CaptureError::Decode(format!("TABLE_MAP of {id} at {at}: {m}")))?;
+        let mut conn = None;
+        if !tables.contains_key(id) {
+            let c = conn.insert(connect(&self.config.url).await?);
+            tables.extend(load_tables(c, &self.config, &self.store, &self.source, Some(id)).await?);
+        }
+        let catalog = tables.get(id);
+        if catalog.is_some_and(|t| shape.matches(t, self.collations.as_ref())) {
+            return Ok(());
+        }
+        if !shape.named() {
+            let full = "set binlog_row_metadata = FULL on the server so the binlog carries each \
+                        table's shape, or take a new snapshot (remove this source's state)";
+            return Err(match catalog {
+                None => CaptureError::Setup(format!(
+                    "table {id} has rows in the binlog at {at} but is no longer in the catalog \
+                     (dropped or renamed since), so its shape at that position is unknown: {full}; \
+                     to go on without those rows, add exclude = [\"{id}\"] to the source"
+                )),
+                Some(t) => CaptureError::Decode(format!(
+                    "table {id}: the binlog row at {at} has {} columns of types ({}), the table \
+                     has ({}) now; its shape changed since this position: {full}",
+                    shape.columns.len(),
+                    shape
+                        .columns
+                        .iter()
+                        .map(|c| format!("{:?}", c.ty)
+                            .trim_start_matches("MYSQL_TYPE_")
+                            .to_lowercase())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    t.columns
+                        .iter()
+                        .map(|c| c.column_type.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            });
+        }
+        let collations = match &self.collations {
+            Some(c) => c,
+            None => {
+                let c = match conn.as_mut() {
+                    Some(c) => c,
+                    None => conn.insert(connect(&self.config.url).await?),
+                };
+                self.collations.insert(catalog::collations(c).await?)
+            }
+        };
+        let table = shape.table(id, catalog, collations, &self.store, &self.source)?;
+        tracing::info!(
+            source = self.source,
+            table = %id,
+            at,
+            columns = %table.columns.iter().map(|c| format!("{} {}", c.name, c.column_type)).collect::<Vec<_>>().join(", "),
+            "decoding with the table's shape from the binlog (the catalog differs at this position)"
+        );
+        tables.insert(id.clone(), table);
+        Ok(())
     }
 
     /// Closes the transaction and queues the checkpoint after it.
@@ -566,20 +610,6 @@ fn now_micros() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0)
-}
-
-/// The column names a TABLE_MAP event carries (servers with `binlog_row_metadata = FULL`).
-fn binlog_column_names(
-    tme: &mysql_async::binlog::events::TableMapEvent<'_>,
-) -> Option<Vec<String>> {
-    use mysql_async::binlog::events::OptionalMetadataField;
-    tme.iter_optional_meta().find_map(|field| match field {
-        Ok(OptionalMetadataField::ColumnName(names)) => names
-            .iter_names()
-            .map(|n| n.ok().map(|n| n.name().into_owned()))
-            .collect(),
-        _ => None,
-    })
 }
 
 #[cfg(test)]
