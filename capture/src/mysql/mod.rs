@@ -24,6 +24,7 @@
 mod binlog_shape;
 pub mod catalog;
 pub mod config;
+mod rows;
 mod snapshot;
 pub mod types;
 
@@ -36,9 +37,9 @@ use binlog_shape::MapShape;
 use catalog::{connect, load_tables, preflight, MyTable};
 use futures::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
-use mysql_async::binlog::row::BinlogRow;
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
+use rows::RowLayout;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -214,8 +215,9 @@ impl MySqlCapture {
         let mut open: Option<OpenTx> = None;
         // Table id (of TABLE_MAP events) → captured table, or None when not captured.
         let mut table_ids: HashMap<u64, Option<TableId>> = HashMap::new();
-        // The TABLE_MAP each captured table's shape was last checked against.
-        let mut shapes: HashMap<TableId, Vec<u8>> = HashMap::new();
+        // The TABLE_MAP each captured table's shape was last checked against, and how to
+        // read its rows.
+        let mut shapes: HashMap<TableId, (Vec<u8>, RowLayout)> = HashMap::new();
         let mut acked = self.publisher.acked();
         let mut pending: VecDeque<(u64, BinlogCheckpoint)> = VecDeque::new();
         let mut next_token = 1u64;
@@ -317,10 +319,11 @@ impl MySqlCapture {
                         // The event's bytes after the table number: equal bytes, same shape.
                         let raw = event.data();
                         let signature = raw.get(8..).unwrap_or(raw);
-                        if shapes.get(&id).map(Vec::as_slice) != Some(signature) {
-                            self.shape_at(tables, &id, &tme, &format!("{file}:{next_pos}"))
+                        if shapes.get(&id).map(|(s, _)| s.as_slice()) != Some(signature) {
+                            let shape = self
+                                .shape_at(tables, &id, &tme, &format!("{file}:{next_pos}"))
                                 .await?;
-                            shapes.insert(id.clone(), signature.to_vec());
+                            shapes.insert(id.clone(), (signature.to_vec(), RowLayout::new(&shape)));
                         }
                     }
                     table_ids.insert(tme.table_id(), captured.then_some(id));
@@ -334,9 +337,6 @@ impl MySqlCapture {
                         CaptureError::Decode(format!(
                             "rows event for {id} outside a transaction at {file}:{next_pos}"
                         ))
-                    })?;
-                    let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
-                        CaptureError::Decode(format!("rows event for {id} without its TABLE_MAP"))
                     })?;
                     let op = match &rows {
                         RowsEventData::WriteRowsEventV1(_) | RowsEventData::WriteRowsEvent(_) => Op::Insert,
@@ -353,24 +353,21 @@ impl MySqlCapture {
                     // TIME(1)/TIME(2) value with a fraction; that becomes an error naming
                     // the table instead of a crash (release builds keep overflow checks for
                     // mysql_common, so it never turns into a wrong value).
+                    let layout = &shapes[id].1;
                     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        rows.rows(tme).collect::<Vec<_>>()
+                        layout.decode(table, &rows)
                     }))
                     .map_err(|_| {
                         CaptureError::Decode(format!(
                             "rows event for {id} at {file}:{next_pos} cannot be decoded by mysql_common \
                              (a negative TIME(1) or TIME(2) value with a fraction is a known cause)"
                         ))
+                    })?
+                    .map_err(|m| {
+                        CaptureError::Decode(format!("rows event for {id} at {file}:{next_pos}: {m}"))
                     })?;
                     let mut events = Vec::new();
-                    for pair in decoded {
-                        let (before, after) = pair.map_err(|e| {
-                            CaptureError::Decode(format!(
-                                "rows event for {id} at {file}:{next_pos}: {e}"
-                            ))
-                        })?;
-                        let before = before.map(|r| binlog_row(table, id, r)).transpose()?;
-                        let after = after.map(|r| binlog_row(table, id, r)).transpose()?;
+                    for (before, after) in decoded {
                         let key = match (&after, &before) {
                             (Some(a), _) => key_of(table, a),
                             (None, Some(b)) => key_of(table, b),
@@ -413,7 +410,7 @@ impl MySqlCapture {
         id: &TableId,
         tme: &TableMapEvent<'_>,
         at: &str,
-    ) -> Result<(), CaptureError> {
+    ) -> Result<MapShape, CaptureError> {
         let shape = MapShape::read(tme)
             .map_err(|m| CaptureError::Decode(format!("TABLE_MAP of {id} at {at}: {m}")))?;
         let mut conn = None;
@@ -423,7 +420,7 @@ impl MySqlCapture {
         }
         let catalog = tables.get(id);
         if catalog.is_some_and(|t| shape.matches(t, self.collations.as_ref())) {
-            return Ok(());
+            return Ok(shape);
         }
         if !shape.named() {
             let full = "set binlog_row_metadata = FULL on the server so the binlog carries each \
@@ -473,7 +470,7 @@ impl MySqlCapture {
             "decoding with the table's shape from the binlog (the catalog differs at this position)"
         );
         tables.insert(id.clone(), table);
-        Ok(())
+        Ok(shape)
     }
 
     /// Closes the transaction and queues the checkpoint after it.
@@ -498,27 +495,6 @@ impl MySqlCapture {
         ));
         Ok(())
     }
-}
-
-/// Converts a binlog row image into a row of `table`.
-fn binlog_row(table: &MyTable, id: &TableId, row: BinlogRow) -> Result<Row, CaptureError> {
-    let values = row.unwrap();
-    if values.len() != table.columns.len() {
-        return Err(CaptureError::Decode(format!(
-            "table {id}: row image has {} columns, expected {} (is binlog_row_image FULL?)",
-            values.len(),
-            table.columns.len()
-        )));
-    }
-    let values = table
-        .columns
-        .iter()
-        .zip(values.iter())
-        .map(|(c, v)| {
-            types::from_binlog(c, v).map_err(|m| types::value_error(&id.to_string(), c, m))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Row(values))
 }
 
 fn key_of(table: &MyTable, row: &Row) -> Vec<Value> {

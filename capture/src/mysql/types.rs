@@ -412,13 +412,13 @@ pub fn from_text(col: &MyColumn, raw: Option<&[u8]>) -> Result<Value, String> {
     })
 }
 
-/// Converts a value decoded from a binlog rows event.
-pub fn from_binlog(col: &MyColumn, value: &BinlogValue<'_>) -> Result<Value, String> {
+/// Converts a value decoded from a binlog rows event (taking its bytes without copying).
+pub fn from_binlog(col: &MyColumn, value: BinlogValue<'_>) -> Result<Value, String> {
     let v = match value {
         BinlogValue::Value(v) => v,
         BinlogValue::Jsonb(j) => {
-            let json = serde_json::Value::try_from(j.clone())
-                .map_err(|e| format!("unreadable JSON: {e}"))?;
+            let json =
+                serde_json::Value::try_from(j).map_err(|e| format!("unreadable JSON: {e}"))?;
             return Ok(Value::Json(json.to_string()));
         }
         BinlogValue::JsonDiff(_) => {
@@ -427,54 +427,56 @@ pub fn from_binlog(col: &MyColumn, value: &BinlogValue<'_>) -> Result<Value, Str
             )
         }
     };
-    if matches!(v, MyValue::NULL) {
-        return Ok(Value::Null);
-    }
-    let unexpected = || format!("unexpected binlog value {v:?} for {}", col.column_type);
+    let unreadable = |what: &str| format!("unreadable {what} for {}", col.column_type);
     Ok(match (&col.kind, v) {
+        (_, MyValue::NULL) => Value::Null,
         (Kind::Int { bits, unsigned }, MyValue::Int(i)) => {
-            int_value(*bits, *unsigned, i128::from(*i))?
+            int_value(*bits, *unsigned, i128::from(i))?
         }
         (Kind::Int { bits, unsigned }, MyValue::UInt(u)) => {
-            int_value(*bits, *unsigned, i128::from(*u))?
+            int_value(*bits, *unsigned, i128::from(u))?
         }
         (Kind::Decimal, MyValue::Bytes(b)) => {
-            Value::Numeric(String::from_utf8(b.clone()).map_err(|_| unexpected())?)
+            Value::Numeric(String::from_utf8(b).map_err(|_| unreadable("decimal"))?)
         }
-        (Kind::Float, MyValue::Float(f)) => Value::Float32(*f),
-        (Kind::Float, MyValue::Double(f)) => Value::Float32(*f as f32),
-        (Kind::Double, MyValue::Double(f)) => Value::Float64(*f),
-        (Kind::Double, MyValue::Float(f)) => Value::Float64(f64::from(*f)),
-        (Kind::Bit { bits }, MyValue::Bytes(b)) => bit_value(*bits, b),
-        (Kind::Text { charset }, MyValue::Bytes(b)) => Value::Text(decode_text(charset, b)?),
+        (Kind::Float, MyValue::Float(f)) => Value::Float32(f),
+        (Kind::Float, MyValue::Double(f)) => Value::Float32(f as f32),
+        (Kind::Double, MyValue::Double(f)) => Value::Float64(f),
+        (Kind::Double, MyValue::Float(f)) => Value::Float64(f64::from(f)),
+        (Kind::Bit { bits }, MyValue::Bytes(b)) => bit_value(*bits, &b),
+        (Kind::Text { charset }, MyValue::Bytes(b)) => Value::Text(if is_utf8(charset) {
+            String::from_utf8(b).map_err(|_| format!("bytes that are not valid {charset}"))?
+        } else {
+            decode_text(charset, &b)?
+        }),
         (Kind::Json, MyValue::Bytes(b)) => {
-            Value::Json(String::from_utf8(b.clone()).map_err(|_| "JSON text is not UTF-8")?)
+            Value::Json(String::from_utf8(b).map_err(|_| "JSON text is not UTF-8")?)
         }
-        (Kind::Binary, MyValue::Bytes(b)) => Value::Bytes(b.clone()),
+        (Kind::Binary, MyValue::Bytes(b)) => Value::Bytes(b),
         (Kind::Date, MyValue::Date(y, m, d, ..)) => {
-            if *m == 0 || *d == 0 {
+            if m == 0 || d == 0 {
                 Value::Null
             } else {
-                let days = days_from_civil(i64::from(*y), u32::from(*m), u32::from(*d));
-                Value::Date(i32::try_from(days).map_err(|_| unexpected())?)
+                let days = days_from_civil(i64::from(y), u32::from(m), u32::from(d));
+                Value::Date(i32::try_from(days).map_err(|_| unreadable("date"))?)
             }
         }
         (Kind::DateTime, MyValue::Date(y, m, d, h, mi, s, us)) => {
-            if *m == 0 || *d == 0 {
+            if m == 0 || d == 0 {
                 Value::Null
             } else {
-                let days = days_from_civil(i64::from(*y), u32::from(*m), u32::from(*d));
-                let tod = (i64::from(*h) * 3600 + i64::from(*mi) * 60 + i64::from(*s)) * 1_000_000
-                    + i64::from(*us);
+                let days = days_from_civil(i64::from(y), u32::from(m), u32::from(d));
+                let tod = (i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s)) * 1_000_000
+                    + i64::from(us);
                 Value::Timestamp(days * 86_400_000_000 + tod)
             }
         }
         // TIMESTAMP2 arrives as "seconds[.micros]" since the epoch (UTC); 0 is the zero value.
         (Kind::Timestamp, MyValue::Bytes(b)) => {
-            let s = std::str::from_utf8(b).map_err(|_| unexpected())?;
+            let s = std::str::from_utf8(&b).map_err(|_| unreadable("timestamp"))?;
             let (sec, frac) = s.split_once('.').unwrap_or((s, "0"));
-            let sec: i64 = sec.parse().map_err(|_| unexpected())?;
-            let us: i64 = frac.parse().map_err(|_| unexpected())?;
+            let sec: i64 = sec.parse().map_err(|_| unreadable("timestamp"))?;
+            let us: i64 = frac.parse().map_err(|_| unreadable("timestamp"))?;
             if sec == 0 && us == 0 {
                 Value::Null
             } else {
@@ -482,30 +484,29 @@ pub fn from_binlog(col: &MyColumn, value: &BinlogValue<'_>) -> Result<Value, Str
             }
         }
         (Kind::Timestamp, MyValue::Int(sec)) => {
-            if *sec == 0 {
+            if sec == 0 {
                 Value::Null
             } else {
                 Value::TimestampTz(sec * 1_000_000)
             }
         }
         (Kind::Time, MyValue::Time(neg, days, h, m, s, us)) => {
-            let micros = ((i64::from(*days) * 24 + i64::from(*h)) * 3600
-                + i64::from(*m) * 60
-                + i64::from(*s))
-                * 1_000_000
-                + i64::from(*us);
-            interval(*neg, micros)
+            let micros =
+                ((i64::from(days) * 24 + i64::from(h)) * 3600 + i64::from(m) * 60 + i64::from(s))
+                    * 1_000_000
+                    + i64::from(us);
+            interval(neg, micros)
         }
         (Kind::Year, MyValue::Bytes(b)) => {
-            let y: i16 = std::str::from_utf8(b)
+            let y: i16 = std::str::from_utf8(&b)
                 .ok()
                 .and_then(|s| s.parse().ok())
-                .ok_or_else(unexpected)?;
+                .ok_or_else(|| unreadable("year"))?;
             // Year 0 is stored as 0 and decoded as 1900 + 0.
             Value::Int16(if y == 1900 { 0 } else { y })
         }
-        (Kind::Year, MyValue::Int(y)) => Value::Int16(*y as i16),
-        (Kind::Enum { labels }, MyValue::Int(i)) => match usize::try_from(*i) {
+        (Kind::Year, MyValue::Int(y)) => Value::Int16(y as i16),
+        (Kind::Enum { labels }, MyValue::Int(i)) => match usize::try_from(i) {
             // Index 0 is the empty string MySQL stores for an invalid value.
             Ok(0) => Value::Enum(String::new()),
             Ok(n) if n <= labels.len() => Value::Enum(labels[n - 1].clone()),
@@ -523,8 +524,18 @@ pub fn from_binlog(col: &MyColumn, value: &BinlogValue<'_>) -> Result<Value, Str
             }
             set_value(members, mask)
         }
-        _ => return Err(unexpected()),
+        (_, v) => {
+            return Err(format!(
+                "unexpected binlog value {v:?} for {}",
+                col.column_type
+            ))
+        }
     })
+}
+
+/// Whether text in `charset` is UTF-8 as it is.
+fn is_utf8(charset: &str) -> bool {
+    matches!(charset, "utf8" | "utf8mb3" | "utf8mb4" | "ascii")
 }
 
 /// Converts an error message about column `col` into a capture error.
@@ -568,7 +579,7 @@ mod tests {
             }
         );
         assert_eq!(
-            from_binlog(&c, &BinlogValue::Value(MyValue::Int(-1))).unwrap(),
+            from_binlog(&c, BinlogValue::Value(MyValue::Int(-1))).unwrap(),
             Value::Numeric(u64::MAX.to_string())
         );
         assert_eq!(
@@ -577,12 +588,12 @@ mod tests {
         );
         let c = col("tinyint", "tinyint(3) unsigned");
         assert_eq!(
-            from_binlog(&c, &BinlogValue::Value(MyValue::Int(-1))).unwrap(),
+            from_binlog(&c, BinlogValue::Value(MyValue::Int(-1))).unwrap(),
             Value::Int16(255)
         );
         let c = col("int", "int(10) unsigned");
         assert_eq!(
-            from_binlog(&c, &BinlogValue::Value(MyValue::Int(-2))).unwrap(),
+            from_binlog(&c, BinlogValue::Value(MyValue::Int(-2))).unwrap(),
             Value::Int64(4_294_967_294)
         );
     }
@@ -608,7 +619,7 @@ mod tests {
         assert_eq!(
             from_binlog(
                 &ts,
-                &BinlogValue::Value(MyValue::Bytes(b"1.000250".to_vec()))
+                BinlogValue::Value(MyValue::Bytes(b"1.000250".to_vec()))
             )
             .unwrap(),
             Value::TimestampTz(1_000_250)
@@ -623,12 +634,12 @@ mod tests {
     fn enums_sets_bits_and_charsets() {
         let e = col("enum", "enum('a','it''s')");
         assert_eq!(
-            from_binlog(&e, &BinlogValue::Value(MyValue::Int(2))).unwrap(),
+            from_binlog(&e, BinlogValue::Value(MyValue::Int(2))).unwrap(),
             Value::Enum("it's".into())
         );
         let s = col("set", "set('x','y','z')");
         assert_eq!(
-            from_binlog(&s, &BinlogValue::Value(MyValue::Bytes(vec![0b101]))).unwrap(),
+            from_binlog(&s, BinlogValue::Value(MyValue::Bytes(vec![0b101]))).unwrap(),
             Value::Text("x,z".into())
         );
         let (kind, ty) = describe("c", "bit", "bit(1)", None, Some(1), None, false).unwrap();
@@ -663,7 +674,7 @@ mod tests {
         assert_eq!(
             from_binlog(
                 &l,
-                &BinlogValue::Value(MyValue::Bytes(vec![0x63, 0x61, 0x66, 0xe9]))
+                BinlogValue::Value(MyValue::Bytes(vec![0x63, 0x61, 0x66, 0xe9]))
             )
             .unwrap(),
             Value::Text("café".into())
