@@ -444,11 +444,16 @@ pub fn from_binlog(col: &MyColumn, value: BinlogValue<'_>) -> Result<Value, Stri
         (Kind::Double, MyValue::Double(f)) => Value::Float64(f),
         (Kind::Double, MyValue::Float(f)) => Value::Float64(f64::from(f)),
         (Kind::Bit { bits }, MyValue::Bytes(b)) => bit_value(*bits, &b),
-        (Kind::Text { charset }, MyValue::Bytes(b)) => Value::Text(if is_utf8(charset) {
-            String::from_utf8(b).map_err(|_| format!("bytes that are not valid {charset}"))?
-        } else {
-            decode_text(charset, &b)?
-        }),
+        // ASCII reads the same in every supported charset but the UTF-16 ones.
+        (Kind::Text { charset }, MyValue::Bytes(b)) => Value::Text(
+            if is_utf8(charset)
+                || (b.is_ascii() && !matches!(charset.as_str(), "ucs2" | "utf16" | "utf16le"))
+            {
+                String::from_utf8(b).map_err(|_| format!("bytes that are not valid {charset}"))?
+            } else {
+                decode_text(charset, &b)?
+            },
+        ),
         (Kind::Json, MyValue::Bytes(b)) => {
             Value::Json(String::from_utf8(b).map_err(|_| "JSON text is not UTF-8")?)
         }
