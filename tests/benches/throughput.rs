@@ -8,8 +8,9 @@
 //! 2. Apply: 1M upserts through the PostgreSQL sink versus a server-side
 //!    `INSERT … ON CONFLICT` from a staging table holding the same rows.
 //!
-//! 3. MariaDB capture: 1M row updates in the binlog while capture is stopped; Tributary's
-//!    MySQL capture (binlog decode, typed values, Avro encode, publish to tansu,
+//! 3. MariaDB snapshot: 1M rows copied in primary-key chunks into tansu, next to
+//!    `mariadb-dump --single-transaction` of the same table to /dev/null. Then MariaDB
+//!    capture: 1M row updates in the binlog while capture is stopped; Tributary's MySQL capture (binlog decode, typed values, Avro encode, publish to tansu,
 //!    acknowledged) catches up from its checkpoint, and `mariadb-binlog
 //!    --read-from-remote-server` reads the same binlog range to /dev/null, once as is
 //!    (row events printed as base64) and once with `--verbose` (row events decoded).
@@ -203,14 +204,39 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let run_capture = |store: StateStore, source: MySqlSourceConfig| {
         run_capture_to(producer.clone(), store, source)
     };
-    // Initial snapshot, then stop.
+    // Initial snapshot (primary-key chunks into tansu), then stop; next to mariadb-dump of
+    // the same table.
+    let started = Instant::now();
     let (stop, task) = run_capture(store.clone(), source.clone());
     tributary_tests::wait_until("snapshot finished", Duration::from_secs(1800), || async {
         Ok(store.binlog_checkpoint("mbench")?.is_some())
     })
     .await?;
+    let snapshot = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
     task.await??;
+    let started = Instant::now();
+    let status = tokio::process::Command::new("mariadb-dump")
+        .args([
+            "--host=127.0.0.1",
+            &format!("--port={}", maria.port()),
+            "--user=root",
+            "--password=root",
+            "--single-transaction",
+            &db,
+            "accounts",
+        ])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "mariadb-dump failed");
+    let dump = started.elapsed().as_secs_f64();
+    println!(
+        "mariadb snapshot: {rows} rows in {snapshot:.2}s = {:.0} rows/s | mariadb-dump --single-transaction {dump:.2}s = {:.0} rows/s (ratio {:.2})",
+        rows as f64 / snapshot,
+        rows as f64 / dump,
+        dump / snapshot
+    );
 
     let (file, start) = binlog_end(&maria).await?;
     let before = store
