@@ -93,7 +93,11 @@ impl StateStore {
         }
     }
 
-    fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>, CaptureError> {
+    /// The value stored under `key`.
+    pub(crate) fn get<T: for<'de> Deserialize<'de>>(
+        &self,
+        key: &str,
+    ) -> Result<Option<T>, CaptureError> {
         match self.db.get(key).map_err(|e| self.err(e))? {
             Some(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)
@@ -102,7 +106,8 @@ impl StateStore {
         }
     }
 
-    fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CaptureError> {
+    /// Stores `value` under `key`, durably.
+    pub(crate) fn put<T: Serialize>(&self, key: &str, value: &T) -> Result<(), CaptureError> {
         let bytes = serde_json::to_vec(value).map_err(|e| self.err(e))?;
         self.db.insert(key, bytes).map_err(|e| self.err(e))?;
         self.db.flush().map_err(|e| self.err(e))?;
@@ -160,7 +165,8 @@ impl StateStore {
     }
 }
 
-fn table_key(table: &TableId) -> String {
+/// A table's part of a store key.
+pub(crate) fn table_key(table: &TableId) -> String {
     format!("{}\u{1f}{}", table.schema, table.name)
 }
 

@@ -5,7 +5,7 @@ use super::config::MySqlSourceConfig;
 use super::types::{describe, MyColumn};
 use crate::error::CaptureError;
 use crate::postgres::relations::TableState;
-use crate::state::StateStore;
+use crate::state::{table_key, StateStore};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -51,6 +51,20 @@ pub async fn preflight(conn: &mut Conn) -> Result<(), CaptureError> {
         return Err(CaptureError::Setup(format!(
             "binlog_row_image is {image}, Tributary needs FULL: SET GLOBAL binlog_row_image = 'FULL' (and in the server's configuration)"
         )));
+    }
+    // MySQL 5.7 has no such setting (its TABLE_MAP events never carry names).
+    let metadata: Option<String> = conn
+        .query_first("SELECT @@binlog_row_metadata")
+        .await
+        .ok()
+        .flatten();
+    if let Some(m) = metadata.filter(|m| !m.eq_ignore_ascii_case("FULL")) {
+        tracing::warn!(
+            binlog_row_metadata = m,
+            "the binlog does not carry table shapes: a capture behind DDL decodes rows with \
+             shapes it saw before and stops where none agrees; SET GLOBAL binlog_row_metadata = 'FULL' \
+             (and in the server's configuration) to decode every row with its own shape"
+        );
     }
     // Reading binlog coordinates needs REPLICATION CLIENT (MariaDB: BINLOG MONITOR).
     conn.query_drop("SHOW BINARY LOGS")
@@ -194,11 +208,43 @@ pub fn build_table(
         version: 0,
     };
     schema.version = store.version(source, &schema)?;
+    // How to read each shape, kept for rows met again behind later DDL.
+    let key = columns_key(source, &schema.table, schema.version);
+    if store.get::<Vec<MyColumn>>(&key)?.is_none() {
+        store.put(&key, &cols)?;
+    }
     let avro = AvroSchemas::generate(source, &schema)?;
     Ok(MyTable {
         state: TableState { schema, avro },
         columns: cols,
     })
+}
+
+/// The store key of the columns of version `version` of `table`.
+fn columns_key(source: &str, table: &TableId, version: u32) -> String {
+    format!("mysql-columns/{source}/{}/{version}", table_key(table))
+}
+
+/// Every shape `table` had (as stored by [`build_table`]), newest first.
+pub fn known_shapes(
+    store: &StateStore,
+    source: &str,
+    table: &TableId,
+) -> Result<Vec<MyTable>, CaptureError> {
+    let mut out = Vec::new();
+    for schema in store.shapes(source, table)? {
+        let key = columns_key(source, table, schema.version);
+        if let Some(cols) = store.get::<Vec<MyColumn>>(&key)? {
+            out.push(build_table(
+                table.clone(),
+                cols,
+                schema.primary_key,
+                store,
+                source,
+            )?);
+        }
+    }
+    Ok(out)
 }
 
 /// The server's collations: id → (character set, its longest character in bytes).

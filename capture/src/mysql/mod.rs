@@ -423,6 +423,21 @@ impl MySqlCapture {
             return Ok(shape);
         }
         if !shape.named() {
+            // Without names, a shape this table had before that agrees with the event (and
+            // is the only one that does) is the shape at this position.
+            let known = catalog::known_shapes(&self.store, &self.source, id)?;
+            let mut agreeing = known.into_iter().filter(|t| shape.matches(t, None));
+            if let (Some(table), None) = (agreeing.next(), agreeing.next()) {
+                tracing::info!(
+                    source = self.source,
+                    table = %id,
+                    at,
+                    version = table.state.schema.version,
+                    "decoding with an earlier shape of the table that agrees with the binlog (the catalog differs at this position)"
+                );
+                tables.insert(id.clone(), table);
+                return Ok(shape);
+            }
             let full = "set binlog_row_metadata = FULL on the server so the binlog carries each \
                         table's shape, or take a new snapshot (remove this source's state)";
             return Err(match catalog {
@@ -433,7 +448,8 @@ impl MySqlCapture {
                 )),
                 Some(t) => CaptureError::Decode(format!(
                     "table {id}: the binlog row at {at} has {} columns of types ({}), the table \
-                     has ({}) now; its shape changed since this position: {full}",
+                     has ({}) now, and not exactly one earlier shape of it agrees; its shape \
+                     changed since this position: {full}",
                     shape.columns.len(),
                     shape
                         .columns

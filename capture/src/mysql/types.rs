@@ -30,7 +30,7 @@ use mysql_async::Value as MyValue;
 use tributary_schemas::{ColumnType, Interval, Value};
 
 /// How a column's values are read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Kind {
     /// Integer of `bits` width.
     Int {
@@ -82,7 +82,7 @@ pub enum Kind {
 }
 
 /// A captured column as the catalog describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MyColumn {
     /// Column name.
     pub name: String,
