@@ -18,8 +18,10 @@
 //! Table shapes come from `information_schema` when a table is first met and again after
 //! any DDL statement in the binlog; each TABLE_MAP event is checked against that shape, and
 //! where they differ the shape at that position is rebuilt from the event itself (see the
-//! `binlog_shape` module), or, without `binlog_row_metadata = FULL`, the capture stops with
-//! an error naming the table and both shapes.
+//! `binlog_shape` module). Without `binlog_row_metadata = FULL` the event has no names:
+//! the one earlier shape of the table (each is kept in the state) that agrees with its
+//! types is taken, and where none or several agree the capture stops with an error naming
+//! the table and both shapes.
 
 mod binlog_shape;
 pub mod catalog;

@@ -54,6 +54,9 @@ impl MySqlCapture {
             _ => {
                 // MySQL: no transaction commits under a global read lock, so the binlog
                 // position read under it is one every later read is at or after.
+                conn.query_drop("ROLLBACK")
+                    .await
+                    .map_err(q("ending the snapshot transaction"))?;
                 conn.query_drop("FLUSH TABLES WITH READ LOCK")
                     .await
                     .map_err(q("taking the snapshot lock (needs RELOAD)"))?;
@@ -74,6 +77,7 @@ impl MySqlCapture {
                 (file, pos)
             }
         };
+        // (A no-op on MySQL, whose transaction ended before the lock.)
         conn.query_drop("COMMIT")
             .await
             .map_err(q("ending the snapshot transaction"))?;
