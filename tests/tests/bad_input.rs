@@ -300,7 +300,46 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
         .execute("", "SET GLOBAL binlog_format = 'ROW'")
         .await?;
 
+    maria
+        .execute("", "SET GLOBAL log_bin_compress = ON")
+        .await?;
+    let err = run_to_error(mysql_config(state.path(), &maria.url(&db), &sink)).await;
+    assert!(
+        err.contains("log_bin_compress is ON") && err.contains("= OFF"),
+        "{err}"
+    );
+    maria
+        .execute("", "SET GLOBAL log_bin_compress = OFF")
+        .await?;
+
     // A finished snapshot, then the binlog at the checkpoint is purged.
+    let config = mysql_config(state.path(), &maria.url(&db), &sink);
+    snapshot_then_stop(&config).await?;
+
+    // Compression turned on and off again while the capture was away: the compressed rows
+    // stop it (MariaDB compresses rows of at least log_bin_compress_min_len bytes).
+    maria
+        .execute(
+            "",
+            "SET GLOBAL log_bin_compress = ON; SET GLOBAL log_bin_compress_min_len = 10",
+        )
+        .await?;
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE notes (id int PRIMARY KEY, body text);
+             INSERT INTO notes VALUES (1, repeat('compressible ', 40));",
+        )
+        .await?;
+    maria
+        .execute("", "SET GLOBAL log_bin_compress = OFF")
+        .await?;
+    let err = run_to_error(config.clone()).await;
+    assert!(
+        err.contains("compressed event") && err.contains("log_bin_compress"),
+        "{err}"
+    );
+    let state = tempfile::tempdir()?;
     let config = mysql_config(state.path(), &maria.url(&db), &sink);
     snapshot_then_stop(&config).await?;
 
