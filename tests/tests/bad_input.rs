@@ -1,5 +1,6 @@
 //! Bad input gets a clear error naming what is wrong, loses nothing, and does not spin.
 
+use anyhow::Context;
 use std::time::Duration;
 use tokio::sync::watch;
 use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
@@ -395,5 +396,58 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
     .await?;
     let err = run_to_error(config).await;
     assert!(err.contains("1236") && err.contains("purged"), "{err}");
+    Ok(())
+}
+
+/// A two-phase XA transaction on a captured table stops the capture with what to do;
+/// one-phase XA and XA on tables not captured flow as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_prepared_xa_transactions_are_named() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let maria = MariaDb::start().await?;
+    let db = maria.create_database("shop").await?;
+    let other = maria.create_database("other").await?;
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
+        )
+        .await?;
+    maria
+        .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
+        .await?;
+    let state = tempfile::tempdir()?;
+    let text = format!(
+        "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
+         [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
+        state.path(),
+        maria.url(&db)
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    snapshot_then_stop(&config).await?;
+    maria
+        .execute(
+            &db,
+            &format!(
+                "XA START 'one'; INSERT INTO t VALUES (1); XA END 'one'; XA COMMIT 'one' ONE PHASE;
+                 XA START 'elsewhere'; INSERT INTO {other}.u VALUES (1); XA END 'elsewhere';
+                 XA PREPARE 'elsewhere'; XA COMMIT 'elsewhere';
+                 XA START 'two'; INSERT INTO t VALUES (2); XA END 'two'; XA PREPARE 'two'; XA COMMIT 'two';"
+            ),
+        )
+        .await?;
+    // The error names the prepare of 'two' (hex 74776f), not the one of 'elsewhere'.
+    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
+    let prepare = events
+        .lines()
+        .find(|l| l.contains("XA PREPARE X'74776f'"))
+        .context("the XA PREPARE of 'two' in the binlog")?;
+    let fields: Vec<&str> = prepare.split('\t').collect();
+    let at = format!("{}:{}", fields[0], fields[4]);
+    let err = run_to_error(config).await;
+    assert!(
+        err.contains(&format!("XA transaction prepared at {at} ")) && err.contains("ONE PHASE"),
+        "{err}"
+    );
     Ok(())
 }
