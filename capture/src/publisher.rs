@@ -1,8 +1,8 @@
 //! Turns change events into records, closes transactions with a [`TxEnd`] marker and
 //! reports which source positions are durable.
 //!
-//! Every record's [`Delivery`] goes into a bounded FIFO awaited by an acknowledger task in
-//! order. A transaction's marker is sent only once every delivery queued before it
+//! Every record's [`Delivery`] goes, in batches, into a bounded FIFO awaited by an
+//! acknowledger task in order. A transaction's marker is sent only once every delivery queued before it
 //! resolved, so a marker in the transport always means its events (and their schemas) are
 //! durable there: a crash, or a transport that loses the tail of one topic but not another
 //! (Kafka partitions are independent), never leaves a marker whose events are missing.
@@ -27,10 +27,12 @@ use tributary_schemas::{
 
 /// Deliveries that may be in flight before `event` waits.
 const IN_FLIGHT: usize = 65_536;
+/// Deliveries handed to the acknowledger together (one wake-up per batch, not per record).
+const BATCH: usize = 256;
 
 enum Pending {
-    /// A record sent; resolves when durable.
-    Delivery(Delivery),
+    /// Records sent, in order; each resolves when durable.
+    Deliveries(Vec<Delivery>),
     /// A transaction marker, to send once everything before it is durable.
     Marker(Record),
     /// A position: everything before it is durable once reached.
@@ -73,6 +75,9 @@ pub struct Publisher {
     ready: HashMap<SchemaId, String>,
     open: Option<OpenTx>,
     pending: mpsc::Sender<Pending>,
+    /// Deliveries not yet handed to the acknowledger (at most `BATCH`). In a mutex only so
+    /// that the publisher is `Sync`; it is reached through `&mut self`.
+    batch: std::sync::Mutex<Vec<Delivery>>,
     acked: watch::Receiver<Acked>,
     next_mark: u64,
 }
@@ -80,7 +85,7 @@ pub struct Publisher {
 impl Publisher {
     /// A publisher for `source` writing topics under `prefix`.
     pub fn new(producer: Arc<dyn Producer>, source: &str, prefix: &str) -> Self {
-        let (pending, rx) = mpsc::channel(IN_FLIGHT);
+        let (pending, rx) = mpsc::channel(IN_FLIGHT / BATCH);
         let (ack_tx, acked) = watch::channel(Acked::default());
         // A weak reference: the transport (and the embedded log's lock) is released when the
         // publisher goes, not when its acknowledger notices.
@@ -94,6 +99,7 @@ impl Publisher {
             ready: HashMap::new(),
             open: None,
             pending,
+            batch: std::sync::Mutex::new(Vec::with_capacity(BATCH)),
             acked,
             next_mark: 0,
         }
@@ -110,10 +116,24 @@ impl Publisher {
     }
 
     async fn push(&mut self, delivery: Delivery) -> Result<(), CaptureError> {
-        self.pending
-            .send(Pending::Delivery(delivery))
-            .await
-            .map_err(|_| TransportError::Closed)?;
+        let batch = self.batch.get_mut().unwrap_or_else(|e| e.into_inner());
+        batch.push(delivery);
+        if batch.len() >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the deliveries gathered so far to the acknowledger.
+    async fn flush(&mut self) -> Result<(), CaptureError> {
+        let batch = self.batch.get_mut().unwrap_or_else(|e| e.into_inner());
+        if !batch.is_empty() {
+            let batch = std::mem::replace(batch, Vec::with_capacity(BATCH));
+            self.pending
+                .send(Pending::Deliveries(batch))
+                .await
+                .map_err(|_| TransportError::Closed)?;
+        }
         Ok(())
     }
 
@@ -228,6 +248,7 @@ impl Publisher {
                 key: None,
                 value: encode_tx_end(&end)?,
             };
+            self.flush().await?;
             self.pending
                 .send(Pending::Marker(marker))
                 .await
@@ -235,6 +256,7 @@ impl Publisher {
         }
         self.next_mark += 1;
         let mark = self.next_mark;
+        self.flush().await?;
         self.pending
             .send(Pending::Mark { mark, token })
             .await
@@ -279,9 +301,11 @@ async fn acknowledge(
     };
     while let Some(p) = rx.recv().await {
         let sent = match p {
-            Pending::Delivery(d) => {
-                if let Err(e) = d.await {
-                    return fail(&e);
+            Pending::Deliveries(batch) => {
+                for d in batch {
+                    if let Err(e) = d.await {
+                        return fail(&e);
+                    }
                 }
                 continue;
             }
