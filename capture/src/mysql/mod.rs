@@ -424,6 +424,15 @@ impl MySqlCapture {
                     self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                         .await?;
                 }
+                // A replica stops at an incident too: the server lost changes it could not log.
+                Some(EventData::IncidentEvent(incident)) => {
+                    return Err(CaptureError::Setup(format!(
+                        "the binlog records an incident at {file}:{next_pos} ({}): the server lost \
+                         changes it could not log, so the sink would miss them; repair the source, \
+                         then take a new snapshot (remove this source's state)",
+                        incident.message()
+                    )));
+                }
                 Some(EventData::TransactionPayloadEvent(_)) => {
                     return Err(compressed_event(
                         &file,
