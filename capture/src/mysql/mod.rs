@@ -381,7 +381,6 @@ impl MySqlCapture {
                     .map_err(|m| {
                         CaptureError::Decode(format!("rows event for {id} at {file}:{next_pos}: {m}"))
                     })?;
-                    let mut events = Vec::new();
                     for (before, after) in decoded {
                         let key = match (&after, &before) {
                             (Some(a), _) => key_of(table, a),
@@ -389,7 +388,7 @@ impl MySqlCapture {
                             (None, None) => continue,
                         };
                         tx.seq += 1;
-                        events.push(ChangeEvent {
+                        let event = ChangeEvent {
                             source: source.clone(),
                             table: id.clone(),
                             schema_version: table.state.schema.version,
@@ -404,10 +403,8 @@ impl MySqlCapture {
                                 first: Position::mysql(tx.file_seq, tx.offset, 1),
                             },
                             origin: None,
-                        });
-                    }
-                    for e in &events {
-                        self.publisher.event(&table.state.avro, e).await?;
+                        };
+                        self.publisher.event(&table.state.avro, &event).await?;
                     }
                 }
                 Some(EventData::XaPrepareLogEvent(_)) => {

@@ -206,8 +206,8 @@ impl Producer for KafkaProducer {
     }
 
     async fn send(&self, record: Record) -> Result<Delivery, TransportError> {
-        let started = std::time::Instant::now();
-        let mut warned_at = started;
+        // Taken once the queue is first full (not for every record).
+        let mut waiting: Option<(std::time::Instant, std::time::Instant)> = None;
         loop {
             let mut fr = FutureRecord::to(&record.topic).payload(&record.value);
             if let Some(k) = &record.key {
@@ -215,7 +215,7 @@ impl Producer for KafkaProducer {
             }
             match self.producer.send_result(fr) {
                 Ok(delivery) => {
-                    let topic = record.topic.clone();
+                    let topic = record.topic;
                     return Ok(Box::pin(async move {
                         match delivery.await {
                             Ok(Ok(_)) => Ok(()),
@@ -228,8 +228,10 @@ impl Producer for KafkaProducer {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     // Backpressure: the bounded queue is full until the brokers catch up.
+                    let now = std::time::Instant::now();
+                    let (started, warned_at) = waiting.get_or_insert((now, now));
                     if warned_at.elapsed() >= Duration::from_secs(10) {
-                        warned_at = std::time::Instant::now();
+                        *warned_at = now;
                         tracing::warn!(topic = %record.topic, waited_s = started.elapsed().as_secs(), "kafka queue full, waiting for the brokers");
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
