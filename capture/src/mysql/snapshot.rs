@@ -112,7 +112,7 @@ impl MySqlCapture {
             source,
             file = start.file,
             pos = start.pos,
-            tables = tables.len() - progress.done.len(),
+            tables = tables.keys().filter(|t| !progress.done.contains(t)).count(),
             run = progress.run,
             "copying tables in primary-key chunks; streaming starts at this binlog position"
         );
