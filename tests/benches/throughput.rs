@@ -125,9 +125,8 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
     let _ = stop.send(true);
     task.await??;
 
-    let started = Instant::now();
-    let status = tokio::process::Command::new(pg.bin_dir().join("pg_recvlogical"))
-        .args([
+    let reference = time_tool(
+        tokio::process::Command::new(pg.bin_dir().join("pg_recvlogical")).args([
             "-d",
             &pg.url(&db),
             "--slot",
@@ -142,11 +141,10 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
             "-f",
             "/dev/null",
             "--no-loop",
-        ])
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "pg_recvlogical failed");
-    let reference = started.elapsed().as_secs_f64();
+        ]),
+        "pg_recvlogical",
+    )
+    .await?;
     println!(
         "snapshot: {rows} rows in {snapshot_secs:.2}s = {:.0} rows/s (Kafka acknowledged)",
         rows as f64 / snapshot_secs
@@ -158,6 +156,18 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
         reference / ours
     );
     Ok(())
+}
+
+/// Runs a reference tool with its output discarded; the seconds it took.
+async fn time_tool(command: &mut tokio::process::Command, name: &str) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let status = command
+        .stdout(std::process::Stdio::null())
+        .status()
+        .await
+        .with_context(|| format!("running {name}"))?;
+    anyhow::ensure!(status.success(), "{name} failed");
+    Ok(started.elapsed().as_secs_f64())
 }
 
 /// `(file, position)` of the end of the binlog.
@@ -215,9 +225,8 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let snapshot = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
     task.await??;
-    let started = Instant::now();
-    let status = tokio::process::Command::new("mariadb-dump")
-        .args([
+    let dump = time_tool(
+        tokio::process::Command::new("mariadb-dump").args([
             "--host=127.0.0.1",
             &format!("--port={}", maria.port()),
             "--user=root",
@@ -225,12 +234,10 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
             "--single-transaction",
             &db,
             "accounts",
-        ])
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "mariadb-dump failed");
-    let dump = started.elapsed().as_secs_f64();
+        ]),
+        "mariadb-dump",
+    )
+    .await?;
     println!(
         "mariadb snapshot: {rows} rows in {snapshot:.2}s = {:.0} rows/s | mariadb-dump --single-transaction {dump:.2}s = {:.0} rows/s (ratio {:.2})",
         rows as f64 / snapshot,
@@ -296,26 +303,21 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
 
     let mut reference = Vec::new();
     for verbose in [false, true] {
-        let started = Instant::now();
         let mut command = tokio::process::Command::new("mariadb-binlog");
-        command
-            .args([
-                "--read-from-remote-server",
-                "--host=127.0.0.1",
-                &format!("--port={}", maria.port()),
-                "--user=root",
-                "--password=root",
-                &format!("--start-position={start}"),
-                &format!("--stop-position={end}"),
-                &file,
-            ])
-            .stdout(std::process::Stdio::null());
+        command.args([
+            "--read-from-remote-server",
+            "--host=127.0.0.1",
+            &format!("--port={}", maria.port()),
+            "--user=root",
+            "--password=root",
+            &format!("--start-position={start}"),
+            &format!("--stop-position={end}"),
+            &file,
+        ]);
         if verbose {
             command.arg("--verbose");
         }
-        let status = command.status().await?;
-        anyhow::ensure!(status.success(), "mariadb-binlog failed");
-        reference.push(started.elapsed().as_secs_f64());
+        reference.push(time_tool(&mut command, "mariadb-binlog").await?);
     }
     println!(
         "mariadb capture: {rows} updated rows in {ours:.2}s = {:.0} rows/s | mariadb-binlog {:.2}s = {:.0} rows/s (ratio {:.2}) | mariadb-binlog --verbose {:.2}s = {:.0} rows/s (ratio {:.2})",

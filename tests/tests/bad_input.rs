@@ -289,32 +289,27 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
     let err = run_to_error(mysql_config(state.path(), &clerk, &sink)).await;
     assert!(err.contains("REPLICATION"), "{err}");
 
-    maria
-        .execute("", "SET GLOBAL binlog_format = 'STATEMENT'")
-        .await?;
-    let err = run_to_error(mysql_config(state.path(), &maria.url(&db), &sink)).await;
-    assert!(
-        err.contains("binlog_format is STATEMENT") && err.contains("ROW"),
-        "{err}"
-    );
-    maria
-        .execute("", "SET GLOBAL binlog_format = 'ROW'")
-        .await?;
-
-    maria
-        .execute("", "SET GLOBAL log_bin_compress = ON")
-        .await?;
-    let err = run_to_error(mysql_config(state.path(), &maria.url(&db), &sink)).await;
-    assert!(
-        err.contains("log_bin_compress is ON") && err.contains("= OFF"),
-        "{err}"
-    );
-    maria
-        .execute("", "SET GLOBAL log_bin_compress = OFF")
-        .await?;
+    // Server settings the capture refuses, each set and then put back.
+    let config = mysql_config(state.path(), &maria.url(&db), &sink);
+    for (set, reset, expected) in [
+        (
+            "SET GLOBAL binlog_format = 'STATEMENT'",
+            "SET GLOBAL binlog_format = 'ROW'",
+            ["binlog_format is STATEMENT", "ROW"],
+        ),
+        (
+            "SET GLOBAL log_bin_compress = ON",
+            "SET GLOBAL log_bin_compress = OFF",
+            ["log_bin_compress is ON", "= OFF"],
+        ),
+    ] {
+        maria.execute("", set).await?;
+        let err = run_to_error(config.clone()).await;
+        assert!(expected.iter().all(|e| err.contains(e)), "{set}: {err}");
+        maria.execute("", reset).await?;
+    }
 
     // A finished snapshot, then the binlog at the checkpoint is purged.
-    let config = mysql_config(state.path(), &maria.url(&db), &sink);
     snapshot_then_stop(&config).await?;
 
     // Compression turned on and off again while the capture was away: the compressed rows

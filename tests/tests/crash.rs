@@ -137,6 +137,25 @@ async fn scenario(kafka: bool) -> anyhow::Result<()> {
 
 /// Capture and pipeline as two `tributary` processes sharing one configuration file,
 /// each logging to a file of its own.
+/// Runs the statements `statement(n)` gives for n = 0, 1, … on MariaDB at `url` while
+/// `writing` holds; ends with how many ran.
+fn mariadb_writer(
+    url: String,
+    writing: Arc<AtomicBool>,
+    statement: impl Fn(u64) -> String + Send + 'static,
+) -> tokio::task::JoinHandle<anyhow::Result<u64>> {
+    use mysql_async::prelude::Queryable;
+    tokio::spawn(async move {
+        let mut conn = mysql_async::Conn::from_url(url).await?;
+        let mut n = 0u64;
+        while writing.load(Ordering::Relaxed) {
+            conn.query_drop(statement(n)).await?;
+            n += 1;
+        }
+        anyhow::Ok(n)
+    })
+}
+
 struct Processes {
     config: PathBuf,
     capture_log: PathBuf,
@@ -253,7 +272,6 @@ async fn kill_capture_and_pipeline_kafka() -> anyhow::Result<()> {
 /// through mysql_async while capture and pipeline are killed; afterwards the sink
 /// (PostgreSQL, or a second MariaDB when `maria_sink`) holds exactly the source's rows.
 async fn scenario_mariadb(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
-    use mysql_async::prelude::Queryable;
     let maria = MariaDb::start().await?;
     let pg = Postgres::start().await?;
     let maria_dst = if maria_sink {
@@ -299,31 +317,21 @@ async fn scenario_mariadb(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
     )?;
 
     let writing = Arc::new(AtomicBool::new(true));
-    let writer = {
-        let mut conn = mysql_async::Conn::from_url(maria.url(&src)).await?;
-        let writing = writing.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while writing.load(Ordering::Relaxed) {
-                let (a, b, d) = {
-                    let mut rng = rand::rng();
-                    (
-                        rng.random_range(1..=200),
-                        rng.random_range(1..=200),
-                        rng.random_range(1..100),
-                    )
-                };
-                conn.query_drop(format!(
-                    "BEGIN; UPDATE accounts SET balance = balance - {d}, touched = now(6) WHERE id = {a};
-                     UPDATE accounts SET balance = balance + {d}, touched = now(6) WHERE id = {b};
-                     INSERT INTO ledger (account, delta, note) VALUES ({a}, -{d}, 'tx {n}'), ({b}, {d}, 'tx {n}'); COMMIT;"
-                ))
-                .await?;
-                n += 1;
-            }
-            anyhow::Ok(n)
-        })
-    };
+    let writer = mariadb_writer(maria.url(&src), writing.clone(), |n| {
+        let (a, b, d) = {
+            let mut rng = rand::rng();
+            (
+                rng.random_range(1..=200),
+                rng.random_range(1..=200),
+                rng.random_range(1..100),
+            )
+        };
+        format!(
+            "BEGIN; UPDATE accounts SET balance = balance - {d}, touched = now(6) WHERE id = {a};
+             UPDATE accounts SET balance = balance + {d}, touched = now(6) WHERE id = {b};
+             INSERT INTO ledger (account, delta, note) VALUES ({a}, -{d}, 'tx {n}'), ({b}, {d}, 'tx {n}'); COMMIT;"
+        )
+    });
     processes.crash_rounds().await?;
     writing.store(false, Ordering::Relaxed);
     let transactions = writer.await??;
@@ -410,7 +418,6 @@ async fn kill_mariadb_to_mariadb_capture_and_pipeline_kafka() -> anyhow::Result<
 /// durable chunk (the log says so), and the sink ends equal to the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_mariadb_capture_mid_snapshot() -> anyhow::Result<()> {
-    use mysql_async::prelude::Queryable;
     let maria = MariaDb::start().await?;
     let pg = Postgres::start().await?;
     let src = maria.create_database("src").await?;
@@ -444,29 +451,19 @@ async fn kill_mariadb_capture_mid_snapshot() -> anyhow::Result<()> {
     let mut pipeline = spawn("pipeline", &config, &pipeline_log)?;
 
     let writing = Arc::new(AtomicBool::new(true));
-    let writer = {
-        let mut conn = mysql_async::Conn::from_url(maria.url(&src)).await?;
-        let writing = writing.clone();
-        tokio::spawn(async move {
-            let mut n = 0u64;
-            while writing.load(Ordering::Relaxed) {
-                let (store, item) = {
-                    let mut rng = rand::rng();
-                    (rng.random_range(0..3), rng.random_range(1..=300_000))
-                };
-                conn.query_drop(format!(
-                    "BEGIN; UPDATE stock SET qty = qty + 1, note = 'w{n}' WHERE store = 's{store}' AND item = {item};
-                     DELETE FROM stock WHERE store = 's{}' AND item = {};
-                     INSERT INTO stock VALUES ('new', {n}, {n}, 'inserted'); COMMIT;",
-                    (store + 1) % 3,
-                    (item * 7) % 300_000 + 1,
-                ))
-                .await?;
-                n += 1;
-            }
-            anyhow::Ok(n)
-        })
-    };
+    let writer = mariadb_writer(maria.url(&src), writing.clone(), |n| {
+        let (store, item) = {
+            let mut rng = rand::rng();
+            (rng.random_range(0..3), rng.random_range(1..=300_000))
+        };
+        format!(
+            "BEGIN; UPDATE stock SET qty = qty + 1, note = 'w{n}' WHERE store = 's{store}' AND item = {item};
+             DELETE FROM stock WHERE store = 's{}' AND item = {};
+             INSERT INTO stock VALUES ('new', {n}, {n}, 'inserted'); COMMIT;",
+            (store + 1) % 3,
+            (item * 7) % 300_000 + 1,
+        )
+    });
     let chunks_in_log = |log: &Path| {
         std::fs::read_to_string(log)
             .unwrap_or_default()

@@ -310,6 +310,11 @@ fn sorted(s: &str) -> Vec<&str> {
 
 const STOCK: &[(&str, &str)] = &[("store", "store"), ("item", "item"), ("qty", "qty")];
 
+/// A small `stock` table of 20 rows.
+const STOCK_DDL: &str =
+    "CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
+     INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_20;";
+
 async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
     let scene = Scene::with_source_settings(kafka, ITEMS_DDL, "", maria_sink).await?;
     let tables: &[(&str, &[(&str, &str)])] = &[("items", ITEMS), ("stock", STOCK)];
@@ -526,14 +531,8 @@ async fn million_rows(maria_sink: bool) -> anyhow::Result<()> {
 /// still arrives exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resumes_from_the_gtid_state() -> anyhow::Result<()> {
-    let scene = Scene::with_source_settings(
-        false,
-        "CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
-         INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_20;",
-        "resume_from = \"gtid\"",
-        false,
-    )
-    .await?;
+    let scene =
+        Scene::with_source_settings(false, STOCK_DDL, "resume_from = \"gtid\"", false).await?;
     let tables: &[(&str, &[(&str, &str)])] = &[("stock", STOCK)];
     let running = scene.start();
     scene
@@ -630,14 +629,7 @@ async fn capture_behind_ddl_decodes_with_the_binlogs_shapes() -> anyhow::Result<
 /// before, and the sink converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn capture_behind_ddl_uses_earlier_shapes_without_full_metadata() -> anyhow::Result<()> {
-    let scene = Scene::with_source_settings(
-        false,
-        "CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
-         INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_20;",
-        "",
-        false,
-    )
-    .await?;
+    let scene = Scene::with_source_settings(false, STOCK_DDL, "", false).await?;
     let tables: &[(&str, &[(&str, &str)])] = &[("stock", STOCK)];
     let running = scene.start();
     scene.converge(tables, &running).await?;

@@ -233,8 +233,10 @@ fn quoted_list(column_type: &str) -> Vec<String> {
 
 /// The decoder of a MySQL character set.
 fn decoder(charset: &str) -> Option<&'static encoding_rs::Encoding> {
+    if is_utf8(charset) {
+        return Some(encoding_rs::UTF_8);
+    }
     let label = match charset {
-        "utf8" | "utf8mb3" | "utf8mb4" | "ascii" => "utf-8",
         "latin1" | "cp1252" => "windows-1252",
         "latin2" => "iso-8859-2",
         "latin5" => "windows-1254",
