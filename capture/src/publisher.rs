@@ -1,8 +1,8 @@
 //! Turns change events into records, closes transactions with a [`TxEnd`] marker and
 //! reports which source positions are durable.
 //!
-//! Every record's [`Delivery`] goes, in batches, into a bounded FIFO awaited by an
-//! acknowledger task in order. A transaction's marker is sent only once every delivery queued before it
+//! Records are sent to the transport in batches (one [`Delivery`] per batch); each
+//! batch's delivery goes into a bounded FIFO awaited by an acknowledger task in order. A transaction's marker is sent only once every delivery queued before it
 //! resolved, so a marker in the transport always means its events (and their schemas) are
 //! durable there: a crash, or a transport that loses the tail of one topic but not another
 //! (Kafka partitions are independent), never leaves a marker whose events are missing.
@@ -25,14 +25,14 @@ use tributary_schemas::{
     SchemaId, TopicCount, TxEnd, TX_END_SCHEMA,
 };
 
-/// Deliveries that may be in flight before `event` waits.
+/// Records that may be in flight before `event` waits.
 const IN_FLIGHT: usize = 65_536;
-/// Deliveries handed to the acknowledger together (one wake-up per batch, not per record).
+/// Records sent to the transport together (one delivery and one wake-up per batch).
 const BATCH: usize = 256;
 
 enum Pending {
-    /// Records sent, in order; each resolves when durable.
-    Deliveries(Vec<Delivery>),
+    /// A batch of records sent; resolves when all are durable.
+    Delivery(Delivery),
     /// A transaction marker, to send once everything before it is durable.
     Marker(Record),
     /// A position: everything before it is durable once reached.
@@ -72,12 +72,11 @@ pub struct Publisher {
     registered: HashSet<SchemaId>,
     topics: HashSet<String>,
     /// The topic of each value schema whose topic exists and whose schemas are registered.
-    ready: HashMap<SchemaId, String>,
+    ready: HashMap<SchemaId, Arc<str>>,
     open: Option<OpenTx>,
     pending: mpsc::Sender<Pending>,
-    /// Deliveries not yet handed to the acknowledger (at most `BATCH`). In a mutex only so
-    /// that the publisher is `Sync`; it is reached through `&mut self`.
-    batch: std::sync::Mutex<Vec<Delivery>>,
+    /// Records not yet sent to the transport (at most `BATCH`).
+    batch: Vec<Record>,
     acked: watch::Receiver<Acked>,
     next_mark: u64,
 }
@@ -99,7 +98,7 @@ impl Publisher {
             ready: HashMap::new(),
             open: None,
             pending,
-            batch: std::sync::Mutex::new(Vec::with_capacity(BATCH)),
+            batch: Vec::with_capacity(BATCH),
             acked,
             next_mark: 0,
         }
@@ -115,22 +114,21 @@ impl Publisher {
         &self.prefix
     }
 
-    async fn push(&mut self, delivery: Delivery) -> Result<(), CaptureError> {
-        let batch = self.batch.get_mut().unwrap_or_else(|e| e.into_inner());
-        batch.push(delivery);
-        if batch.len() >= BATCH {
+    async fn push(&mut self, record: Record) -> Result<(), CaptureError> {
+        self.batch.push(record);
+        if self.batch.len() >= BATCH {
             self.flush().await?;
         }
         Ok(())
     }
 
-    /// Hands the deliveries gathered so far to the acknowledger.
+    /// Sends the records gathered so far and hands their delivery to the acknowledger.
     async fn flush(&mut self) -> Result<(), CaptureError> {
-        let batch = self.batch.get_mut().unwrap_or_else(|e| e.into_inner());
-        if !batch.is_empty() {
-            let batch = std::mem::replace(batch, Vec::with_capacity(BATCH));
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            let delivery = self.producer.send_batch(batch).await?;
             self.pending
-                .send(Pending::Deliveries(batch))
+                .send(Pending::Delivery(delivery))
                 .await
                 .map_err(|_| TransportError::Closed)?;
         }
@@ -162,15 +160,12 @@ impl Publisher {
             schema: text.to_string(),
         })
         .expect("serialising a schema record");
-        let delivery = self
-            .producer
-            .send(Record {
-                topic,
-                key: Some(id.to_string().into_bytes()),
-                value,
-            })
-            .await?;
-        self.push(delivery).await?;
+        self.push(Record {
+            topic: topic.into(),
+            key: Some(id.to_string().into_bytes()),
+            value,
+        })
+        .await?;
         self.registered.insert(id);
         Ok(())
     }
@@ -194,6 +189,7 @@ impl Publisher {
                     &schemas.value_text,
                 )
                 .await?;
+                let topic: Arc<str> = topic.into();
                 self.ready.insert(schemas.value_id, topic.clone());
                 topic
             }
@@ -212,15 +208,14 @@ impl Publisher {
             topics: Vec::new(),
         });
         open.last = event.position;
-        match open.topics.iter_mut().find(|t| t.topic == topic) {
+        match open.topics.iter_mut().find(|t| *t.topic == *topic) {
             Some(t) => t.count += 1,
             None => open.topics.push(TopicCount {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 count: 1,
             }),
         }
-        let delivery = self.producer.send(Record { topic, key, value }).await?;
-        self.push(delivery).await
+        self.push(Record { topic, key, value }).await
     }
 
     /// Closes the open transaction with its marker (if it had events) and queues `token`
@@ -244,7 +239,7 @@ impl Publisher {
             )
             .await?;
             let marker = Record {
-                topic,
+                topic: topic.into(),
                 key: None,
                 value: encode_tx_end(&end)?,
             };
@@ -301,11 +296,9 @@ async fn acknowledge(
     };
     while let Some(p) = rx.recv().await {
         let sent = match p {
-            Pending::Deliveries(batch) => {
-                for d in batch {
-                    if let Err(e) = d.await {
-                        return fail(&e);
-                    }
+            Pending::Delivery(d) => {
+                if let Err(e) = d.await {
+                    return fail(&e);
                 }
                 continue;
             }

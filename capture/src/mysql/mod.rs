@@ -25,6 +25,7 @@
 
 mod binlog_shape;
 pub mod catalog;
+mod compressed;
 pub mod config;
 mod rows;
 mod snapshot;
@@ -49,8 +50,6 @@ use tributary_schemas::{ChangeEvent, Op, Position, Row, TableId, TxMeta, Value};
 
 /// MariaDB's GTID event (starts every transaction).
 const MARIADB_GTID_EVENT: u8 = 162;
-/// MariaDB's compressed QUERY and ROWS events (`log_bin_compress = ON`).
-const COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 165..=171;
 /// MariaDB GTID flag: a statement with no BEGIN/COMMIT around it (DDL).
 const FL_STANDALONE: u8 = 1;
 
@@ -275,9 +274,17 @@ impl MySqlCapture {
                 }
                 continue;
             }
-            if COMPRESSED_EVENTS.contains(&header.event_type_raw()) {
-                return Err(compressed_event(&file, next_pos, "log_bin_compress"));
-            }
+            // A compressed event (MariaDB's log_bin_compress) is read as the plain event
+            // it stands for.
+            let event = if compressed::is_compressed(header.event_type_raw()) {
+                compressed::inflate_event(&event).map_err(|m| {
+                    CaptureError::Decode(format!(
+                        "compressed binlog event at {file}:{next_pos}: {m}"
+                    ))
+                })?
+            } else {
+                event
+            };
             let data = event.read_data().map_err(|e| {
                 CaptureError::Decode(format!("binlog event at {file}:{next_pos}: {e}"))
             })?;
@@ -381,29 +388,34 @@ impl MySqlCapture {
                     .map_err(|m| {
                         CaptureError::Decode(format!("rows event for {id} at {file}:{next_pos}: {m}"))
                     })?;
+                    // One event reused for the rows of this rows event: source and table
+                    // are copied once per rows event, not per row.
+                    let mut event = ChangeEvent {
+                        source: source.clone(),
+                        table: id.clone(),
+                        schema_version: table.state.schema.version,
+                        op,
+                        key: Vec::new(),
+                        before: None,
+                        after: None,
+                        position: Position::mysql(tx.file_seq, tx.offset, tx.seq),
+                        tx: TxMeta {
+                            id: tx.id,
+                            commit_ts_micros: tx.commit_ts_micros,
+                            first: Position::mysql(tx.file_seq, tx.offset, 1),
+                        },
+                        origin: None,
+                    };
                     for (before, after) in decoded {
-                        let key = match (&after, &before) {
+                        event.key = match (&after, &before) {
                             (Some(a), _) => key_of(table, a),
                             (None, Some(b)) => key_of(table, b),
                             (None, None) => continue,
                         };
                         tx.seq += 1;
-                        let event = ChangeEvent {
-                            source: source.clone(),
-                            table: id.clone(),
-                            schema_version: table.state.schema.version,
-                            op,
-                            key,
-                            before,
-                            after,
-                            position: Position::mysql(tx.file_seq, tx.offset, tx.seq),
-                            tx: TxMeta {
-                                id: tx.id,
-                                commit_ts_micros: tx.commit_ts_micros,
-                                first: Position::mysql(tx.file_seq, tx.offset, 1),
-                            },
-                            origin: None,
-                        };
+                        event.before = before;
+                        event.after = after;
+                        event.position = Position::mysql(tx.file_seq, tx.offset, tx.seq);
                         self.publisher.event(&table.state.avro, &event).await?;
                     }
                 }

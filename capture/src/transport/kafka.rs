@@ -12,11 +12,16 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer as _};
+use rdkafka::message::Message;
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Default time allowed to reach the brokers at start-up.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 15;
@@ -95,6 +100,43 @@ impl ClientContext for TracingContext {
 
 impl rdkafka::consumer::ConsumerContext for TracingContext {}
 
+/// What the records of one batch share: how many are not yet delivered, and who waits.
+///
+/// Each record carries a reference as its delivery opaque, so a delivery report costs
+/// one atomic decrement, with no copy of the message and no allocation.
+pub struct BatchAck {
+    remaining: AtomicUsize,
+    done: Mutex<Option<oneshot::Sender<Result<(), TransportError>>>>,
+}
+
+impl BatchAck {
+    fn finish(&self, result: Result<(), TransportError>) {
+        let sender = self.done.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(sender) = sender {
+            let _ = sender.send(result);
+        }
+    }
+}
+
+impl ProducerContext for TracingContext {
+    type DeliveryOpaque = Arc<BatchAck>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Arc<BatchAck>) {
+        match result {
+            Ok(_) => {
+                if ack.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    ack.finish(Ok(()));
+                }
+            }
+            // The first failure settles the batch; later reports find it settled.
+            Err((e, message)) => ack.finish(Err(kafka_error(
+                &format!("delivering to {}", message.topic()),
+                e.clone(),
+            ))),
+        }
+    }
+}
+
 /// Runs `probe` (a blocking metadata request given the timeout) and names the brokers if
 /// it fails.
 pub async fn check_reachable<F>(settings: &KafkaSettings, probe: F) -> Result<(), TransportError>
@@ -126,7 +168,7 @@ pub(crate) fn kafka_error(context: &str, e: KafkaError) -> TransportError {
 
 /// An idempotent, zstd-compressing Kafka producer.
 pub struct KafkaProducer {
-    producer: FutureProducer<TracingContext>,
+    producer: ThreadedProducer<TracingContext>,
     admin: AdminClient<TracingContext>,
     replication: i32,
     known_topics: Mutex<HashSet<String>>,
@@ -144,14 +186,15 @@ impl KafkaProducer {
             ("queue.buffering.max.kbytes", "65536"),
             ("batch.size", "1000000"),
         ]);
-        let producer: FutureProducer<TracingContext> =
-            config
-                .create_with_context(TracingContext)
-                .map_err(|e| kafka_error("creating producer", e))?;
+        let producer: ThreadedProducer<TracingContext> = config
+            .create_with_context(TracingContext)
+            .map_err(|e| kafka_error("creating producer", e))?;
         let admin: AdminClient<TracingContext> = config
             .create_with_context(TracingContext)
             .map_err(|e| kafka_error("creating admin client", e))?;
-        let probe = producer.clone();
+        let probe: ThreadedProducer<TracingContext> = config
+            .create_with_context(TracingContext)
+            .map_err(|e| kafka_error("creating producer", e))?;
         check_reachable(settings, move |t| {
             probe.client().fetch_metadata(None, t).map(|_| ())
         })
@@ -205,41 +248,44 @@ impl Producer for KafkaProducer {
         Ok(())
     }
 
-    async fn send(&self, record: Record) -> Result<Delivery, TransportError> {
+    async fn send_batch(&self, records: Vec<Record>) -> Result<Delivery, TransportError> {
+        let (done, settled) = oneshot::channel();
+        let ack = Arc::new(BatchAck {
+            remaining: AtomicUsize::new(records.len()),
+            done: Mutex::new(Some(done)),
+        });
+        if records.is_empty() {
+            ack.finish(Ok(()));
+        }
         // Taken once the queue is first full (not for every record).
         let mut waiting: Option<(std::time::Instant, std::time::Instant)> = None;
-        loop {
-            let mut fr = FutureRecord::to(&record.topic).payload(&record.value);
-            if let Some(k) = &record.key {
-                fr = fr.key(k);
-            }
-            match self.producer.send_result(fr) {
-                Ok(delivery) => {
-                    let topic = record.topic;
-                    return Ok(Box::pin(async move {
-                        match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err((e, _))) => {
-                                Err(kafka_error(&format!("delivering to {topic}"), e))
-                            }
-                            Err(_) => Err(TransportError::Closed),
+        for record in &records {
+            loop {
+                let mut base =
+                    BaseRecord::with_opaque_to(&record.topic, ack.clone()).payload(&record.value);
+                if let Some(k) = &record.key {
+                    base = base.key(k);
+                }
+                match self.producer.send(base) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                        // Backpressure: the bounded queue is full until the brokers catch up.
+                        let now = std::time::Instant::now();
+                        let (started, warned_at) = waiting.get_or_insert((now, now));
+                        if warned_at.elapsed() >= Duration::from_secs(10) {
+                            *warned_at = now;
+                            tracing::warn!(topic = %record.topic, waited_s = started.elapsed().as_secs(), "kafka queue full, waiting for the brokers");
                         }
-                    }));
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // Backpressure: the bounded queue is full until the brokers catch up.
-                    let now = std::time::Instant::now();
-                    let (started, warned_at) = waiting.get_or_insert((now, now));
-                    if warned_at.elapsed() >= Duration::from_secs(10) {
-                        *warned_at = now;
-                        tracing::warn!(topic = %record.topic, waited_s = started.elapsed().as_secs(), "kafka queue full, waiting for the brokers");
+                        tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                Err((e, _)) => {
-                    return Err(kafka_error(&format!("producing to {}", record.topic), e))
+                    Err((e, _)) => {
+                        return Err(kafka_error(&format!("producing to {}", record.topic), e))
+                    }
                 }
             }
         }
+        Ok(Box::pin(async move {
+            settled.await.map_err(|_| TransportError::Closed)?
+        }))
     }
 }

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 const HEADER: usize = 8;
@@ -223,9 +224,10 @@ fn recover(path: &Path) -> Result<u64, TransportError> {
     Ok(offset)
 }
 
+/// One batch of records, resolved together.
 struct Append {
-    framed: Vec<u8>,
-    topic: String,
+    /// `(topic, framed record)` in order.
+    records: Vec<(Arc<str>, Vec<u8>)>,
     done: oneshot::Sender<Result<(), TransportError>>,
 }
 
@@ -252,7 +254,7 @@ impl EmbeddedProducer {
                 "another process is writing this embedded log (its LOCK is held); run one capture per log directory",
             )
         })?;
-        let (tx, rx) = mpsc::channel(4096);
+        let (tx, rx) = mpsc::channel(256);
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name("embedded-log-writer".into())
@@ -265,12 +267,13 @@ impl EmbeddedProducer {
 fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Append>) {
     let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
+        let size = |a: &Append| a.records.iter().map(|(_, f)| f.len()).sum::<usize>();
+        let mut bytes = size(&first);
         let mut batch = vec![first];
-        let mut bytes = batch[0].framed.len();
         while bytes < GROUP_BYTES {
             match rx.try_recv() {
                 Ok(a) => {
-                    bytes += a.framed.len();
+                    bytes += size(&a);
                     batch.push(a);
                 }
                 Err(_) => break,
@@ -300,9 +303,9 @@ fn append_batch(
     batch: &[Append],
 ) -> Result<(), TransportError> {
     let mut touched: Vec<&str> = Vec::new();
-    for a in batch {
-        if !files.contains_key(&a.topic) {
-            let path = topic_path(dir, &a.topic);
+    for (topic, framed) in batch.iter().flat_map(|a| &a.records) {
+        if !files.contains_key(&**topic) {
+            let path = topic_path(dir, topic);
             let end = recover(&path)?;
             let mut f = OpenOptions::new()
                 .create(true)
@@ -311,13 +314,13 @@ fn append_batch(
                 .map_err(|e| TransportError::log(&path, e))?;
             f.seek(SeekFrom::Start(end))
                 .map_err(|e| TransportError::log(&path, e))?;
-            files.insert(a.topic.clone(), BufWriter::with_capacity(1 << 20, f));
+            files.insert(topic.to_string(), BufWriter::with_capacity(1 << 20, f));
         }
-        let w = files.get_mut(&a.topic).expect("inserted above");
-        w.write_all(&a.framed)
-            .map_err(|e| TransportError::log(&topic_path(dir, &a.topic), e))?;
-        if !touched.contains(&a.topic.as_str()) {
-            touched.push(&a.topic);
+        let w = files.get_mut(&**topic).expect("inserted above");
+        w.write_all(framed)
+            .map_err(|e| TransportError::log(&topic_path(dir, topic), e))?;
+        if !touched.contains(&&**topic) {
+            touched.push(topic);
         }
     }
     for topic in touched {
@@ -337,11 +340,16 @@ impl Producer for EmbeddedProducer {
         Ok(())
     }
 
-    async fn send(&self, record: Record) -> Result<Delivery, TransportError> {
+    async fn send_batch(&self, records: Vec<Record>) -> Result<Delivery, TransportError> {
         let (done, rx) = oneshot::channel();
         let append = Append {
-            framed: encode(&record),
-            topic: record.topic,
+            records: records
+                .into_iter()
+                .map(|r| {
+                    let framed = encode(&r);
+                    (r.topic, framed)
+                })
+                .collect(),
             done,
         };
         self.tx
