@@ -36,6 +36,10 @@ use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::{MySqlSink, MySqlSinkConfig, Sink};
 use tributary_tests::{Kafka, MariaDb, Postgres};
 
+/// The allocator the `tributary` binary uses.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 async fn current_lsn(client: &tokio_postgres::Client) -> anyhow::Result<String> {
     Ok(client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])

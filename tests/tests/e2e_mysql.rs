@@ -19,6 +19,8 @@ const ITEMS: &[(&str, &str)] = &[
     ("name", "name"),
     ("latin", "latin"),
     ("tiny", "tiny"),
+    ("mid", "mid"),
+    ("umid", "umid"),
     ("qty", "qty"),
     ("big", "big"),
     ("price", "price"),
@@ -55,6 +57,8 @@ CREATE TABLE items (
   name varchar(40) CHARACTER SET utf8mb4,
   latin varchar(20) CHARACTER SET latin1,
   tiny tinyint,
+  mid mediumint,
+  umid mediumint unsigned,
   qty smallint unsigned,
   big bigint unsigned,
   price decimal(12,3),
@@ -75,11 +79,11 @@ CREATE TABLE items (
 );
 CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
 INSERT INTO items VALUES
-  (1, 'aspirin 500mg', 'café', -5, 65535, 18446744073709551615, 123456789.125, 0.25, 1.5, b'1', b'101010101010',
+  (1, 'aspirin 500mg', 'café', -5, -8388608, 16777215, 65535, 18446744073709551615, 123456789.125, 0.25, 1.5, b'1', b'101010101010',
    '2024-02-29', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123', '-838:59:59.000001', '838:59:59.99', 2024, 'it''s', 'otc,cold',
    '{\"a\": [1, 2]}', x'DEADBEEF'),
-  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-  (3, 'zero date', 'x', 0, 0, 0, 0, 0, 0, b'0', b'0', '0000-00-00', '1970-01-01 00:00:00.000001', '1970-01-01 00:00:01.500', '-00:00:01', '-12:00:00', 1901, 'tablet', '', '[]', x'');
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, 'zero date', 'x', 0, -4399376, 12377840, 0, 0, 0, 0, 0, b'0', b'0', '0000-00-00', '1970-01-01 00:00:00.000001', '1970-01-01 00:00:01.500', '-00:00:01', '-12:00:00', 1901, 'tablet', '', '[]', x'');
 INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_50;
 ";
 
@@ -599,7 +603,7 @@ async fn capture_behind_ddl_decodes_with_the_binlogs_shapes() -> anyhow::Result<
                  UPDATE stock SET qty = qty + 100 WHERE store = 3 AND item = 1;
                  ALTER TABLE stock ADD COLUMN note varchar(20) DEFAULT 'n';
                  INSERT INTO stock VALUES (3, 10, 4, 'x');
-                 INSERT INTO items SELECT id + 10, name, latin, tiny, qty, big, price, ratio, f, flag, bits, born,
+                 INSERT INTO items SELECT id + 10, name, latin, tiny, mid, umid, qty, big, price, ratio, f, flag, bits, born,
                    at_dt, at_ts, dur, dur2, yr, kind, tags, doc, blobby FROM items;
                  UPDATE items SET name = 'changed', tags = 'rx' WHERE id = 11;
                  DELETE FROM items WHERE id = 2;
@@ -675,7 +679,7 @@ async fn compressed_binlog_events_are_read() -> anyhow::Result<()> {
         .execute(
             &scene.db,
             "SET time_zone = '+00:00';
-             INSERT INTO items SELECT id + 10, name, latin, tiny, qty, big, price, ratio, f, flag, bits, born,
+             INSERT INTO items SELECT id + 10, name, latin, tiny, mid, umid, qty, big, price, ratio, f, flag, bits, born,
                at_dt, at_ts, dur, dur2, yr, kind, tags, doc, blobby FROM items;
              UPDATE items SET name = 'changed', tags = 'rx', blobby = repeat(x'00ff', 3000) WHERE id = 11;
              DELETE FROM items WHERE id = 2;

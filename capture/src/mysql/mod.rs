@@ -345,7 +345,8 @@ impl MySqlCapture {
                             let shape = self
                                 .shape_at(tables, &id, &tme, &format!("{file}:{next_pos}"))
                                 .await?;
-                            shapes.insert(id.clone(), (signature.to_vec(), RowLayout::new(&shape)));
+                            let layout = RowLayout::new(&shape, &tables[&id]);
+                            shapes.insert(id.clone(), (signature.to_vec(), layout));
                         }
                     }
                     table_ids.insert(tme.table_id(), captured.then_some(id));

@@ -350,7 +350,8 @@ fn set_value(members: &[String], mask: u64) -> Value {
     Value::Text(chosen.join(","))
 }
 
-fn int_value(bits: u32, unsigned: bool, v: i128) -> Result<Value, String> {
+/// An integer of a column of `bits` width (declared `unsigned` or not) as Tributary's value.
+pub fn int_value(bits: u32, unsigned: bool, v: i128) -> Result<Value, String> {
     // Without signedness metadata the binlog hands unsigned values over as signed ones of
     // the column's width: reinterpret them.
     let v = if unsigned && v < 0 {
@@ -367,6 +368,20 @@ fn int_value(bits: u32, unsigned: bool, v: i128) -> Result<Value, String> {
         (32, true) | (64, false) => Value::Int64(i64::try_from(v).map_err(|_| out_of_range())?),
         _ => Value::Numeric(v.to_string()),
     })
+}
+
+/// Text of a column in `charset` from its bytes.
+pub fn text_value(charset: &str, bytes: Vec<u8>) -> Result<Value, String> {
+    // ASCII reads the same in every supported charset but the UTF-16 ones.
+    Ok(Value::Text(
+        if is_utf8(charset)
+            || (bytes.is_ascii() && !matches!(charset, "ucs2" | "utf16" | "utf16le"))
+        {
+            String::from_utf8(bytes).map_err(|_| format!("bytes that are not valid {charset}"))?
+        } else {
+            decode_text(charset, &bytes)?
+        },
+    ))
 }
 
 /// Converts a value read over the text protocol (the snapshot, in a utf8mb4 session);
@@ -446,16 +461,7 @@ pub fn from_binlog(col: &MyColumn, value: BinlogValue<'_>) -> Result<Value, Stri
         (Kind::Double, MyValue::Double(f)) => Value::Float64(f),
         (Kind::Double, MyValue::Float(f)) => Value::Float64(f64::from(f)),
         (Kind::Bit { bits }, MyValue::Bytes(b)) => bit_value(*bits, &b),
-        // ASCII reads the same in every supported charset but the UTF-16 ones.
-        (Kind::Text { charset }, MyValue::Bytes(b)) => Value::Text(
-            if is_utf8(charset)
-                || (b.is_ascii() && !matches!(charset.as_str(), "ucs2" | "utf16" | "utf16le"))
-            {
-                String::from_utf8(b).map_err(|_| format!("bytes that are not valid {charset}"))?
-            } else {
-                decode_text(charset, &b)?
-            },
-        ),
+        (Kind::Text { charset }, MyValue::Bytes(b)) => text_value(charset, b)?,
         (Kind::Json, MyValue::Bytes(b)) => {
             Value::Json(String::from_utf8(b).map_err(|_| "JSON text is not UTF-8")?)
         }
