@@ -666,7 +666,8 @@ async fn compressed_binlog_events_are_read() -> anyhow::Result<()> {
     scene
         .converge(&[("items", ITEMS), ("stock", STOCK)], &running)
         .await?;
-    // Every event of at least 10 bytes is compressed from here on.
+    // Every statement and rows event whose statement or row data has 10 bytes or more is
+    // compressed from here on.
     scene
         .maria
         .execute(

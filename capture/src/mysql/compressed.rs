@@ -6,8 +6,9 @@
 //! bytes of the length`) and the inflated length, high byte first. Everything before that
 //! part is as in the plain event. The compressed part is inflated here and the event
 //! rebuilt with the plain type, so the capture then reads it like any other: no second
-//! decoder to keep in step. The inflated length is checked against the header, and a
-//! length above the largest event MariaDB writes is refused before anything is allocated.
+//! decoder to keep in step. The inflated length is checked against the header, and
+//! inflating stops one byte past it, so a damaged header cannot make the capture allocate
+//! more than the largest event MariaDB writes.
 
 use mysql_async::binlog::events::Event;
 use mysql_common::binlog::consts::BinlogChecksumAlg;
@@ -58,7 +59,8 @@ pub fn inflate_event(event: &Event) -> Result<Event, String> {
             Ok(None) | Ok(Some(BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_OFF))
         );
     let size = HEADER + start + inflated.len() + if checksum { 4 } else { 0 };
-    let size32 = u32::try_from(size).map_err(|_| format!("{size} bytes once inflated"))?;
+    let size32 = u32::try_from(size)
+        .map_err(|_| format!("the inflated event would be {size} bytes, over 4 GiB"))?;
     let mut bytes = Vec::with_capacity(size);
     bytes.extend_from_slice(&header.timestamp().to_le_bytes());
     bytes.push(plain);
@@ -138,7 +140,9 @@ fn inflate(part: &[u8]) -> Result<Vec<u8>, String> {
     }
     let width = usize::from(flags & 0x07);
     if !(1..=4).contains(&width) {
-        return Err(format!("a {width}-byte inflated length"));
+        return Err(format!(
+            "the header gives a {width}-byte inflated length (1 to 4 bytes are defined)"
+        ));
     }
     let length = part
         .get(1..1 + width)
@@ -146,9 +150,12 @@ fn inflate(part: &[u8]) -> Result<Vec<u8>, String> {
         .iter()
         .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
     if length > MAX_INFLATED {
-        return Err(format!("an inflated length of {length} bytes"));
+        return Err(format!(
+            "the header announces {length} inflated bytes, over the 1 GiB an event may hold"
+        ));
     }
-    let mut out = Vec::with_capacity(length);
+    // Grown as the stream inflates: the announced length is not trusted for the allocation.
+    let mut out = Vec::with_capacity(length.min(1 << 20));
     flate2::read::ZlibDecoder::new(&part[1 + width..])
         .take(length as u64 + 1)
         .read_to_end(&mut out)
@@ -190,6 +197,53 @@ mod tests {
         assert!(inflate(&other).unwrap_err().contains("algorithm 1"));
         assert!(inflate(&[0x04, 0, 0, 0, 1]).unwrap_err().contains("mark"));
         assert!(inflate(&compress(&plain)[..3]).is_err());
+    }
+
+    /// A compressed v1 WRITE_ROWS event, with and without a checksum, comes back as the
+    /// plain event: same header fields but type and size, post-header and bitmap kept,
+    /// row images inflated, checksum stripped.
+    #[test]
+    fn rebuilds_the_plain_event() {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::events::{BinlogEventFooter, FormatDescriptionEvent};
+        let rows = b"\x00\x01\x00\x00\x00row images".repeat(30);
+        let mut data = vec![7, 0, 0, 0, 0, 0, 1, 0, 2, 0x03];
+        let plain_data = [&data[..], &rows[..]].concat();
+        data.extend_from_slice(&compress(&rows));
+        for checksum in [false, true] {
+            let mut fde = FormatDescriptionEvent::new(BinlogVersion::Version4);
+            if checksum {
+                fde = fde.with_footer(BinlogEventFooter::new(
+                    BinlogChecksumAlg::BINLOG_CHECKSUM_ALG_CRC32,
+                ));
+            }
+            let size = HEADER + data.len() + if checksum { 4 } else { 0 };
+            let mut bytes = Vec::new();
+            bytes.extend_from_slice(&1_700_000_000u32.to_le_bytes());
+            bytes.push(166);
+            bytes.extend_from_slice(&9u32.to_le_bytes());
+            bytes.extend_from_slice(&(size as u32).to_le_bytes());
+            bytes.extend_from_slice(&4242u32.to_le_bytes());
+            bytes.extend_from_slice(&0u16.to_le_bytes());
+            bytes.extend_from_slice(&data);
+            if checksum {
+                bytes.extend_from_slice(&[1, 2, 3, 4]);
+            }
+            let event = Event::read(&fde, bytes.as_slice()).unwrap();
+            assert!(is_compressed(event.header().event_type_raw()));
+            let plain = inflate_event(&event).unwrap();
+            let header = plain.header();
+            assert_eq!(header.event_type_raw(), 0x17, "checksum={checksum}");
+            assert_eq!(
+                (header.timestamp(), header.server_id(), header.log_pos()),
+                (1_700_000_000, 9, 4242)
+            );
+            assert_eq!(plain.data(), plain_data.as_slice(), "checksum={checksum}");
+            assert_eq!(
+                header.event_size() as usize,
+                HEADER + plain_data.len() + if checksum { 4 } else { 0 }
+            );
+        }
     }
 
     #[test]

@@ -391,7 +391,7 @@ impl MySqlCapture {
                     })?;
                     // One event reused for the rows of this rows event: source and table
                     // are copied once per rows event, not per row.
-                    let mut event = ChangeEvent {
+                    let mut change = ChangeEvent {
                         source: source.clone(),
                         table: id.clone(),
                         schema_version: table.state.schema.version,
@@ -408,16 +408,16 @@ impl MySqlCapture {
                         origin: None,
                     };
                     for (before, after) in decoded {
-                        event.key = match (&after, &before) {
+                        change.key = match (&after, &before) {
                             (Some(a), _) => key_of(table, a),
                             (None, Some(b)) => key_of(table, b),
                             (None, None) => continue,
                         };
                         tx.seq += 1;
-                        event.before = before;
-                        event.after = after;
-                        event.position = Position::mysql(tx.file_seq, tx.offset, tx.seq);
-                        self.publisher.event(&table.state.avro, &event).await?;
+                        change.before = before;
+                        change.after = after;
+                        change.position = Position::mysql(tx.file_seq, tx.offset, tx.seq);
+                        self.publisher.event(&table.state.avro, &change).await?;
                     }
                 }
                 Some(EventData::XaPrepareLogEvent(_)) => {
@@ -443,12 +443,11 @@ impl MySqlCapture {
                         incident.message()
                     )));
                 }
+                // Its rows cannot be read yet, and skipping them would lose them.
                 Some(EventData::TransactionPayloadEvent(_)) => {
-                    return Err(compressed_event(
-                        &file,
-                        next_pos,
-                        "binlog_transaction_compression",
-                    ));
+                    return Err(CaptureError::Setup(format!(
+                        "the binlog holds a compressed transaction payload at {file}:{next_pos}                          (binlog_transaction_compression was ON when it was written); Tributary                          does not read transaction payloads yet and will not skip their rows:                          SET GLOBAL binlog_transaction_compression = OFF, then take a new                          snapshot (remove this source's state)"
+                    )));
                 }
                 Some(EventData::HeartbeatEvent) => {}
                 _ => {}
@@ -566,16 +565,6 @@ impl MySqlCapture {
         ));
         Ok(())
     }
-}
-
-/// The error for a compressed event at `file:pos`, written because `setting` was on: its
-/// rows cannot be read, and skipping them would lose them.
-fn compressed_event(file: &str, pos: u64, setting: &str) -> CaptureError {
-    CaptureError::Setup(format!(
-        "the binlog holds a compressed event at {file}:{pos} ({setting} was ON when it was \
-         written); Tributary does not read compressed events yet and will not skip their rows: \
-         SET GLOBAL {setting} = OFF, then take a new snapshot (remove this source's state)"
-    ))
 }
 
 /// Whether `statement` is an XA statement (`XA START`, `XA END`, `XA COMMIT`, …).

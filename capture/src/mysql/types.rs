@@ -356,6 +356,9 @@ pub fn int_value(bits: u32, unsigned: bool, v: i128) -> Result<Value, String> {
     // the column's width: reinterpret them.
     let v = if unsigned && v < 0 {
         v + (1i128 << bits)
+    } else if !unsigned && bits == 24 && v >= 1 << 23 {
+        // mysql_common 0.37 reads a signed MEDIUMINT without sign extension.
+        v - (1 << 24)
     } else {
         v
     };

@@ -19,7 +19,7 @@ use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::producer::{
-    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
@@ -201,7 +201,8 @@ impl KafkaProducer {
         let admin: AdminClient<TracingContext> = config
             .create_with_context(TracingContext)
             .map_err(|e| kafka_error("creating admin client", e))?;
-        let probe: ThreadedProducer<TracingContext> = config
+        // A client without a polling thread, only to ask for metadata.
+        let probe: BaseProducer<TracingContext> = config
             .create_with_context(TracingContext)
             .map_err(|e| kafka_error("creating producer", e))?;
         check_reachable(settings, move |t| {
@@ -285,24 +286,38 @@ impl Producer for KafkaProducer {
     }
 }
 
-/// The producing thread: hands each batch's records to librdkafka in order. It ends when
-/// the producer is dropped; librdkafka's own drop then purges what was never delivered.
+/// The producing thread: hands each batch's records to librdkafka in order. After a
+/// failure it produces nothing more and settles every later batch with that failure, so no
+/// record reaches Kafka after a gap. It ends once the producer is dropped and the batches
+/// already queued are handled (or at once while librdkafka's queue is full); librdkafka's
+/// own drop then purges what was never delivered.
 fn produce_loop(
     producer: ThreadedProducer<TracingContext>,
     mut batches: mpsc::Receiver<(Vec<Record>, Arc<BatchAck>)>,
 ) {
+    let mut failed: Option<String> = None;
     while let Some((records, ack)) = batches.blocking_recv() {
-        if let Err(e) = produce(&producer, &records, &ack) {
+        if let Some(message) = &failed {
+            ack.finish(Err(TransportError::Kafka {
+                context: "producing after an earlier failure".into(),
+                message: message.clone(),
+            }));
+            continue;
+        }
+        if let Err(e) = produce(&producer, &records, &ack, &batches) {
+            failed = Some(e.to_string());
             ack.finish(Err(e));
         }
     }
 }
 
-/// Queues `records` in librdkafka, waiting while its bounded queue is full.
+/// Queues `records` in librdkafka, waiting while its bounded queue is full (unless the
+/// producer is dropped meanwhile).
 fn produce(
     producer: &ThreadedProducer<TracingContext>,
     records: &[Record],
     ack: &Arc<BatchAck>,
+    batches: &mpsc::Receiver<(Vec<Record>, Arc<BatchAck>)>,
 ) -> Result<(), TransportError> {
     // Taken once the queue is first full (not for every record).
     let mut waiting: Option<(std::time::Instant, std::time::Instant)> = None;
@@ -316,6 +331,9 @@ fn produce(
             match producer.send(base) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if batches.is_closed() {
+                        return Err(TransportError::Closed);
+                    }
                     // Backpressure: the bounded queue is full until the brokers catch up.
                     let now = std::time::Instant::now();
                     let (started, warned_at) = waiting.get_or_insert((now, now));

@@ -23,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 const HEADER: usize = 8;
 /// Largest record accepted, so a damaged length cannot make a reader allocate gigabytes.
 const MAX_RECORD: u32 = 256 * 1024 * 1024;
+/// Batches queued for the writer (of up to 256 records each, from a publisher).
+const QUEUED_BATCHES: usize = 16;
 /// Bytes written before the writer syncs even if more records are queued.
 const GROUP_BYTES: usize = 8 * 1024 * 1024;
 
@@ -254,7 +256,7 @@ impl EmbeddedProducer {
                 "another process is writing this embedded log (its LOCK is held); run one capture per log directory",
             )
         })?;
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name("embedded-log-writer".into())
