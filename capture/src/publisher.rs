@@ -3,9 +3,10 @@
 //!
 //! Records are sent to the transport in batches (one [`Delivery`] per batch); each
 //! batch's delivery goes into a bounded FIFO awaited by an acknowledger task in order. A
-//! transaction's marker is sent only once every delivery queued before it resolved, so a marker in the transport always means its events (and their schemas) are
-//! durable there: a crash, or a transport that loses the tail of one topic but not another
-//! (Kafka partitions are independent), never leaves a marker whose events are missing.
+//! transaction's marker is sent only once every delivery queued before it resolved, so a
+//! marker in the transport always means its events (and their schemas) are durable there:
+//! a crash, or a transport that loses the tail of one topic but not another (Kafka
+//! partitions are independent), never leaves a marker whose events are missing.
 //! Markers are pipelined (the next transaction's events are not held back while a marker
 //! is in flight). A transaction's acknowledgement token (the PostgreSQL commit end LSN) is
 //! released only after its marker is durable: that token is what the source may confirm

@@ -174,15 +174,6 @@ async fn time_tool(command: &mut tokio::process::Command, name: &str) -> anyhow:
     Ok(started.elapsed().as_secs_f64())
 }
 
-/// `(file, position)` of the end of the binlog.
-async fn binlog_end(maria: &MariaDb) -> anyhow::Result<(String, u64)> {
-    let out = maria.query("", "SHOW MASTER STATUS").await?;
-    let mut fields = out.split('\t');
-    let file = fields.next().context("binlog file")?.to_string();
-    let pos = fields.next().context("binlog position")?.trim().parse()?;
-    Ok((file, pos))
-}
-
 async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     use tributary_capture::mysql::{MySqlCapture, MySqlSourceConfig};
     let maria = MariaDb::start().await?;
@@ -249,7 +240,7 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
         dump / snapshot
     );
 
-    let (file, start) = binlog_end(&maria).await?;
+    let (file, start) = maria.binlog_end().await?;
     let before = store
         .binlog_checkpoint("mbench")?
         .context("checkpoint after the snapshot")?;
@@ -264,7 +255,7 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
             )
             .await?;
     }
-    let (end_file, end) = binlog_end(&maria).await?;
+    let (end_file, end) = maria.binlog_end().await?;
     anyhow::ensure!(end_file == file, "the binlog rotated during the benchmark");
 
     let started = Instant::now();

@@ -156,6 +156,15 @@ impl MariaDb {
             .with_context(|| format!("running in {db:?}: {}", process::abbreviate(sql)))
     }
 
+    /// `(file, position)` of the end of the binlog (`SHOW MASTER STATUS`).
+    pub async fn binlog_end(&self) -> anyhow::Result<(String, u64)> {
+        let out = self.query("", "SHOW MASTER STATUS").await?;
+        let mut fields = out.split('\t');
+        let file = fields.next().context("binlog file")?.to_string();
+        let pos = fields.next().context("binlog position")?.trim().parse()?;
+        Ok((file, pos))
+    }
+
     /// Creates a database and returns its name (unique name generated from `prefix`).
     pub async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
         let stem: String = prefix

@@ -690,13 +690,7 @@ async fn compressed_binlog_events_are_read() -> anyhow::Result<()> {
              DELETE FROM stock WHERE item > 25;",
         )
         .await?;
-    let (file, _) = scene
-        .maria
-        .query("", "SHOW MASTER STATUS")
-        .await?
-        .split_once('\t')
-        .map(|(f, rest)| (f.to_string(), rest.to_string()))
-        .context("binlog file")?;
+    let (file, _) = scene.maria.binlog_end().await?;
     let events = scene
         .maria
         .query("", &format!("SHOW BINLOG EVENTS IN '{file}'"))
