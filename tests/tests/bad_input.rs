@@ -413,3 +413,50 @@ async fn mariadb_prepared_xa_transactions_are_named() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A `LOAD DATA` that a session logged as a statement (its rows are not in the binlog)
+/// stops the capture naming the event and the setting, instead of passing by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_statement_logged_load_data_is_named() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let maria = MariaDb::start().await?;
+    let db = maria.create_database("shop").await?;
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
+        )
+        .await?;
+    let state = tempfile::tempdir()?;
+    let config = mysql_config(
+        state.path(),
+        &maria.url(&db),
+        "postgres://u@127.0.0.1:1/none",
+    );
+    snapshot_then_stop(&config).await?;
+    let csv = state.path().join("rows.csv");
+    std::fs::write(&csv, "1\n2\n3\n")?;
+    maria
+        .execute(
+            &db,
+            &format!(
+                "SET SESSION binlog_format = 'STATEMENT'; LOAD DATA INFILE {:?} INTO TABLE t",
+                csv.display().to_string()
+            ),
+        )
+        .await?;
+    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
+    let load = events
+        .lines()
+        .find(|l| l.contains("Begin_load_query"))
+        .with_context(|| format!("a statement-logged LOAD DATA in the binlog:\n{events}"))?;
+    let fields: Vec<&str> = load.split('\t').collect();
+    let at = format!("{}:{}", fields[0], fields[4]);
+    let err = run_to_error(config).await;
+    assert!(
+        err.contains(&format!("binlog event at {at}: a LOAD DATA statement"))
+            && err.contains("binlog_format = ROW"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -30,6 +30,7 @@ pub mod config;
 mod rows;
 mod snapshot;
 pub mod types;
+mod unread;
 
 pub use config::{MySqlSourceConfig, ResumeFrom};
 
@@ -446,11 +447,24 @@ impl MySqlCapture {
                 // Its rows cannot be read yet, and skipping them would lose them.
                 Some(EventData::TransactionPayloadEvent(_)) => {
                     return Err(CaptureError::Setup(format!(
-                        "the binlog holds a compressed transaction payload at {file}:{next_pos}                          (binlog_transaction_compression was ON when it was written); Tributary                          does not read transaction payloads yet and will not skip their rows:                          SET GLOBAL binlog_transaction_compression = OFF, then take a new                          snapshot (remove this source's state)"
+                        "the binlog holds a compressed transaction payload at {file}:{next_pos} \
+                         (binlog_transaction_compression was ON when it was written); Tributary \
+                         does not read transaction payloads yet and will not skip their rows: \
+                         SET GLOBAL binlog_transaction_compression = OFF, then take a new \
+                         snapshot (remove this source's state)"
                     )));
                 }
                 Some(EventData::HeartbeatEvent) => {}
-                _ => {}
+                // Anything else passes only when known to carry no rows.
+                _ => {
+                    if let Some(why) = unread::refusal(header.event_type_raw(), header.flags_raw())
+                    {
+                        return Err(CaptureError::Setup(format!(
+                            "binlog event at {file}:{next_pos}: {why}; the capture stops \
+                             rather than skip it"
+                        )));
+                    }
+                }
             }
         }
     }
