@@ -62,7 +62,9 @@ struct OpenTx {
     commit_ts_micros: i64,
     first: Position,
     last: Position,
-    topics: Vec<TopicCount>,
+    /// Events per topic, in first-written order; the topics are the `ready` ones, so the
+    /// same topic is the same allocation and compares by pointer.
+    topics: Vec<(Arc<str>, u64)>,
 }
 
 /// Publishes one source's events.
@@ -74,6 +76,8 @@ pub struct Publisher {
     topics: HashSet<String>,
     /// The topic of each value schema whose topic exists and whose schemas are registered.
     ready: HashMap<SchemaId, Arc<str>>,
+    /// The last entry of `ready` used: consecutive events mostly share a table.
+    last_ready: Option<(SchemaId, Arc<str>)>,
     open: Option<OpenTx>,
     pending: mpsc::Sender<Pending>,
     /// Records not yet sent to the transport (at most `BATCH`).
@@ -97,6 +101,7 @@ impl Publisher {
             registered: HashSet::new(),
             topics: HashSet::new(),
             ready: HashMap::new(),
+            last_ready: None,
             open: None,
             pending,
             batch: Vec::with_capacity(BATCH),
@@ -177,9 +182,14 @@ impl Publisher {
         schemas: &AvroSchemas,
         event: &ChangeEvent,
     ) -> Result<(), CaptureError> {
-        let topic = match self.ready.get(&schemas.value_id) {
-            Some(topic) => topic.clone(),
-            None => {
+        let topic = match (&self.last_ready, self.ready.get(&schemas.value_id)) {
+            (Some((id, topic)), _) if *id == schemas.value_id => topic.clone(),
+            (_, Some(topic)) => {
+                let topic = topic.clone();
+                self.last_ready = Some((schemas.value_id, topic.clone()));
+                topic
+            }
+            (_, None) => {
                 let topic = table_topic(&self.prefix, &event.table.schema, &event.table.name);
                 self.ensure_topic(&topic).await?;
                 self.register(schemas.key_id, format!("{topic}-key"), &schemas.key_text)
@@ -190,8 +200,13 @@ impl Publisher {
                     &schemas.value_text,
                 )
                 .await?;
-                let topic: Arc<str> = topic.into();
+                // Every schema version of a table shares one allocation of its topic name.
+                let topic: Arc<str> = match self.ready.values().find(|t| ***t == *topic) {
+                    Some(t) => t.clone(),
+                    None => topic.into(),
+                };
                 self.ready.insert(schemas.value_id, topic.clone());
+                self.last_ready = Some((schemas.value_id, topic.clone()));
                 topic
             }
         };
@@ -209,12 +224,9 @@ impl Publisher {
             topics: Vec::new(),
         });
         open.last = event.position;
-        match open.topics.iter_mut().find(|t| *t.topic == *topic) {
-            Some(t) => t.count += 1,
-            None => open.topics.push(TopicCount {
-                topic: topic.to_string(),
-                count: 1,
-            }),
+        match open.topics.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &topic)) {
+            Some((_, count)) => *count += 1,
+            None => open.topics.push((topic.clone(), 1)),
         }
         self.push(Record { topic, key, value }).await
     }
@@ -229,7 +241,14 @@ impl Publisher {
                 commit_ts_micros: open.commit_ts_micros,
                 first: open.first,
                 last: open.last,
-                topics: open.topics,
+                topics: open
+                    .topics
+                    .into_iter()
+                    .map(|(topic, count)| TopicCount {
+                        topic: topic.to_string(),
+                        count,
+                    })
+                    .collect(),
             };
             let topic = transactions_topic(&self.prefix);
             self.ensure_topic(&topic).await?;

@@ -460,3 +460,58 @@ async fn mariadb_statement_logged_load_data_is_named() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// A change a session logged as a statement (it overrode the ROW format) passes when it
+/// touches only tables the source does not capture, and stops the capture, naming the
+/// statement and the setting, when it may touch a captured one: its rows are not in the
+/// binlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_statement_logged_changes_of_captured_tables_are_named() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let maria = MariaDb::start().await?;
+    let db = maria.create_database("shop").await?;
+    let other = maria.create_database("other").await?;
+    maria
+        .execute(
+            &db,
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
+        )
+        .await?;
+    maria
+        .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
+        .await?;
+    let state = tempfile::tempdir()?;
+    let text = format!(
+        "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
+         [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
+        state.path(),
+        maria.url(&db)
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    snapshot_then_stop(&config).await?;
+    maria
+        .execute(
+            &db,
+            &format!(
+                "SET SESSION binlog_format = 'STATEMENT';
+                 INSERT INTO {other}.u VALUES (1);
+                 INSERT INTO t VALUES (7);"
+            ),
+        )
+        .await?;
+    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
+    let insert = events
+        .lines()
+        .find(|l| l.contains("INSERT INTO t VALUES (7)"))
+        .with_context(|| format!("the statement-logged insert in the binlog:\n{events}"))?;
+    let fields: Vec<&str> = insert.split('\t').collect();
+    let at = format!("{}:{}", fields[0], fields[4]);
+    let err = run_to_error(config).await;
+    assert!(
+        err.contains(&format!("a statement-logged INSERT at {at} "))
+            && err.contains("INSERT INTO t VALUES (7)")
+            && err.contains("binlog_format"),
+        "{err}"
+    );
+    Ok(())
+}

@@ -18,6 +18,9 @@ const ITEMS: &[(&str, &str)] = &[
     ("id", "id"),
     ("name", "name"),
     ("latin", "latin"),
+    // MariaDB drops CHAR's trailing spaces; PostgreSQL's character(n) shows them.
+    ("code", "rtrim(code)"),
+    ("label", "rtrim(label)"),
     ("tiny", "tiny"),
     ("mid", "mid"),
     ("umid", "umid"),
@@ -56,6 +59,8 @@ CREATE TABLE items (
   id int PRIMARY KEY,
   name varchar(40) CHARACTER SET utf8mb4,
   latin varchar(20) CHARACTER SET latin1,
+  code char(4) CHARACTER SET latin1,
+  label char(100) CHARACTER SET utf8mb4,
   tiny tinyint,
   mid mediumint,
   umid mediumint unsigned,
@@ -79,11 +84,11 @@ CREATE TABLE items (
 );
 CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
 INSERT INTO items VALUES
-  (1, 'aspirin 500mg', 'café', -5, -8388608, 16777215, 65535, 18446744073709551615, 123456789.125, 0.25, 1.5, b'1', b'101010101010',
+  (1, 'aspirin 500mg', 'café', 'çà', 'Aspirin – 500 mg, 20 Tabletten, ñandú ☃', -5, -8388608, 16777215, 65535, 18446744073709551615, 123456789.125, 0.25, 1.5, b'1', b'101010101010',
    '2024-02-29', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123', '-838:59:59.000001', '838:59:59.99', 2024, 'it''s', 'otc,cold',
    '{\"a\": [1, 2]}', x'DEADBEEF'),
-  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-  (3, 'zero date', 'x', 0, -4399376, 12377840, 0, 0, 0, 0, 0, b'0', b'0', '0000-00-00', '1970-01-01 00:00:00.000001', '1970-01-01 00:00:01.500', '-00:00:01', '-12:00:00', 1901, 'tablet', '', '[]', x'');
+  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (3, 'zero date', 'x', '', repeat('ü', 100), 0, -4399376, 12377840, 0, 0, 0, 0, 0, b'0', b'0', '0000-00-00', '1970-01-01 00:00:00.000001', '1970-01-01 00:00:01.500', '-00:00:01', '-12:00:00', 1901, 'tablet', '', '[]', x'');
 INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_50;
 ";
 
@@ -335,7 +340,7 @@ async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
             "SET time_zone = '+00:00';
              INSERT INTO items (id, name, qty, big, price, at_ts, dur, kind, tags) VALUES
                (4, 'ibuprofen', 7, 9223372036854775808, -0.001, '2038-01-19 03:14:07.999', '12:00:00', 'syrup', 'rx');
-             UPDATE items SET name = 'aspirin 1g', price = price + 1, born = '1999-12-31' WHERE id = 1;
+             UPDATE items SET name = 'aspirin 1g', label = 'Aspirin 1 g  ', code = 'x', price = price + 1, born = '1999-12-31' WHERE id = 1;
              UPDATE items SET id = 40 WHERE id = 4;
              DELETE FROM items WHERE id = 2;
              BEGIN; UPDATE stock SET qty = qty - 1 WHERE store = 1 AND item <= 10; DELETE FROM stock WHERE item > 45;
@@ -603,7 +608,7 @@ async fn capture_behind_ddl_decodes_with_the_binlogs_shapes() -> anyhow::Result<
                  UPDATE stock SET qty = qty + 100 WHERE store = 3 AND item = 1;
                  ALTER TABLE stock ADD COLUMN note varchar(20) DEFAULT 'n';
                  INSERT INTO stock VALUES (3, 10, 4, 'x');
-                 INSERT INTO items SELECT id + 10, name, latin, tiny, mid, umid, qty, big, price, ratio, f, flag, bits, born,
+                 INSERT INTO items SELECT id + 10, name, latin, code, label, tiny, mid, umid, qty, big, price, ratio, f, flag, bits, born,
                    at_dt, at_ts, dur, dur2, yr, kind, tags, doc, blobby FROM items;
                  UPDATE items SET name = 'changed', tags = 'rx' WHERE id = 11;
                  DELETE FROM items WHERE id = 2;
@@ -680,7 +685,7 @@ async fn compressed_binlog_events_are_read() -> anyhow::Result<()> {
         .execute(
             &scene.db,
             "SET time_zone = '+00:00';
-             INSERT INTO items SELECT id + 10, name, latin, tiny, mid, umid, qty, big, price, ratio, f, flag, bits, born,
+             INSERT INTO items SELECT id + 10, name, latin, code, label, tiny, mid, umid, qty, big, price, ratio, f, flag, bits, born,
                at_dt, at_ts, dur, dur2, yr, kind, tags, doc, blobby FROM items;
              UPDATE items SET name = 'changed', tags = 'rx', blobby = repeat(x'00ff', 3000) WHERE id = 11;
              DELETE FROM items WHERE id = 2;

@@ -29,6 +29,7 @@ mod compressed;
 pub mod config;
 mod rows;
 mod snapshot;
+mod statement;
 pub mod types;
 mod unread;
 
@@ -317,9 +318,30 @@ impl MySqlCapture {
                             self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                 .await?;
                         }
+                    } else if let Some(verb) = statement::row_change_verb(trimmed) {
+                        // A session wrote its change as a statement (it overrode the ROW
+                        // format): its rows are not in the binlog.
+                        let schema = q.schema();
+                        if statement::may_touch(trimmed, &schema, |d, t| self.config.captures(d, t))
+                        {
+                            return Err(CaptureError::Setup(format!(
+                                "a statement-logged {verb} at {file}:{next_pos} (database {schema:?}) \
+                                 may change captured tables, and its rows are not in the binlog \
+                                 (most often the session that wrote it overrode binlog_format = \
+                                 ROW); make every session keep ROW (no SET SESSION \
+                                 binlog_format), then take a new snapshot (remove this source's \
+                                 state). The statement: {}",
+                                truncate(trimmed, 300)
+                            )));
+                        }
+                        tracing::debug!(source, schema = %schema, statement = %truncate(trimmed, 200), "statement-logged change of tables not captured");
+                        if open.is_none() {
+                            self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
+                                .await?;
+                        }
                     } else {
-                        // DDL (or a statement-logged change, which ROW format only writes
-                        // for DDL): shapes are reloaded when next met.
+                        // DDL (the ROW format writes no other statement): shapes are
+                        // reloaded when next met.
                         tracing::info!(source, schema = %q.schema(), statement = %truncate(trimmed, 200), "DDL in the binlog");
                         table_ids.clear();
                         tables.clear();

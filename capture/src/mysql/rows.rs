@@ -35,8 +35,8 @@ enum Read {
         bits: u32,
         unsigned: bool,
     },
-    /// Text behind a little-endian length of `len_bytes` bytes.
-    Text { len_bytes: usize },
+    /// Text behind a little-endian length of `len_bytes` bytes, in a UTF-8 charset or not.
+    Text { len_bytes: usize, utf8: bool },
     /// Anything else: mysql_common's decoder, then `types::from_binlog`.
     General,
 }
@@ -86,19 +86,35 @@ impl Read {
                 unsigned,
             },
             // VARCHAR: the metadata is the longest length in bytes.
-            (T::MYSQL_TYPE_VARCHAR, Kind::Text { .. }) if meta.len() == 2 => Read::Text {
+            (T::MYSQL_TYPE_VARCHAR, Kind::Text { charset }) if meta.len() == 2 => Read::Text {
                 len_bytes: if u16::from_le_bytes([meta[0], meta[1]]) < 256 {
                     1
                 } else {
                     2
                 },
+                utf8: types::is_utf8(charset),
             },
-            // CHAR of at most 255 bytes: real type STRING, then the length. A longer CHAR,
-            // or an ENUM or SET, marks the first byte differently.
-            (T::MYSQL_TYPE_STRING, Kind::Text { .. })
-                if meta.first() == Some(&(T::MYSQL_TYPE_STRING as u8)) =>
-            {
-                Read::Text { len_bytes: 1 }
+            // CHAR: the real type, then the low byte of the longest length in bytes. A CHAR
+            // longer than 255 bytes keeps the length's bits 8 and 9, inverted, in bits 4
+            // and 5 of the real type (MySQL's log_event.cc). ENUM and SET are other real
+            // types.
+            (T::MYSQL_TYPE_STRING, Kind::Text { charset }) if meta.len() == 2 => {
+                let (real, len) = if meta[0] & 0x30 != 0x30 {
+                    (
+                        meta[0] | 0x30,
+                        u16::from(meta[1]) | (u16::from((meta[0] & 0x30) ^ 0x30) << 4),
+                    )
+                } else {
+                    (meta[0], u16::from(meta[1]))
+                };
+                if real == T::MYSQL_TYPE_STRING as u8 {
+                    Read::Text {
+                        len_bytes: if len < 256 { 1 } else { 2 },
+                        utf8: types::is_utf8(charset),
+                    }
+                } else {
+                    Read::General
+                }
             }
             _ => Read::General,
         }
@@ -218,7 +234,7 @@ impl RowLayout {
                     let raw = buf.checked_eat(width).ok_or_else(short)?;
                     types::int_value(bits, unsigned, read_int(raw, bits, unsigned))
                 }
-                Read::Text { len_bytes } => {
+                Read::Text { len_bytes, utf8 } => {
                     let len = buf.checked_eat(len_bytes).ok_or_else(short)?;
                     let len = len
                         .iter()
@@ -226,7 +242,9 @@ impl RowLayout {
                         .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
                     let bytes = buf.checked_eat(len).ok_or_else(short)?;
                     match &column.kind {
-                        Kind::Text { charset } => types::text_value(charset, bytes.to_vec()),
+                        Kind::Text { charset } => {
+                            types::text_value_in(utf8, charset, bytes.to_vec())
+                        }
                         other => Err(format!("text read planned for a {other:?} column")),
                     }
                 }
@@ -323,28 +341,45 @@ mod tests {
     }
 
     #[test]
-    fn text_reads_are_planned_for_short_lengths_only() {
+    fn text_reads_are_planned_for_varchar_and_char() {
         use ColumnType as T;
         let text = Kind::Text {
             charset: "utf8mb4".into(),
         };
+        let utf8 = true;
         assert_eq!(
             Read::plan(T::MYSQL_TYPE_VARCHAR, &[200, 0], &text),
-            Read::Text { len_bytes: 1 }
+            Read::Text { len_bytes: 1, utf8 }
         );
         assert_eq!(
             Read::plan(T::MYSQL_TYPE_VARCHAR, &[0x40, 0x01], &text),
-            Read::Text { len_bytes: 2 }
+            Read::Text { len_bytes: 2, utf8 }
         );
         assert_eq!(
             Read::plan(T::MYSQL_TYPE_STRING, &[0xfe, 84], &text),
-            Read::Text { len_bytes: 1 }
+            Read::Text { len_bytes: 1, utf8 }
         );
-        // char(100) in utf8mb4 (400 bytes), and an ENUM behind STRING: the general path.
+        // char(100) in utf8mb4: 400 bytes (0x190), so bits 8 and 9 go into the real type.
         assert_eq!(
             Read::plan(T::MYSQL_TYPE_STRING, &[0xee, 0x90], &text),
-            Read::General
+            Read::Text { len_bytes: 2, utf8 }
         );
+        // char(255) in utf8mb4: 1020 bytes (0x3fc).
+        assert_eq!(
+            Read::plan(T::MYSQL_TYPE_STRING, &[0xce, 0xfc], &text),
+            Read::Text { len_bytes: 2, utf8 }
+        );
+        let latin1 = Kind::Text {
+            charset: "latin1".into(),
+        };
+        assert_eq!(
+            Read::plan(T::MYSQL_TYPE_STRING, &[0xfe, 10], &latin1),
+            Read::Text {
+                len_bytes: 1,
+                utf8: false
+            }
+        );
+        // An ENUM behind STRING: the general path.
         assert_eq!(
             Read::plan(T::MYSQL_TYPE_STRING, &[0xf7, 1], &text),
             Read::General

@@ -375,11 +375,15 @@ pub fn int_value(bits: u32, unsigned: bool, v: i128) -> Result<Value, String> {
 
 /// Text of a column in `charset` from its bytes.
 pub fn text_value(charset: &str, bytes: Vec<u8>) -> Result<Value, String> {
+    text_value_in(is_utf8(charset), charset, bytes)
+}
+
+/// Text of a column in `charset` from its bytes, `utf8` telling whether `charset` is one
+/// of the UTF-8 ones (see [`is_utf8`]), as a caller may have found once per column.
+pub fn text_value_in(utf8: bool, charset: &str, bytes: Vec<u8>) -> Result<Value, String> {
     // ASCII reads the same in every supported charset but the UTF-16 ones.
     Ok(Value::Text(
-        if is_utf8(charset)
-            || (bytes.is_ascii() && !matches!(charset, "ucs2" | "utf16" | "utf16le"))
-        {
+        if utf8 || (bytes.is_ascii() && !matches!(charset, "ucs2" | "utf16" | "utf16le")) {
             String::from_utf8(bytes).map_err(|_| format!("bytes that are not valid {charset}"))?
         } else {
             decode_text(charset, &bytes)?
@@ -550,7 +554,8 @@ pub fn from_binlog(col: &MyColumn, value: BinlogValue<'_>) -> Result<Value, Stri
 }
 
 /// Whether text in `charset` is UTF-8 as it is.
-fn is_utf8(charset: &str) -> bool {
+/// Whether text in `charset` is UTF-8 (ASCII is a subset).
+pub fn is_utf8(charset: &str) -> bool {
     matches!(charset, "utf8" | "utf8mb3" | "utf8mb4" | "ascii")
 }
 

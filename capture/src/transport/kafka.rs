@@ -188,7 +188,7 @@ impl KafkaProducer {
     pub async fn connect(settings: &KafkaSettings) -> Result<Self, TransportError> {
         let config = settings.client_config(&[
             ("enable.idempotence", "true"),
-            ("compression.type", "zstd"),
+            ("compression.type", "lz4"),
             ("linger.ms", "5"),
             ("message.timeout.ms", "0"),
             ("queue.buffering.max.messages", "200000"),

@@ -1,0 +1,317 @@
+//! Row changes written to the binlog as statements.
+//!
+//! With `binlog_format = ROW` the server logs row changes as rows events and DDL as
+//! statements, but a session can still override the format (`SET SESSION binlog_format`),
+//! and its INSERT, UPDATE, DELETE and REPLACE then reach the binlog as text, without their
+//! rows. Such a statement that may touch a captured table stops the capture, since its
+//! rows cannot be captured and passing it by would lose them.
+//!
+//! The check is lexical, not a SQL parse: the statement's first keyword says whether it
+//! changes rows; then every identifier outside literals and comments is taken as a table
+//! name, qualified (`db.t`) or in the statement's default database, and any one that the
+//! source captures is enough. It errs towards stopping (a column or keyword that happens
+//! to match a captured name stops it too), and the remedy, ROW format for every session,
+//! is right either way. Statements on tables the source does not capture pass.
+
+/// The row-changing verb `sql` starts with (after comments), if any.
+pub fn row_change_verb(sql: &str) -> Option<&'static str> {
+    let first = Tokens::new(sql).find_map(|t| match t {
+        Token::Word(w) => Some(w),
+        Token::Quoted(_) | Token::Dot => None,
+    })?;
+    ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
+        .into_iter()
+        .find(|verb| first.eq_ignore_ascii_case(verb))
+}
+
+/// Reserved words that may appear in a row-changing statement: unquoted, they never name
+/// a table.
+const RESERVED: &[&str] = &[
+    "ALL",
+    "AND",
+    "AS",
+    "ASC",
+    "BETWEEN",
+    "BY",
+    "CASE",
+    "CROSS",
+    "DEFAULT",
+    "DELAYED",
+    "DELETE",
+    "DESC",
+    "DISTINCT",
+    "DIV",
+    "DUAL",
+    "ELSE",
+    "EXISTS",
+    "FALSE",
+    "FOR",
+    "FROM",
+    "GROUP",
+    "HAVING",
+    "HIGH_PRIORITY",
+    "IGNORE",
+    "IN",
+    "INFILE",
+    "INNER",
+    "INSERT",
+    "INTERVAL",
+    "INTO",
+    "IS",
+    "JOIN",
+    "KEY",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "LOAD",
+    "LOW_PRIORITY",
+    "MOD",
+    "NOT",
+    "NULL",
+    "ON",
+    "OR",
+    "ORDER",
+    "OUTER",
+    "PARTITION",
+    "REGEXP",
+    "REPLACE",
+    "RETURNING",
+    "RIGHT",
+    "RLIKE",
+    "SELECT",
+    "SET",
+    "STRAIGHT_JOIN",
+    "THEN",
+    "TRUE",
+    "UNION",
+    "UPDATE",
+    "USING",
+    "VALUES",
+    "WHEN",
+    "WHERE",
+    "WITH",
+    "XOR",
+];
+
+/// Whether `sql`, run in database `default_db`, may name a table that `captured` selects.
+/// A name followed by a dot qualifies the next one; a name alone is taken in
+/// `default_db`, unless it is an unquoted reserved word.
+pub fn may_touch(sql: &str, default_db: &str, captured: impl Fn(&str, &str) -> bool) -> bool {
+    let tokens: Vec<Token<'_>> = Tokens::new(sql).collect();
+    let mut qualifier: Option<String> = None;
+    for (i, token) in tokens.iter().enumerate() {
+        let name = match token {
+            Token::Dot => continue,
+            Token::Word(w) if RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r)) => {
+                qualifier = None;
+                continue;
+            }
+            Token::Word(w) => w.to_string(),
+            Token::Quoted(q) => q.clone(),
+        };
+        let qualifies = tokens.get(i + 1) == Some(&Token::Dot);
+        let after_dot = i > 0 && tokens[i - 1] == Token::Dot;
+        let hit = match (&qualifier, after_dot) {
+            (Some(db), true) => captured(db, &name),
+            _ => !qualifies && !default_db.is_empty() && captured(default_db, &name),
+        };
+        if hit {
+            return true;
+        }
+        qualifier = qualifies.then_some(name);
+    }
+    false
+}
+
+/// A lexical token of a statement: what may name a table, and the dots between names.
+#[derive(Debug, PartialEq, Eq)]
+enum Token<'a> {
+    /// A bare word (identifier or keyword).
+    Word(&'a str),
+    /// A back-quoted or double-quoted identifier, unquoted.
+    Quoted(String),
+    Dot,
+}
+
+/// The tokens of a statement, skipping literals, numbers, operators and comments. The
+/// text of MySQL's executable comments (`/*! … */`, `/*M! … */`) is read as SQL.
+struct Tokens<'a> {
+    sql: &'a str,
+    at: usize,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(sql: &'a str) -> Self {
+        Tokens { sql, at: 0 }
+    }
+
+    /// The position after the quoted text starting at `start` (its opening `quote`), and
+    /// the text with escapes undone.
+    fn quoted(&self, start: usize, quote: u8) -> (usize, String) {
+        let bytes = self.sql.as_bytes();
+        let mut text = Vec::new();
+        let mut i = start + 1;
+        while i < bytes.len() {
+            let b = bytes[i];
+            if b == quote {
+                if bytes.get(i + 1) == Some(&quote) {
+                    text.push(quote);
+                    i += 2;
+                    continue;
+                }
+                return (i + 1, String::from_utf8_lossy(&text).into_owned());
+            }
+            if b == b'\\' && quote != b'`' && i + 1 < bytes.len() {
+                text.push(bytes[i + 1]);
+                i += 2;
+                continue;
+            }
+            text.push(b);
+            i += 1;
+        }
+        (bytes.len(), String::from_utf8_lossy(&text).into_owned())
+    }
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        let bytes = self.sql.as_bytes();
+        while self.at < bytes.len() {
+            let start = self.at;
+            let b = bytes[start];
+            let rest = &bytes[start..];
+            if rest.starts_with(b"/*!") || rest.starts_with(b"/*M!") {
+                // An executable comment: skip its marker and version, read its text.
+                self.at += if rest[2] == b'M' { 4 } else { 3 };
+                while self.at < bytes.len() && bytes[self.at].is_ascii_digit() {
+                    self.at += 1;
+                }
+            } else if rest.starts_with(b"/*") {
+                self.at = self.sql[start + 2..]
+                    .find("*/")
+                    .map_or(bytes.len(), |end| start + 2 + end + 2);
+            } else if rest.starts_with(b"*/") {
+                self.at += 2;
+            } else if b == b'#' || rest.starts_with(b"-- ") || rest == b"--" {
+                self.at = self.sql[start..]
+                    .find('\n')
+                    .map_or(bytes.len(), |end| start + end + 1);
+            } else if b == b'\'' {
+                self.at = self.quoted(start, b'\'').0;
+            } else if b == b'`' || b == b'"' {
+                let (end, text) = self.quoted(start, b);
+                self.at = end;
+                return Some(Token::Quoted(text));
+            } else if b == b'.' {
+                self.at += 1;
+                return Some(Token::Dot);
+            } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 {
+                let len = self.sql[start..]
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                    .unwrap_or(bytes.len() - start);
+                if len == 0 {
+                    // A symbol outside ASCII (a dash, a quote mark): skip it whole.
+                    self.at += self.sql[start..].chars().next().map_or(1, char::len_utf8);
+                    continue;
+                }
+                self.at += len;
+                let word = &self.sql[start..start + len];
+                // A number (or its digits after a decimal point) names nothing.
+                if !word.bytes().all(|b| b.is_ascii_digit()) {
+                    return Some(Token::Word(word));
+                }
+            } else {
+                // Whitespace, operators, parentheses, commas; multi-byte characters whole.
+                self.at += self.sql[start..].chars().next().map_or(1, char::len_utf8);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shop_t(db: &str, name: &str) -> bool {
+        db == "shop" && name.eq_ignore_ascii_case("t")
+    }
+
+    #[test]
+    fn verbs_are_found_after_comments() {
+        assert_eq!(row_change_verb("insert into t values (1)"), Some("INSERT"));
+        assert_eq!(
+            row_change_verb("/* app 1 */ -- x\n UPDATE t SET a = 1"),
+            Some("UPDATE")
+        );
+        assert_eq!(row_change_verb("/*!40000 DELETE */ FROM t"), Some("DELETE"));
+        assert_eq!(row_change_verb("ALTER TABLE t ADD c int"), None);
+        assert_eq!(row_change_verb("CREATE TABLE insert_log (a int)"), None);
+        assert_eq!(row_change_verb(""), None);
+    }
+
+    #[test]
+    fn captured_tables_are_found_qualified_quoted_or_by_default_database() {
+        assert!(may_touch("INSERT INTO t VALUES (1)", "shop", shop_t));
+        assert!(may_touch("INSERT INTO shop.t VALUES (1)", "other", shop_t));
+        assert!(may_touch("INSERT INTO `shop` . `t` VALUES (1)", "", shop_t));
+        assert!(may_touch(
+            "UPDATE other.u JOIN shop.t USING (id) SET u.a = 1",
+            "other",
+            shop_t
+        ));
+        assert!(may_touch(
+            "DELETE /*!40005 LOW_PRIORITY */ FROM `t`",
+            "shop",
+            shop_t
+        ));
+        // Names in literals, comments and other databases do not count.
+        assert!(!may_touch(
+            "INSERT INTO u VALUES ('shop.t', 't', \"x\") -- t",
+            "other",
+            shop_t
+        ));
+        assert!(!may_touch(
+            "INSERT INTO other.t VALUES (1.5, 'ñ–x') – ünïcode",
+            "shop",
+            shop_t
+        ));
+        assert!(!may_touch(
+            "/* shop.t */ INSERT INTO u SELECT 'it''s t', 'a\\'t' # t",
+            "other",
+            shop_t
+        ));
+        // A table of the same name in another database is not the captured one.
+        assert!(!may_touch(
+            "INSERT INTO other.t VALUES (1)",
+            "other",
+            shop_t
+        ));
+        // With every table of the default database captured, reserved words and
+        // qualifiers are not taken for its tables.
+        let all_of_shop = |d: &str, _: &str| d == "shop";
+        assert!(!may_touch(
+            "INSERT INTO other.u VALUES (1), (2)",
+            "shop",
+            all_of_shop
+        ));
+        // A column is taken for a table too: the check errs towards stopping.
+        assert!(may_touch(
+            "INSERT INTO other.u VALUES (1) ON DUPLICATE KEY UPDATE id = 2",
+            "shop",
+            all_of_shop
+        ));
+        assert!(may_touch(
+            "DELETE FROM log WHERE id > 3",
+            "shop",
+            all_of_shop
+        ));
+        assert!(may_touch(
+            "INSERT INTO `key` VALUES (1)",
+            "shop",
+            all_of_shop
+        ));
+    }
+}
