@@ -176,20 +176,15 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publishes one event of the open transaction (opening it with the event's position).
-    pub async fn event(
+    /// The topic of `event`'s table, created with its schemas registered on first use.
+    async fn ready_topic(
         &mut self,
         schemas: &AvroSchemas,
         event: &ChangeEvent,
-    ) -> Result<(), CaptureError> {
-        let topic = match (&self.last_ready, self.ready.get(&schemas.value_id)) {
-            (Some((id, topic)), _) if *id == schemas.value_id => topic.clone(),
-            (_, Some(topic)) => {
-                let topic = topic.clone();
-                self.last_ready = Some((schemas.value_id, topic.clone()));
-                topic
-            }
-            (_, None) => {
+    ) -> Result<Arc<str>, CaptureError> {
+        let topic = match self.ready.get(&schemas.value_id) {
+            Some(topic) => topic.clone(),
+            None => {
                 let topic = table_topic(&self.prefix, &event.table.schema, &event.table.name);
                 self.ensure_topic(&topic).await?;
                 self.register(schemas.key_id, format!("{topic}-key"), &schemas.key_text)
@@ -206,9 +201,22 @@ impl Publisher {
                     None => topic.into(),
                 };
                 self.ready.insert(schemas.value_id, topic.clone());
-                self.last_ready = Some((schemas.value_id, topic.clone()));
                 topic
             }
+        };
+        self.last_ready = Some((schemas.value_id, topic.clone()));
+        Ok(topic)
+    }
+
+    /// Publishes one event of the open transaction (opening it with the event's position).
+    pub async fn event(
+        &mut self,
+        schemas: &AvroSchemas,
+        event: &ChangeEvent,
+    ) -> Result<(), CaptureError> {
+        let topic = match &self.last_ready {
+            Some((id, topic)) if *id == schemas.value_id => topic.clone(),
+            _ => self.ready_topic(schemas, event).await?,
         };
         let key = if event.key.is_empty() {
             None

@@ -40,6 +40,9 @@ use tributary_tests::{Kafka, MariaDb, Postgres};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How often a timed wait checks its state: the finer, the less the wait adds to the time.
+const FINE: Duration = Duration::from_millis(2);
+
 async fn current_lsn(client: &tokio_postgres::Client) -> anyhow::Result<String> {
     Ok(client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -88,12 +91,17 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let (stop, _acked, task) = run_capture(store.clone(), producer.clone(), source.clone());
-    tributary_tests::wait_until("snapshot finished", Duration::from_secs(1800), || async {
-        Ok(matches!(
-            store.snapshot("bench")?,
-            Some(tributary_capture::state::SnapshotState::Done { .. })
-        ))
-    })
+    tributary_tests::wait_until_every(
+        "snapshot finished",
+        Duration::from_secs(1800),
+        FINE,
+        || async {
+            Ok(matches!(
+                store.snapshot("bench")?,
+                Some(tributary_capture::state::SnapshotState::Done { .. })
+            ))
+        },
+    )
     .await?;
     let snapshot_secs = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
@@ -213,9 +221,12 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     // the same table.
     let started = Instant::now();
     let (stop, task) = run_capture(store.clone(), source.clone());
-    tributary_tests::wait_until("snapshot finished", Duration::from_secs(1800), || async {
-        Ok(store.binlog_checkpoint("mbench")?.is_some())
-    })
+    tributary_tests::wait_until_every(
+        "snapshot finished",
+        Duration::from_secs(1800),
+        FINE,
+        || async { Ok(store.binlog_checkpoint("mbench")?.is_some()) },
+    )
     .await?;
     let snapshot = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
@@ -260,11 +271,16 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
 
     let started = Instant::now();
     let (stop, task) = run_capture(store.clone(), source.clone());
-    tributary_tests::wait_until("capture caught up", Duration::from_secs(1800), || async {
-        Ok(store
-            .binlog_checkpoint("mbench")?
-            .is_some_and(|cp| cp.file == file && cp.pos >= end))
-    })
+    tributary_tests::wait_until_every(
+        "capture caught up",
+        Duration::from_secs(1800),
+        FINE,
+        || async {
+            Ok(store
+                .binlog_checkpoint("mbench")?
+                .is_some_and(|cp| cp.file == file && cp.pos >= end))
+        },
+    )
     .await?;
     let ours = started.elapsed().as_secs_f64();
     let _ = stop.send(true);
@@ -278,9 +294,10 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     );
     let started = Instant::now();
     let (stop, task) = run_capture_to(embedded, store.clone(), source.clone());
-    tributary_tests::wait_until(
+    tributary_tests::wait_until_every(
         "embedded capture caught up",
         Duration::from_secs(1800),
+        FINE,
         || async {
             Ok(store
                 .binlog_checkpoint("mbench")?

@@ -29,7 +29,7 @@ pub use kafka::Kafka;
 pub use mariadb::MariaDb;
 pub use port::free_port;
 pub use postgres::Postgres;
-pub use wait::wait_until;
+pub use wait::{wait_until, wait_until_every};
 
 /// Peak resident memory of this process in MiB (`VmHWM`); each nextest test runs in its
 /// own process, so this is the test's peak.

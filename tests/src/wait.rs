@@ -20,7 +20,22 @@ const MIN_CHECK_TIME: Duration = Duration::from_secs(1);
 /// Polls `check` until it returns Ok(true) or `timeout` passes (then Err naming `what` and the last error/Ok(false)).
 ///
 /// The poll interval is 50 ms; errors from `check` do not stop the polling.
-pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
+pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    wait_until_every(what, timeout, POLL_INTERVAL, check).await
+}
+
+/// [`wait_until`] with checks `interval` apart: a benchmark that times how long until a
+/// state holds polls finely, so the wait adds little to what it measures.
+pub async fn wait_until_every<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    interval: Duration,
+    mut check: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = anyhow::Result<bool>>,
@@ -41,7 +56,7 @@ where
         if now >= deadline {
             break last_error;
         }
-        tokio::time::sleep(POLL_INTERVAL.min(deadline - now)).await;
+        tokio::time::sleep(interval.min(deadline - now)).await;
     };
     let waited = started.elapsed();
     Err(match last_error {

@@ -7,8 +7,10 @@
 //! once per TABLE_MAP shape, the row framing (column bitmaps, NULL bitmaps) is read here,
 //! and each value goes through mysql_common's value decoder, except the two commonest
 //! kinds, which are read here directly: integers (fixed-width little-endian) and
-//! VARCHAR/CHAR text behind a one- or two-byte length. Those take the same conversion
-//! functions as the general path (`types::int_value`, `types::text_value`).
+//! VARCHAR/CHAR text behind a one- or two-byte length. Text takes the general path's
+//! conversion (`types::text_value_in`); integers become the value types
+//! `types::int_value` gives, which a unit test checks for every width, signedness and
+//! edge.
 
 use super::binlog_shape::MapShape;
 use super::catalog::MyTable;
@@ -29,12 +31,8 @@ pub struct RowLayout {
 /// How one column's values are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Read {
-    /// A little-endian integer of `width` bytes of a column of `bits` (`unsigned` or not).
-    Int {
-        width: usize,
-        bits: u32,
-        unsigned: bool,
-    },
+    /// A little-endian integer of `width` bytes (`unsigned` or not).
+    Int { width: usize, unsigned: bool },
     /// Text behind a little-endian length of `len_bytes` bytes, in a UTF-8 charset or not.
     Text { len_bytes: usize, utf8: bool },
     /// Anything else: mysql_common's decoder, then `types::from_binlog`.
@@ -82,7 +80,6 @@ impl Read {
                 },
             ) => Read::Int {
                 width: bits as usize / 8,
-                bits,
                 unsigned,
             },
             // VARCHAR: the metadata is the longest length in bytes.
@@ -226,13 +223,9 @@ impl RowLayout {
             }
             let short = || format!("{}: the row image ends inside the value", column.name);
             let value = match *read {
-                Read::Int {
-                    width,
-                    bits,
-                    unsigned,
-                } => {
+                Read::Int { width, unsigned } => {
                     let raw = buf.checked_eat(width).ok_or_else(short)?;
-                    types::int_value(bits, unsigned, read_int(raw, bits, unsigned))
+                    Ok(int_direct(raw, unsigned))
                 }
                 Read::Text { len_bytes, utf8 } => {
                     let len = buf.checked_eat(len_bytes).ok_or_else(short)?;
@@ -258,6 +251,25 @@ impl RowLayout {
             values.push(value.map_err(|m| format!("{}: {m}", column.name))?);
         }
         Ok(Row(values))
+    }
+}
+
+/// The value of a little-endian integer column of `raw.len()` bytes, as
+/// `types::int_value` gives it (the same types for each width and signedness), without
+/// going through a wider integer.
+fn int_direct(raw: &[u8], unsigned: bool) -> Value {
+    match (raw, unsigned) {
+        (&[b], false) => Value::Int16(i16::from(b as i8)),
+        (&[b], true) => Value::Int16(i16::from(b)),
+        (&[a, b], false) => Value::Int16(i16::from_le_bytes([a, b])),
+        (&[a, b], true) => Value::Int32(i32::from(u16::from_le_bytes([a, b]))),
+        // Sign extension of 24 bits: the bytes in the high end, shifted back.
+        (&[a, b, c], false) => Value::Int32(i32::from_le_bytes([0, a, b, c]) >> 8),
+        (&[a, b, c], true) => Value::Int32(i32::from_le_bytes([a, b, c, 0])),
+        (&[a, b, c, d], false) => Value::Int32(i32::from_le_bytes([a, b, c, d])),
+        (&[a, b, c, d], true) => Value::Int64(i64::from(u32::from_le_bytes([a, b, c, d]))),
+        (raw, false) => Value::Int64(read_int(raw, 64, false) as i64),
+        (raw, true) => Value::Numeric(read_int(raw, 64, true).to_string()),
     }
 }
 
@@ -308,14 +320,7 @@ mod tests {
                 let m = i128::from(raw) & ((1i128 << bits) - 1);
                 for unsigned in [false, true] {
                     let kind = Kind::Int { bits, unsigned };
-                    assert_eq!(
-                        Read::plan(ty, &[], &kind),
-                        Read::Int {
-                            width,
-                            bits,
-                            unsigned
-                        }
-                    );
+                    assert_eq!(Read::plan(ty, &[], &kind), Read::Int { width, unsigned });
                     let expected = if !unsigned && m >= 1i128 << (bits - 1) {
                         m - (1i128 << bits)
                     } else {
@@ -323,6 +328,11 @@ mod tests {
                     };
                     let direct = read_int(bytes, bits, unsigned);
                     assert_eq!(direct, expected, "{ty:?} {raw:#x} unsigned={unsigned}");
+                    assert_eq!(
+                        Ok(int_direct(bytes, unsigned)),
+                        types::int_value(bits, unsigned, direct),
+                        "{ty:?} {raw:#x} unsigned={unsigned}"
+                    );
                     // Without signedness metadata mysql_common reads every integer as
                     // signed; `int_value` reinterprets it for an unsigned column.
                     let general: BinlogValue<'_> =
