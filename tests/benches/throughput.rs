@@ -19,7 +19,8 @@
 //!    `INSERT … ON DUPLICATE KEY UPDATE` from a staging table holding the same rows.
 //!
 //! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
-//! BENCH=capture, BENCH=apply, BENCH=mariadb or BENCH=mysql-apply for one part).
+//! BENCH=capture, BENCH=apply, BENCH=mariadb or BENCH=mysql-apply for one part,
+//! KAFKA_COMPRESSION=zstd (or none, gzip, snappy) for another codec than the default lz4).
 
 use anyhow::Context;
 use std::sync::Arc;
@@ -39,6 +40,16 @@ use tributary_tests::{Kafka, MariaDb, Postgres};
 /// The allocator the `tributary` binary uses.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The producer settings for `kafka`, with `KAFKA_COMPRESSION` as the codec when set.
+fn kafka_settings(kafka: &Kafka) -> KafkaSettings {
+    let mut settings = KafkaSettings::new(kafka.bootstrap());
+    if let Ok(codec) = std::env::var("KAFKA_COMPRESSION") {
+        println!("kafka compression: {codec}");
+        settings.properties.insert("compression.type".into(), codec);
+    }
+    settings
+}
 
 /// How often a timed wait checks its state: the finer, the less the wait adds to the time.
 const FINE: Duration = Duration::from_millis(2);
@@ -73,7 +84,7 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
     let mut source = PostgresSourceConfig::new(pg.url(&db));
     source.heartbeat_secs = 0;
     let producer: Arc<dyn tributary_capture::transport::Producer> =
-        Arc::new(KafkaProducer::connect(&KafkaSettings::new(kafka.bootstrap())).await?);
+        Arc::new(KafkaProducer::connect(&kafka_settings(&kafka)).await?);
 
     // Initial snapshot, then stop.
     let run_capture = |store: StateStore,
@@ -201,7 +212,7 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let mut source = MySqlSourceConfig::new(maria.url(&db));
     source.include = vec![format!("{db}.*")];
     let producer: Arc<dyn tributary_capture::transport::Producer> =
-        Arc::new(KafkaProducer::connect(&KafkaSettings::new(kafka.bootstrap())).await?);
+        Arc::new(KafkaProducer::connect(&kafka_settings(&kafka)).await?);
     let run_capture_to = |producer: Arc<dyn tributary_capture::transport::Producer>,
                           store: StateStore,
                           source: MySqlSourceConfig| {
