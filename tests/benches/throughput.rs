@@ -20,7 +20,7 @@
 //!
 //! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
 //! BENCH=capture, BENCH=apply, BENCH=mariadb or BENCH=mysql-apply for one part,
-//! KAFKA_COMPRESSION=zstd (or none, gzip, snappy) for another codec than the default lz4).
+//! KAFKA_COMPRESSION=zstd (or none, snappy) for another codec than the default lz4).
 
 use anyhow::Context;
 use std::sync::Arc;

@@ -370,10 +370,11 @@ async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
         .await?;
 
     // More DDL mid-stream: tables created and filled; once they arrived, a dropped column
-    // (the sink keeps it, new rows leave it NULL) and a dropped table (the sink keeps its
-    // copy). The steps are apart because the capture reads table shapes from the current
-    // catalog: a table dropped before the capture reached its rows stops the capture with
-    // an error (see the README), which `bad_input::mariadb_bad_setups_are_named` checks.
+    // (the sink keeps it, new rows leave it NULL), a dropped table (the sink keeps its
+    // copy) and a truncated one (logged as a statement: the sink empties its copy). The
+    // steps are apart because the capture reads table shapes from the current catalog: a
+    // table dropped before the capture reached its rows stops the capture with an error
+    // (see the README), which `bad_input::mariadb_bad_setups_are_named` checks.
     scene
         .maria
         .execute(
@@ -403,7 +404,9 @@ async fn scenario(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
             "ALTER TABLE items DROP COLUMN latin;
              UPDATE items SET name = concat(name, '!') WHERE id = 1;
              INSERT INTO items (id, name) VALUES (7, 'after drop');
-             DROP TABLE scratch;",
+             DROP TABLE scratch;
+             TRUNCATE TABLE suppliers;
+             INSERT INTO suppliers VALUES (3, 'after truncate', 1.0);",
         )
         .await?;
     let items2: Vec<(&str, &str)> = ITEMS.iter().copied().filter(|c| c.0 != "latin").collect();

@@ -318,6 +318,25 @@ impl MySqlCapture {
                             self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                 .await?;
                         }
+                    } else if let Some((db, name)) =
+                        statement::truncated_table(trimmed, &q.schema())
+                    {
+                        // TRUNCATE is logged as a statement even in ROW format, without rows:
+                        // it becomes a truncate event of the table.
+                        let id = [
+                            TableId::new(&db, &name),
+                            TableId::new(db.to_lowercase(), name.to_lowercase()),
+                        ]
+                        .into_iter()
+                        .find(|id| self.config.captures(&id.schema, &id.name));
+                        if let Some(id) = id {
+                            let at = Position::mysql(file_n, next_pos, 1);
+                            self.truncate(tables, &id, at, ts_micros).await?;
+                        }
+                        if open.is_none() {
+                            self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
+                                .await?;
+                        }
                     } else if let Some(verb) = statement::row_change_verb(trimmed) {
                         // A session wrote its change as a statement (it overrode the ROW
                         // format): its rows are not in the binlog.
@@ -580,6 +599,52 @@ impl MySqlCapture {
     }
 
     /// Closes the transaction and queues the checkpoint after it.
+    /// Publishes a truncate of captured table `id` at position `at`, with the table's
+    /// catalog shape, or the last shape stored for it when it is gone from the catalog.
+    async fn truncate(
+        &mut self,
+        tables: &mut BTreeMap<TableId, MyTable>,
+        id: &TableId,
+        at: Position,
+        commit_ts_micros: i64,
+    ) -> Result<(), CaptureError> {
+        if !tables.contains_key(id) {
+            let mut conn = connect(&self.config.url).await?;
+            tables.extend(
+                load_tables(&mut conn, &self.config, &self.store, &self.source, Some(id)).await?,
+            );
+        }
+        let table = match tables.get(id) {
+            Some(table) => table.clone(),
+            None => match catalog::known_shapes(&self.store, &self.source, id)?.pop() {
+                Some(table) => table,
+                None => {
+                    // Never captured, so no sink holds rows of it.
+                    tracing::info!(source = self.source, table = %id, "truncate of a table never captured; nothing to empty");
+                    return Ok(());
+                }
+            },
+        };
+        tracing::info!(source = self.source, table = %id, "truncate in the binlog");
+        let event = ChangeEvent {
+            source: self.source.clone(),
+            table: id.clone(),
+            schema_version: table.state.schema.version,
+            op: Op::Truncate,
+            key: Vec::new(),
+            before: None,
+            after: None,
+            position: at,
+            tx: TxMeta {
+                id: None,
+                commit_ts_micros,
+                first: at,
+            },
+            origin: None,
+        };
+        self.publisher.event(&table.state.avro, &event).await
+    }
+
     async fn commit(
         &mut self,
         pending: &mut VecDeque<(u64, BinlogCheckpoint)>,

@@ -6,22 +6,71 @@
 //! rows. Such a statement that may touch a captured table stops the capture, since its
 //! rows cannot be captured and passing it by would lose them.
 //!
-//! The check is lexical, not a SQL parse: the statement's first keyword says whether it
-//! changes rows; then every identifier outside literals and comments is taken as a table
-//! name, qualified (`db.t`) or in the statement's default database, and any one that the
-//! source captures is enough. It errs towards stopping (a column or keyword that happens
-//! to match a captured name stops it too), and the remedy, ROW format for every session,
-//! is right either way. Statements on tables the source does not capture pass.
+//! The check is lexical, not a SQL parse: the statement's leading keyword says whether it
+//! changes rows (INSERT, UPDATE, DELETE, REPLACE, LOAD, a `WITH …` common table expression
+//! before one of them, or MariaDB's `SET STATEMENT … FOR` before one of them); then every
+//! identifier outside literals and comments is taken as a table name, qualified (`db.t`)
+//! or in the statement's default database, as written and lower-cased, and any one that
+//! the source captures is enough. Within what it sees it errs towards stopping (a column
+//! or keyword that happens to match a captured name stops it too), and the remedy, ROW
+//! format for every session, is right either way. Statements on tables the source does not
+//! capture pass.
+//!
+//! What it cannot see: rows a statement changes through a trigger, a view or a stored
+//! function (`SELECT f()`, `DO f()`) on another table's name. Those are lost with a
+//! statement-logged session as with any tool reading the binlog; only ROW format for every
+//! session prevents it.
 
-/// The row-changing verb `sql` starts with (after comments), if any.
+/// The row-changing verbs.
+const VERBS: [&str; 5] = ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"];
+
+/// The row-changing verb `sql` starts with (after comments, a `WITH` clause or a
+/// `SET STATEMENT … FOR` prefix), if any.
 pub fn row_change_verb(sql: &str) -> Option<&'static str> {
-    let first = Tokens::new(sql).find_map(|t| match t {
-        Token::Word(w) => Some(w),
-        Token::Quoted(_) | Token::Dot => None,
-    })?;
-    ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
-        .into_iter()
-        .find(|verb| first.eq_ignore_ascii_case(verb))
+    let words: Vec<&str> = Tokens::new(sql)
+        .filter_map(|t| match t {
+            Token::Word(w) => Some(w),
+            Token::Quoted(_) | Token::Dot => None,
+        })
+        .collect();
+    let verb = |w: &str| VERBS.into_iter().find(|v| w.eq_ignore_ascii_case(v));
+    let is = |w: &&str, k: &str| w.eq_ignore_ascii_case(k);
+    match words.as_slice() {
+        [first, ..] if verb(first).is_some() => verb(first),
+        // The first verb after the common table expressions (their SELECTs change nothing).
+        [first, rest @ ..] if is(first, "WITH") => rest.iter().find_map(|w| verb(w)),
+        [first, second, rest @ ..] if is(first, "SET") && is(second, "STATEMENT") => rest
+            .iter()
+            .position(|w| is(w, "FOR"))
+            .and_then(|i| rest.get(i + 1))
+            .and_then(|w| verb(w)),
+        _ => None,
+    }
+}
+
+/// The table a `TRUNCATE [TABLE] [db.]name` statement empties, as `(database, name)` with
+/// `default_db` for an unqualified name; `None` for any other statement.
+pub fn truncated_table(sql: &str, default_db: &str) -> Option<(String, String)> {
+    let tokens: Vec<Token<'_>> = Tokens::new(sql).collect();
+    let mut rest = match tokens.as_slice() {
+        [Token::Word(w), rest @ ..] if w.eq_ignore_ascii_case("TRUNCATE") => rest,
+        _ => return None,
+    };
+    if let [Token::Word(w), more @ ..] = rest {
+        if w.eq_ignore_ascii_case("TABLE") {
+            rest = more;
+        }
+    }
+    let name = |t: &Token<'_>| match t {
+        Token::Word(w) => Some(w.to_string()),
+        Token::Quoted(q) => Some(q.clone()),
+        Token::Dot => None,
+    };
+    match rest {
+        [db, Token::Dot, table, ..] => Some((name(db)?, name(table)?)),
+        [table, ..] => Some((default_db.to_string(), name(table)?)),
+        [] => None,
+    }
 }
 
 /// Reserved words that may appear in a row-changing statement: unquoted, they never name
@@ -100,9 +149,11 @@ pub fn may_touch(sql: &str, default_db: &str, captured: impl Fn(&str, &str) -> b
     let tokens: Vec<Token<'_>> = Tokens::new(sql).collect();
     let mut qualifier: Option<String> = None;
     for (i, token) in tokens.iter().enumerate() {
+        let after_dot = i > 0 && tokens[i - 1] == Token::Dot;
         let name = match token {
             Token::Dot => continue,
-            Token::Word(w) if RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r)) => {
+            // After a dot even a reserved word is a name (`shop.order`).
+            Token::Word(w) if !after_dot && RESERVED.iter().any(|r| w.eq_ignore_ascii_case(r)) => {
                 qualifier = None;
                 continue;
             }
@@ -110,10 +161,14 @@ pub fn may_touch(sql: &str, default_db: &str, captured: impl Fn(&str, &str) -> b
             Token::Quoted(q) => q.clone(),
         };
         let qualifies = tokens.get(i + 1) == Some(&Token::Dot);
-        let after_dot = i > 0 && tokens[i - 1] == Token::Dot;
+        // As written and lower-cased (lower_case_table_names = 1 or 2 lets a statement
+        // name `Shop.T` for the table the binlog calls shop.t).
+        let captured_as = |db: &str, name: &str| {
+            captured(db, name) || captured(&db.to_lowercase(), &name.to_lowercase())
+        };
         let hit = match (&qualifier, after_dot) {
-            (Some(db), true) => captured(db, &name),
-            _ => !qualifies && !default_db.is_empty() && captured(default_db, &name),
+            (Some(db), true) => captured_as(db, &name),
+            _ => !qualifies && !default_db.is_empty() && captured_as(default_db, &name),
         };
         if hit {
             return true;
@@ -209,13 +264,8 @@ impl<'a> Iterator for Tokens<'a> {
                 return Some(Token::Dot);
             } else if b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80 {
                 let len = self.sql[start..]
-                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$'))
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_' || c == '$' || !c.is_ascii()))
                     .unwrap_or(bytes.len() - start);
-                if len == 0 {
-                    // A symbol outside ASCII (a dash, a quote mark): skip it whole.
-                    self.at += self.sql[start..].chars().next().map_or(1, char::len_utf8);
-                    continue;
-                }
                 self.at += len;
                 let word = &self.sql[start..start + len];
                 // A number (or its digits after a decimal point) names nothing.
@@ -240,6 +290,19 @@ mod tests {
     }
 
     #[test]
+    fn truncated_tables_are_named() {
+        let t = |db: &str, n: &str| Some((db.to_string(), n.to_string()));
+        assert_eq!(truncated_table("TRUNCATE TABLE t", "shop"), t("shop", "t"));
+        assert_eq!(truncated_table("truncate `shop`.`t`", "x"), t("shop", "t"));
+        assert_eq!(
+            truncated_table("/* x */ TRUNCATE TABLE other.order", ""),
+            t("other", "order")
+        );
+        assert_eq!(truncated_table("TRUNCATE TABLE", "shop"), None);
+        assert_eq!(truncated_table("DROP TABLE t", "shop"), None);
+    }
+
+    #[test]
     fn verbs_are_found_after_comments() {
         assert_eq!(row_change_verb("insert into t values (1)"), Some("INSERT"));
         assert_eq!(
@@ -247,6 +310,18 @@ mod tests {
             Some("UPDATE")
         );
         assert_eq!(row_change_verb("/*!40000 DELETE */ FROM t"), Some("DELETE"));
+        assert_eq!(
+            row_change_verb("WITH c AS (SELECT 1 AS id) UPDATE t JOIN c USING (id) SET a = 2"),
+            Some("UPDATE")
+        );
+        assert_eq!(
+            row_change_verb("SET STATEMENT max_statement_time = 5 FOR DELETE FROM t"),
+            Some("DELETE")
+        );
+        assert_eq!(
+            row_change_verb("SET STATEMENT x = 1 FOR ALTER TABLE t"),
+            None
+        );
         assert_eq!(row_change_verb("ALTER TABLE t ADD c int"), None);
         assert_eq!(row_change_verb("CREATE TABLE insert_log (a int)"), None);
         assert_eq!(row_change_verb(""), None);
@@ -312,6 +387,18 @@ mod tests {
             "INSERT INTO `key` VALUES (1)",
             "shop",
             all_of_shop
+        ));
+        // A reserved word after a dot names a table; names are also tried lower-cased.
+        let order = |d: &str, n: &str| d == "shop" && n == "order";
+        assert!(may_touch("INSERT INTO shop.order VALUES (1)", "", order));
+        assert!(may_touch("UPDATE SHOP.T SET a = 1", "", shop_t));
+        assert!(may_touch("DELETE FROM T", "Shop", shop_t));
+        // Non-ASCII letters and marks belong to an identifier (NFD café: e + U+0301).
+        let cafe = |d: &str, n: &str| d == "shop" && n == "cafe\u{301}s";
+        assert!(may_touch(
+            "INSERT INTO cafe\u{301}s VALUES (1)",
+            "shop",
+            cafe
         ));
     }
 }

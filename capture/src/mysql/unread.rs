@@ -48,9 +48,9 @@ pub fn refusal(event_type: u8, flags: u16) -> Option<String> {
              Tributary does not read"
         )),
         _ => Some(format!(
-            "binlog event type {event_type} is not known to Tributary and is not marked \
-             ignorable, so it may carry row changes that would be lost; a newer server \
-             feature wrote it (upgrade Tributary, or turn the feature off)"
+            "binlog event type {event_type} is not one Tributary knows to carry no rows, and \
+             it is not marked ignorable, so row changes could be lost; a server feature \
+             Tributary does not read wrote it (upgrade Tributary, or turn the feature off)"
         )),
     }
 }
