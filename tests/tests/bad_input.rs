@@ -415,41 +415,51 @@ async fn mariadb_prepared_xa_transactions_are_named() -> anyhow::Result<()> {
 }
 
 /// A `LOAD DATA` that a session logged as a statement (its rows are not in the binlog)
-/// stops the capture naming the event and the setting, instead of passing by.
+/// passes when its table is not captured, and stops the capture naming the event and the
+/// setting when it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_statement_logged_load_data_is_named() -> anyhow::Result<()> {
     tributary_tests::init_tracing();
     let maria = MariaDb::start().await?;
     let db = maria.create_database("shop").await?;
+    let other = maria.create_database("other").await?;
     maria
         .execute(
             &db,
             "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
         )
         .await?;
+    maria
+        .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
+        .await?;
     let state = tempfile::tempdir()?;
-    let config = mysql_config(
+    let text = format!(
+        "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
+         [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
         state.path(),
-        &maria.url(&db),
-        "postgres://u@127.0.0.1:1/none",
+        maria.url(&db)
     );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
     snapshot_then_stop(&config).await?;
     let csv = state.path().join("rows.csv");
     std::fs::write(&csv, "1\n2\n3\n")?;
+    let csv = format!("{:?}", csv.display().to_string());
     maria
         .execute(
-            &db,
+            &other,
             &format!(
-                "SET SESSION binlog_format = 'STATEMENT'; LOAD DATA INFILE {:?} INTO TABLE t",
-                csv.display().to_string()
+                "SET SESSION binlog_format = 'STATEMENT';
+                 LOAD DATA INFILE {csv} INTO TABLE u;
+                 LOAD DATA INFILE {csv} INTO TABLE {db}.t;"
             ),
         )
         .await?;
     let events = maria.query("", "SHOW BINLOG EVENTS").await?;
     let load = events
         .lines()
-        .find(|l| l.contains("Begin_load_query"))
-        .with_context(|| format!("a statement-logged LOAD DATA in the binlog:\n{events}"))?;
+        .filter(|l| l.contains("Execute_load_query"))
+        .nth(1)
+        .with_context(|| format!("two statement-logged LOAD DATA in the binlog:\n{events}"))?;
     let fields: Vec<&str> = load.split('\t').collect();
     let at = format!("{}:{}", fields[0], fields[4]);
     let err = run_to_error(config).await;
