@@ -361,32 +361,74 @@ async fn mariadb_bad_setups_are_named() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A MariaDB source capturing database `db` (table `t`, one row) but not `other` (table
+/// `u`), its initial snapshot taken and the capture stopped; the sink is never reached.
+struct ShopAndOther {
+    maria: MariaDb,
+    db: String,
+    other: String,
+    state: tempfile::TempDir,
+    config: Config,
+}
+
+impl ShopAndOther {
+    async fn snapshotted() -> anyhow::Result<Self> {
+        tributary_tests::init_tracing();
+        let maria = MariaDb::start().await?;
+        let db = maria.create_database("shop").await?;
+        let other = maria.create_database("other").await?;
+        maria
+            .execute(
+                &db,
+                "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
+            )
+            .await?;
+        maria
+            .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
+            .await?;
+        let state = tempfile::tempdir()?;
+        let text = format!(
+            "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
+             [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
+            state.path(),
+            maria.url(&db)
+        );
+        let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+        snapshot_then_stop(&config).await?;
+        Ok(ShopAndOther {
+            maria,
+            db,
+            other,
+            state,
+            config,
+        })
+    }
+}
+
+/// `file:end_pos` (as capture errors name positions) of the `nth` event (from 0) whose
+/// `SHOW BINLOG EVENTS` line contains `needle`.
+async fn binlog_event_end(maria: &MariaDb, needle: &str, nth: usize) -> anyhow::Result<String> {
+    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
+    let line = events
+        .lines()
+        .filter(|l| l.contains(needle))
+        .nth(nth)
+        .with_context(|| format!("event {nth} with {needle:?} in the binlog:\n{events}"))?;
+    let fields: Vec<&str> = line.split('\t').collect();
+    Ok(format!("{}:{}", fields[0], fields[4]))
+}
+
 /// A two-phase XA transaction on a captured table stops the capture with what to do;
 /// one-phase XA and XA on tables not captured flow as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_prepared_xa_transactions_are_named() -> anyhow::Result<()> {
-    tributary_tests::init_tracing();
-    let maria = MariaDb::start().await?;
-    let db = maria.create_database("shop").await?;
-    let other = maria.create_database("other").await?;
-    maria
-        .execute(
-            &db,
-            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
-        )
-        .await?;
-    maria
-        .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
-        .await?;
-    let state = tempfile::tempdir()?;
-    let text = format!(
-        "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
-         [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
-        state.path(),
-        maria.url(&db)
-    );
-    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
-    snapshot_then_stop(&config).await?;
+    let ShopAndOther {
+        maria,
+        db,
+        other,
+        state: _state,
+        config,
+    } = ShopAndOther::snapshotted().await?;
     maria
         .execute(
             &db,
@@ -399,13 +441,7 @@ async fn mariadb_prepared_xa_transactions_are_named() -> anyhow::Result<()> {
         )
         .await?;
     // The error names the prepare of 'two' (hex 74776f), not the one of 'elsewhere'.
-    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
-    let prepare = events
-        .lines()
-        .find(|l| l.contains("XA PREPARE X'74776f'"))
-        .context("the XA PREPARE of 'two' in the binlog")?;
-    let fields: Vec<&str> = prepare.split('\t').collect();
-    let at = format!("{}:{}", fields[0], fields[4]);
+    let at = binlog_event_end(&maria, "XA PREPARE X'74776f'", 0).await?;
     let err = run_to_error(config).await;
     assert!(
         err.contains(&format!("XA transaction prepared at {at} ")) && err.contains("ONE PHASE"),
@@ -419,28 +455,13 @@ async fn mariadb_prepared_xa_transactions_are_named() -> anyhow::Result<()> {
 /// setting when it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_statement_logged_load_data_is_named() -> anyhow::Result<()> {
-    tributary_tests::init_tracing();
-    let maria = MariaDb::start().await?;
-    let db = maria.create_database("shop").await?;
-    let other = maria.create_database("other").await?;
-    maria
-        .execute(
-            &db,
-            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
-        )
-        .await?;
-    maria
-        .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
-        .await?;
-    let state = tempfile::tempdir()?;
-    let text = format!(
-        "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
-         [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
-        state.path(),
-        maria.url(&db)
-    );
-    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
-    snapshot_then_stop(&config).await?;
+    let ShopAndOther {
+        maria,
+        db,
+        other,
+        state,
+        config,
+    } = ShopAndOther::snapshotted().await?;
     let csv = state.path().join("rows.csv");
     std::fs::write(&csv, "1\n2\n3\n")?;
     let csv = format!("{:?}", csv.display().to_string());
@@ -454,14 +475,7 @@ async fn mariadb_statement_logged_load_data_is_named() -> anyhow::Result<()> {
             ),
         )
         .await?;
-    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
-    let load = events
-        .lines()
-        .filter(|l| l.contains("Execute_load_query"))
-        .nth(1)
-        .with_context(|| format!("two statement-logged LOAD DATA in the binlog:\n{events}"))?;
-    let fields: Vec<&str> = load.split('\t').collect();
-    let at = format!("{}:{}", fields[0], fields[4]);
+    let at = binlog_event_end(&maria, "Execute_load_query", 1).await?;
     let err = run_to_error(config).await;
     assert!(
         err.contains(&format!("binlog event at {at}: a LOAD DATA statement"))
@@ -477,28 +491,13 @@ async fn mariadb_statement_logged_load_data_is_named() -> anyhow::Result<()> {
 /// binlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_statement_logged_changes_of_captured_tables_are_named() -> anyhow::Result<()> {
-    tributary_tests::init_tracing();
-    let maria = MariaDb::start().await?;
-    let db = maria.create_database("shop").await?;
-    let other = maria.create_database("other").await?;
-    maria
-        .execute(
-            &db,
-            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (0)",
-        )
-        .await?;
-    maria
-        .execute(&other, "CREATE TABLE u (id int PRIMARY KEY)")
-        .await?;
-    let state = tempfile::tempdir()?;
-    let text = format!(
-        "state_dir = {:?}\n[sources.src]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\n\
-         [sinks.dst]\nkind = \"postgres\"\nurl = \"postgres://u@127.0.0.1:1/none\"\n",
-        state.path(),
-        maria.url(&db)
-    );
-    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
-    snapshot_then_stop(&config).await?;
+    let ShopAndOther {
+        maria,
+        db,
+        other,
+        state: _state,
+        config,
+    } = ShopAndOther::snapshotted().await?;
     maria
         .execute(
             &db,
@@ -509,13 +508,7 @@ async fn mariadb_statement_logged_changes_of_captured_tables_are_named() -> anyh
             ),
         )
         .await?;
-    let events = maria.query("", "SHOW BINLOG EVENTS").await?;
-    let insert = events
-        .lines()
-        .find(|l| l.contains("INSERT INTO t VALUES (7)"))
-        .with_context(|| format!("the statement-logged insert in the binlog:\n{events}"))?;
-    let fields: Vec<&str> = insert.split('\t').collect();
-    let at = format!("{}:{}", fields[0], fields[4]);
+    let at = binlog_event_end(&maria, "INSERT INTO t VALUES (7)", 0).await?;
     let err = run_to_error(config).await;
     assert!(
         err.contains(&format!("a statement-logged INSERT at {at} "))
