@@ -280,22 +280,24 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let (end_file, end) = maria.binlog_end().await?;
     anyhow::ensure!(end_file == file, "the binlog rotated during the benchmark");
 
-    let started = Instant::now();
-    let (stop, task) = run_capture(store.clone(), source.clone());
-    tributary_tests::wait_until_every(
-        "capture caught up",
-        Duration::from_secs(1800),
-        FINE,
-        || async {
+    // Seconds a capture into `producer` takes from the stored checkpoint to the binlog end.
+    let catch_up = async |producer: Arc<dyn tributary_capture::transport::Producer>,
+                          what: &str|
+           -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let (stop, task) = run_capture_to(producer, store.clone(), source.clone());
+        tributary_tests::wait_until_every(what, Duration::from_secs(1800), FINE, || async {
             Ok(store
                 .binlog_checkpoint("mbench")?
                 .is_some_and(|cp| cp.file == file && cp.pos >= end))
-        },
-    )
-    .await?;
-    let ours = started.elapsed().as_secs_f64();
-    let _ = stop.send(true);
-    task.await??;
+        })
+        .await?;
+        let seconds = started.elapsed().as_secs_f64();
+        let _ = stop.send(true);
+        task.await??;
+        Ok(seconds)
+    };
+    let ours = catch_up(producer.clone(), "capture caught up").await?;
 
     // The same catch-up into the embedded log: separates decoding and encoding from Kafka.
     store.set_binlog_checkpoint("mbench", &before)?;
@@ -303,22 +305,7 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let embedded: Arc<dyn tributary_capture::transport::Producer> = Arc::new(
         tributary_capture::transport::log::EmbeddedProducer::open(log.path())?,
     );
-    let started = Instant::now();
-    let (stop, task) = run_capture_to(embedded, store.clone(), source.clone());
-    tributary_tests::wait_until_every(
-        "embedded capture caught up",
-        Duration::from_secs(1800),
-        FINE,
-        || async {
-            Ok(store
-                .binlog_checkpoint("mbench")?
-                .is_some_and(|cp| cp.file == file && cp.pos >= end))
-        },
-    )
-    .await?;
-    let ours_embedded = started.elapsed().as_secs_f64();
-    let _ = stop.send(true);
-    task.await??;
+    let ours_embedded = catch_up(embedded, "embedded capture caught up").await?;
     println!(
         "mariadb capture into the embedded log: {rows} rows in {ours_embedded:.2}s = {:.0} rows/s",
         rows as f64 / ours_embedded
