@@ -165,6 +165,186 @@ impl StateStore {
     }
 }
 
+/// One row change of an XA transaction, held from its XA PREPARE until its XA COMMIT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldRow {
+    /// The row's table.
+    pub table: TableId,
+    /// The schema version the value was encoded with.
+    pub version: u32,
+    /// The Avro-encoded change event (its position is replaced when it is published).
+    pub value: Vec<u8>,
+}
+
+impl HeldRow {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.value.len() + 64);
+        out.extend_from_slice(&self.version.to_be_bytes());
+        for part in [&self.table.schema, &self.table.name] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.extend_from_slice(&self.value);
+        out
+    }
+
+    fn from_bytes(bytes: &[u8]) -> Option<HeldRow> {
+        let (version, mut rest) = bytes.split_first_chunk::<4>()?;
+        let mut part = || -> Option<String> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let text = std::str::from_utf8(tail.get(..len)?).ok()?.to_string();
+            rest = &tail[len..];
+            Some(text)
+        };
+        let (schema, name) = (part()?, part()?);
+        Some(HeldRow {
+            table: TableId::new(schema, name),
+            version: u32::from_be_bytes(*version),
+            value: rest.to_vec(),
+        })
+    }
+}
+
+/// Where one run of an XA transaction is held: binlog file number and offset of its
+/// XA START event group. An xid may be reused once its transaction ended, so each run is
+/// kept apart.
+pub type XaRun = (u32, u64);
+
+/// Held XA rows: `source 0 xid 0 file offset seq` → [`HeldRow`].
+const XA_ROWS: &str = "xa_rows";
+/// Prepared XA runs: `source 0 xid 0 file offset` → empty.
+const XA_PREPARED: &str = "xa_prepared";
+
+fn xa_prefix(source: &str, xid: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + xid.len() + 2);
+    key.extend_from_slice(source.as_bytes());
+    key.push(0);
+    key.extend_from_slice(xid.as_bytes());
+    key.push(0);
+    key
+}
+
+fn xa_run_key(source: &str, xid: &str, run: XaRun) -> Vec<u8> {
+    let mut key = xa_prefix(source, xid);
+    key.extend_from_slice(&run.0.to_be_bytes());
+    key.extend_from_slice(&run.1.to_be_bytes());
+    key
+}
+
+fn xa_run_of(key: &[u8]) -> Option<XaRun> {
+    let tail = key.len().checked_sub(12)?;
+    let file = u32::from_be_bytes(key[tail..tail + 4].try_into().ok()?);
+    let pos = u64::from_be_bytes(key[tail + 4..].try_into().ok()?);
+    Some((file, pos))
+}
+
+impl StateStore {
+    fn tree(&self, name: &str) -> Result<sled::Tree, CaptureError> {
+        self.db.open_tree(name).map_err(|e| self.err(e))
+    }
+
+    /// Starts holding the rows of run `run` of XA transaction `xid`, dropping what an
+    /// earlier reading of the same run left.
+    pub fn xa_begin(&self, source: &str, xid: &str, run: XaRun) -> Result<(), CaptureError> {
+        let rows = self.tree(XA_ROWS)?;
+        for key in rows.scan_prefix(xa_run_key(source, xid, run)).keys() {
+            rows.remove(key.map_err(|e| self.err(e))?)
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    /// Holds row change `seq` (from 1) of run `run` of XA transaction `xid`.
+    pub fn xa_hold(
+        &self,
+        source: &str,
+        xid: &str,
+        run: XaRun,
+        seq: u64,
+        row: &HeldRow,
+    ) -> Result<(), CaptureError> {
+        let mut key = xa_run_key(source, xid, run);
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.tree(XA_ROWS)?
+            .insert(key, row.to_bytes())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records that run `run` of XA transaction `xid` is prepared: its rows are complete,
+    /// and durable once this returns.
+    pub fn xa_prepared(&self, source: &str, xid: &str, run: XaRun) -> Result<(), CaptureError> {
+        self.tree(XA_PREPARED)?
+            .insert(xa_run_key(source, xid, run), &[])
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The newest prepared run of XA transaction `xid`, if its prepare was read.
+    pub fn xa_latest(&self, source: &str, xid: &str) -> Result<Option<XaRun>, CaptureError> {
+        match self
+            .tree(XA_PREPARED)?
+            .scan_prefix(xa_prefix(source, xid))
+            .keys()
+            .next_back()
+        {
+            Some(key) => Ok(xa_run_of(&key.map_err(|e| self.err(e))?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` held rows of run `run` of XA transaction `xid` after row `after`, in
+    /// order, with their numbers.
+    pub fn xa_rows(
+        &self,
+        source: &str,
+        xid: &str,
+        run: XaRun,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, HeldRow)>, CaptureError> {
+        let prefix = xa_run_key(source, xid, run);
+        let mut from = prefix.clone();
+        from.extend_from_slice(&(after + 1).to_be_bytes());
+        let mut out = Vec::new();
+        for entry in self.tree(XA_ROWS)?.range(from..).take(limit) {
+            let (key, value) = entry.map_err(|e| self.err(e))?;
+            if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
+                break;
+            }
+            let seq = u64::from_be_bytes(key[prefix.len()..].try_into().expect("8 bytes"));
+            let row = HeldRow::from_bytes(&value)
+                .ok_or_else(|| self.err(format!("held XA row {seq} of {xid} is damaged")))?;
+            out.push((seq, row));
+        }
+        Ok(out)
+    }
+
+    /// Drops every run of XA transaction `xid` up to `up_to` (all of them for `None`):
+    /// committed and durable in the transport, or rolled back.
+    pub fn xa_release(
+        &self,
+        source: &str,
+        xid: &str,
+        up_to: Option<XaRun>,
+    ) -> Result<(), CaptureError> {
+        let prefix = xa_prefix(source, xid);
+        for name in [XA_ROWS, XA_PREPARED] {
+            let tree = self.tree(name)?;
+            for key in tree.scan_prefix(&prefix).keys() {
+                let key = key.map_err(|e| self.err(e))?;
+                let run = xa_run_of(&key[..(prefix.len() + 12).min(key.len())]);
+                if up_to.is_none() || run <= up_to {
+                    tree.remove(key).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A table's part of a store key.
 pub(crate) fn table_key(table: &TableId) -> String {
     format!("{}\u{1f}{}", table.schema, table.name)
@@ -191,6 +371,82 @@ mod tests {
             primary_key: vec![0],
             version: 0,
         }
+    }
+
+    #[test]
+    fn xa_runs_are_held_until_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let row = |n: u8| HeldRow {
+            table: TableId::new("shop", "t"),
+            version: 3,
+            value: vec![0, n, 255],
+        };
+        let (first, second) = ((1, 400), (2, 90));
+        {
+            let store = StateStore::open(dir.path()).unwrap();
+            store.xa_begin("s", "X'61',X'',1", first).unwrap();
+            // 256 rows: sequence numbers whose bytes end in 0 and 255 keep their order.
+            for seq in 1..=256u64 {
+                store
+                    .xa_hold("s", "X'61',X'',1", first, seq, &row(seq as u8))
+                    .unwrap();
+            }
+            store.xa_prepared("s", "X'61',X'',1", first).unwrap();
+            // Another transaction, and a run of the same xid not yet prepared.
+            store
+                .xa_hold("s", "X'62',X'',1", first, 1, &row(9))
+                .unwrap();
+            store
+                .xa_hold("s", "X'61',X'',1", second, 1, &row(7))
+                .unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        assert_eq!(store.xa_latest("s", "X'61',X'',1").unwrap(), Some(first));
+        assert_eq!(store.xa_latest("s", "X'62',X'',1").unwrap(), None);
+        assert_eq!(store.xa_latest("other", "X'61',X'',1").unwrap(), None);
+        let mut seen = Vec::new();
+        loop {
+            let after = seen.last().map(|(s, _)| *s).unwrap_or(0);
+            let chunk = store
+                .xa_rows("s", "X'61',X'',1", first, after, 100)
+                .unwrap();
+            if chunk.is_empty() {
+                break;
+            }
+            seen.extend(chunk);
+        }
+        assert_eq!(seen.len(), 256);
+        assert!(seen
+            .iter()
+            .enumerate()
+            .all(|(i, (seq, r))| *seq == i as u64 + 1 && *r == row(*seq as u8)));
+        // Reading the run again starts it afresh.
+        store.xa_begin("s", "X'61',X'',1", second).unwrap();
+        assert!(store
+            .xa_rows("s", "X'61',X'',1", second, 0, 10)
+            .unwrap()
+            .is_empty());
+        store
+            .xa_hold("s", "X'61',X'',1", second, 1, &row(8))
+            .unwrap();
+        store.xa_prepared("s", "X'61',X'',1", second).unwrap();
+        assert_eq!(store.xa_latest("s", "X'61',X'',1").unwrap(), Some(second));
+        // Releasing the first run keeps the second.
+        store.xa_release("s", "X'61',X'',1", Some(first)).unwrap();
+        assert!(store
+            .xa_rows("s", "X'61',X'',1", first, 0, 10)
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.xa_rows("s", "X'61',X'',1", second, 0, 10).unwrap(),
+            vec![(1, row(8))]
+        );
+        store.xa_release("s", "X'61',X'',1", None).unwrap();
+        assert_eq!(store.xa_latest("s", "X'61',X'',1").unwrap(), None);
+        assert_eq!(
+            store.xa_rows("s", "X'62',X'',1", first, 0, 10).unwrap(),
+            vec![(1, row(9))]
+        );
     }
 
     #[test]

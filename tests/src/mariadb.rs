@@ -165,6 +165,24 @@ impl MariaDb {
         Ok((file, pos))
     }
 
+    /// `(file, end position)` of the `nth` event (from 0) whose `SHOW BINLOG EVENTS` line
+    /// contains `needle`.
+    pub async fn binlog_event_end(
+        &self,
+        needle: &str,
+        nth: usize,
+    ) -> anyhow::Result<(String, u64)> {
+        let events = self.query("", "SHOW BINLOG EVENTS").await?;
+        let line = events
+            .lines()
+            .filter(|l| l.contains(needle))
+            .nth(nth)
+            .with_context(|| format!("event {nth} with {needle:?} in the binlog:\n{events}"))?;
+        let fields: Vec<&str> = line.split('\t').collect();
+        let pos = fields.get(4).context("End_log_pos")?.parse()?;
+        Ok((fields[0].to_string(), pos))
+    }
+
     /// Creates a database and returns its name (unique name generated from `prefix`).
     pub async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
         let stem: String = prefix

@@ -581,6 +581,62 @@ async fn resumes_from_the_gtid_state() -> anyhow::Result<()> {
     running.stop().await
 }
 
+/// A two-phase XA transaction reaches the sink at its XA COMMIT, whole, and not before;
+/// one rolled back after its prepare never does. Their rows are held in the capture's
+/// state from the prepare on, so a capture restarted between prepare and commit (its
+/// checkpoint past the prepares) still publishes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_xa_transactions_flow_at_their_commit() -> anyhow::Result<()> {
+    let scene = Scene::with_source_settings(false, STOCK_DDL, "", false).await?;
+    let tables: &[(&str, &[(&str, &str)])] = &[("stock", STOCK)];
+    let running = scene.start();
+    scene.converge(tables, &running).await?;
+    // One session per prepared transaction (a session stays tied to its prepared one).
+    for sql in [
+        "XA START 'sale'; UPDATE stock SET qty = qty - 1 WHERE store = 1 AND item IN (1, 2, 3);
+         INSERT INTO stock VALUES (9, 9, 9); XA END 'sale'; XA PREPARE 'sale';",
+        "XA START 'void'; DELETE FROM stock WHERE store = 1 AND item = 10; XA END 'void'; XA PREPARE 'void';",
+        "UPDATE stock SET qty = 100 WHERE store = 1 AND item = 5;",
+    ] {
+        scene.maria.execute(&scene.db, sql).await?;
+    }
+    // The later update arrives; the prepared rows, which the source does not show yet,
+    // must not.
+    scene.converge(tables, &running).await?;
+    running.stop().await?;
+    let (file, prepared) = scene
+        .maria
+        .binlog_event_end("XA PREPARE X'766f6964'", 0)
+        .await?;
+    let store =
+        tributary_capture::state::StateStore::open(&scene.config.state_dir.join("capture"))?;
+    let checkpoint = store
+        .binlog_checkpoint("store")?
+        .context("a checkpoint after streaming")?;
+    drop(store);
+    assert!(
+        checkpoint.file == file && checkpoint.pos > prepared,
+        "the checkpoint {checkpoint:?} is past the prepares (the last ends at {file}:{prepared})"
+    );
+
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "XA COMMIT 'sale'; XA ROLLBACK 'void';
+             XA START 'one'; UPDATE stock SET qty = 7 WHERE store = 1 AND item = 6; XA END 'one'; XA COMMIT 'one' ONE PHASE;",
+        )
+        .await?;
+    let want = scene.source_rows("stock", STOCK).await?;
+    assert!(
+        want.contains("1\t1\t0\n") && want.contains("9\t9\t9\n") && want.contains("1\t10\t10\n"),
+        "the source shows the committed sale and the rolled-back delete:\n{want}"
+    );
+    let running = scene.start();
+    scene.converge(tables, &running).await?;
+    running.stop().await
+}
+
 /// With `binlog_row_metadata = FULL`, a capture that was away while tables changed decodes
 /// each row with the shape the binlog gives at its position, not the current catalog's:
 /// same-typed columns reordered, a column added, and a table of every type dropped after

@@ -9,7 +9,10 @@
 //!
 //! Streaming registers as a replica (`server_id`) and decodes TABLE_MAP and ROWS events
 //! (v1 and v2) into change events; a transaction runs from its GTID (or `BEGIN`) event to
-//! its XID (or `COMMIT`) event. The checkpoint (binlog file and offset of the next
+//! its XID (or `COMMIT`) event. A two-phase XA transaction's rows are held in the state
+//! store from `XA START` to `XA PREPARE` (durable before the checkpoint passes the
+//! prepare) and published as one transaction at its `XA COMMIT`, or dropped at its
+//! `XA ROLLBACK`. The checkpoint (binlog file and offset of the next
 //! transaction, and the GTID before it) is stored locally only once the transport holds
 //! everything before it, so a crash resends rather than loses; sinks skip what they
 //! already applied by position. Transactions touching no captured table move the
@@ -36,8 +39,8 @@ mod unread;
 pub use config::{MySqlSourceConfig, ResumeFrom};
 
 use crate::error::CaptureError;
-use crate::publisher::Publisher;
-use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState, StateStore};
+use crate::publisher::{Acked, Publisher};
+use crate::state::{BinlogCheckpoint, ChunkProgress, HeldRow, SnapshotState, StateStore, XaRun};
 use binlog_shape::MapShape;
 use catalog::{connect, load_tables, preflight, MyTable};
 use futures::StreamExt;
@@ -45,15 +48,38 @@ use mysql_async::binlog::events::{EventData, RowsEventData, TableMapEvent};
 use mysql_async::prelude::Queryable;
 use mysql_async::BinlogStreamRequest;
 use rows::RowLayout;
+use statement::Xa;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 use tokio::sync::watch;
-use tributary_schemas::{ChangeEvent, Op, Position, Row, TableId, TxMeta, Value};
+use tributary_schemas::{
+    decode_value, encode_value, unframe, AvroSchemas, ChangeEvent, Op, Position, Row, TableId,
+    TxMeta, Value,
+};
 
 /// MariaDB's GTID event (starts every transaction).
 const MARIADB_GTID_EVENT: u8 = 162;
 /// MariaDB GTID flag: a statement with no BEGIN/COMMIT around it (DDL).
 const FL_STANDALONE: u8 = 1;
+/// MariaDB GTID flag: a group commit id follows the flags.
+const FL_GROUP_COMMIT_ID: u8 = 2;
+/// MariaDB GTID flag: the group is an XA transaction's first phase (up to XA PREPARE);
+/// its xid follows.
+const FL_PREPARED_XA: u8 = 64;
+/// MariaDB GTID flag: the group is an XA COMMIT or XA ROLLBACK; its xid follows.
+const FL_COMPLETED_XA: u8 = 128;
+
+/// How long a stopping capture waits for what is in flight to become durable.
+const SETTLE: Duration = Duration::from_secs(10);
+
+/// A checkpoint that becomes durable with acknowledgement token `token`.
+struct Durable {
+    token: u64,
+    checkpoint: BinlogCheckpoint,
+    /// The run of an XA transaction committed before the checkpoint, whose held rows can
+    /// go once it is durable.
+    release: Option<(String, XaRun)>,
+}
 
 /// The transaction being streamed.
 struct OpenTx {
@@ -62,6 +88,9 @@ struct OpenTx {
     commit_ts_micros: i64,
     seq: u64,
     id: Option<u64>,
+    /// An XA transaction's xid and run: its rows are held in the state store, not
+    /// published, until its XA COMMIT.
+    xa: Option<(String, XaRun)>,
 }
 
 impl OpenTx {
@@ -73,6 +102,7 @@ impl OpenTx {
             commit_ts_micros,
             seq: 0,
             id,
+            xa: None,
         }
     }
 }
@@ -217,6 +247,8 @@ impl MySqlCapture {
         // The last GTID per replication domain, as MariaDB's `@slave_connect_state` takes it.
         let mut gtids = GtidState::parse(checkpoint.gtid.as_deref().unwrap_or(""));
         let mut gtid = checkpoint.gtid.clone();
+        // The sequence number of the last MariaDB GTID (the id of a standalone group).
+        let mut gtid_seq: Option<u64> = None;
         let mut open: Option<OpenTx> = None;
         // Table id (of TABLE_MAP events) → captured table, or None when not captured.
         let mut table_ids: HashMap<u64, Option<TableId>> = HashMap::new();
@@ -224,7 +256,7 @@ impl MySqlCapture {
         // read its rows.
         let mut shapes: HashMap<TableId, (Vec<u8>, RowLayout)> = HashMap::new();
         let mut acked = self.publisher.acked();
-        let mut pending: VecDeque<(u64, BinlogCheckpoint)> = VecDeque::new();
+        let mut pending: VecDeque<Durable> = VecDeque::new();
         let mut next_token = 1u64;
         // With heartbeats every `heartbeat_secs`, silence for three periods means the
         // connection is gone.
@@ -232,10 +264,7 @@ impl MySqlCapture {
         loop {
             let event = tokio::select! {
                 biased;
-                _ = shutdown.wait_for(|s| *s) => {
-                    tracing::info!(source, "capture stopping");
-                    return Ok(());
-                }
+                _ = shutdown.wait_for(|s| *s) => None,
                 changed = acked.changed() => {
                     if changed.is_err() {
                         return Err(CaptureError::Replication("publisher stopped".into()));
@@ -244,15 +273,7 @@ impl MySqlCapture {
                     if let Some(message) = a.failed {
                         return Err(CaptureError::Replication(format!("publishing failed: {message}")));
                     }
-                    if let Some(token) = a.token {
-                        let mut durable = None;
-                        while pending.front().is_some_and(|(t, _)| *t <= token) {
-                            durable = pending.pop_front().map(|(_, cp)| cp);
-                        }
-                        if let Some(cp) = durable {
-                            self.store.set_binlog_checkpoint(&source, &cp)?;
-                        }
-                    }
+                    self.durable(&a, &mut pending)?;
                     continue;
                 }
                 event = tokio::time::timeout(silence, stream.next()) => match event {
@@ -261,8 +282,12 @@ impl MySqlCapture {
                     ))),
                     Ok(None) => return Err(CaptureError::Replication("the server ended the binlog stream".into())),
                     Ok(Some(Err(e))) => return Err(CaptureError::mysql("reading the binlog", e)),
-                    Ok(Some(Ok(event))) => event,
+                    Ok(Some(Ok(event))) => Some(event),
                 },
+            };
+            let Some(event) = event else {
+                tracing::info!(source, "capture stopping");
+                return self.settle(&mut acked, &mut pending).await;
             };
             let header = event.header();
             let next_pos = u64::from(header.log_pos());
@@ -271,8 +296,21 @@ impl MySqlCapture {
                 let (seq_no, domain, flags) = mariadb_gtid(event.data())?;
                 gtids.set(domain, header.server_id(), seq_no);
                 gtid = Some(gtids.to_string());
+                gtid_seq = Some(seq_no);
                 if flags & FL_STANDALONE == 0 {
-                    open = Some(OpenTx::new(file_n, next_pos, ts_micros, Some(seq_no)));
+                    let mut tx = OpenTx::new(file_n, next_pos, ts_micros, Some(seq_no));
+                    // MariaDB writes no XA START statement: the GTID event carries the xid.
+                    if flags & FL_PREPARED_XA != 0 {
+                        let xid = mariadb_gtid_xid(event.data(), flags).ok_or_else(|| {
+                            CaptureError::Decode(format!(
+                                "GTID event of an XA transaction at {file}:{next_pos} has no xid"
+                            ))
+                        })?;
+                        let run = (file_n, next_pos);
+                        self.store.xa_begin(&source, &xid, run)?;
+                        tx.xa = Some((xid, run));
+                    }
+                    open = Some(tx);
                 }
                 continue;
             }
@@ -310,13 +348,53 @@ impl MySqlCapture {
                         open = None;
                         self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                             .await?;
-                    } else if is_xa(trimmed) {
-                        // XA START/END frame a prepared transaction's rows; XA COMMIT and XA
-                        // ROLLBACK of one stand alone (an XA PREPARE with captured rows
-                        // stopped the capture before).
-                        if open.is_none() {
-                            self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
-                                .await?;
+                    } else if let Some(xa) = statement::xa(trimmed) {
+                        match xa {
+                            // Its rows are held until the decision (see `XaPrepareLogEvent`).
+                            // (MySQL; MariaDB names the xid in the GTID event instead.)
+                            Xa::Start(xid) => {
+                                if let Some(tx) = open.as_mut().filter(|tx| tx.xa.is_none()) {
+                                    let run = (tx.file_seq, tx.offset);
+                                    self.store.xa_begin(&source, xid, run)?;
+                                    tx.xa = Some((xid.to_string(), run));
+                                }
+                            }
+                            Xa::End => {}
+                            Xa::Commit { xid, one_phase } => {
+                                // One phase (MySQL logs it in the group of its rows), or the
+                                // newest prepared run of this xid.
+                                let run = match open.as_ref().and_then(|tx| tx.xa.as_ref()) {
+                                    Some((x, run)) if x == xid => Some(*run),
+                                    _ => self.store.xa_latest(&source, xid)?,
+                                };
+                                let Some(run) = run else {
+                                    return Err(CaptureError::Setup(format!(
+                                        "XA COMMIT of {xid}{} at {file}:{next_pos}: this capture \
+                                         never read that transaction's XA PREPARE (it was prepared \
+                                         before the snapshot's position, or before an upgrade from \
+                                         a version that did not keep prepared transactions), so \
+                                         its rows are neither in the snapshot nor held, and a sink \
+                                         would miss them if it changed captured tables; take a \
+                                         new snapshot (remove this source's state) while XA \
+                                         RECOVER lists no prepared transaction",
+                                        if one_phase { " ONE PHASE" } else { "" }
+                                    )));
+                                };
+                                self.release_xa(xid, run, (file_n, next_pos), ts_micros, gtid_seq)
+                                    .await?;
+                                open = None;
+                                self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
+                                    .await?;
+                                if let Some(last) = pending.back_mut() {
+                                    last.release = Some((xid.to_string(), run));
+                                }
+                            }
+                            Xa::Rollback(xid) => {
+                                self.store.xa_release(&source, xid, None)?;
+                                open = None;
+                                self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
+                                    .await?;
+                            }
                         }
                     } else if let Some((db, name)) =
                         statement::truncated_table(trimmed, &q.schema())
@@ -459,7 +537,17 @@ impl MySqlCapture {
                         change.before = before;
                         change.after = after;
                         change.position = Position::mysql(tx.file_seq, tx.offset, tx.seq);
-                        self.publisher.event(&table.state.avro, &change).await?;
+                        match &tx.xa {
+                            None => self.publisher.event(&table.state.avro, &change).await?,
+                            Some((xid, run)) => {
+                                let row = HeldRow {
+                                    table: id.clone(),
+                                    version: table.state.schema.version,
+                                    value: encode_value(&table.state.avro, &change)?,
+                                };
+                                self.store.xa_hold(&source, xid, *run, tx.seq, &row)?;
+                            }
+                        }
                     }
                 }
                 // A statement-logged LOAD DATA (its file came in BEGIN_LOAD_QUERY and
@@ -477,15 +565,22 @@ impl MySqlCapture {
                         )));
                     }
                 }
+                // The first phase of an XA transaction: its rows are durable in the state
+                // store before the checkpoint passes here, and wait there for XA COMMIT
+                // (published then, at its position) or XA ROLLBACK (dropped).
                 Some(EventData::XaPrepareLogEvent(_)) => {
-                    if open.as_ref().is_some_and(|tx| tx.seq > 0) {
-                        return Err(CaptureError::Setup(format!(
-                            "an XA transaction prepared at {file}:{next_pos} changed captured tables; \
-                             Tributary does not follow two-phase XA transactions yet (their rows \
-                             would flow before the commit decision) and will not skip them: use \
-                             XA COMMIT … ONE PHASE or ordinary transactions, or exclude the tables, \
-                             then take a new snapshot (remove this source's state)"
-                        )));
+                    match open.as_ref().map(|tx| (&tx.xa, tx.seq)) {
+                        Some((Some((xid, run)), rows)) => {
+                            self.store.xa_prepared(&source, xid, *run)?;
+                            tracing::debug!(source, xid, rows, at = %format!("{file}:{next_pos}"), "XA transaction prepared; its rows are held until its commit");
+                        }
+                        Some((None, rows)) if rows > 0 => {
+                            return Err(CaptureError::Decode(format!(
+                                "XA PREPARE at {file}:{next_pos} ends a transaction with rows of \
+                                 captured tables but no XA START statement naming its xid"
+                            )));
+                        }
+                        _ => {}
                     }
                     open = None;
                     self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
@@ -613,7 +708,6 @@ impl MySqlCapture {
         Ok(shape)
     }
 
-    /// Closes the transaction and queues the checkpoint after it.
     /// Publishes a truncate of captured table `id` at position `at`, with the table's
     /// catalog shape, or the last shape stored for it when it is gone from the catalog.
     async fn truncate(
@@ -660,9 +754,10 @@ impl MySqlCapture {
         self.publisher.event(&table.state.avro, &event).await
     }
 
+    /// Closes the transaction and queues the checkpoint after it.
     async fn commit(
         &mut self,
-        pending: &mut VecDeque<(u64, BinlogCheckpoint)>,
+        pending: &mut VecDeque<Durable>,
         next_token: &mut u64,
         file: &str,
         pos: u64,
@@ -671,23 +766,129 @@ impl MySqlCapture {
         let token = *next_token;
         *next_token += 1;
         self.publisher.commit(Some(token)).await?;
-        pending.push_back((
+        pending.push_back(Durable {
             token,
-            BinlogCheckpoint {
+            checkpoint: BinlogCheckpoint {
                 file: file.to_string(),
                 pos,
                 gtid: gtid.clone(),
             },
-        ));
+            release: None,
+        });
         Ok(())
     }
-}
 
-/// Whether `statement` is an XA statement (`XA START`, `XA END`, `XA COMMIT`, …).
-fn is_xa(statement: &str) -> bool {
-    statement
-        .get(..3)
-        .is_some_and(|p| p.eq_ignore_ascii_case("XA "))
+    /// Stores the newest checkpoint that acknowledgement `acked` makes durable, then drops
+    /// the held rows of XA transactions committed before it.
+    fn durable(
+        &mut self,
+        acked: &Acked,
+        pending: &mut VecDeque<Durable>,
+    ) -> Result<(), CaptureError> {
+        let Some(token) = acked.token else {
+            return Ok(());
+        };
+        let mut checkpoint = None;
+        let mut releases = Vec::new();
+        while pending.front().is_some_and(|d| d.token <= token) {
+            let d = pending.pop_front().expect("checked");
+            releases.extend(d.release);
+            checkpoint = Some(d.checkpoint);
+        }
+        if let Some(cp) = checkpoint {
+            self.store.set_binlog_checkpoint(&self.source, &cp)?;
+        }
+        for (xid, run) in releases {
+            self.store.xa_release(&self.source, &xid, Some(run))?;
+        }
+        Ok(())
+    }
+
+    /// At shutdown: waits a little for what is in flight to become durable, so the stored
+    /// checkpoint is as recent as the transport allows.
+    async fn settle(
+        &mut self,
+        acked: &mut watch::Receiver<Acked>,
+        pending: &mut VecDeque<Durable>,
+    ) -> Result<(), CaptureError> {
+        let deadline = tokio::time::Instant::now() + SETTLE;
+        loop {
+            let a = acked.borrow_and_update().clone();
+            if a.failed.is_some() {
+                return Ok(());
+            }
+            self.durable(&a, pending)?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            match tokio::time::timeout_at(deadline, acked.changed()).await {
+                Ok(Ok(())) => {}
+                // Not all durable in time (or the publisher is gone): the next run resends
+                // from the stored checkpoint.
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Publishes the held rows of run `run` of XA transaction `xid` as one transaction at
+    /// binlog file number and offset `at` (its XA COMMIT).
+    async fn release_xa(
+        &mut self,
+        xid: &str,
+        run: XaRun,
+        at: (u32, u64),
+        commit_ts_micros: i64,
+        id: Option<u64>,
+    ) -> Result<(), CaptureError> {
+        let mut schemas: HashMap<(TableId, u32), AvroSchemas> = HashMap::new();
+        let (mut after, mut count) = (0, 0u64);
+        loop {
+            let chunk = self.store.xa_rows(&self.source, xid, run, after, 1024)?;
+            if chunk.is_empty() {
+                break;
+            }
+            for (seq, row) in chunk {
+                after = seq;
+                let version = (row.table, row.version);
+                if !schemas.contains_key(&version) {
+                    let (table, v) = &version;
+                    let shape = self
+                        .store
+                        .shapes(&self.source, table)?
+                        .into_iter()
+                        .find(|s| s.version == *v)
+                        .ok_or_else(|| {
+                            self.store.invalid(format!(
+                                "held rows of XA transaction {xid} need version {v} of {table}, \
+                                 which the state no longer holds"
+                            ))
+                        })?;
+                    schemas.insert(
+                        version.clone(),
+                        AvroSchemas::generate(&self.source, &shape)?,
+                    );
+                }
+                let avro = &schemas[&version];
+                let (_, datum) = unframe(&row.value)?;
+                let mut event = decode_value(avro, datum)?;
+                count += 1;
+                event.position = Position::mysql(at.0, at.1, count);
+                event.tx = TxMeta {
+                    id,
+                    commit_ts_micros,
+                    first: Position::mysql(at.0, at.1, 1),
+                };
+                self.publisher.event(avro, &event).await?;
+            }
+        }
+        tracing::debug!(
+            source = self.source,
+            xid,
+            rows = count,
+            "XA transaction committed; its held rows are published"
+        );
+        Ok(())
+    }
 }
 
 fn key_of(table: &MyTable, row: &Row) -> Vec<Value> {
@@ -749,6 +950,28 @@ fn mariadb_gtid(data: &[u8]) -> Result<(u64, u32, u8), CaptureError> {
     Ok((seq_no, domain, data[12]))
 }
 
+/// The xid of an XA transaction's MariaDB GTID event body (flags `flags`), spelled as
+/// the server spells it in XA statements: `X'<gtrid hex>',X'<bqual hex>',<formatID>`.
+fn mariadb_gtid_xid(data: &[u8], flags: u8) -> Option<String> {
+    if flags & (FL_PREPARED_XA | FL_COMPLETED_XA) == 0 {
+        return None;
+    }
+    let at = if flags & FL_GROUP_COMMIT_ID != 0 {
+        21
+    } else {
+        13
+    };
+    let format_id = i32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?);
+    let (gtrid_len, bqual_len) = (
+        usize::from(*data.get(at + 4)?),
+        usize::from(*data.get(at + 5)?),
+    );
+    let gtrid = data.get(at + 6..at + 6 + gtrid_len)?;
+    let bqual = data.get(at + 6 + gtrid_len..at + 6 + gtrid_len + bqual_len)?;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    Some(format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual)))
+}
+
 /// The file a ROTATE event names. The first (fake) one precedes the format description,
 /// so its body may still carry the 4-byte checksum.
 fn rotate_target(raw: &[u8]) -> Result<String, CaptureError> {
@@ -798,6 +1021,26 @@ mod tests {
         body.extend(3u32.to_le_bytes());
         body.push(FL_STANDALONE);
         assert_eq!(mariadb_gtid(&body).unwrap(), (7, 3, 1));
+        // An XA transaction's first phase: formatID 7, gtrid 0x0102, bqual 0xaa.
+        let mut xa = 9u64.to_le_bytes().to_vec();
+        xa.extend(0u32.to_le_bytes());
+        xa.push(FL_PREPARED_XA);
+        xa.extend(7i32.to_le_bytes());
+        xa.extend([2, 1, 0x01, 0x02, 0xaa]);
+        assert_eq!(
+            mariadb_gtid_xid(&xa, FL_PREPARED_XA).as_deref(),
+            Some("X'0102',X'aa',7")
+        );
+        assert_eq!(mariadb_gtid_xid(&xa[..20], FL_PREPARED_XA), None);
+        assert_eq!(mariadb_gtid_xid(&xa, 0), None);
+        // With a group commit id before it.
+        let mut grouped = xa[..13].to_vec();
+        grouped.extend(42u64.to_le_bytes());
+        grouped.extend(&xa[13..]);
+        assert_eq!(
+            mariadb_gtid_xid(&grouped, FL_PREPARED_XA | FL_GROUP_COMMIT_ID).as_deref(),
+            Some("X'0102',X'aa',7")
+        );
         let mut state = GtidState::parse("0-1-5, 2-7-9");
         state.set(0, 1, 6);
         state.set(1, 3, 1);

@@ -73,6 +73,53 @@ pub fn truncated_table(sql: &str, default_db: &str) -> Option<(String, String)> 
     }
 }
 
+/// An XA statement, as the server logs it (`XA START X'74776f',X'',1`): the verb and the
+/// transaction's xid in the server's own spelling, which is the same for every statement
+/// of one transaction.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Xa<'a> {
+    Start(&'a str),
+    /// `XA END`, or another verb that changes nothing in the binlog.
+    End,
+    Commit {
+        xid: &'a str,
+        /// `XA COMMIT … ONE PHASE`: the rows are in the same event group.
+        one_phase: bool,
+    },
+    Rollback(&'a str),
+}
+
+/// The XA statement `sql` is, if it is one.
+pub fn xa(sql: &str) -> Option<Xa<'_>> {
+    let (first, rest) = sql.trim().split_once(char::is_whitespace)?;
+    if !first.eq_ignore_ascii_case("XA") {
+        return None;
+    }
+    let rest = rest.trim_start();
+    let (verb, xid) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let xid = xid.trim();
+    let is = |w: &str| verb.eq_ignore_ascii_case(w);
+    Some(if is("START") || is("BEGIN") {
+        Xa::Start(xid)
+    } else if is("COMMIT") {
+        let upper = xid.to_ascii_uppercase();
+        match upper.strip_suffix("ONE PHASE") {
+            Some(head) => Xa::Commit {
+                xid: xid[..head.len()].trim_end(),
+                one_phase: true,
+            },
+            None => Xa::Commit {
+                xid,
+                one_phase: false,
+            },
+        }
+    } else if is("ROLLBACK") {
+        Xa::Rollback(xid)
+    } else {
+        Xa::End
+    })
+}
+
 /// Reserved words that may appear in a row-changing statement: unquoted, they never name
 /// a table.
 const RESERVED: &[&str] = &[
@@ -287,6 +334,35 @@ mod tests {
 
     fn shop_t(db: &str, name: &str) -> bool {
         db == "shop" && name.eq_ignore_ascii_case("t")
+    }
+
+    #[test]
+    fn xa_statements_give_their_xid() {
+        assert_eq!(
+            xa("XA START X'74776f',X'',1"),
+            Some(Xa::Start("X'74776f',X'',1"))
+        );
+        assert_eq!(xa("xa end X'74776f',X'',1"), Some(Xa::End));
+        assert_eq!(
+            xa("XA COMMIT X'0102',X'aa',7"),
+            Some(Xa::Commit {
+                xid: "X'0102',X'aa',7",
+                one_phase: false
+            })
+        );
+        assert_eq!(
+            xa("XA COMMIT X'6f6e65',X'',1 ONE PHASE"),
+            Some(Xa::Commit {
+                xid: "X'6f6e65',X'',1",
+                one_phase: true
+            })
+        );
+        assert_eq!(
+            xa("XA ROLLBACK X'72',X'',1"),
+            Some(Xa::Rollback("X'72',X'',1"))
+        );
+        assert_eq!(xa("XACT"), None);
+        assert_eq!(xa("INSERT INTO xa VALUES (1)"), None);
     }
 
     #[test]
