@@ -61,6 +61,10 @@ pub struct BinlogCheckpoint {
 #[derive(Clone)]
 pub struct StateStore {
     db: sled::Db,
+    /// Rows of XA transactions held until their commit.
+    xa_rows: sled::Tree,
+    /// The XA runs whose prepare was read, and where each ended.
+    xa_runs: sled::Tree,
     path: PathBuf,
 }
 
@@ -75,7 +79,15 @@ impl StateStore {
                 path: path.display().to_string(),
                 message: format!("{e} (is another capture running with the same state_dir?)"),
             })?;
+        let tree = |name: &str| {
+            db.open_tree(name).map_err(|e| CaptureError::State {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+        };
         Ok(StateStore {
+            xa_rows: tree(XA_ROWS)?,
+            xa_runs: tree(XA_RUNS)?,
             db,
             path: path.to_path_buf(),
         })
@@ -207,47 +219,68 @@ impl HeldRow {
 }
 
 /// Where one run of an XA transaction is held: binlog file number and offset of its
-/// XA START event group. An xid may be reused once its transaction ended, so each run is
+/// first event group. An xid may be reused once its transaction ended, so each run is
 /// kept apart.
 pub type XaRun = (u32, u64);
 
-/// Held XA rows: `source 0 xid 0 file offset seq` → [`HeldRow`].
+/// Held XA rows: `source 0 xid 0 run seq` → [`HeldRow`].
 const XA_ROWS: &str = "xa_rows";
-/// Prepared XA runs: `source 0 xid 0 file offset` → empty.
-const XA_PREPARED: &str = "xa_prepared";
+/// XA runs read up to their prepare: `source 0 xid 0 run` → empty while prepared, or the
+/// binlog position (file number, offset) of the XA COMMIT or XA ROLLBACK that ended it.
+const XA_RUNS: &str = "xa_runs";
 
-fn xa_prefix(source: &str, xid: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(source.len() + xid.len() + 2);
+fn source_prefix(source: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + 1);
     key.extend_from_slice(source.as_bytes());
     key.push(0);
+    key
+}
+
+fn xa_prefix(source: &str, xid: &str) -> Vec<u8> {
+    let mut key = source_prefix(source);
     key.extend_from_slice(xid.as_bytes());
     key.push(0);
     key
 }
 
+fn position_bytes(at: (u32, u64)) -> [u8; 12] {
+    let mut out = [0; 12];
+    out[..4].copy_from_slice(&at.0.to_be_bytes());
+    out[4..].copy_from_slice(&at.1.to_be_bytes());
+    out
+}
+
+fn position_of(bytes: &[u8]) -> Option<(u32, u64)> {
+    let bytes: &[u8; 12] = bytes.try_into().ok()?;
+    let (file, pos) = bytes.split_at(4);
+    Some((
+        u32::from_be_bytes(file.try_into().ok()?),
+        u64::from_be_bytes(pos.try_into().ok()?),
+    ))
+}
+
 fn xa_run_key(source: &str, xid: &str, run: XaRun) -> Vec<u8> {
     let mut key = xa_prefix(source, xid);
-    key.extend_from_slice(&run.0.to_be_bytes());
-    key.extend_from_slice(&run.1.to_be_bytes());
+    key.extend_from_slice(&position_bytes(run));
     key
 }
 
-fn xa_run_of(key: &[u8]) -> Option<XaRun> {
-    let tail = key.len().checked_sub(12)?;
-    let file = u32::from_be_bytes(key[tail..tail + 4].try_into().ok()?);
-    let pos = u64::from_be_bytes(key[tail + 4..].try_into().ok()?);
-    Some((file, pos))
+/// The xid and run of a key of either XA tree, given the length of its source prefix and
+/// of what follows the run (8 for a row's number, 0 for a run).
+fn xa_key_parts(key: &[u8], source_len: usize, tail: usize) -> Option<(String, XaRun)> {
+    let run_at = key.len().checked_sub(tail + 12)?;
+    let xid = key.get(source_len..run_at.checked_sub(1)?)?;
+    Some((
+        String::from_utf8(xid.to_vec()).ok()?,
+        position_of(&key[run_at..run_at + 12])?,
+    ))
 }
 
 impl StateStore {
-    fn tree(&self, name: &str) -> Result<sled::Tree, CaptureError> {
-        self.db.open_tree(name).map_err(|e| self.err(e))
-    }
-
     /// Starts holding the rows of run `run` of XA transaction `xid`, dropping what an
     /// earlier reading of the same run left.
     pub fn xa_begin(&self, source: &str, xid: &str, run: XaRun) -> Result<(), CaptureError> {
-        let rows = self.tree(XA_ROWS)?;
+        let rows = &self.xa_rows;
         for key in rows.scan_prefix(xa_run_key(source, xid, run)).keys() {
             rows.remove(key.map_err(|e| self.err(e))?)
                 .map_err(|e| self.err(e))?;
@@ -266,33 +299,40 @@ impl StateStore {
     ) -> Result<(), CaptureError> {
         let mut key = xa_run_key(source, xid, run);
         key.extend_from_slice(&seq.to_be_bytes());
-        self.tree(XA_ROWS)?
+        self.xa_rows
             .insert(key, row.to_bytes())
             .map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// Records that run `run` of XA transaction `xid` is prepared: its rows are complete,
-    /// and durable once this returns.
+    /// Records that run `run` of XA transaction `xid` is prepared: its rows are complete.
+    /// (They are durable with the next checkpoint, which is stored only after this.)
     pub fn xa_prepared(&self, source: &str, xid: &str, run: XaRun) -> Result<(), CaptureError> {
-        self.tree(XA_PREPARED)?
+        self.xa_runs
             .insert(xa_run_key(source, xid, run), &[])
             .map_err(|e| self.err(e))?;
-        self.db.flush().map_err(|e| self.err(e))?;
         Ok(())
     }
 
-    /// The newest prepared run of XA transaction `xid`, if its prepare was read.
-    pub fn xa_latest(&self, source: &str, xid: &str) -> Result<Option<XaRun>, CaptureError> {
-        match self
-            .tree(XA_PREPARED)?
-            .scan_prefix(xa_prefix(source, xid))
-            .keys()
-            .next_back()
-        {
-            Some(key) => Ok(xa_run_of(&key.map_err(|e| self.err(e))?)),
-            None => Ok(None),
+    /// The prepared run of XA transaction `xid` that its XA COMMIT or XA ROLLBACK at
+    /// binlog position `at` ends, marked as ended there: the oldest run not ended yet, or
+    /// the one this same statement ended when it is read again after a restart. `None`
+    /// when this capture never read the transaction's prepare.
+    pub fn xa_end(
+        &self,
+        source: &str,
+        xid: &str,
+        at: (u32, u64),
+    ) -> Result<Option<XaRun>, CaptureError> {
+        let at = position_bytes(at);
+        for entry in self.xa_runs.scan_prefix(xa_prefix(source, xid)) {
+            let (key, ended) = entry.map_err(|e| self.err(e))?;
+            if ended.is_empty() || *ended == at {
+                self.xa_runs.insert(&key, &at).map_err(|e| self.err(e))?;
+                return Ok(position_of(&key[key.len() - 12..]));
+            }
         }
+        Ok(None)
     }
 
     /// Up to `limit` held rows of run `run` of XA transaction `xid` after row `after`, in
@@ -309,7 +349,7 @@ impl StateStore {
         let mut from = prefix.clone();
         from.extend_from_slice(&(after + 1).to_be_bytes());
         let mut out = Vec::new();
-        for entry in self.tree(XA_ROWS)?.range(from..).take(limit) {
+        for entry in self.xa_rows.range(from..).take(limit) {
             let (key, value) = entry.map_err(|e| self.err(e))?;
             if !key.starts_with(&prefix) || key.len() != prefix.len() + 8 {
                 break;
@@ -322,26 +362,77 @@ impl StateStore {
         Ok(out)
     }
 
-    /// Drops every run of XA transaction `xid` up to `up_to` (all of them for `None`):
-    /// committed and durable in the transport, or rolled back.
-    pub fn xa_release(
-        &self,
-        source: &str,
-        xid: &str,
-        up_to: Option<XaRun>,
-    ) -> Result<(), CaptureError> {
-        let prefix = xa_prefix(source, xid);
-        for name in [XA_ROWS, XA_PREPARED] {
-            let tree = self.tree(name)?;
+    /// Drops run `run` of XA transaction `xid`: committed and durable in the transport,
+    /// or rolled back.
+    pub fn xa_release(&self, source: &str, xid: &str, run: XaRun) -> Result<(), CaptureError> {
+        self.xa_begin(source, xid, run)?;
+        self.xa_runs
+            .remove(xa_run_key(source, xid, run))
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Drops the runs a capture resuming at binlog position `checkpoint` no longer needs:
+    /// those ended at or before it (a stop between storing a checkpoint and releasing
+    /// them), and those starting before it but never prepared (a stop mid-transaction,
+    /// or a one-phase run). Returns how many runs went.
+    pub fn xa_sweep(&self, source: &str, checkpoint: (u32, u64)) -> Result<usize, CaptureError> {
+        let prefix = source_prefix(source);
+        let mut gone = Vec::new();
+        for entry in self.xa_runs.scan_prefix(&prefix) {
+            let (key, ended) = entry.map_err(|e| self.err(e))?;
+            if position_of(&ended).is_some_and(|end| end <= checkpoint) {
+                gone.extend(xa_key_parts(&key, prefix.len(), 0));
+            }
+        }
+        let mut last: Option<(String, XaRun)> = None;
+        for key in self.xa_rows.scan_prefix(&prefix).keys() {
+            let key = key.map_err(|e| self.err(e))?;
+            let Some(parts) = xa_key_parts(&key, prefix.len(), 8) else {
+                continue;
+            };
+            if last.as_ref() == Some(&parts) {
+                continue;
+            }
+            let prepared = self
+                .xa_runs
+                .contains_key(xa_run_key(source, &parts.0, parts.1))
+                .map_err(|e| self.err(e))?;
+            if !prepared && parts.1 < checkpoint {
+                gone.push(parts.clone());
+            }
+            last = Some(parts);
+        }
+        for (xid, run) in &gone {
+            self.xa_release(source, xid, *run)?;
+        }
+        Ok(gone.len())
+    }
+
+    /// Drops every held run of `source` (a new snapshot starts).
+    pub fn xa_forget(&self, source: &str) -> Result<(), CaptureError> {
+        let prefix = source_prefix(source);
+        for tree in [&self.xa_rows, &self.xa_runs] {
             for key in tree.scan_prefix(&prefix).keys() {
-                let key = key.map_err(|e| self.err(e))?;
-                let run = xa_run_of(&key[..(prefix.len() + 12).min(key.len())]);
-                if up_to.is_none() || run <= up_to {
-                    tree.remove(key).map_err(|e| self.err(e))?;
-                }
+                tree.remove(key.map_err(|e| self.err(e))?)
+                    .map_err(|e| self.err(e))?;
             }
         }
         Ok(())
+    }
+
+    /// The xids of XA transactions that were prepared when `source`'s snapshot started
+    /// and ended before its copy began: their rows are in the copy, and their XA COMMIT in
+    /// the stream has no run.
+    pub fn xa_settled(&self, source: &str) -> Result<Vec<String>, CaptureError> {
+        Ok(self
+            .get(&format!("xa_settled/{source}"))?
+            .unwrap_or_default())
+    }
+
+    /// Records the xids [`StateStore::xa_settled`] gives.
+    pub fn set_xa_settled(&self, source: &str, xids: &[String]) -> Result<(), CaptureError> {
+        self.put(&format!("xa_settled/{source}"), &xids)
     }
 }
 
@@ -381,72 +472,80 @@ mod tests {
             version: 3,
             value: vec![0, n, 255],
         };
+        let a = "X'61',X'',1";
         let (first, second) = ((1, 400), (2, 90));
+        let rows = |store: &StateStore, run: XaRun| {
+            let mut seen = Vec::new();
+            loop {
+                let after = seen.last().map(|(s, _)| *s).unwrap_or(0);
+                let chunk = store.xa_rows("s", a, run, after, 100).unwrap();
+                if chunk.is_empty() {
+                    return seen;
+                }
+                seen.extend(chunk);
+            }
+        };
         {
             let store = StateStore::open(dir.path()).unwrap();
-            store.xa_begin("s", "X'61',X'',1", first).unwrap();
-            // 256 rows: sequence numbers whose bytes end in 0 and 255 keep their order.
+            store.xa_begin("s", a, first).unwrap();
+            // 256 rows: numbers whose last byte is 0 and 255 keep their order.
             for seq in 1..=256u64 {
-                store
-                    .xa_hold("s", "X'61',X'',1", first, seq, &row(seq as u8))
-                    .unwrap();
+                store.xa_hold("s", a, first, seq, &row(seq as u8)).unwrap();
             }
-            store.xa_prepared("s", "X'61',X'',1", first).unwrap();
-            // Another transaction, and a run of the same xid not yet prepared.
+            store.xa_prepared("s", a, first).unwrap();
+            // Another transaction, another source.
             store
-                .xa_hold("s", "X'62',X'',1", first, 1, &row(9))
+                .xa_hold("s", "X'62',X'',1", (2, 50), 1, &row(9))
                 .unwrap();
-            store
-                .xa_hold("s", "X'61',X'',1", second, 1, &row(7))
-                .unwrap();
+            store.xa_hold("t", a, first, 1, &row(9)).unwrap();
+            store.xa_prepared("t", a, first).unwrap();
+            store.db.flush().unwrap();
         }
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.xa_latest("s", "X'61',X'',1").unwrap(), Some(first));
-        assert_eq!(store.xa_latest("s", "X'62',X'',1").unwrap(), None);
-        assert_eq!(store.xa_latest("other", "X'61',X'',1").unwrap(), None);
-        let mut seen = Vec::new();
-        loop {
-            let after = seen.last().map(|(s, _)| *s).unwrap_or(0);
-            let chunk = store
-                .xa_rows("s", "X'61',X'',1", first, after, 100)
-                .unwrap();
-            if chunk.is_empty() {
-                break;
-            }
-            seen.extend(chunk);
-        }
-        assert_eq!(seen.len(), 256);
-        assert!(seen
+        let held = rows(&store, first);
+        assert_eq!(held.len(), 256);
+        assert!(held
             .iter()
             .enumerate()
             .all(|(i, (seq, r))| *seq == i as u64 + 1 && *r == row(*seq as u8)));
-        // Reading the run again starts it afresh.
-        store.xa_begin("s", "X'61',X'',1", second).unwrap();
+        // Its commit at (2, 10) ends the first run; the xid is reused and prepared again.
+        assert_eq!(store.xa_end("s", a, (2, 10)).unwrap(), Some(first));
+        store.xa_begin("s", a, second).unwrap();
+        store.xa_hold("s", a, second, 1, &row(7)).unwrap();
+        store.xa_begin("s", a, second).unwrap();
+        store.xa_hold("s", a, second, 1, &row(8)).unwrap();
+        store.xa_prepared("s", a, second).unwrap();
+        // Read again after a restart, the first commit still finds the first run; a new
+        // commit finds the second.
+        assert_eq!(store.xa_end("s", a, (2, 10)).unwrap(), Some(first));
+        assert_eq!(store.xa_end("s", a, (2, 300)).unwrap(), Some(second));
+        assert_eq!(rows(&store, second), vec![(1, row(8))]);
+        // No run for a transaction whose prepare was not read.
+        assert_eq!(store.xa_end("s", "X'62',X'',1", (2, 10)).unwrap(), None);
+        // Resuming at (2, 10): the first run ended there and goes; the second stays, and so
+        // do the unprepared rows of X'62' (after the checkpoint) and source t's.
+        assert_eq!(store.xa_sweep("s", (2, 10)).unwrap(), 1);
+        assert!(rows(&store, first).is_empty());
+        assert_eq!(rows(&store, second), vec![(1, row(8))]);
+        assert_eq!(store.xa_sweep("s", (1, 400)).unwrap(), 0);
+        // Past the unprepared run's start it goes too, with the ended second run.
+        assert_eq!(store.xa_sweep("s", (3, 4)).unwrap(), 2);
         assert!(store
-            .xa_rows("s", "X'61',X'',1", second, 0, 10)
-            .unwrap()
-            .is_empty());
-        store
-            .xa_hold("s", "X'61',X'',1", second, 1, &row(8))
-            .unwrap();
-        store.xa_prepared("s", "X'61',X'',1", second).unwrap();
-        assert_eq!(store.xa_latest("s", "X'61',X'',1").unwrap(), Some(second));
-        // Releasing the first run keeps the second.
-        store.xa_release("s", "X'61',X'',1", Some(first)).unwrap();
-        assert!(store
-            .xa_rows("s", "X'61',X'',1", first, 0, 10)
+            .xa_rows("s", "X'62',X'',1", (2, 50), 0, 10)
             .unwrap()
             .is_empty());
         assert_eq!(
-            store.xa_rows("s", "X'61',X'',1", second, 0, 10).unwrap(),
-            vec![(1, row(8))]
-        );
-        store.xa_release("s", "X'61',X'',1", None).unwrap();
-        assert_eq!(store.xa_latest("s", "X'61',X'',1").unwrap(), None);
-        assert_eq!(
-            store.xa_rows("s", "X'62',X'',1", first, 0, 10).unwrap(),
+            store.xa_rows("t", a, first, 0, 10).unwrap(),
             vec![(1, row(9))]
         );
+        store.xa_release("t", a, first).unwrap();
+        assert_eq!(store.xa_end("t", a, (9, 9)).unwrap(), None);
+        store.xa_hold("t", a, first, 1, &row(9)).unwrap();
+        store.xa_forget("t").unwrap();
+        assert!(store.xa_rows("t", a, first, 0, 10).unwrap().is_empty());
+        store.set_xa_settled("s", &[a.to_string()]).unwrap();
+        assert_eq!(store.xa_settled("s").unwrap(), vec![a.to_string()]);
+        assert!(store.xa_settled("t").unwrap().is_empty());
     }
 
     #[test]

@@ -637,6 +637,42 @@ async fn two_phase_xa_transactions_flow_at_their_commit() -> anyhow::Result<()> 
     running.stop().await
 }
 
+/// An XA transaction prepared when the snapshot starts: the snapshot waits until it ends
+/// before copying, so the copy holds its rows, and the stream passes its XA COMMIT by.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_waits_for_prepared_xa_transactions() -> anyhow::Result<()> {
+    let scene = Scene::with_source_settings(false, STOCK_DDL, "", false).await?;
+    let tables: &[(&str, &[(&str, &str)])] = &[("stock", STOCK)];
+    scene
+        .maria
+        .execute(
+            &scene.db,
+            "XA START 'early'; UPDATE stock SET qty = 0 WHERE store = 1 AND item = 1;
+             INSERT INTO stock VALUES (3, 3, 3); XA END 'early'; XA PREPARE 'early';",
+        )
+        .await?;
+    let recovers = || async {
+        let out = scene
+            .maria
+            .query("", "SHOW GLOBAL STATUS LIKE 'Com_xa_recover'")
+            .await?;
+        let count = out.split('\t').nth(1).context("Com_xa_recover")?.trim();
+        anyhow::Ok(count.parse::<u64>()?)
+    };
+    let before = recovers().await?;
+    let running = scene.start();
+    // It lists the prepared transactions before and after taking its position, then
+    // again while it waits.
+    wait_until("the snapshot waits", Duration::from_secs(60), || async {
+        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+        Ok(recovers().await? >= before + 3)
+    })
+    .await?;
+    scene.maria.execute(&scene.db, "XA COMMIT 'early'").await?;
+    scene.converge(tables, &running).await?;
+    running.stop().await
+}
+
 /// With `binlog_row_metadata = FULL`, a capture that was away while tables changed decodes
 /// each row with the shape the binlog gives at its position, not the current catalog's:
 /// same-typed columns reordered, a column added, and a table of every type dropped after

@@ -171,6 +171,7 @@ impl MySqlCapture {
                     }
                     // No snapshot yet, or one of a version that kept no progress.
                     other => {
+                        self.store.xa_forget(&source)?;
                         let start = self.snapshot_start().await?;
                         let progress = ChunkProgress {
                             start,
@@ -244,6 +245,16 @@ impl MySqlCapture {
 
         let mut file = checkpoint.file.clone();
         let mut file_n = file_seq(&file)?;
+        let swept = self.store.xa_sweep(&source, (file_n, checkpoint.pos))?;
+        if swept > 0 {
+            tracing::info!(
+                source,
+                runs = swept,
+                "dropped held XA transactions this checkpoint no longer needs"
+            );
+        }
+        // XA transactions the snapshot waited for: their rows are in its copy.
+        let settled = self.store.xa_settled(&source)?;
         // The last GTID per replication domain, as MariaDB's `@slave_connect_state` takes it.
         let mut gtids = GtidState::parse(checkpoint.gtid.as_deref().unwrap_or(""));
         let mut gtid = checkpoint.gtid.clone();
@@ -349,6 +360,7 @@ impl MySqlCapture {
                         self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                             .await?;
                     } else if let Some(xa) = statement::xa(trimmed) {
+                        let commit = matches!(xa, Xa::Commit { .. });
                         match xa {
                             // Its rows are held until the decision (see `XaPrepareLogEvent`).
                             // (MySQL; MariaDB names the xid in the GTID event instead.)
@@ -360,40 +372,49 @@ impl MySqlCapture {
                                 }
                             }
                             Xa::End => {}
-                            Xa::Commit { xid, one_phase } => {
-                                // One phase (MySQL logs it in the group of its rows), or the
-                                // newest prepared run of this xid.
+                            Xa::Commit { xid, .. } | Xa::Rollback(xid) => {
+                                // The run this ends: one of this very group (MySQL may log
+                                // XA COMMIT … ONE PHASE there), else the oldest prepared run
+                                // of the xid not ended yet.
                                 let run = match open.as_ref().and_then(|tx| tx.xa.as_ref()) {
                                     Some((x, run)) if x == xid => Some(*run),
-                                    _ => self.store.xa_latest(&source, xid)?,
+                                    _ => self.store.xa_end(&source, xid, (file_n, next_pos))?,
                                 };
-                                let Some(run) = run else {
-                                    return Err(CaptureError::Setup(format!(
-                                        "XA COMMIT of {xid}{} at {file}:{next_pos}: this capture \
-                                         never read that transaction's XA PREPARE (it was prepared \
-                                         before the snapshot's position, or before an upgrade from \
-                                         a version that did not keep prepared transactions), so \
-                                         its rows are neither in the snapshot nor held, and a sink \
-                                         would miss them if it changed captured tables; take a \
-                                         new snapshot (remove this source's state) while XA \
-                                         RECOVER lists no prepared transaction",
-                                        if one_phase { " ONE PHASE" } else { "" }
-                                    )));
-                                };
-                                self.release_xa(xid, run, (file_n, next_pos), ts_micros, gtid_seq)
-                                    .await?;
+                                match run {
+                                    Some(run) if commit => {
+                                        self.release_xa(
+                                            xid,
+                                            run,
+                                            (file_n, next_pos),
+                                            ts_micros,
+                                            gtid_seq,
+                                        )
+                                        .await?;
+                                    }
+                                    // Rolled back: its rows go once the checkpoint is past.
+                                    Some(_) | None if !commit => {}
+                                    None if settled.iter().any(|x| x == xid) => {
+                                        tracing::info!(source, xid, at = %format!("{file}:{next_pos}"), "XA COMMIT of a transaction the snapshot waited for; its rows are in the copy");
+                                    }
+                                    _ => {
+                                        return Err(CaptureError::Setup(format!(
+                                            "XA COMMIT of {xid} at {file}:{next_pos}: this capture \
+                                             never read that transaction's XA PREPARE (it was \
+                                             prepared just as the snapshot started, or before an \
+                                             upgrade to a version that holds prepared \
+                                             transactions), so its rows are neither in the \
+                                             snapshot nor held, and a sink would miss them if it \
+                                             changed captured tables; take a new snapshot (remove \
+                                             this source's state)"
+                                        )));
+                                    }
+                                }
                                 open = None;
                                 self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                     .await?;
-                                if let Some(last) = pending.back_mut() {
+                                if let (Some(run), Some(last)) = (run, pending.back_mut()) {
                                     last.release = Some((xid.to_string(), run));
                                 }
-                            }
-                            Xa::Rollback(xid) => {
-                                self.store.xa_release(&source, xid, None)?;
-                                open = None;
-                                self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
-                                    .await?;
                             }
                         }
                     } else if let Some((db, name)) =
@@ -567,9 +588,21 @@ impl MySqlCapture {
                 }
                 // The first phase of an XA transaction: its rows are durable in the state
                 // store before the checkpoint passes here, and wait there for XA COMMIT
-                // (published then, at its position) or XA ROLLBACK (dropped).
-                Some(EventData::XaPrepareLogEvent(_)) => {
+                // (published then, at its position) or XA ROLLBACK (dropped). MySQL ends a
+                // one-phase XA transaction with this event too (its first byte set): that
+                // one is committed here.
+                Some(EventData::XaPrepareLogEvent(body)) => {
+                    let one_phase = body.first() == Some(&1);
+                    let (tx_id, tx_ts) = open
+                        .as_ref()
+                        .map_or((None, ts_micros), |tx| (tx.id, tx.commit_ts_micros));
+                    let mut release = None;
                     match open.as_ref().map(|tx| (&tx.xa, tx.seq)) {
+                        Some((Some((xid, run)), _)) if one_phase => {
+                            self.release_xa(xid, *run, (file_n, next_pos), tx_ts, tx_id)
+                                .await?;
+                            release = Some((xid.clone(), *run));
+                        }
                         Some((Some((xid, run)), rows)) => {
                             self.store.xa_prepared(&source, xid, *run)?;
                             tracing::debug!(source, xid, rows, at = %format!("{file}:{next_pos}"), "XA transaction prepared; its rows are held until its commit");
@@ -577,7 +610,8 @@ impl MySqlCapture {
                         Some((None, rows)) if rows > 0 => {
                             return Err(CaptureError::Decode(format!(
                                 "XA PREPARE at {file}:{next_pos} ends a transaction with rows of \
-                                 captured tables but no XA START statement naming its xid"
+                                 captured tables whose xid was read neither from its GTID event \
+                                 nor from an XA START statement"
                             )));
                         }
                         _ => {}
@@ -585,6 +619,9 @@ impl MySqlCapture {
                     open = None;
                     self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                         .await?;
+                    if let Some(last) = pending.back_mut().filter(|_| release.is_some()) {
+                        last.release = release;
+                    }
                 }
                 // A replica stops at an incident too: the server lost changes it could not log.
                 Some(EventData::IncidentEvent(incident)) => {
@@ -799,7 +836,7 @@ impl MySqlCapture {
             self.store.set_binlog_checkpoint(&self.source, &cp)?;
         }
         for (xid, run) in releases {
-            self.store.xa_release(&self.source, &xid, Some(run))?;
+            self.store.xa_release(&self.source, &xid, run)?;
         }
         Ok(())
     }

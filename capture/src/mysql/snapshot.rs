@@ -24,7 +24,11 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use std::collections::BTreeMap;
+use std::time::Duration;
 use tributary_schemas::{ChangeEvent, Op, Position, Row, TableId, TxMeta};
+
+/// How long a snapshot waits for the XA transactions prepared when it starts to end.
+const XA_WAIT: Duration = Duration::from_secs(300);
 
 /// Bits of the event sequence number below the run number (a run numbers its events
 /// `run << RUN_SHIFT` upwards: about 10^12 rows per run).
@@ -35,6 +39,7 @@ impl MySqlCapture {
     pub(super) async fn snapshot_start(&self) -> Result<BinlogCheckpoint, CaptureError> {
         let mut conn = connect(&self.config.url).await?;
         let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
+        let before_xa = self.prepared_xids(&mut conn).await;
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
             .await
             .map_err(q("starting the snapshot transaction"))?;
@@ -88,39 +93,78 @@ impl MySqlCapture {
             .ok()
             .flatten()
             .filter(|g: &String| !g.is_empty());
-        // An XA transaction prepared before this position and committed after it would
-        // have its rows neither held by the stream (its prepare is not read) nor surely in
-        // the copy. None may be pending now; one that ended since is named by the stream.
-        match conn.query::<mysql_async::Row, _>("XA RECOVER").await {
-            Ok(rows) if !rows.is_empty() => {
-                let xids: Vec<String> = rows
-                    .into_iter()
-                    .take(5)
-                    .map(|mut r| {
-                        let data: Option<Vec<u8>> = r.take("data");
-                        String::from_utf8_lossy(&data.unwrap_or_default()).into_owned()
-                    })
-                    .collect();
+        // An XA transaction prepared before this position and committed after it has its
+        // rows neither held by the stream (its prepare is not read) nor surely in the copy:
+        // the copy waits until every one prepared around this moment has ended, so it reads
+        // their outcome, and the stream then passes their XA COMMIT by.
+        let mut settled = before_xa.unwrap_or_default();
+        if let Some(after) = self.prepared_xids(&mut conn).await {
+            for xid in after {
+                if !settled.contains(&xid) {
+                    settled.push(xid);
+                }
+            }
+        }
+        let mut waiting = settled.clone();
+        let started = tokio::time::Instant::now();
+        let mut told = started;
+        while !waiting.is_empty() {
+            if started.elapsed() >= XA_WAIT {
                 return Err(CaptureError::Setup(format!(
-                    "the snapshot cannot start while XA transactions are prepared on the \
-                     server (XA RECOVER lists {}): their rows would be neither in the copy \
-                     nor in the binlog stream; commit or roll them back (XA COMMIT / XA \
-                     ROLLBACK), then start again",
-                    xids.iter()
-                        .map(|x| format!("{x:?}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    "the snapshot waited {}s for XA transactions prepared when it started to \
+                     end, and {} still are ({}); their rows would be neither in the copy nor \
+                     in the binlog stream: commit or roll them back (XA COMMIT / XA ROLLBACK), \
+                     then start again",
+                    XA_WAIT.as_secs(),
+                    waiting.len(),
+                    waiting.join(", ")
                 )));
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(
-                source = self.source,
-                error = %e,
-                "cannot list prepared XA transactions (MySQL needs XA_RECOVER_ADMIN); one \
-                 prepared before the snapshot and committed after it would stop the stream"
-            ),
+            if told.elapsed() >= Duration::from_secs(10) || told == started {
+                told = tokio::time::Instant::now();
+                tracing::info!(source = self.source, prepared = %waiting.join(", "), "the snapshot waits for prepared XA transactions to end");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.prepared_xids(&mut conn).await.unwrap_or_default();
+            waiting.retain(|x| now.contains(x));
         }
+        self.store.set_xa_settled(&self.source, &settled)?;
         Ok(BinlogCheckpoint { file, pos, gtid })
+    }
+
+    /// The XA transactions prepared on the server now, spelled as the binlog's XA
+    /// statements spell them (`X'<gtrid hex>',X'<bqual hex>',<formatID>`); `None` with a
+    /// warning when they cannot be listed (MySQL needs XA_RECOVER_ADMIN).
+    async fn prepared_xids(&self, conn: &mut mysql_async::Conn) -> Option<Vec<String>> {
+        match conn
+            .query::<(i64, usize, usize, Vec<u8>), _>("XA RECOVER")
+            .await
+        {
+            Ok(rows) => Some(
+                rows.into_iter()
+                    .map(|(format_id, gtrid, bqual, data)| {
+                        let hex =
+                            |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+                        let gtrid = gtrid.min(data.len());
+                        let bqual = bqual.min(data.len() - gtrid);
+                        format!(
+                            "X'{}',X'{}',{format_id}",
+                            hex(&data[..gtrid]),
+                            hex(&data[gtrid..gtrid + bqual])
+                        )
+                    })
+                    .collect(),
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    source = self.source,
+                    error = %e,
+                    "cannot list prepared XA transactions (MySQL needs XA_RECOVER_ADMIN); one \
+                     prepared before the snapshot and committed after it stops the stream"
+                );
+                None
+            }
+        }
     }
 
     /// Copies the tables `progress` has not finished, in primary-key chunks, recording
