@@ -9,7 +9,8 @@
 //! Records are handed to librdkafka by a thread of their own, a batch at a time through a
 //! small bounded channel: producing (topic lookup, partitioning, copying, locking) was a
 //! fifth of the capture thread's time, and it now runs beside it. One thread keeps the
-//! order in which batches were sent.
+//! order in which batches were sent. The same thread serves librdkafka's delivery reports
+//! between batches (and while idle), so no separate polling thread competes for the cores.
 
 use crate::error::TransportError;
 use crate::transport::{Delivery, Producer, Record};
@@ -19,9 +20,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{
-    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
-};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,6 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Batches waiting for the producing thread.
 const QUEUED_BATCHES: usize = 4;
+/// How long the idle producing thread waits for delivery reports before it looks for a
+/// new batch again (the most a batch waits when it comes after a pause).
+const IDLE_POLL: Duration = Duration::from_millis(1);
 
 /// Default time allowed to reach the brokers at start-up.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 15;
@@ -196,7 +198,7 @@ impl KafkaProducer {
             ("queue.buffering.max.kbytes", "65536"),
             ("batch.size", "1000000"),
         ]);
-        let producer: ThreadedProducer<TracingContext> = config
+        let producer: BaseProducer<TracingContext> = config
             .create_with_context(TracingContext)
             .map_err(|e| kafka_error("creating producer", e))?;
         let admin: AdminClient<TracingContext> = config
@@ -287,17 +289,25 @@ impl Producer for KafkaProducer {
     }
 }
 
-/// The producing thread: hands each batch's records to librdkafka in order. After a
-/// failure it produces nothing more and settles every later batch with that failure, so no
-/// record reaches Kafka after a gap. It ends once the producer is dropped and the batches
-/// already queued are handled (or at once while librdkafka's queue is full); librdkafka's
-/// own drop then purges what was never delivered.
+/// The producing thread: hands each batch's records to librdkafka in order, and serves
+/// delivery reports in between. After a failure it produces nothing more and settles every
+/// later batch with that failure, so no record reaches Kafka after a gap. It ends once the
+/// producer is dropped and the batches already queued are handled (or at once while
+/// librdkafka's queue is full); librdkafka's own drop then purges what was never delivered.
 fn produce_loop(
-    producer: ThreadedProducer<TracingContext>,
+    producer: BaseProducer<TracingContext>,
     mut batches: mpsc::Receiver<(Vec<Record>, Arc<BatchAck>)>,
 ) {
     let mut failed: Option<String> = None;
-    while let Some((records, ack)) = batches.blocking_recv() {
+    loop {
+        let (records, ack) = match batches.try_recv() {
+            Ok(batch) => batch,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                producer.poll(IDLE_POLL);
+                continue;
+            }
+            Err(mpsc::error::TryRecvError::Disconnected) => return,
+        };
         if let Some(message) = &failed {
             ack.finish(Err(TransportError::Kafka {
                 context: "producing after an earlier failure".into(),
@@ -309,13 +319,14 @@ fn produce_loop(
             failed = Some(e.to_string());
             ack.finish(Err(e));
         }
+        producer.poll(Duration::ZERO);
     }
 }
 
 /// Queues `records` in librdkafka, waiting while its bounded queue is full (unless the
 /// producer is dropped meanwhile).
 fn produce(
-    producer: &ThreadedProducer<TracingContext>,
+    producer: &BaseProducer<TracingContext>,
     records: &[Record],
     ack: &Arc<BatchAck>,
     batches: &mpsc::Receiver<(Vec<Record>, Arc<BatchAck>)>,
@@ -342,7 +353,8 @@ fn produce(
                         *warned_at = now;
                         tracing::warn!(topic = %record.topic, waited_s = started.elapsed().as_secs(), "kafka queue full, waiting for the brokers");
                     }
-                    std::thread::sleep(Duration::from_millis(5));
+                    // Delivery reports free the queue: serve them while waiting.
+                    producer.poll(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
                     return Err(kafka_error(&format!("producing to {}", record.topic), e))
