@@ -326,11 +326,22 @@ async fn scenario_mariadb(kafka: bool, maria_sink: bool) -> anyhow::Result<()> {
                 rng.random_range(1..100),
             )
         };
-        format!(
-            "BEGIN; UPDATE accounts SET balance = balance - {d}, touched = now(6) WHERE id = {a};
+        let changes = format!(
+            "UPDATE accounts SET balance = balance - {d}, touched = now(6) WHERE id = {a};
              UPDATE accounts SET balance = balance + {d}, touched = now(6) WHERE id = {b};
-             INSERT INTO ledger (account, delta, note) VALUES ({a}, -{d}, 'tx {n}'), ({b}, {d}, 'tx {n}'); COMMIT;"
-        )
+             INSERT INTO ledger (account, delta, note) VALUES ({a}, -{d}, 'tx {n}'), ({b}, {d}, 'tx {n}');"
+        );
+        // Every fourth a two-phase XA transaction that commits, every fourth one that is
+        // rolled back after its prepare (the kills land between the phases too).
+        match n % 4 {
+            1 => format!(
+                "XA START 'x{n}'; {changes} XA END 'x{n}'; XA PREPARE 'x{n}'; XA COMMIT 'x{n}';"
+            ),
+            3 => format!(
+                "XA START 'x{n}'; {changes} XA END 'x{n}'; XA PREPARE 'x{n}'; XA ROLLBACK 'x{n}';"
+            ),
+            _ => format!("BEGIN; {changes} COMMIT;"),
+        }
     });
     processes.crash_rounds().await?;
     writing.store(false, Ordering::Relaxed);
