@@ -22,6 +22,7 @@ use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
 use crate::registry::SchemaCache;
 use crate::transport::{Consumer, TopicReader};
+use crate::validate::{OnFail, Rules};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -52,8 +53,10 @@ pub struct ApplyStats {
     pub transactions: AtomicU64,
     /// Source transactions skipped as already applied.
     pub skipped: AtomicU64,
-    /// Messages sent to the dead-letter file.
+    /// Messages sent to the dead-letter file (undecodable, or rejected by a rule).
     pub dead_letters: AtomicU64,
+    /// Events a rule with `on_fail = "skip"` dropped.
+    pub skipped_by_rules: AtomicU64,
     /// Commit time (Unix micros) of the last applied transaction.
     pub last_commit_ts_micros: AtomicU64,
 }
@@ -69,6 +72,8 @@ pub struct ApplySettings {
     pub batch_rows: usize,
     /// Events per sink transaction when several source transactions are ready.
     pub max_tx_events: usize,
+    /// Business rules checked before an event is applied.
+    pub rules: Arc<Rules>,
 }
 
 /// Applies one source's transactions to one sink.
@@ -262,6 +267,24 @@ impl Applier {
                 }
                 last = Some(event.position);
                 taken += 1;
+                if let Some(v) = self.settings.rules.check(&schemas.table, &event)? {
+                    match v.on_fail {
+                        OnFail::DeadLetter => {
+                            self.dead.record_rejected(&record, &v, &event)?;
+                            self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
+                        }
+                        OnFail::Skip => {
+                            tracing::warn!(
+                                rule = v.rule,
+                                reason = v.reason,
+                                "event skipped by a rule"
+                            );
+                            self.stats.skipped_by_rules.fetch_add(1, Ordering::Relaxed);
+                        }
+                        OnFail::Halt => return Err(PipelineError::Rejected(v.reason)),
+                    }
+                    continue;
+                }
                 let new_version = batch_schema
                     .as_ref()
                     .is_none_or(|s| s.value_id != schemas.value_id);
@@ -441,6 +464,7 @@ mod tests {
                 prefix: "src".into(),
                 batch_rows: DEFAULT_BATCH_ROWS,
                 max_tx_events: DEFAULT_MAX_TX_EVENTS,
+                rules: Arc::default(),
             },
             consumer,
             Box::new(RecordingSink(recorded.clone())),

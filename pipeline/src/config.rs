@@ -30,6 +30,7 @@
 
 use crate::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
 use crate::error::PipelineError;
+use crate::validate::{RuleConfig, Rules};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,9 @@ pub struct Config {
     /// The Confluent-compatible schema registry endpoint; not served when absent.
     #[serde(default)]
     pub registry: Option<RegistryConfig>,
+    /// Business rules every event is checked against before it is applied.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
 }
 
 /// The schema registry endpoint (see `registry_server`).
@@ -199,6 +203,7 @@ impl Config {
 
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
+        Rules::compile(&self.rules)?;
         for (name, source) in &self.sources {
             if name.is_empty()
                 || !name

@@ -1,4 +1,5 @@
-//! The dead-letter file: messages that cannot be decoded, kept with the reason.
+//! The dead-letter file: messages that cannot be decoded, and events a rule rejected, kept
+//! with the reason (and for a rejected event, the rule and the decoded event).
 //!
 //! One JSON object per line (`topic`, `offset`, `reason`, `value_hex`, `recorded_at`),
 //! appended and fsynced before the loop moves past the message, so nothing is dropped
@@ -6,8 +7,10 @@
 
 use crate::error::PipelineError;
 use crate::transport::Consumed;
+use crate::validate::Violation;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use tributary_schemas::ChangeEvent;
 
 /// Appends undecodable messages to a file.
 pub struct DeadLetters {
@@ -30,6 +33,32 @@ impl DeadLetters {
     /// Records `record` with `reason`.
     pub fn record(&self, record: &Consumed, reason: &str) -> Result<(), PipelineError> {
         tracing::error!(topic = record.topic, offset = record.offset, reason, file = %self.path.display(), "message sent to the dead-letter file");
+        self.append(record, reason, serde_json::Map::new())
+    }
+
+    /// Records `record`, which rule violation `v` rejected, with its decoded `event`.
+    pub fn record_rejected(
+        &self,
+        record: &Consumed,
+        v: &Violation,
+        event: &ChangeEvent,
+    ) -> Result<(), PipelineError> {
+        tracing::warn!(topic = record.topic, offset = record.offset, rule = v.rule, reason = v.reason, file = %self.path.display(), "event rejected by a rule, sent to the dead-letter file");
+        let mut extra = serde_json::Map::new();
+        extra.insert("rule".into(), v.rule.clone().into());
+        extra.insert(
+            "event".into(),
+            serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
+        );
+        self.append(record, &v.reason, extra)
+    }
+
+    fn append(
+        &self,
+        record: &Consumed,
+        reason: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), PipelineError> {
         let io = |e: std::io::Error| PipelineError::Io {
             path: self.path.display().to_string(),
             message: e.to_string(),
@@ -37,13 +66,16 @@ impl DeadLetters {
         if let Some(dir) = self.path.parent() {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "topic": record.topic,
             "offset": record.offset,
             "reason": reason,
             "value_hex": record.value.iter().map(|b| format!("{b:02x}")).collect::<String>(),
             "recorded_at": chrono_now(),
         });
+        if let Some(fields) = line.as_object_mut() {
+            fields.extend(extra);
+        }
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

@@ -30,6 +30,9 @@ pub enum PipelineError {
     /// The topics contradict the transaction markers (lost or reordered events).
     #[error("inconsistent stream: {0}")]
     Inconsistent(String),
+    /// A rule with `on_fail = "halt"` rejected an event.
+    #[error("halted by a rule: {0}")]
+    Rejected(String),
     /// Local files could not be written.
     #[error("{path}: {message}")]
     Io {

@@ -13,6 +13,7 @@ pub mod registry_server;
 pub mod runtime;
 pub mod status;
 pub mod transport;
+pub mod validate;
 
 pub use config::Config;
 pub use error::PipelineError;

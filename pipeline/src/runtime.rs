@@ -13,6 +13,7 @@ use crate::registry_server::{self, RegistryView};
 use crate::transport::embedded::EmbeddedConsumer;
 use crate::transport::kafka::KafkaConsumer;
 use crate::transport::Consumer;
+use crate::validate::Rules;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -253,6 +254,7 @@ async fn apply_loop(
             prefix,
             batch_rows: sink_config.batch_rows,
             max_tx_events: sink_config.max_tx_events,
+            rules: Arc::new(Rules::compile(&config.rules).map_err(PipelineError::Config)?),
         },
         consumer,
         sink,

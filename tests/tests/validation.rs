@@ -1,0 +1,174 @@
+//! Business rules on the way to the sink: PostgreSQL → embedded log → PostgreSQL with
+//! CEL rules in the configuration. A rejected event goes to the dead-letter file (with
+//! the rule, the reason and the event) or is skipped, and the rest of its transaction
+//! applies; a rule with `on_fail = "halt"` stops the pipeline before the event.
+
+use anyhow::Context;
+use std::time::Duration;
+use tokio::sync::watch;
+use tributary_pipeline::runtime::{self, Roles};
+use tributary_pipeline::Config;
+use tributary_tests::{wait_until, Postgres};
+
+const DDL: &str = "CREATE TABLE medicines (
+    id int PRIMARY KEY,
+    quantity int NOT NULL,
+    price numeric(10,2) NOT NULL,
+    manufacture_date date NOT NULL,
+    expiry_date date NOT NULL
+);
+INSERT INTO medicines VALUES (1, 10, 4.50, '2026-01-01', '2028-01-01');";
+
+const RULES: &str = r#"
+[[rules]]
+table = "public.medicines"
+check = "quantity >= 0"
+
+[[rules]]
+table = "public.*"
+name = "price_range"
+check = "price > 0 && price < 100000"
+on_fail = "skip"
+
+[[rules]]
+table = "*"
+name = "expiry_after_manufacture"
+check = "expiry_date > manufacture_date"
+on_fail = "halt"
+"#;
+
+/// The sink's `medicines`, one `id:quantity:price` line per row in id order.
+async fn sink_rows(pg: &Postgres, dst: &str) -> anyhow::Result<String> {
+    let client = pg.client(dst).await?;
+    let rows = client
+        .query(
+            "SELECT string_agg(id || ':' || quantity || ':' || price, ' ' ORDER BY id) FROM public.medicines",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|r| r.get::<_, Option<String>>(0))
+        .unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(&src, DDL).await?;
+    let state = tempfile::tempdir()?;
+    let text = format!(
+        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n{RULES}",
+        state.path(),
+        pg.url(&src),
+        pg.url(&dst)
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    let (stop, shutdown) = watch::channel(false);
+    let stats = runtime::stats_for(&config);
+    let task = tokio::spawn(runtime::run(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+            registry: false,
+        },
+        stats,
+        shutdown,
+    ));
+
+    wait_until(
+        "the snapshot is applied",
+        Duration::from_secs(60),
+        || async {
+            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
+            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:10:4.50")
+        },
+    )
+    .await?;
+    // One transaction: a valid row, one breaking the dead-letter rule, one breaking the
+    // skip rule, and a valid update.
+    pg.execute(
+        &src,
+        "BEGIN;
+         INSERT INTO medicines VALUES (2, 5, 12.00, '2026-02-01', '2027-02-01');
+         INSERT INTO medicines VALUES (3, -5, 3.00, '2026-02-01', '2027-02-01');
+         INSERT INTO medicines VALUES (4, 7, 0.00, '2026-02-01', '2027-02-01');
+         UPDATE medicines SET quantity = 9 WHERE id = 1;
+         COMMIT;",
+    )
+    .await?;
+    wait_until(
+        "the valid rows are applied",
+        Duration::from_secs(60),
+        || async {
+            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
+            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:9:4.50 2:5:12.00")
+        },
+    )
+    .await?;
+    let file = state.path().join("dead-letters/dst-src.dead-letters.jsonl");
+    let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
+    let entries: Vec<serde_json::Value> = text
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(
+        entries.len(),
+        1,
+        "only the dead-letter rule's event: {text}"
+    );
+    let entry = &entries[0];
+    assert_eq!(entry["rule"], "quantity >= 0", "{entry}");
+    let reason = entry["reason"].as_str().context("a reason")?;
+    assert!(
+        reason.contains("insert of public.medicines") && reason.contains("quantity = Int32(-5)"),
+        "{reason}"
+    );
+    assert_eq!(entry["event"]["op"], "Insert", "{entry}");
+    assert_eq!(entry["event"]["key"][0]["Int32"], 3, "{entry}");
+
+    // Breaking the halt rule stops the pipeline before the event, naming the rule.
+    pg.execute(
+        &src,
+        "UPDATE medicines SET expiry_date = '2025-01-01', quantity = 1 WHERE id = 2",
+    )
+    .await?;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .context("the pipeline halts")??;
+    let err = outcome.expect_err("halted").to_string();
+    assert!(
+        err.contains("halted by a rule") && err.contains("expiry_after_manufacture"),
+        "{err}"
+    );
+    assert_eq!(sink_rows(&pg, &dst).await?, "1:9:4.50 2:5:12.00");
+    drop(stop);
+    Ok(())
+}
+
+/// A rule that does not parse, or names a table badly, is a configuration error naming it.
+#[test]
+fn bad_rules_are_configuration_errors() {
+    let base = "[sources.src]\nkind = \"postgres\"\nurl = \"postgres://u@h/db\"\n";
+    for (rules, want) in [
+        (
+            "[[rules]]\ntable = \"*\"\ncheck = \"quantity >=\"\n",
+            "rules[0].check = \"quantity >=\" is not a valid CEL expression",
+        ),
+        (
+            "[[rules]]\ntable = \"*\"\ncheck = \"true\"\n[[rules]]\ntable = \"medicines\"\ncheck = \"true\"\n",
+            "rules[1].table = \"medicines\"",
+        ),
+        (
+            "[[rules]]\ntable = \"*\"\ncheck = \"true\"\non_fail = \"explode\"\n",
+            "rules[0].on_fail",
+        ),
+    ] {
+        let err = Config::parse(&format!("{base}{rules}"), |_| None).unwrap_err();
+        assert!(err.contains(want), "{err}");
+    }
+}
