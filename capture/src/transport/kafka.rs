@@ -9,8 +9,7 @@
 //! Records are handed to librdkafka by a thread of their own, a batch at a time through a
 //! small bounded channel: producing (topic lookup, partitioning, copying, locking) was a
 //! fifth of the capture thread's time, and it now runs beside it. One thread keeps the
-//! order in which batches were sent. The same thread serves librdkafka's delivery reports
-//! between batches (and while idle), so no separate polling thread competes for the cores.
+//! order in which batches were sent.
 
 use crate::error::TransportError;
 use crate::transport::{Delivery, Producer, Record};
@@ -20,7 +19,9 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -30,9 +31,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Batches waiting for the producing thread.
 const QUEUED_BATCHES: usize = 4;
-/// How long the idle producing thread waits for delivery reports before it looks for a
-/// new batch again (the most a batch waits when it comes after a pause).
-const IDLE_POLL: Duration = Duration::from_millis(1);
 
 /// Default time allowed to reach the brokers at start-up.
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 15;
@@ -198,7 +196,7 @@ impl KafkaProducer {
             ("queue.buffering.max.kbytes", "65536"),
             ("batch.size", "1000000"),
         ]);
-        let producer: BaseProducer<TracingContext> = config
+        let producer: ThreadedProducer<TracingContext> = config
             .create_with_context(TracingContext)
             .map_err(|e| kafka_error("creating producer", e))?;
         let admin: AdminClient<TracingContext> = config
@@ -289,25 +287,17 @@ impl Producer for KafkaProducer {
     }
 }
 
-/// The producing thread: hands each batch's records to librdkafka in order, and serves
-/// delivery reports in between. After a failure it produces nothing more and settles every
-/// later batch with that failure, so no record reaches Kafka after a gap. It ends once the
-/// producer is dropped and the batches already queued are handled (or at once while
-/// librdkafka's queue is full); librdkafka's own drop then purges what was never delivered.
+/// The producing thread: hands each batch's records to librdkafka in order. After a
+/// failure it produces nothing more and settles every later batch with that failure, so no
+/// record reaches Kafka after a gap. It ends once the producer is dropped and the batches
+/// already queued are handled (or at once while librdkafka's queue is full); librdkafka's
+/// own drop then purges what was never delivered.
 fn produce_loop(
-    producer: BaseProducer<TracingContext>,
+    producer: ThreadedProducer<TracingContext>,
     mut batches: mpsc::Receiver<(Vec<Record>, Arc<BatchAck>)>,
 ) {
     let mut failed: Option<String> = None;
-    loop {
-        let (records, ack) = match batches.try_recv() {
-            Ok(batch) => batch,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                producer.poll(IDLE_POLL);
-                continue;
-            }
-            Err(mpsc::error::TryRecvError::Disconnected) => return,
-        };
+    while let Some((records, ack)) = batches.blocking_recv() {
         if let Some(message) = &failed {
             ack.finish(Err(TransportError::Kafka {
                 context: "producing after an earlier failure".into(),
@@ -319,14 +309,13 @@ fn produce_loop(
             failed = Some(e.to_string());
             ack.finish(Err(e));
         }
-        producer.poll(Duration::ZERO);
     }
 }
 
 /// Queues `records` in librdkafka, waiting while its bounded queue is full (unless the
 /// producer is dropped meanwhile).
 fn produce(
-    producer: &BaseProducer<TracingContext>,
+    producer: &ThreadedProducer<TracingContext>,
     records: &[Record],
     ack: &Arc<BatchAck>,
     batches: &mpsc::Receiver<(Vec<Record>, Arc<BatchAck>)>,
@@ -353,8 +342,7 @@ fn produce(
                         *warned_at = now;
                         tracing::warn!(topic = %record.topic, waited_s = started.elapsed().as_secs(), "kafka queue full, waiting for the brokers");
                     }
-                    // Delivery reports free the queue: serve them while waiting.
-                    producer.poll(Duration::from_millis(5));
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => {
                     return Err(kafka_error(&format!("producing to {}", record.topic), e))
