@@ -8,6 +8,7 @@ pub mod config;
 pub mod dead_letter;
 pub mod demo;
 pub mod error;
+pub mod merge;
 pub mod registry;
 pub mod registry_server;
 pub mod runtime;

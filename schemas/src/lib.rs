@@ -16,6 +16,7 @@
 mod avro;
 mod error;
 mod event;
+mod hlc;
 pub mod pg_text;
 mod position;
 mod table;
@@ -27,6 +28,7 @@ pub use avro::{
 };
 pub use error::SchemaError;
 pub use event::{ChangeEvent, Op, TopicCount, TxEnd, TxMeta};
+pub use hlc::{Hlc, Stamp};
 pub use position::{PgPosition, Position};
 pub use table::{Column, TableId, TableSchema};
 pub use value::{ColumnType, Interval, Row, Value};
