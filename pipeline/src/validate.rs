@@ -17,9 +17,15 @@
 //! A rule that does not hold sends the event where its `on_fail` says: `dead_letter` (the
 //! default: into the dead-letter file with the rule and the reason, and the rest of its
 //! transaction applies), `skip` (a warning, and the event is dropped), or `halt` (the
-//! apply loop stops with an error, nothing after it is applied). A rule that cannot be
-//! evaluated (a column the table does not have, a result that is not a boolean) is a
-//! configuration error and halts.
+//! pipeline stops with an error before the event; once the rule is fixed, a restart reads
+//! it again). A rule that the row's values make fail to evaluate (CEL refuses `null >= 0`:
+//! write `quantity == null || quantity >= 0` to let NULL pass; a NaN; an overflow) rejects
+//! the event the same way. A rule reading a value the source did not send (unchanged
+//! TOAST) is not checked. A rule for a table pattern (`schema.*`, `*`) applies to the
+//! tables that have its columns; a rule for one table naming a column it lacks, or giving
+//! something other than true or false, is a configuration error and halts. A column named
+//! `op` hides the `op` variable. Dead-letter entries are written as events are read, so a
+//! transaction read again after a crash or a halt may add its entries again.
 
 use crate::error::PipelineError;
 use cel::{Context, Program};
@@ -164,26 +170,31 @@ impl Rules {
             context.add_variable_from_value(column.name.as_str(), cel_value(value));
         }
         for rule in std::iter::once(first).chain(applicable) {
-            if let Some(missing) = rule
+            let column = |v: &str| table.columns.iter().position(|c| c.name == v);
+            // A value the source did not send (it did not change) is not checked again.
+            if rule
                 .variables
                 .iter()
-                .find(|v| !table.columns.iter().any(|c| &c.name == *v))
+                .any(|v| column(v).is_some_and(|i| matches!(row.0.get(i), Some(Value::Unchanged))))
             {
-                return Err(PipelineError::Config(format!(
-                    "rule {:?} ({}) uses {missing:?}, which table {id} does not have (its columns: {})",
+                continue;
+            }
+            let values = || {
+                rule.variables
+                    .iter()
+                    .filter_map(|v| Some(format!("{v} = {}", row.0.get(column(v)?)?.describe())))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let what = format!("{} of {id} at {}", op_name(event.op), event.position);
+            let failure = match rule.program.execute(&context) {
+                Ok(cel::Value::Bool(true)) => continue,
+                Ok(cel::Value::Bool(false)) => format!(
+                    "{what} breaks rule {:?} ({}) with {}",
                     rule.name,
                     rule.check,
-                    table
-                        .columns
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-            let outcome = rule.program.execute(&context);
-            let holds = match outcome {
-                Ok(cel::Value::Bool(b)) => b,
+                    values()
+                ),
                 Ok(other) => {
                     return Err(PipelineError::Config(format!(
                         "rule {:?} ({}) gave {other:?} for a row of {id}, not true or false",
@@ -191,34 +202,46 @@ impl Rules {
                     )))
                 }
                 Err(e) => {
-                    return Err(PipelineError::Config(format!(
-                        "rule {:?} ({}) cannot be evaluated for a row of {id}: {e}",
-                        rule.name, rule.check
-                    )))
+                    let missing: Vec<&str> = rule
+                        .variables
+                        .iter()
+                        .filter(|v| column(v).is_none())
+                        .map(String::as_str)
+                        .collect();
+                    match (missing.is_empty(), rule.table.ends_with('*')) {
+                        // A table pattern: the rule is for the tables that have its columns.
+                        (false, true) => continue,
+                        (false, false) => {
+                            return Err(PipelineError::Config(format!(
+                                "rule {:?} ({}) uses {}, which table {id} does not have (its \
+                                 columns: {})",
+                                rule.name,
+                                rule.check,
+                                missing.join(", "),
+                                table
+                                    .columns
+                                    .iter()
+                                    .map(|c| c.name.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )))
+                        }
+                        // The row's values make it fail (a NULL compared with a number,
+                        // a NaN, an overflow): the event does not pass.
+                        (true, _) => format!(
+                            "{what}: rule {:?} ({}) cannot be evaluated with {}: {e}",
+                            rule.name,
+                            rule.check,
+                            values()
+                        ),
+                    }
                 }
             };
-            if !holds {
-                let values: Vec<String> = rule
-                    .variables
-                    .iter()
-                    .filter_map(|v| {
-                        let i = table.columns.iter().position(|c| &c.name == v)?;
-                        Some(format!("{v} = {}", row.0.get(i)?.describe()))
-                    })
-                    .collect();
-                return Ok(Some(Violation {
-                    rule: rule.name.clone(),
-                    reason: format!(
-                        "{} of {id} at {} breaks rule {:?} ({}) with {}",
-                        op_name(event.op),
-                        event.position,
-                        rule.name,
-                        rule.check,
-                        values.join(", ")
-                    ),
-                    on_fail: rule.on_fail,
-                }));
-            }
+            return Ok(Some(Violation {
+                rule: rule.name.clone(),
+                reason: failure,
+                on_fail: rule.on_fail,
+            }));
         }
         Ok(None)
     }
@@ -269,7 +292,9 @@ fn cel_value(value: &Value) -> cel::Value {
             .into(),
         ),
         Value::Date(d) if *d == i32::MIN || *d == i32::MAX => C::Null,
-        Value::Date(d) => at(i64::from(*d) * 86_400_000_000),
+        Value::Date(d) => i64::from(*d)
+            .checked_mul(86_400_000_000)
+            .map_or(C::Null, at),
         Value::Timestamp(t) | Value::TimestampTz(t) if *t == i64::MIN || *t == i64::MAX => C::Null,
         Value::Timestamp(t) | Value::TimestampTz(t) => at(*t),
         Value::Time(t) => C::Duration(micros(*t)),
@@ -413,15 +438,59 @@ mod tests {
     }
 
     #[test]
+    fn null_and_unchanged_values() {
+        let t = table();
+        let mut e = event(Op::Update, 1, "1", 1, 2);
+        e.after.as_mut().unwrap().0[1] = Value::Null;
+        // CEL refuses to compare null with a number: the event does not pass.
+        let strict =
+            rules("[[rules]]\ntable = \"*\"\ncheck = \"quantity >= 0\"\non_fail = \"skip\"\n");
+        let v = strict.check(&t, &e).unwrap().unwrap();
+        assert!(
+            v.reason
+                .contains("cannot be evaluated with quantity = Null")
+                && v.on_fail == OnFail::Skip,
+            "{}",
+            v.reason
+        );
+        let lenient =
+            rules("[[rules]]\ntable = \"*\"\ncheck = \"quantity == null || quantity >= 0\"\n");
+        assert_eq!(lenient.check(&t, &e).unwrap(), None);
+        // A value the source did not send is not checked again.
+        e.after.as_mut().unwrap().0[1] = Value::Unchanged;
+        assert_eq!(strict.check(&t, &e).unwrap(), None);
+        // Dates far out of chrono's range are null, not a panic.
+        let mut far = event(Op::Insert, 1, "1", 1, 2);
+        far.after.as_mut().unwrap().0[4] = Value::Date(i32::MAX - 1);
+        let dates = rules("[[rules]]\ntable = \"*\"\ncheck = \"expiry_date > manufacture_date\"\n");
+        assert!(dates.check(&t, &far).unwrap().is_some());
+    }
+
+    #[test]
     fn rules_that_cannot_be_evaluated_are_configuration_errors() {
         let t = table();
         let e = event(Op::Insert, 1, "1", 1, 2);
-        let unknown = rules("[[rules]]\ntable = \"*\"\ncheck = \"qty >= 0\"\n");
+        let unknown = rules("[[rules]]\ntable = \"shop.medicines\"\ncheck = \"qty >= 0\"\n");
         let err = unknown.check(&t, &e).unwrap_err().to_string();
         assert!(
-            err.contains("uses \"qty\"") && err.contains("quantity"),
+            err.contains("uses qty,") && err.contains("quantity"),
             "{err}"
         );
+        // Under a table pattern, a rule is for the tables that have its columns; loop
+        // variables are no columns.
+        let pattern = rules(
+            "[[rules]]\ntable = \"shop.*\"\ncheck = \"qty >= 0\"\n\
+             [[rules]]\ntable = \"*\"\ncheck = \"[1, 2].all(x, x < quantity)\"\n",
+        );
+        assert_eq!(
+            pattern.check(&t, &event(Op::Insert, 5, "1", 1, 2)).unwrap(),
+            None
+        );
+        let v = pattern
+            .check(&t, &event(Op::Insert, 2, "1", 1, 2))
+            .unwrap()
+            .unwrap();
+        assert!(v.reason.contains("breaks rule"), "{}", v.reason);
         let not_bool = rules("[[rules]]\ntable = \"*\"\ncheck = \"quantity + 1\"\n");
         let err = not_bool.check(&t, &e).unwrap_err().to_string();
         assert!(err.contains("not true or false"), "{err}");

@@ -60,13 +60,13 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
     let dst = pg.create_database("dst").await?;
     pg.execute(&src, DDL).await?;
     let state = tempfile::tempdir()?;
-    let text = format!(
+    let config_text = format!(
         "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n{RULES}",
         state.path(),
         pg.url(&src),
         pg.url(&dst)
     );
-    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
     let (stop, shutdown) = watch::channel(false);
     let stats = runtime::stats_for(&config);
     let task = tokio::spawn(runtime::run(
@@ -147,6 +147,38 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
     );
     assert_eq!(sink_rows(&pg, &dst).await?, "1:9:4.50 2:5:12.00");
     drop(stop);
+
+    // With the rule fixed (expired stock is allowed in now), a restart reads the halted
+    // event again and applies it once.
+    let fixed = config_text.replace(
+        "check = \"expiry_date > manufacture_date\"",
+        "check = \"expiry_date > manufacture_date || quantity <= 1\"",
+    );
+    assert_ne!(fixed, config_text);
+    let config = Config::parse(&fixed, |_| None).map_err(anyhow::Error::msg)?;
+    let (stop, shutdown) = watch::channel(false);
+    let stats = runtime::stats_for(&config);
+    let task = tokio::spawn(runtime::run(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+            registry: false,
+        },
+        stats,
+        shutdown,
+    ));
+    wait_until(
+        "the halted event is applied",
+        Duration::from_secs(60),
+        || async {
+            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
+            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:9:4.50 2:1:12.00")
+        },
+    )
+    .await?;
+    let _ = stop.send(true);
+    task.await??;
     Ok(())
 }
 
