@@ -14,13 +14,16 @@
 //!   columns from different sources both survive.
 //! - `source_priority`: as `lww`, but the priority source's latest value wins over any
 //!   other source's.
-//! - `counter` (integer columns): inserts and snapshot reads set the base (last writer
-//!   wins); every update adds its `after − before` to its source's share of a PN-counter
-//!   (`crdts::PNCounter`), so concurrent sales from two stores both count. The value is
-//!   the base plus every source's share.
-//! - `set` (array columns): an add-wins element set: an update's added elements are added
-//!   and its removed ones removed, each with the change's order; an element is present when
-//!   its latest add is not older than its latest remove.
+//! - `counter` (integer columns): the first insert or snapshot read (in merge order) sets
+//!   the base, so a source snapshotting a row again, or two sources snapshotting the same
+//!   row, do not count it twice; every update adds its `after − before` to its source's
+//!   share of a PN-counter (`crdts::PNCounter`), so concurrent sales from two stores both
+//!   count. The value is the base plus every source's share. (A row deleted and inserted
+//!   again keeps its counted shares.)
+//! - `set` (array columns): an element set, last writer wins per element (an add and a
+//!   remove of the same order: the add wins): an update's added elements are added and its
+//!   removed ones removed, each with the change's order; an insert or read replaces the
+//!   set as of its order (older elements go, newer adds stay).
 //!
 //! Updates need the before image for `counter` and `set` columns, and for `lww` to see
 //! which columns changed (without it every column counts as written): MySQL's ROW format
@@ -109,8 +112,12 @@ enum Cell {
         base: Option<LWWReg<Value, Marker>>,
         deltas: PNCounter<String>,
     },
-    /// Element (its JSON text, for a total order) → value, latest add, latest remove.
-    Set(BTreeMap<String, (Value, Option<Marker>, Option<Marker>)>),
+    /// Element (its JSON text, for a total order) → value, latest add, latest remove;
+    /// and the latest insert or read, which removes every element added before it.
+    Set {
+        elements: BTreeMap<String, (Value, Option<Marker>, Option<Marker>)>,
+        cleared: Option<Marker>,
+    },
 }
 
 /// One row's merge state.
@@ -162,7 +169,10 @@ impl RowState {
                         base: None,
                         deltas: PNCounter::new(),
                     },
-                    Strategy::Set => Cell::Set(BTreeMap::new()),
+                    Strategy::Set => Cell::Set {
+                        elements: BTreeMap::new(),
+                        cleared: None,
+                    },
                 }));
         }
         let after = match (change.op, change.after) {
@@ -184,7 +194,11 @@ impl RowState {
             if matches!(new, Value::Unchanged) {
                 continue;
             }
-            let old = change.before.and_then(|b| b.0.get(i));
+            // A value the source did not send is no before image.
+            let old = change
+                .before
+                .and_then(|b| b.0.get(i))
+                .filter(|v| !matches!(v, Value::Unchanged));
             let need_before = |what: &str| {
                 MergeError {
                 column: i,
@@ -203,7 +217,16 @@ impl RowState {
                 }
                 Cell::Counter { base, deltas } => {
                     if !update {
-                        write(base, new, m);
+                        // The first base in merge order.
+                        match base {
+                            Some(r) if r.marker <= m => {}
+                            _ => {
+                                *base = Some(LWWReg {
+                                    val: new.clone(),
+                                    marker: m,
+                                })
+                            }
+                        }
                         continue;
                     }
                     let old = old.ok_or_else(|| need_before("counter"))?;
@@ -215,8 +238,11 @@ impl RowState {
                         deltas.apply(deltas.dec_many(source, delta.unsigned_abs()));
                     }
                 }
-                Cell::Set(elements) => {
+                Cell::Set { elements, cleared } => {
                     let now = set_items(new, i)?;
+                    if !update && cleared.as_ref().is_none_or(|c| *c < m) {
+                        *cleared = Some(m.clone());
+                    }
                     let (added, removed): (Vec<&Value>, Vec<&Value>) = if update {
                         let was = set_items(old.ok_or_else(|| need_before("set"))?, i)?;
                         (
@@ -267,13 +293,14 @@ impl RowState {
                         other => other.clone(),
                     }
                 }
-                Some(Cell::Set(elements)) => Value::Array(
+                Some(Cell::Set { elements, cleared }) => Value::Array(
                     elements
                         .values()
-                        .filter(|(_, add, remove)| match (add, remove) {
-                            (Some(a), Some(r)) => a >= r,
-                            (Some(_), None) => true,
-                            _ => false,
+                        .filter(|(_, add, remove)| {
+                            add.as_ref().is_some_and(|a| {
+                                remove.as_ref().is_none_or(|r| a >= r)
+                                    && cleared.as_ref().is_none_or(|c| a >= c)
+                            })
                         })
                         .map(|(v, _, _)| v.clone())
                         .collect(),
@@ -608,48 +635,103 @@ mod tests {
     }
 
     proptest! {
-        /// Three sources, each editing the row in its own order; any interleaving, with
-        /// duplicates, merges to the same row, and the counter is the base plus every
-        /// source's deltas.
-        #[test]
-        fn every_interleaving_merges_to_the_same_row(
-            actions in proptest::collection::vec(proptest::collection::vec(action(), 1..8), 3),
-            times in proptest::collection::vec(proptest::collection::vec(0..20i64, 8), 3),
-            a in proptest::collection::vec(0..6u8, 0..40),
-            b in proptest::collection::vec(0..6u8, 0..40),
-            delete_wins in any::<bool>(),
-            priority in any::<bool>(),
-        ) {
-            let delete = if delete_wins { DeletePolicy::DeleteWins } else { DeletePolicy::UpdateWins };
-            let price = if priority { Strategy::SourcePriority } else { Strategy::Lww };
-            let policy = policy(delete, price);
-            let mut all_deltas = 0;
-            let sources: Vec<Events> = (0..3)
-                .map(|s| {
-                    let (e, d) = events(s, &actions[s], &times[s]);
-                    all_deltas += d;
-                    e
-                })
-                .collect();
-            let (first, n1) = merge(&policy, &sources, &a);
-            let (second, n2) = merge(&policy, &sources, &b);
-            prop_assert_eq!(n1, n2);
-            prop_assert_eq!(first.row(&policy), second.row(&policy));
-            // Only the base and the deltas make the counter: the base is the latest
-            // insert's quantity.
-            if let Some(merged) = first.row(&policy) {
-                let base = sources
-                    .iter()
-                    .enumerate()
-                    .flat_map(|(s, e)| e.iter().map(move |ev| (s, ev)))
-                    .filter(|(_, (_, _, op, _, _))| *op == Op::Insert)
-                    .max_by_key(|(s, (_, stamp, _, _, _))| (*stamp, ["s0", "s1", "s2"][*s]))
-                    .and_then(|(_, (_, _, _, _, after))| after.as_ref())
-                    .map(|r| match r.0[0] { Value::Int32(q) => i64::from(q), _ => 0 });
-                if let (Some(base), Value::Int32(qty)) = (base, &merged.0[0]) {
-                    prop_assert_eq!(i64::from(*qty), base + all_deltas);
+            /// Three sources, each editing the row in its own order; any interleaving, with
+            /// duplicates, merges to the same row, and the counter is the base plus every
+            /// source's deltas.
+            #[test]
+            fn every_interleaving_merges_to_the_same_row(
+                actions in proptest::collection::vec(proptest::collection::vec(action(), 1..8), 3),
+                times in proptest::collection::vec(proptest::collection::vec(0..20i64, 8), 3),
+                a in proptest::collection::vec(0..6u8, 0..40),
+                b in proptest::collection::vec(0..6u8, 0..40),
+                delete_wins in any::<bool>(),
+                priority in any::<bool>(),
+            ) {
+                let delete = if delete_wins { DeletePolicy::DeleteWins } else { DeletePolicy::UpdateWins };
+                let price = if priority { Strategy::SourcePriority } else { Strategy::Lww };
+                let policy = policy(delete, price);
+                let mut all_deltas = 0;
+                let sources: Vec<Events> = (0..3)
+                    .map(|s| {
+                        let (e, d) = events(s, &actions[s], &times[s]);
+                        all_deltas += d;
+                        e
+                    })
+                    .collect();
+                let (first, n1) = merge(&policy, &sources, &a);
+                let (second, n2) = merge(&policy, &sources, &b);
+                prop_assert_eq!(n1, n2);
+                prop_assert_eq!(first.row(&policy), second.row(&policy));
+                // Only the base and the deltas make the counter: the base is the first
+                // insert's quantity in merge order.
+                if let Some(merged) = first.row(&policy) {
+                    let base = sources
+                        .iter()
+                        .enumerate()
+                        .flat_map(|(s, e)| e.iter().map(move |ev| (s, ev)))
+                        .filter(|(_, (_, _, op, _, _))| *op == Op::Insert)
+                        .min_by_key(|(s, (_, stamp, _, _, _))| (*stamp, ["s0", "s1", "s2"][*s]))
+                        .and_then(|(_, (_, _, _, _, after))| after.as_ref())
+                        .map(|r| match r.0[0] { Value::Int32(q) => i64::from(q), _ => 0 });
+                    if let (Some(base), Value::Int32(qty)) = (base, &merged.0[0]) {
+                        prop_assert_eq!(i64::from(*qty), base + all_deltas);
+                    }
                 }
             }
-        }
+
+            /// One source alone (an insert, then updates and snapshot reads of its own row):
+            /// the merged row is that source's row.
+            #[test]
+            fn one_source_merges_to_its_own_row(
+                steps in proptest::collection::vec((any::<bool>(), -5..5i32, proptest::option::of(1..50i32), proptest::option::of(0..4u8), proptest::option::of(0..4u8)), 0..12),
+                priority in any::<bool>(),
+            ) {
+                let price = if priority { Strategy::SourcePriority } else { Strategy::Lww };
+                let policy = policy(DeletePolicy::UpdateWins, price);
+                let image = |l: &(i32, i32, Vec<u8>)| {
+                    let mut tags = l.2.clone();
+                    tags.sort_unstable();
+                    tags.dedup();
+                    row(&[
+                        Value::Int32(l.0),
+                        Value::Int32(l.1),
+                        Value::Array(tags.into_iter().map(|t| Value::Int16(i16::from(t))).collect()),
+                    ])
+                };
+                let mut local = (10, 5, vec![1u8]);
+                let mut state = RowState::default();
+                let first = image(&local);
+                state.apply(&policy, &Change {
+                    source: "s1",
+                    position: Position::pg(1, 1),
+                    stamp: stamp(1),
+                    op: Op::Insert,
+                    before: None,
+                    after: Some(&first),
+                }).unwrap();
+                for (n, (reread, delta, price, add, remove)) in steps.iter().enumerate() {
+                    let before = image(&local);
+                    let (op, after) = if *reread {
+                        (Op::Read, before.clone())
+                    } else {
+                        local.0 += delta;
+                        if let Some(p) = price {
+                            local.1 = *p;
+                        }
+                        local.2.extend(add);
+                        local.2.retain(|t| Some(*t) != *remove || add.as_ref() == Some(t));
+                        (Op::Update, image(&local))
+                    };
+                    state.apply(&policy, &Change {
+                        source: "s1",
+                        position: Position::pg(n as u64 + 2, 1),
+                        stamp: stamp(n as i64 + 2),
+                        op,
+                        before: (op == Op::Update).then_some(&before),
+                        after: Some(&after),
+                    }).unwrap();
+                }
+                prop_assert_eq!(state.row(&policy), Some(image(&local)));
+            }
     }
 }
