@@ -91,6 +91,11 @@ struct OpenTx {
     /// An XA transaction's xid and run: its rows are held in the state store, not
     /// published, until its XA COMMIT.
     xa: Option<(String, XaRun)>,
+    /// Whether the group is a transaction (a BEGIN or XA START statement, or a MariaDB
+    /// GTID event without the standalone flag) that ends with its own XID or COMMIT; a
+    /// MySQL GTID event before a lone statement (DDL, TRUNCATE) opens a group that ends
+    /// with that statement.
+    began: bool,
 }
 
 impl OpenTx {
@@ -103,6 +108,7 @@ impl OpenTx {
             seq: 0,
             id,
             xa: None,
+            began: false,
         }
     }
 }
@@ -310,6 +316,7 @@ impl MySqlCapture {
                 gtid_seq = Some(seq_no);
                 if flags & FL_STANDALONE == 0 {
                     let mut tx = OpenTx::new(file_n, next_pos, ts_micros, Some(seq_no));
+                    tx.began = true;
                     // MariaDB writes no XA START statement: the GTID event carries the xid.
                     if flags & FL_PREPARED_XA != 0 {
                         let xid = mariadb_gtid_xid(event.data(), flags).ok_or_else(|| {
@@ -352,9 +359,10 @@ impl MySqlCapture {
                     let sql = q.query();
                     let trimmed = sql.trim();
                     if trimmed.eq_ignore_ascii_case("BEGIN") {
-                        if open.is_none() {
-                            open = Some(OpenTx::new(file_n, next_pos, ts_micros, None));
-                        }
+                        open.get_or_insert_with(|| {
+                            OpenTx::new(file_n, next_pos, ts_micros, None)
+                        })
+                        .began = true;
                     } else if trimmed.eq_ignore_ascii_case("COMMIT") {
                         open = None;
                         self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
@@ -366,6 +374,7 @@ impl MySqlCapture {
                             // (MySQL; MariaDB names the xid in the GTID event instead.)
                             Xa::Start(xid) => {
                                 if let Some(tx) = open.as_mut().filter(|tx| tx.xa.is_none()) {
+                                    tx.began = true;
                                     let run = (tx.file_seq, tx.offset);
                                     self.store.xa_begin(&source, xid, run)?;
                                     tx.xa = Some((xid.to_string(), run));
@@ -432,7 +441,8 @@ impl MySqlCapture {
                             let at = Position::mysql(file_n, next_pos, 1);
                             self.truncate(tables, &id, at, ts_micros).await?;
                         }
-                        if open.is_none() {
+                        if open.as_ref().is_none_or(|tx| !tx.began) {
+                            open = None;
                             self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                 .await?;
                         }
@@ -453,7 +463,8 @@ impl MySqlCapture {
                             )));
                         }
                         tracing::debug!(source, schema = %schema, statement = %truncate(trimmed, 200), "statement-logged change of tables not captured");
-                        if open.is_none() {
+                        if open.as_ref().is_none_or(|tx| !tx.began) {
+                            open = None;
                             self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                 .await?;
                         }
@@ -464,7 +475,8 @@ impl MySqlCapture {
                         table_ids.clear();
                         tables.clear();
                         shapes.clear();
-                        if open.is_none() {
+                        if open.as_ref().is_none_or(|tx| !tx.began) {
+                            open = None;
                             self.commit(&mut pending, &mut next_token, &file, next_pos, &gtid)
                                 .await?;
                         }
