@@ -33,6 +33,11 @@ pub fn transactions_topic(prefix: &str) -> String {
     format!("{prefix}.transactions")
 }
 
+/// The dead-letter topic of a source: `<prefix>.dead_letters` (JSON entries keyed by sink).
+pub fn dead_letters_topic(prefix: &str) -> String {
+    format!("{prefix}.dead_letters")
+}
+
 /// The data topic of a table: `<prefix>.<schema>.<table>` with characters Kafka rejects
 /// replaced by `_`.
 pub fn table_topic(prefix: &str, schema: &str, table: &str) -> String {

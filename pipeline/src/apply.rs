@@ -247,7 +247,7 @@ impl Applier {
                 let (schemas, event) = match self.decode(&record.value).await {
                     Ok(decoded) => decoded,
                     Err(e) if !e.is_transient() => {
-                        self.dead.record(&record, &e.to_string())?;
+                        self.dead.record(&record, &e.to_string()).await?;
                         self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                         taken += 1;
                         continue;
@@ -270,7 +270,7 @@ impl Applier {
                 if let Some(v) = self.settings.rules.check(&schemas.table, &event)? {
                     match v.on_fail {
                         OnFail::DeadLetter => {
-                            self.dead.record_rejected(&record, &v, &event)?;
+                            self.dead.record_rejected(&record, &v, &event).await?;
                             self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                         }
                         OnFail::Skip => {

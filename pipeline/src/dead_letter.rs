@@ -1,5 +1,10 @@
-//! The dead-letter file: messages that cannot be decoded, and events a rule rejected, kept
+//! The dead-letter queue: messages that cannot be decoded, and events a rule rejected, kept
 //! with the reason (and for a rejected event, the rule and the decoded event).
+//!
+//! Each entry is a JSON object appended to a file (`<state_dir>/dead-letters/<sink>-<source>
+//! .dead-letters.jsonl`, the inspectable list) and fsynced; over Kafka it is also published
+//! to the source's `<prefix>.dead_letters` topic (keyed by the sink's name) and the loop
+//! waits until the broker holds it. Either way the loop moves past the message only after.
 //!
 //! One JSON object per line (`topic`, `offset`, `reason`, `value_hex`, `recorded_at`),
 //! appended and fsynced before the loop moves past the message, so nothing is dropped
@@ -10,11 +15,17 @@ use crate::transport::Consumed;
 use crate::validate::Violation;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tributary_capture::transport::{Producer, Record};
 use tributary_schemas::ChangeEvent;
 
-/// Appends undecodable messages to a file.
+/// Keeps undecodable messages and rejected events.
 pub struct DeadLetters {
     path: PathBuf,
+    /// The sink's name and, over Kafka, where entries are also published.
+    sink: String,
+    topic: Option<(Arc<dyn Producer>, String)>,
+    topic_ready: bool,
 }
 
 impl DeadLetters {
@@ -22,7 +33,17 @@ impl DeadLetters {
     pub fn new(dir: &Path, name: &str) -> Self {
         DeadLetters {
             path: dir.join(format!("{name}.dead-letters.jsonl")),
+            sink: name.to_string(),
+            topic: None,
+            topic_ready: false,
         }
+    }
+
+    /// Also publishes every entry of sink `sink` to `topic` through `producer`.
+    pub fn with_topic(mut self, sink: &str, producer: Arc<dyn Producer>, topic: String) -> Self {
+        self.sink = sink.to_string();
+        self.topic = Some((producer, topic));
+        self
     }
 
     /// The file's path.
@@ -31,14 +52,14 @@ impl DeadLetters {
     }
 
     /// Records `record` with `reason`.
-    pub fn record(&self, record: &Consumed, reason: &str) -> Result<(), PipelineError> {
+    pub async fn record(&mut self, record: &Consumed, reason: &str) -> Result<(), PipelineError> {
         tracing::error!(topic = record.topic, offset = record.offset, reason, file = %self.path.display(), "message sent to the dead-letter file");
-        self.append(record, reason, serde_json::Map::new())
+        self.append(record, reason, serde_json::Map::new()).await
     }
 
     /// Records `record`, which rule violation `v` rejected, with its decoded `event`.
-    pub fn record_rejected(
-        &self,
+    pub async fn record_rejected(
+        &mut self,
         record: &Consumed,
         v: &Violation,
         event: &ChangeEvent,
@@ -50,11 +71,11 @@ impl DeadLetters {
             "event".into(),
             serde_json::to_value(event).unwrap_or(serde_json::Value::Null),
         );
-        self.append(record, &v.reason, extra)
+        self.append(record, &v.reason, extra).await
     }
 
-    fn append(
-        &self,
+    async fn append(
+        &mut self,
         record: &Consumed,
         reason: &str,
         extra: serde_json::Map<String, serde_json::Value>,
@@ -82,7 +103,22 @@ impl DeadLetters {
             .open(&self.path)
             .map_err(io)?;
         writeln!(f, "{line}").map_err(io)?;
-        f.sync_data().map_err(io)
+        f.sync_data().map_err(io)?;
+        if let Some((producer, topic)) = &self.topic {
+            if !self.topic_ready {
+                producer.ensure_topics(std::slice::from_ref(topic)).await?;
+                self.topic_ready = true;
+            }
+            let delivery = producer
+                .send(Record {
+                    topic: topic.as_str().into(),
+                    key: Some(self.sink.clone().into_bytes()),
+                    value: line.to_string().into_bytes(),
+                })
+                .await?;
+            delivery.await?;
+        }
+        Ok(())
     }
 }
 

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tributary_capture::mysql::MySqlCapture;
 use tributary_capture::postgres::PostgresCapture;
 use tributary_capture::publisher::Publisher;
+use tributary_capture::registry::dead_letters_topic;
 use tributary_capture::state::StateStore;
 use tributary_capture::transport::kafka::KafkaProducer;
 use tributary_capture::transport::log::EmbeddedProducer;
@@ -244,10 +245,16 @@ async fn apply_loop(
     };
     let group = format!("tributary-{sink_name}-{source}");
     let consumer = consumer(config, &group).await?;
-    let dead = DeadLetters::new(
+    let mut dead = DeadLetters::new(
         &config.state_dir.join("dead-letters"),
         &format!("{sink_name}-{source}"),
     );
+    // Over Kafka, entries also go to the source's dead-letter topic. (The embedded log has
+    // one writer, the capture; there the file is the queue.)
+    if let TransportConfig::Kafka(k) = &config.transport {
+        let producer: Arc<dyn Producer> = Arc::new(KafkaProducer::connect(k).await?);
+        dead = dead.with_topic(sink_name, producer, dead_letters_topic(&prefix));
+    }
     let mut applier = Applier::new(
         ApplySettings {
             source: source.to_string(),

@@ -204,3 +204,77 @@ fn bad_rules_are_configuration_errors() {
         assert!(err.contains(want), "{err}");
     }
 }
+
+/// Over Kafka, a rejected event is also published to the source's dead-letter topic
+/// (`<prefix>.dead_letters`, JSON keyed by the sink), durably before the loop moves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_events_reach_the_kafka_dead_letter_topic() -> anyhow::Result<()> {
+    use tributary_capture::transport::kafka::KafkaSettings;
+    use tributary_pipeline::transport::kafka::KafkaConsumer;
+    use tributary_pipeline::transport::Consumer;
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let kafka = tributary_tests::Kafka::start().await?;
+    let src = pg.create_database("src").await?;
+    let dst = pg.create_database("dst").await?;
+    pg.execute(&src, DDL).await?;
+    let state = tempfile::tempdir()?;
+    let config_text = format!(
+        "state_dir = {:?}\n[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n\n[[rules]]\ntable = \"*\"\ncheck = \"quantity >= 0\"\n",
+        state.path(),
+        kafka.bootstrap(),
+        pg.url(&src),
+        pg.url(&dst)
+    );
+    let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
+    let (stop, shutdown) = watch::channel(false);
+    let stats = runtime::stats_for(&config);
+    let task = tokio::spawn(runtime::run(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+            registry: false,
+        },
+        stats,
+        shutdown,
+    ));
+    wait_until(
+        "the snapshot is applied",
+        Duration::from_secs(60),
+        || async {
+            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
+            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:10:4.50")
+        },
+    )
+    .await?;
+    pg.execute(
+        &src,
+        "INSERT INTO medicines VALUES (7, -1, 2.00, '2026-02-01', '2027-02-01'), (8, 1, 2.00, '2026-02-01', '2027-02-01')",
+    )
+    .await?;
+    wait_until(
+        "the valid row is applied",
+        Duration::from_secs(60),
+        || async {
+            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
+            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:10:4.50 8:1:2.00")
+        },
+    )
+    .await?;
+    let consumer =
+        KafkaConsumer::connect(&KafkaSettings::new(kafka.bootstrap()), "inspect").await?;
+    let mut reader = consumer.reader("src.dead_letters").await?;
+    let entry = reader
+        .next(Some(Duration::from_secs(30)))
+        .await?
+        .context("an entry in src.dead_letters")?;
+    assert_eq!(entry.key.as_deref(), Some(&b"dst"[..]), "keyed by the sink");
+    let json: serde_json::Value = serde_json::from_slice(&entry.value)?;
+    assert_eq!(json["rule"], "quantity >= 0", "{json}");
+    assert_eq!(json["event"]["key"][0]["Int32"], 7, "{json}");
+    assert_eq!(json["topic"], "src.public.medicines", "{json}");
+    let _ = stop.send(true);
+    task.await??;
+    Ok(())
+}
