@@ -1017,8 +1017,7 @@ fn mariadb_gtid_xid(data: &[u8], flags: u8) -> Option<String> {
     );
     let gtrid = data.get(at + 6..at + 6 + gtrid_len)?;
     let bqual = data.get(at + 6 + gtrid_len..at + 6 + gtrid_len + bqual_len)?;
-    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-    Some(format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual)))
+    Some(statement::xid_text(format_id, gtrid, bqual))
 }
 
 /// The file a ROTATE event names. The first (fake) one precedes the format description,

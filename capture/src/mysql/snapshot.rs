@@ -17,7 +17,7 @@
 
 use super::catalog::{connect, quote_ident, MyTable};
 use super::types::{self, Kind};
-use super::{file_seq, key_of, now_micros, MySqlCapture};
+use super::{file_seq, key_of, now_micros, statement, MySqlCapture};
 use crate::error::CaptureError;
 use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState};
 use futures::StreamExt;
@@ -125,8 +125,10 @@ impl MySqlCapture {
                 tracing::info!(source = self.source, prepared = %waiting.join(", "), "the snapshot waits for prepared XA transactions to end");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
-            let now = self.prepared_xids(&mut conn).await.unwrap_or_default();
-            waiting.retain(|x| now.contains(x));
+            // (Not listed this time: keep waiting; the deadline ends it.)
+            if let Some(now) = self.prepared_xids(&mut conn).await {
+                waiting.retain(|x| now.contains(x));
+            }
         }
         self.store.set_xa_settled(&self.source, &settled)?;
         Ok(BinlogCheckpoint { file, pos, gtid })
@@ -137,22 +139,22 @@ impl MySqlCapture {
     /// warning when they cannot be listed (MySQL needs XA_RECOVER_ADMIN).
     async fn prepared_xids(&self, conn: &mut mysql_async::Conn) -> Option<Vec<String>> {
         match conn
-            .query::<(i64, usize, usize, Vec<u8>), _>("XA RECOVER")
+            .query::<(i32, usize, usize, Vec<u8>), _>("XA RECOVER")
             .await
         {
             Ok(rows) => Some(
                 rows.into_iter()
-                    .map(|(format_id, gtrid, bqual, data)| {
-                        let hex =
-                            |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
-                        let gtrid = gtrid.min(data.len());
-                        let bqual = bqual.min(data.len() - gtrid);
-                        format!(
-                            "X'{}',X'{}',{format_id}",
-                            hex(&data[..gtrid]),
-                            hex(&data[gtrid..gtrid + bqual])
-                        )
-                    })
+                    .map(
+                        |(format_id, gtrid, bqual, data): (i32, usize, usize, Vec<u8>)| {
+                            let gtrid = gtrid.min(data.len());
+                            let bqual = bqual.min(data.len() - gtrid);
+                            statement::xid_text(
+                                format_id,
+                                &data[..gtrid],
+                                &data[gtrid..gtrid + bqual],
+                            )
+                        },
+                    )
                     .collect(),
             ),
             Err(e) => {

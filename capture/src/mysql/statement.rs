@@ -89,6 +89,13 @@ pub enum Xa<'a> {
     Rollback(&'a str),
 }
 
+/// An xid spelled as the server spells it in XA statements:
+/// `X'<gtrid hex>',X'<bqual hex>',<formatID>`.
+pub fn xid_text(format_id: i32, gtrid: &[u8], bqual: &[u8]) -> String {
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    format!("X'{}',X'{}',{format_id}", hex(gtrid), hex(bqual))
+}
+
 /// The XA statement `sql` is, if it is one.
 pub fn xa(sql: &str) -> Option<Xa<'_>> {
     let (first, rest) = sql.trim().split_once(char::is_whitespace)?;
