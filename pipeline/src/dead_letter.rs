@@ -1,14 +1,12 @@
 //! The dead-letter queue: messages that cannot be decoded, and events a rule rejected, kept
-//! with the reason (and for a rejected event, the rule and the decoded event).
+//! with the reason.
 //!
-//! Each entry is a JSON object appended to a file (`<state_dir>/dead-letters/<sink>-<source>
-//! .dead-letters.jsonl`, the inspectable list) and fsynced; over Kafka it is also published
-//! to the source's `<prefix>.dead_letters` topic (keyed by the sink's name) and the loop
-//! waits until the broker holds it. Either way the loop moves past the message only after.
-//!
-//! One JSON object per line (`topic`, `offset`, `reason`, `value_hex`, `recorded_at`),
-//! appended and fsynced before the loop moves past the message, so nothing is dropped
-//! silently and an operator can inspect or replay the entries.
+//! Each entry is one JSON object (`topic`, `offset`, `reason`, `value_hex`, `recorded_at`;
+//! for a rejected event also `rule` and the decoded `event`) appended to a file, the
+//! inspectable list (`<state_dir>/dead-letters/<sink>-<source>.dead-letters.jsonl`), and
+//! fsynced. Over Kafka it is also published to the source's `<prefix>.dead_letters` topic,
+//! keyed by the sink's name, and the loop waits until the broker holds it. Either way the
+//! loop moves past the message only afterwards, so nothing is dropped silently.
 
 use crate::error::PipelineError;
 use crate::transport::Consumed;
@@ -22,9 +20,11 @@ use tributary_schemas::ChangeEvent;
 /// Keeps undecodable messages and rejected events.
 pub struct DeadLetters {
     path: PathBuf,
-    /// The sink's name and, over Kafka, where entries are also published.
+    /// The key of the topic's entries (the sink's name).
     sink: String,
+    /// Over Kafka: the producer and the topic entries are also published to.
     topic: Option<(Arc<dyn Producer>, String)>,
+    /// Whether the topic is known to exist.
     topic_ready: bool,
 }
 
