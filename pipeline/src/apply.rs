@@ -57,6 +57,8 @@ pub struct ApplyStats {
     pub dead_letters: AtomicU64,
     /// Events a rule with `on_fail = "skip"` dropped.
     pub skipped_by_rules: AtomicU64,
+    /// Events Tributary itself wrote (from another source), not applied again.
+    pub echoes: AtomicU64,
     /// Commit time (Unix micros) of the last applied transaction.
     pub last_commit_ts_micros: AtomicU64,
 }
@@ -267,6 +269,11 @@ impl Applier {
                 }
                 last = Some(event.position);
                 taken += 1;
+                // Written by Tributary from another source, which applies it itself.
+                if event.written_by_tributary() {
+                    self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 if let Some(v) = self.settings.rules.check(&schemas.table, &event)? {
                     match v.on_fail {
                         OnFail::DeadLetter => {

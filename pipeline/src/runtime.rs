@@ -243,6 +243,9 @@ async fn apply_loop(
             .await?,
         ),
     };
+    let mut sink = sink;
+    sink.tag_origin(&format!("tributary_{sink_name}_{source}"))
+        .await?;
     let group = format!("tributary-{sink_name}-{source}");
     let consumer = consumer(config, &group).await?;
     let mut dead = DeadLetters::new(

@@ -83,6 +83,17 @@ pub struct ChangeEvent {
     pub origin: Option<String>,
 }
 
+impl ChangeEvent {
+    /// Whether Tributary itself wrote the change (into a sink that is also a source): its
+    /// origin is `tributary` or `tributary_<sink>_<source>`. Such a change was applied from
+    /// its own source already, so sending it on would echo it back and forth.
+    pub fn written_by_tributary(&self) -> bool {
+        self.origin
+            .as_deref()
+            .is_some_and(|o| o == "tributary" || o.starts_with("tributary_"))
+    }
+}
+
 /// How many events of a transaction went to one topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicCount {

@@ -54,6 +54,15 @@ pub trait Sink: Send {
     /// Opens a transaction.
     async fn begin(&mut self) -> Result<(), SinkError>;
 
+    /// Marks every later write as Tributary's own, under `name`, so a capture of this
+    /// database knows them and a bidirectional setup does not send them back (PostgreSQL:
+    /// a replication origin; MySQL: a row of `tributary.echo` written first in each
+    /// transaction).
+    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
+        let _ = name;
+        Ok(())
+    }
+
     /// Whether events of `table` can be applied in the open transaction without a schema
     /// change the database would commit on its own.
     ///

@@ -96,6 +96,9 @@ struct OpenTx {
     /// MySQL GTID event before a lone statement (DDL, TRUNCATE) opens a group that ends
     /// with that statement.
     began: bool,
+    /// `tributary` when a Tributary sink wrote the transaction (it writes `tributary.echo`
+    /// first): its events carry that origin and are not applied again.
+    origin: Option<String>,
 }
 
 impl OpenTx {
@@ -109,6 +112,7 @@ impl OpenTx {
             id,
             xa: None,
             began: false,
+            origin: None,
         }
     }
 }
@@ -269,6 +273,8 @@ impl MySqlCapture {
         let mut open: Option<OpenTx> = None;
         // Table id (of TABLE_MAP events) → captured table, or None when not captured.
         let mut table_ids: HashMap<u64, Option<TableId>> = HashMap::new();
+        // The table id of `tributary.echo` (a Tributary sink's marker), once mapped.
+        let mut echo_table: Option<u64> = None;
         // The TABLE_MAP each captured table's shape was last checked against, and how to
         // read its rows.
         let mut shapes: HashMap<TableId, (Vec<u8>, RowLayout)> = HashMap::new();
@@ -489,6 +495,9 @@ impl MySqlCapture {
                 }
                 Some(EventData::TableMapEvent(tme)) => {
                     let id = TableId::new(tme.database_name(), tme.table_name());
+                    if id.schema == "tributary" && id.name == "echo" {
+                        echo_table = Some(tme.table_id());
+                    }
                     let captured = self.config.captures(&id.schema, &id.name);
                     if captured {
                         // The event's bytes after the table number: equal bytes, same shape.
@@ -505,6 +514,12 @@ impl MySqlCapture {
                     table_ids.insert(tme.table_id(), captured.then_some(id));
                 }
                 Some(EventData::RowsEvent(rows)) => {
+                    if echo_table == Some(rows.table_id()) {
+                        if let Some(tx) = open.as_mut() {
+                            tx.origin = Some("tributary".into());
+                        }
+                        continue;
+                    }
                     let Some(Some(id)) = table_ids.get(&rows.table_id()) else {
                         continue;
                     };
@@ -558,7 +573,7 @@ impl MySqlCapture {
                             commit_ts_micros: tx.commit_ts_micros,
                             first: Position::mysql(tx.file_seq, tx.offset, 1),
                         },
-                        origin: None,
+                        origin: tx.origin.clone(),
                     };
                     for (before, after) in decoded {
                         change.key = match (&after, &before) {

@@ -16,6 +16,9 @@ use tributary_schemas::{ChangeEvent, Position, TableId, TableSchema, Value};
 
 /// The watermark table, for messages.
 const WATERMARK_TABLE: &str = "tributary.watermarks";
+/// Written first in every transaction of a sink tagged with an origin (see
+/// `Sink::tag_origin`); a MySQL capture drops the transactions that write it.
+pub const ECHO_TABLE: &str = "tributary.echo";
 /// Statements sent on every new connection.
 const SESSION: [&str; 4] = [
     "SET NAMES utf8mb4",
@@ -168,6 +171,8 @@ pub struct MySqlSink {
     in_transaction: bool,
     /// Whether the open transaction has written anything.
     wrote: bool,
+    /// The name written to `tributary.echo` first in each transaction, if any.
+    origin: Option<String>,
     /// Whether a call failed in the open transaction, which then may only be rolled back.
     failed: bool,
 }
@@ -206,6 +211,7 @@ impl MySqlSink {
             targets: HashMap::new(),
             in_transaction: false,
             wrote: false,
+            origin: None,
             failed: false,
         })
     }
@@ -545,6 +551,19 @@ impl MySqlSink {
 
 #[async_trait]
 impl Sink for MySqlSink {
+    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
+        let conn = self.conn().await?;
+        conn.query_drop(
+            "CREATE TABLE IF NOT EXISTS tributary.echo (\
+                 writer VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, \
+                 n BIGINT NOT NULL) ENGINE=InnoDB",
+        )
+        .await
+        .map_err(|e| SinkError::mysql("creating the table", ECHO_TABLE, e))?;
+        self.origin = Some(name.to_string());
+        Ok(())
+    }
+
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
         let conn = self.conn().await?;
         let text: Option<String> = conn
@@ -575,6 +594,15 @@ impl Sink for MySqlSink {
         self.failed = false;
         self.run("beginning a transaction", "-", "START TRANSACTION".into())
             .await?;
+        // First in the transaction, so a capture of this server knows it from its first
+        // rows event.
+        if let Some(name) = &self.origin {
+            let mut sql = String::from("INSERT INTO tributary.echo (writer, n) VALUES (");
+            literal::quote(name, &mut sql);
+            sql.push_str(", 1) ON DUPLICATE KEY UPDATE n = n + 1");
+            self.run("marking the transaction as Tributary's", ECHO_TABLE, sql)
+                .await?;
+        }
         self.in_transaction = true;
         self.wrote = false;
         Ok(())

@@ -46,6 +46,8 @@ pub struct PostgresSink {
     next_stage: u64,
     /// The batch being written while the next one is prepared.
     in_flight: Option<InFlight>,
+    /// The replication origin every write is tagged with, if any.
+    origin: Option<String>,
     /// Whether a call failed in the open transaction, which then may only be rolled back.
     failed: bool,
 }
@@ -66,6 +68,7 @@ impl PostgresSink {
             stage_names: HashMap::new(),
             next_stage: 1,
             in_flight: None,
+            origin: None,
             failed: false,
         })
     }
@@ -92,6 +95,9 @@ impl PostgresSink {
     async fn reconnect(&mut self) -> Result<(), SinkError> {
         warn!(address = %self.address, "sink connection lost; reconnecting");
         let (client, _) = open(&self.config).await?;
+        if let Some(name) = &self.origin {
+            setup_origin(&client, name, &self.address).await?;
+        }
         self.client = Arc::new(client);
         // Temporary tables and prepared statements died with the old session.
         self.writers.clear();
@@ -224,8 +230,78 @@ async fn open(config: &PostgresSinkConfig) -> Result<(Client, String), SinkError
     Ok((client, address))
 }
 
+/// Makes `client`'s session replay under replication origin `name` (created if missing),
+/// so its transactions carry the origin in logical decoding. Without the rights
+/// (superuser, or EXECUTE on the `pg_replication_origin_*` functions) it warns and goes on
+/// untagged.
+async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<(), SinkError> {
+    let denied = |e: &tokio_postgres::Error| {
+        e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+    };
+    let create = client
+        .execute(
+            "SELECT pg_replication_origin_create($1::text) WHERE NOT EXISTS \
+             (SELECT 1 FROM pg_replication_origin WHERE roname = $1::text)",
+            &[&name],
+        )
+        .await;
+    match create {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
+        Err(e) if denied(&e) => {
+            warn!(address, origin = name, "cannot tag writes with a replication origin (needs superuser, or EXECUTE on pg_replication_origin_create and pg_replication_origin_session_setup): a capture of this database would take Tributary's writes for new changes, so bidirectional sync would echo them");
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(SinkError::postgres(
+                "creating the replication origin",
+                address,
+                e,
+            ))
+        }
+    }
+    // A session of ours that just broke may still hold the origin for a moment.
+    let mut tries = 0;
+    loop {
+        match client
+            .execute(
+                "SELECT pg_replication_origin_session_setup($1::text)",
+                &[&name],
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) if denied(&e) => {
+                warn!(address, origin = name, "cannot tag writes with a replication origin (needs EXECUTE on pg_replication_origin_session_setup): bidirectional sync would echo them");
+                return Ok(());
+            }
+            Err(e)
+                if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
+                    && tries < 300 =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => {
+                return Err(SinkError::postgres(
+                    "tagging the session with its replication origin",
+                    address,
+                    e,
+                ))
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Sink for PostgresSink {
+    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
+        self.reconnect_if_closed().await?;
+        setup_origin(&self.client, name, &self.address).await?;
+        self.origin = Some(name.to_string());
+        Ok(())
+    }
+
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
         if self.in_transaction {
             if let Err(e) = self.settle().await {
