@@ -76,6 +76,10 @@ pub struct ApplySettings {
     pub max_tx_events: usize,
     /// Business rules checked before an event is applied.
     pub rules: Arc<Rules>,
+    /// Sources whose changes, written by Tributary into another captured database, this
+    /// sink must not apply again: the ones it takes directly, and the ones whose database
+    /// it is.
+    pub echo_sources: Vec<String>,
 }
 
 /// Applies one source's transactions to one sink.
@@ -269,8 +273,11 @@ impl Applier {
                 }
                 last = Some(event.position);
                 taken += 1;
-                // Written by Tributary from another source, which applies it itself.
-                if event.written_by_tributary() {
+                // Written by Tributary from a source this sink takes directly, or from this
+                // sink's own database: applying it would echo it.
+                if event.written_by_tributary().is_some_and(|s| {
+                    s.is_empty() || self.settings.echo_sources.iter().any(|e| e == s)
+                }) {
                     self.stats.echoes.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -472,6 +479,7 @@ mod tests {
                 batch_rows: DEFAULT_BATCH_ROWS,
                 max_tx_events: DEFAULT_MAX_TX_EVENTS,
                 rules: Arc::default(),
+                echo_sources: Vec::new(),
             },
             consumer,
             Box::new(RecordingSink(recorded.clone())),

@@ -153,6 +153,10 @@ pub struct SinkConfig {
     /// Events per sink transaction when several source transactions are ready.
     #[serde(default = "default_max_tx_events")]
     pub max_tx_events: usize,
+    /// The source whose database this sink writes into (bidirectional sync), when the two
+    /// URLs do not show it (different host names for one server).
+    #[serde(default)]
+    pub database_of: Option<String>,
 }
 
 fn default_batch_rows() -> usize {
@@ -165,16 +169,91 @@ fn default_max_tx_events() -> usize {
 
 impl SinkConfig {
     /// The sources this sink applies, given all configured sources.
+    /// A source whose own database this sink writes into is never among them.
     pub fn source_names<'a>(&'a self, all: &'a BTreeMap<String, SourceConfig>) -> Vec<&'a str> {
-        if self.sources.is_empty() {
+        let names: Vec<&str> = if self.sources.is_empty() {
             all.keys().map(String::as_str).collect()
         } else {
             self.sources.iter().map(String::as_str).collect()
+        };
+        names
+            .into_iter()
+            .filter(|n| !all.get(*n).is_some_and(|s| self.writes_into(n, s)))
+            .collect()
+    }
+
+    /// Whether this sink writes into the database of source `name`: `database_of` says
+    /// so, or both URLs name the same server (host, with `localhost` taken as 127.0.0.1,
+    /// and port) and database.
+    pub fn writes_into(&self, name: &str, source: &SourceConfig) -> bool {
+        if self.database_of.as_deref() == Some(name) {
+            return true;
         }
+        let sink = match self.kind {
+            SinkKind::Postgres => postgres_identity(&self.url),
+            SinkKind::Mysql => mysql_identity(&self.url),
+        };
+        let source = match source {
+            SourceConfig::Postgres(c) if self.kind == SinkKind::Postgres => {
+                postgres_identity(&c.url)
+            }
+            SourceConfig::Mysql(c) if self.kind == SinkKind::Mysql => mysql_identity(&c.url),
+            _ => return false,
+        };
+        sink.is_some() && sink == source
+    }
+}
+
+/// `(host, port, database)` a PostgreSQL URL connects to.
+fn postgres_identity(url: &str) -> Option<(String, u16, String)> {
+    let c: tokio_postgres::Config = url.parse().ok()?;
+    let host = match c.get_hosts().first()? {
+        tokio_postgres::config::Host::Tcp(h) => same_host(h),
+        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+    };
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let db = c.get_dbname().or(c.get_user())?.to_string();
+    Some((host, port, db))
+}
+
+/// `(host, port, database)` a MySQL URL connects to.
+fn mysql_identity(url: &str) -> Option<(String, u16, String)> {
+    let o = mysql_async::Opts::from_url(url).ok()?;
+    Some((
+        same_host(o.ip_or_hostname()),
+        o.tcp_port(),
+        o.db_name()?.to_string(),
+    ))
+}
+
+fn same_host(host: &str) -> String {
+    match host.to_ascii_lowercase().as_str() {
+        "localhost" | "::1" | "[::1]" => "127.0.0.1".into(),
+        h => h.into(),
     }
 }
 
 impl Config {
+    /// The sources whose changes sink `sink` must not take again when Tributary wrote them
+    /// into another captured database: the ones it takes directly, and the ones whose
+    /// database it writes into.
+    pub fn echo_sources(&self, sink: &str) -> Vec<String> {
+        let Some(s) = self.sinks.get(sink) else {
+            return Vec::new();
+        };
+        let direct: Vec<String> = s
+            .source_names(&self.sources)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let own = self
+            .sources
+            .iter()
+            .filter(|(name, source)| s.writes_into(name, source))
+            .map(|(name, _)| name.clone());
+        direct.into_iter().chain(own).collect()
+    }
+
     /// Reads and validates a configuration file.
     pub fn load(path: &Path) -> Result<Self, PipelineError> {
         let text = std::fs::read_to_string(path)
@@ -256,6 +335,13 @@ impl Config {
                 if !self.sources.contains_key(s) {
                     return Err(format!(
                         "sinks.{name}.sources: no source named {s:?} is configured"
+                    ));
+                }
+            }
+            if let Some(s) = &sink.database_of {
+                if !self.sources.contains_key(s) {
+                    return Err(format!(
+                        "sinks.{name}.database_of: no source named {s:?} is configured"
                     ));
                 }
             }
@@ -366,6 +452,51 @@ listen = "127.0.0.1:8081"
             c.registry.map(|r| r.listen.to_string()),
             Some("127.0.0.1:8081".to_string())
         );
+    }
+
+    #[test]
+    fn a_sink_into_a_sources_own_database_never_takes_that_source() {
+        let text = r#"
+[sources.hq]
+kind = "postgres"
+url = "postgres://tributary@localhost:5433/pharmacy"
+[sources.store]
+kind = "mysql"
+url = "mysql://tributary@store12:3306/pharmacy"
+[sources.other]
+kind = "postgres"
+url = "postgres://tributary@127.0.0.1:5433/other"
+[sinks.to_hq]
+kind = "postgres"
+url = "postgres://writer:secret@127.0.0.1:5433/pharmacy"
+[sinks.to_store]
+kind = "mysql"
+url = "mysql://writer@store12.lan:3306/pharmacy"
+database_of = "store"
+[sinks.replica]
+kind = "postgres"
+url = "postgres://r@replica/pharmacy"
+sources = ["hq"]
+"#;
+        let c = Config::parse(text, env).unwrap();
+        // Same server (localhost is 127.0.0.1), port and database, another user.
+        assert_eq!(
+            c.sinks["to_hq"].source_names(&c.sources),
+            ["other", "store"]
+        );
+        assert_eq!(c.echo_sources("to_hq"), ["other", "store", "hq"]);
+        // Another host name for the store: said explicitly.
+        assert_eq!(
+            c.sinks["to_store"].source_names(&c.sources),
+            ["hq", "other"]
+        );
+        assert_eq!(c.echo_sources("replica"), ["hq"]);
+        let err = Config::parse(
+            &text.replace("database_of = \"store\"", "database_of = \"nope\""),
+            env,
+        )
+        .unwrap_err();
+        assert!(err.starts_with("sinks.to_store.database_of"), "{err}");
     }
 
     #[test]

@@ -244,7 +244,7 @@ async fn apply_loop(
         ),
     };
     let mut sink = sink;
-    sink.tag_origin(&format!("tributary_{sink_name}_{source}"))
+    sink.tag_origin(&format!("tributary/{sink_name}/{source}"))
         .await?;
     let group = format!("tributary-{sink_name}-{source}");
     let consumer = consumer(config, &group).await?;
@@ -265,6 +265,7 @@ async fn apply_loop(
             batch_rows: sink_config.batch_rows,
             max_tx_events: sink_config.max_tx_events,
             rules: Arc::new(Rules::compile(&config.rules).map_err(PipelineError::Config)?),
+            echo_sources: config.echo_sources(sink_name),
         },
         consumer,
         sink,

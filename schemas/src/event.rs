@@ -84,13 +84,17 @@ pub struct ChangeEvent {
 }
 
 impl ChangeEvent {
-    /// Whether Tributary itself wrote the change (into a sink that is also a source): its
-    /// origin is `tributary` or `tributary_<sink>_<source>`. Such a change was applied from
-    /// its own source already, so sending it on would echo it back and forth.
-    pub fn written_by_tributary(&self) -> bool {
-        self.origin
-            .as_deref()
-            .is_some_and(|o| o == "tributary" || o.starts_with("tributary_"))
+    /// When Tributary itself wrote the change (into a sink that is also captured): the
+    /// name of the source it came from (origin `tributary/<sink>/<source>`), or `""` when
+    /// the origin does not say (`tributary`).
+    pub fn written_by_tributary(&self) -> Option<&str> {
+        match self.origin.as_deref()? {
+            "tributary" => Some(""),
+            o => o
+                .strip_prefix("tributary/")
+                .and_then(|rest| rest.rsplit_once('/'))
+                .map(|(_, source)| source),
+        }
     }
 }
 

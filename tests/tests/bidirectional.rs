@@ -16,6 +16,7 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
     let pg = Postgres::start().await?;
     let maria = MariaDb::start().await?;
     let hq = pg.create_database("hq").await?;
+    let replica = pg.create_database("replica").await?;
     let store = maria.create_database("store").await?;
     pg.execute(
         &hq,
@@ -35,15 +36,22 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
         "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n\
          [sources.hq]\nkind = \"postgres\"\nurl = {:?}\ninclude = [\"public.items\"]\nheartbeat_secs = 1\n\n\
          [sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{store}.items\"]\nheartbeat_secs = 1\n\n\
-         [sinks.to_store]\nkind = \"mysql\"\nurl = {:?}\nsources = [\"hq\"]\n\n\
-         [sinks.to_hq]\nkind = \"postgres\"\nurl = {:?}\nsources = [\"store\"]\ntarget_schema = \"public\"\n",
+         [sinks.to_store]\nkind = \"mysql\"\nurl = {:?}\n\n\
+         [sinks.to_hq]\nkind = \"postgres\"\nurl = {:?}\nsources = [\"store\"]\ntarget_schema = \"public\"\n\n\
+         [sinks.replica]\nkind = \"postgres\"\nurl = {:?}\ntarget_schema = \"public\"\n",
         state.path(),
         pg.url(&hq),
         maria.url(&store),
         maria.url(&store),
         pg.url(&hq),
+        pg.url(&replica),
     );
     let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    // to_store takes every source but its own database's.
+    assert_eq!(
+        config.sinks["to_store"].source_names(&config.sources),
+        ["hq"]
+    );
     let (stop, shutdown) = watch::channel(false);
     let stats = runtime::stats_for(&config);
     let to_hq = stats["to_hq/store"].clone();
@@ -117,6 +125,26 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
         first,
         "the sentinel was not written back"
     );
+    // The third sink takes each change once, from its own source.
+    let want_lines: Vec<String> = want.iter().map(|w| w.to_string()).collect();
+    wait_until(
+        "the replica holds the rows",
+        Duration::from_secs(60),
+        || async {
+            let rows: Vec<String> = pg
+                .client(&replica)
+                .await?
+                .query(
+                    "SELECT id || ':' || name || ':' || qty FROM items ORDER BY id",
+                    &[],
+                )
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                .unwrap_or_default();
+            Ok(rows == want_lines)
+        },
+    )
+    .await?;
     let _ = stop.send(true);
     task.await??;
     Ok(())

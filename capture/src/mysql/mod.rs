@@ -96,8 +96,8 @@ struct OpenTx {
     /// MySQL GTID event before a lone statement (DDL, TRUNCATE) opens a group that ends
     /// with that statement.
     began: bool,
-    /// `tributary` when a Tributary sink wrote the transaction (it writes `tributary.echo`
-    /// first): its events carry that origin and are not applied again.
+    /// The writer a Tributary sink named in `tributary.echo`, written first in its
+    /// transactions (`tributary/<sink>/<source>`): the events carry it as their origin.
     origin: Option<String>,
 }
 
@@ -273,8 +273,8 @@ impl MySqlCapture {
         let mut open: Option<OpenTx> = None;
         // Table id (of TABLE_MAP events) → captured table, or None when not captured.
         let mut table_ids: HashMap<u64, Option<TableId>> = HashMap::new();
-        // The table id of `tributary.echo` (a Tributary sink's marker), once mapped.
-        let mut echo_table: Option<u64> = None;
+        // The TABLE_MAP of `tributary.echo` (a Tributary sink's marker), once met.
+        let mut echo_table: Option<TableMapEvent<'static>> = None;
         // The TABLE_MAP each captured table's shape was last checked against, and how to
         // read its rows.
         let mut shapes: HashMap<TableId, (Vec<u8>, RowLayout)> = HashMap::new();
@@ -496,7 +496,7 @@ impl MySqlCapture {
                 Some(EventData::TableMapEvent(tme)) => {
                     let id = TableId::new(tme.database_name(), tme.table_name());
                     if id.schema == "tributary" && id.name == "echo" {
-                        echo_table = Some(tme.table_id());
+                        echo_table = Some(tme.clone().into_owned());
                     }
                     let captured = self.config.captures(&id.schema, &id.name);
                     if captured {
@@ -514,9 +514,14 @@ impl MySqlCapture {
                     table_ids.insert(tme.table_id(), captured.then_some(id));
                 }
                 Some(EventData::RowsEvent(rows)) => {
-                    if echo_table == Some(rows.table_id()) {
+                    if let Some(echo) = echo_table
+                        .as_ref()
+                        .filter(|t| t.table_id() == rows.table_id())
+                    {
                         if let Some(tx) = open.as_mut() {
-                            tx.origin = Some("tributary".into());
+                            tx.origin = Some(
+                                echo_writer(&rows, echo).unwrap_or_else(|| "tributary".into()),
+                            );
                         }
                         continue;
                     }
@@ -998,6 +1003,18 @@ impl std::fmt::Display for GtidState {
             .map(|(d, (s, n))| format!("{d}-{s}-{n}"))
             .collect();
         f.write_str(&parts.join(","))
+    }
+}
+
+/// The writer a `tributary.echo` rows event names (the first column of its first row's
+/// after image).
+fn echo_writer(rows: &RowsEventData<'_>, echo: &TableMapEvent<'_>) -> Option<String> {
+    let (_, after) = rows.rows(echo).next()?.ok()?;
+    match after?.as_ref(0)? {
+        mysql_async::binlog::value::BinlogValue::Value(mysql_async::Value::Bytes(b)) => {
+            String::from_utf8(b.clone()).ok()
+        }
+        _ => None,
     }
 }
 
