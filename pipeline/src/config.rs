@@ -169,16 +169,25 @@ fn default_max_tx_events() -> usize {
 
 impl SinkConfig {
     /// The sources this sink applies, given all configured sources.
-    /// A source whose own database this sink writes into is never among them.
+    /// A source named in `database_of` is never among them; by default (no `sources`
+    /// list) neither is a source whose own tables this sink would write (its database,
+    /// with no `target_schema` moving the tables elsewhere): applying a database's changes
+    /// back into it could overwrite newer ones.
     pub fn source_names<'a>(&'a self, all: &'a BTreeMap<String, SourceConfig>) -> Vec<&'a str> {
         let names: Vec<&str> = if self.sources.is_empty() {
-            all.keys().map(String::as_str).collect()
+            all.keys()
+                .map(String::as_str)
+                .filter(|n| {
+                    self.target_schema.is_some()
+                        || !all.get(*n).is_some_and(|s| self.writes_into(n, s))
+                })
+                .collect()
         } else {
             self.sources.iter().map(String::as_str).collect()
         };
         names
             .into_iter()
-            .filter(|n| !all.get(*n).is_some_and(|s| self.writes_into(n, s)))
+            .filter(|n| self.database_of.as_deref() != Some(*n))
             .collect()
     }
 
@@ -246,12 +255,13 @@ impl Config {
             .into_iter()
             .map(str::to_string)
             .collect();
-        let own = self
-            .sources
-            .iter()
-            .filter(|(name, source)| s.writes_into(name, source))
-            .map(|(name, _)| name.clone());
-        direct.into_iter().chain(own).collect()
+        let mut all = direct;
+        for (name, source) in &self.sources {
+            if s.writes_into(name, source) && !all.contains(name) {
+                all.push(name.clone());
+            }
+        }
+        all
     }
 
     /// Reads and validates a configuration file.
@@ -477,6 +487,10 @@ database_of = "store"
 kind = "postgres"
 url = "postgres://r@replica/pharmacy"
 sources = ["hq"]
+[sinks.reporting]
+kind = "postgres"
+url = "postgres://r@localhost:5433/pharmacy"
+target_schema = "reporting"
 "#;
         let c = Config::parse(text, env).unwrap();
         // Same server (localhost is 127.0.0.1), port and database, another user.
@@ -491,6 +505,13 @@ sources = ["hq"]
             ["hq", "other"]
         );
         assert_eq!(c.echo_sources("replica"), ["hq"]);
+        // A copy into another schema of the source's own database takes it, and still
+        // drops what Tributary wrote from it.
+        assert_eq!(
+            c.sinks["reporting"].source_names(&c.sources),
+            ["hq", "other", "store"]
+        );
+        assert_eq!(c.echo_sources("reporting"), ["hq", "other", "store"]);
         let err = Config::parse(
             &text.replace("database_of = \"store\"", "database_of = \"nope\""),
             env,
