@@ -502,6 +502,39 @@ mod tests {
         Delete,
     }
 
+    /// A source's own row `(qty, price, tags)` as its images show it (tags sorted, once).
+    fn image(l: &(i32, i32, Vec<u8>)) -> Row {
+        let mut tags = l.2.clone();
+        tags.sort_unstable();
+        tags.dedup();
+        row(&[
+            Value::Int32(l.0),
+            Value::Int32(l.1),
+            Value::Array(
+                tags.into_iter()
+                    .map(|t| Value::Int16(i16::from(t)))
+                    .collect(),
+            ),
+        ])
+    }
+
+    /// A source's own update of its row: quantity by `delta`, maybe a new price, a tag
+    /// added and one removed (unless it is the one added).
+    fn edit(
+        l: &mut (i32, i32, Vec<u8>),
+        delta: i32,
+        price: Option<i32>,
+        add: Option<u8>,
+        remove: Option<u8>,
+    ) {
+        l.0 += delta;
+        if let Some(p) = price {
+            l.1 = p;
+        }
+        l.2.extend(add);
+        l.2.retain(|t| Some(*t) != remove || add == Some(*t));
+    }
+
     fn action() -> impl proptest::strategy::Strategy<Value = Action> {
         prop_oneof![
             1 => (0..100i32, 1..50i32, proptest::collection::vec(0..4u8, 0..3))
@@ -519,20 +552,6 @@ mod tests {
         let mut local: Option<(i32, i32, Vec<u8>)> = None;
         let mut out = Vec::new();
         let mut deltas = 0i64;
-        let image = |l: &(i32, i32, Vec<u8>)| {
-            let mut tags = l.2.clone();
-            tags.sort_unstable();
-            tags.dedup();
-            row(&[
-                Value::Int32(l.0),
-                Value::Int32(l.1),
-                Value::Array(
-                    tags.into_iter()
-                        .map(|t| Value::Int16(i16::from(t)))
-                        .collect(),
-                ),
-            ])
-        };
         let mut clock = tributary_schemas::Hlc::default();
         for (n, (a, t)) in actions.iter().zip(times).enumerate() {
             let position = Position::mysql(source as u32, n as u64 + 1, 1);
@@ -553,14 +572,8 @@ mod tests {
                     Some(old),
                 ) => {
                     let mut new = old.clone();
-                    new.0 += qty_delta;
+                    edit(&mut new, *qty_delta, *price, *add, *remove);
                     deltas += i64::from(*qty_delta);
-                    if let Some(p) = price {
-                        new.1 = *p;
-                    }
-                    new.2.extend(add);
-                    new.2
-                        .retain(|t| Some(*t) != *remove || add.as_ref() == Some(t));
                     out.push((
                         position,
                         stamp,
@@ -688,16 +701,6 @@ mod tests {
             ) {
                 let price = if priority { Strategy::SourcePriority } else { Strategy::Lww };
                 let policy = policy(DeletePolicy::UpdateWins, price);
-                let image = |l: &(i32, i32, Vec<u8>)| {
-                    let mut tags = l.2.clone();
-                    tags.sort_unstable();
-                    tags.dedup();
-                    row(&[
-                        Value::Int32(l.0),
-                        Value::Int32(l.1),
-                        Value::Array(tags.into_iter().map(|t| Value::Int16(i16::from(t))).collect()),
-                    ])
-                };
                 let mut local = (10, 5, vec![1u8]);
                 let mut state = RowState::default();
                 let first = image(&local);
@@ -714,12 +717,7 @@ mod tests {
                     let (op, after) = if *reread {
                         (Op::Read, before.clone())
                     } else {
-                        local.0 += delta;
-                        if let Some(p) = price {
-                            local.1 = *p;
-                        }
-                        local.2.extend(add);
-                        local.2.retain(|t| Some(*t) != *remove || add.as_ref() == Some(t));
+                        edit(&mut local, *delta, *price, *add, *remove);
                         (Op::Update, image(&local))
                     };
                     state.apply(&policy, &Change {
