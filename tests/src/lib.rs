@@ -23,12 +23,14 @@ mod mariadb;
 mod port;
 mod postgres;
 mod process;
+mod running;
 mod wait;
 
 pub use kafka::Kafka;
 pub use mariadb::MariaDb;
 pub use port::free_port;
 pub use postgres::Postgres;
+pub use running::Running;
 pub use wait::{wait_until, wait_until_every};
 
 /// Peak resident memory of this process in MiB (`VmHWM`); each nextest test runs in its

@@ -5,10 +5,8 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tokio::sync::watch;
-use tributary_pipeline::runtime::{self, Roles};
 use tributary_pipeline::Config;
-use tributary_tests::{wait_until, MariaDb, Postgres};
+use tributary_tests::{wait_until, MariaDb, Postgres, Running};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()> {
@@ -52,27 +50,16 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
         config.sinks["to_store"].source_names(&config.sources),
         ["hq"]
     );
-    let (stop, shutdown) = watch::channel(false);
-    let stats = runtime::stats_for(&config);
-    let to_hq = stats["to_hq/store"].clone();
-    let to_store = stats["to_store/hq"].clone();
-    let task = tokio::spawn(runtime::run(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-        },
-        stats,
-        shutdown,
-    ));
+    let running = Running::start(config, false);
+    let to_hq = running.stats["to_hq/store"].clone();
+    let to_store = running.stats["to_store/hq"].clone();
 
     both_hold(
         &pg,
         &hq,
         &maria,
         &store,
-        &task,
+        &running,
         &["1:aspirin:10", "101:ibuprofen:20"],
     )
     .await?;
@@ -90,7 +77,7 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
         )
         .await?;
     let want = ["1:aspirin:9", "2:zinc:5", "101:ibuprofen:19", "102:iron:7"];
-    both_hold(&pg, &hq, &maria, &store, &task, &want).await?;
+    both_hold(&pg, &hq, &maria, &store, &running, &want).await?;
 
     // A sentinel row written in PostgreSQL reaches MariaDB; the store capture reads that
     // write back, and the apply loop into PostgreSQL drops it as Tributary's own: the
@@ -113,7 +100,7 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
         "101:ibuprofen:19",
         "102:iron:7",
     ];
-    both_hold(&pg, &hq, &maria, &store, &task, &want).await?;
+    both_hold(&pg, &hq, &maria, &store, &running, &want).await?;
     wait_until(
         "the sentinel's echo is dropped",
         Duration::from_secs(60),
@@ -145,8 +132,7 @@ async fn postgres_and_mariadb_sync_both_ways_without_echo() -> anyhow::Result<()
         },
     )
     .await?;
-    let _ = stop.send(true);
-    task.await??;
+    running.stop().await?;
     Ok(())
 }
 
@@ -164,7 +150,7 @@ async fn both_hold(
     hq: &str,
     maria: &MariaDb,
     store: &str,
-    task: &tokio::task::JoinHandle<Result<(), tributary_pipeline::PipelineError>>,
+    running: &Running,
     want: &[&str],
 ) -> anyhow::Result<()> {
     let last = std::sync::Mutex::new(String::new());
@@ -172,7 +158,7 @@ async fn both_hold(
         "both sides hold the rows",
         Duration::from_secs(90),
         || async {
-            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
             let client = pg.client(hq).await?;
             let pg_rows: Vec<String> = client
                 .query(

@@ -7,11 +7,8 @@
 
 use anyhow::Context;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
-use tributary_pipeline::runtime::{self, Roles};
-use tributary_pipeline::{Config, PipelineError};
-use tributary_tests::{wait_until, Kafka, MariaDb, Postgres};
+use tributary_pipeline::Config;
+use tributary_tests::{wait_until, Kafka, MariaDb, Postgres, Running};
 
 /// `(MariaDB expression, PostgreSQL expression)` rendering one column the same way.
 const ITEMS: &[(&str, &str)] = &[
@@ -91,19 +88,6 @@ INSERT INTO items VALUES
   (3, 'zero date', 'x', '', repeat('ü', 100), 0, -4399376, 12377840, 0, 0, 0, 0, 0, b'0', b'0', '0000-00-00', '1970-01-01 00:00:00.000001', '1970-01-01 00:00:01.500', '-00:00:01', '-12:00:00', 1901, 'tablet', '', '[]', x'');
 INSERT INTO stock SELECT 1, seq, seq FROM seq_1_to_50;
 ";
-
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), PipelineError>>,
-}
-
-impl Running {
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.task.await?.context("pipeline ended with an error")?;
-        Ok(())
-    }
-}
 
 /// Where the pipeline writes.
 enum SinkSide {
@@ -186,20 +170,7 @@ impl Scene {
     }
 
     fn start(&self) -> Running {
-        let (stop, shutdown) = watch::channel(false);
-        let config = self.config.clone();
-        let stats = runtime::stats_for(&config);
-        let task = tokio::spawn(runtime::run(
-            config,
-            Roles {
-                capture: true,
-                pipeline: true,
-                registry: false,
-            },
-            stats,
-            shutdown,
-        ));
-        Running { stop, task }
+        Running::start(self.config.clone(), false)
     }
 
     /// The rows of `table` in the source, one tab-separated line each.
@@ -896,21 +867,7 @@ async fn postgres_to_mariadb() -> anyhow::Result<()> {
         maria.url(&dst),
     );
     let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
-    let start = || {
-        let (stop, shutdown) = watch::channel(false);
-        let stats = runtime::stats_for(&config);
-        let task = tokio::spawn(runtime::run(
-            config.clone(),
-            Roles {
-                capture: true,
-                pipeline: true,
-                registry: false,
-            },
-            stats,
-            shutdown,
-        ));
-        Running { stop, task }
-    };
+    let start = || Running::start(config.clone(), false);
     let source = pg.client(&src).await?;
     let orders = || {
         vec![

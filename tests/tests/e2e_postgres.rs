@@ -6,12 +6,9 @@
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tributary_pipeline::demo::table_digest;
-use tributary_pipeline::runtime::{self, Roles};
-use tributary_pipeline::{Config, PipelineError};
-use tributary_tests::{wait_until, Kafka, Postgres};
+use tributary_pipeline::Config;
+use tributary_tests::{wait_until, Kafka, Postgres, Running};
 
 /// The transport a scenario runs on.
 enum Transport {
@@ -39,19 +36,6 @@ impl Transport {
     }
 }
 
-struct Running {
-    stop: watch::Sender<bool>,
-    task: JoinHandle<Result<(), PipelineError>>,
-}
-
-impl Running {
-    async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.stop.send(true);
-        self.task.await?.context("pipeline ended with an error")?;
-        Ok(())
-    }
-}
-
 fn config(state: &Path, transport: &Transport, source_url: &str, sink_url: &str) -> Config {
     let text = format!(
         "state_dir = {state:?}\n{}\n[sources.src]\nkind = \"postgres\"\nurl = {source_url:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {sink_url:?}\n",
@@ -61,19 +45,7 @@ fn config(state: &Path, transport: &Transport, source_url: &str, sink_url: &str)
 }
 
 fn start(config: Config) -> Running {
-    let (stop, shutdown) = watch::channel(false);
-    let stats = runtime::stats_for(&config);
-    let task = tokio::spawn(runtime::run(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: true,
-        },
-        stats,
-        shutdown,
-    ));
-    Running { stop, task }
+    Running::start(config, true)
 }
 
 /// A private PostgreSQL with a source and a sink database, a transport and a state

@@ -5,10 +5,8 @@
 
 use anyhow::Context;
 use std::time::Duration;
-use tokio::sync::watch;
-use tributary_pipeline::runtime::{self, Roles};
 use tributary_pipeline::Config;
-use tributary_tests::{wait_until, Postgres};
+use tributary_tests::{wait_until, Postgres, Running};
 
 const DDL: &str = "CREATE TABLE medicines (
     id int PRIMARY KEY,
@@ -67,28 +65,9 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
         pg.url(&dst)
     );
     let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
-    let (stop, shutdown) = watch::channel(false);
-    let stats = runtime::stats_for(&config);
-    let task = tokio::spawn(runtime::run(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-        },
-        stats,
-        shutdown,
-    ));
+    let running = Running::start(config, false);
 
-    wait_until(
-        "the snapshot is applied",
-        Duration::from_secs(60),
-        || async {
-            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
-            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:10:4.50")
-        },
-    )
-    .await?;
+    sink_holds(&pg, &dst, &running, "1:10:4.50").await?;
     // One transaction: a valid row, one breaking the dead-letter rule, one breaking the
     // skip rule, and a valid update.
     pg.execute(
@@ -101,15 +80,7 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
          COMMIT;",
     )
     .await?;
-    wait_until(
-        "the valid rows are applied",
-        Duration::from_secs(60),
-        || async {
-            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
-            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:9:4.50 2:5:12.00")
-        },
-    )
-    .await?;
+    sink_holds(&pg, &dst, &running, "1:9:4.50 2:5:12.00").await?;
     let file = state.path().join("dead-letters/dst-src.dead-letters.jsonl");
     let text = std::fs::read_to_string(&file).with_context(|| file.display().to_string())?;
     let entries: Vec<serde_json::Value> = text
@@ -137,7 +108,7 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
         "UPDATE medicines SET expiry_date = '2025-01-01', quantity = 1 WHERE id = 2",
     )
     .await?;
-    let outcome = tokio::time::timeout(Duration::from_secs(60), task)
+    let outcome = tokio::time::timeout(Duration::from_secs(60), running.task)
         .await
         .context("the pipeline halts")??;
     let err = outcome.expect_err("halted").to_string();
@@ -146,7 +117,7 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
         "{err}"
     );
     assert_eq!(sink_rows(&pg, &dst).await?, "1:9:4.50 2:5:12.00");
-    drop(stop);
+    drop(running.stop);
 
     // With the rule fixed (expired stock is allowed in now), a restart reads the halted
     // event again and applies it once.
@@ -156,29 +127,9 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
     );
     assert_ne!(fixed, config_text);
     let config = Config::parse(&fixed, |_| None).map_err(anyhow::Error::msg)?;
-    let (stop, shutdown) = watch::channel(false);
-    let stats = runtime::stats_for(&config);
-    let task = tokio::spawn(runtime::run(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-        },
-        stats,
-        shutdown,
-    ));
-    wait_until(
-        "the halted event is applied",
-        Duration::from_secs(60),
-        || async {
-            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
-            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:9:4.50 2:1:12.00")
-        },
-    )
-    .await?;
-    let _ = stop.send(true);
-    task.await??;
+    let running = Running::start(config, false);
+    sink_holds(&pg, &dst, &running, "1:9:4.50 2:1:12.00").await?;
+    running.stop().await?;
     Ok(())
 }
 
@@ -227,41 +178,14 @@ async fn rejected_events_reach_the_kafka_dead_letter_topic() -> anyhow::Result<(
         pg.url(&dst)
     );
     let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
-    let (stop, shutdown) = watch::channel(false);
-    let stats = runtime::stats_for(&config);
-    let task = tokio::spawn(runtime::run(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-        },
-        stats,
-        shutdown,
-    ));
-    wait_until(
-        "the snapshot is applied",
-        Duration::from_secs(60),
-        || async {
-            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
-            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:10:4.50")
-        },
-    )
-    .await?;
+    let running = Running::start(config, false);
+    sink_holds(&pg, &dst, &running, "1:10:4.50").await?;
     pg.execute(
         &src,
         "INSERT INTO medicines VALUES (7, -1, 2.00, '2026-02-01', '2027-02-01'), (8, 1, 2.00, '2026-02-01', '2027-02-01')",
     )
     .await?;
-    wait_until(
-        "the valid row is applied",
-        Duration::from_secs(60),
-        || async {
-            anyhow::ensure!(!task.is_finished(), "the pipeline stopped");
-            Ok(sink_rows(&pg, &dst).await.unwrap_or_default() == "1:10:4.50 8:1:2.00")
-        },
-    )
-    .await?;
+    sink_holds(&pg, &dst, &running, "1:10:4.50 8:1:2.00").await?;
     let consumer =
         KafkaConsumer::connect(&KafkaSettings::new(kafka.bootstrap()), "inspect").await?;
     let mut reader = consumer.reader("src.dead_letters").await?;
@@ -274,7 +198,20 @@ async fn rejected_events_reach_the_kafka_dead_letter_topic() -> anyhow::Result<(
     assert_eq!(json["rule"], "quantity >= 0", "{json}");
     assert_eq!(json["event"]["key"][0]["Int32"], 7, "{json}");
     assert_eq!(json["topic"], "src.public.medicines", "{json}");
-    let _ = stop.send(true);
-    task.await??;
+    running.stop().await?;
     Ok(())
+}
+
+/// Waits until the sink's `medicines` reads `want` (see [`sink_rows`]), failing early
+/// when the run stopped.
+async fn sink_holds(pg: &Postgres, dst: &str, running: &Running, want: &str) -> anyhow::Result<()> {
+    wait_until(
+        &format!("the sink holds {want}"),
+        Duration::from_secs(60),
+        || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            Ok(sink_rows(pg, dst).await.unwrap_or_default() == want)
+        },
+    )
+    .await
 }
