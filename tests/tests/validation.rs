@@ -35,6 +35,41 @@ check = "expiry_date > manufacture_date"
 on_fail = "halt"
 "#;
 
+/// A private PostgreSQL with `medicines` (see [`DDL`]) in a source database and an empty
+/// sink database, a state directory, and the configuration of a run between them over
+/// `transport` (the `[transport]` table's lines) with `rules` (TOML) appended.
+struct Scene {
+    pg: Postgres,
+    src: String,
+    dst: String,
+    state: tempfile::TempDir,
+    config_text: String,
+}
+
+impl Scene {
+    async fn new(transport: &str, rules: &str) -> anyhow::Result<Scene> {
+        tributary_tests::init_tracing();
+        let pg = Postgres::start().await?;
+        let src = pg.create_database("src").await?;
+        let dst = pg.create_database("dst").await?;
+        pg.execute(&src, DDL).await?;
+        let state = tempfile::tempdir()?;
+        let config_text = format!(
+            "state_dir = {:?}\n[transport]\n{transport}\n\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n{rules}",
+            state.path(),
+            pg.url(&src),
+            pg.url(&dst)
+        );
+        Ok(Scene {
+            pg,
+            src,
+            dst,
+            state,
+            config_text,
+        })
+    }
+}
+
 /// The sink's `medicines`, one `id:quantity:price` line per row in id order.
 async fn sink_rows(pg: &Postgres, dst: &str) -> anyhow::Result<String> {
     let client = pg.client(dst).await?;
@@ -52,18 +87,13 @@ async fn sink_rows(pg: &Postgres, dst: &str) -> anyhow::Result<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
-    tributary_tests::init_tracing();
-    let pg = Postgres::start().await?;
-    let src = pg.create_database("src").await?;
-    let dst = pg.create_database("dst").await?;
-    pg.execute(&src, DDL).await?;
-    let state = tempfile::tempdir()?;
-    let config_text = format!(
-        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n{RULES}",
-        state.path(),
-        pg.url(&src),
-        pg.url(&dst)
-    );
+    let Scene {
+        pg,
+        src,
+        dst,
+        state,
+        config_text,
+    } = Scene::new("kind = \"embedded\"", RULES).await?;
     let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
     let running = Running::start(config, false);
 
@@ -163,20 +193,18 @@ async fn rejected_events_reach_the_kafka_dead_letter_topic() -> anyhow::Result<(
     use tributary_capture::transport::kafka::KafkaSettings;
     use tributary_pipeline::transport::kafka::KafkaConsumer;
     use tributary_pipeline::transport::Consumer;
-    tributary_tests::init_tracing();
-    let pg = Postgres::start().await?;
     let kafka = tributary_tests::Kafka::start().await?;
-    let src = pg.create_database("src").await?;
-    let dst = pg.create_database("dst").await?;
-    pg.execute(&src, DDL).await?;
-    let state = tempfile::tempdir()?;
-    let config_text = format!(
-        "state_dir = {:?}\n[transport]\nkind = \"kafka\"\nbrokers = \"{}\"\n\n[sources.src]\nkind = \"postgres\"\nurl = {:?}\nheartbeat_secs = 1\n\n[sinks.dst]\nkind = \"postgres\"\nurl = {:?}\n\n[[rules]]\ntable = \"*\"\ncheck = \"quantity >= 0\"\n",
-        state.path(),
-        kafka.bootstrap(),
-        pg.url(&src),
-        pg.url(&dst)
-    );
+    let Scene {
+        pg,
+        src,
+        dst,
+        state: _state,
+        config_text,
+    } = Scene::new(
+        &format!("kind = \"kafka\"\nbrokers = \"{}\"", kafka.bootstrap()),
+        "\n[[rules]]\ntable = \"*\"\ncheck = \"quantity >= 0\"\n",
+    )
+    .await?;
     let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
     let running = Running::start(config, false);
     sink_holds(&pg, &dst, &running, "1:10:4.50").await?;
