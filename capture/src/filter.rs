@@ -23,13 +23,17 @@ pub(crate) fn check_patterns(
 }
 
 /// Whether `container.name` is selected: matched by `include` (or `include` is empty)
-/// and by no `exclude` pattern.
+/// and by no `exclude` pattern. Tributary's own bookkeeping (the `tributary` schema or
+/// database of a sink: watermarks, echo markers, merge states) is never captured.
 pub(crate) fn selected(
     include: &[String],
     exclude: &[String],
     container: &str,
     name: &str,
 ) -> bool {
+    if container == "tributary" {
+        return false;
+    }
     let full = format!("{container}.{name}");
     let included = include.is_empty() || include.iter().any(|p| glob(p, &full));
     included && !exclude.iter().any(|p| glob(p, &full))

@@ -18,8 +18,10 @@
 //! the watermark with the data; only then are the offsets committed, so a crash anywhere
 //! replays at most what the watermark already covers.
 
+use crate::conflict::{self, ConflictLog, Conflicts};
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
+use crate::merge::TablePolicy;
 use crate::registry::SchemaCache;
 use crate::transport::{Consumer, TopicReader};
 use crate::validate::{OnFail, Rules};
@@ -30,7 +32,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tributary_capture::registry::transactions_topic;
 use tributary_schemas::{
-    decode_tx_end, decode_value, unframe, AvroSchemas, ChangeEvent, Position, TxEnd,
+    decode_tx_end, decode_value, unframe, AvroSchemas, ChangeEvent, Op, Position, TableId,
+    TableSchema, TxEnd,
 };
 use tributary_sinks::Sink;
 
@@ -59,6 +62,10 @@ pub struct ApplyStats {
     pub skipped_by_rules: AtomicU64,
     /// Events Tributary itself wrote (from another source), not applied again.
     pub echoes: AtomicU64,
+    /// Rows written with their merged image (tables under `[[conflicts]]`).
+    pub merged_rows: AtomicU64,
+    /// Merged changes whose own row image lost, wholly or in part, to another source's.
+    pub conflicts: AtomicU64,
     /// Commit time (Unix micros) of the last applied transaction.
     pub last_commit_ts_micros: AtomicU64,
 }
@@ -80,6 +87,15 @@ pub struct ApplySettings {
     /// sink must not apply again: the ones it takes directly, and the ones whose database
     /// it is.
     pub echo_sources: Vec<String>,
+    /// Which tables merge, and how.
+    pub conflicts: Arc<Conflicts>,
+    /// Whether the sink writes into this source's database: its changes are there
+    /// already, and only tables that merge take them, into their merge states.
+    pub own_database: bool,
+    /// Held by the loop into this sink that is merging, until its sink transaction ends.
+    pub merge_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Where resolved conflicts are recorded; `None`: only counted.
+    pub conflict_log: Option<Arc<ConflictLog>>,
 }
 
 /// Applies one source's transactions to one sink.
@@ -93,6 +109,10 @@ pub struct Applier {
     dead: DeadLetters,
     offsets: BTreeMap<String, u64>,
     stats: Arc<ApplyStats>,
+    /// Merge policy per table version (`None`: applied as it comes).
+    policies: HashMap<(TableId, u32), Option<Arc<TablePolicy>>>,
+    /// The sink's merge lock, while the open sink transaction has merged.
+    merging: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Applier {
@@ -119,6 +139,8 @@ impl Applier {
             dead,
             offsets: BTreeMap::new(),
             stats,
+            policies: HashMap::new(),
+            merging: None,
         })
     }
 
@@ -187,6 +209,7 @@ impl Applier {
             }
             if let Some(last) = last_applied {
                 self.sink.commit(&self.settings.source, last).await?;
+                self.merging = None;
                 watermark = Some(last);
                 self.stats
                     .events
@@ -275,13 +298,29 @@ impl Applier {
                 taken += 1;
                 // Written by Tributary from a source this sink takes directly, or from this
                 // sink's own database: applying it would echo it.
-                if event.written_by_tributary().is_some_and(|s| {
+                let echo = event.written_by_tributary().is_some_and(|s| {
                     s.is_empty() || self.settings.echo_sources.iter().any(|e| e == s)
-                }) {
+                });
+                if echo {
                     self.stats.echoes.fetch_add(1, Ordering::Relaxed);
+                }
+                if self.settings.own_database {
+                    // Already in the sink's database: only a merged table takes it (an
+                    // echo too, see `conflict`), into its merge states.
+                    if self.policy(&schemas.table)?.is_none() {
+                        continue;
+                    }
+                } else if echo {
                     continue;
                 }
-                if let Some(v) = self.settings.rules.check(&schemas.table, &event)? {
+                let checked =
+                    !(self.settings.own_database && event.written_by_tributary().is_some());
+                let violation = if checked {
+                    self.settings.rules.check(&schemas.table, &event)?
+                } else {
+                    None
+                };
+                if let Some(v) = violation {
                     match v.on_fail {
                         OnFail::DeadLetter => {
                             self.dead.record_rejected(&record, &v, &event).await?;
@@ -335,11 +374,81 @@ impl Applier {
     ) -> Result<bool, PipelineError> {
         let mut applied = false;
         if let (false, Some(schemas)) = (batch.is_empty(), schemas) {
-            self.sink.apply(&schemas.table, batch).await?;
+            match self.policy(&schemas.table)? {
+                Some(policy) => self.merge(&schemas.table, &policy, batch).await?,
+                None => self.sink.apply(&schemas.table, batch).await?,
+            }
             applied = true;
         }
         batch.clear();
         Ok(applied)
+    }
+
+    /// The merge policy of `table`, if it merges.
+    fn policy(&mut self, table: &TableSchema) -> Result<Option<Arc<TablePolicy>>, PipelineError> {
+        let key = (table.table.clone(), table.version);
+        if let Some(p) = self.policies.get(&key) {
+            return Ok(p.clone());
+        }
+        let policy = self.settings.conflicts.policy(table)?.map(Arc::new);
+        self.policies.insert(key, policy.clone());
+        Ok(policy)
+    }
+
+    /// Merges `events` of `table` into the sink's merge states and writes the merged
+    /// rows, holding the sink's merge lock until the sink transaction ends.
+    async fn merge(
+        &mut self,
+        table: &TableSchema,
+        policy: &TablePolicy,
+        events: &[ChangeEvent],
+    ) -> Result<(), PipelineError> {
+        if self.merging.is_none() {
+            self.merging = Some(self.settings.merge_lock.clone().lock_owned().await);
+        }
+        // Truncates split the batch: the table is emptied and its states forgotten.
+        for part in events.split_inclusive(|e| e.op == Op::Truncate) {
+            let (rows, truncate) = match part.split_last() {
+                Some((last, rest)) if last.op == Op::Truncate => (rest, Some(last)),
+                _ => (part, None),
+            };
+            if !rows.is_empty() {
+                let keys = conflict::keys(table, rows);
+                let stored = self.sink.lock_merge_states(table, &keys).await?;
+                let merged = conflict::merge(
+                    table,
+                    policy,
+                    rows,
+                    self.settings.own_database,
+                    &keys,
+                    stored,
+                )?;
+                if !merged.writes.is_empty() {
+                    self.sink.apply(table, &merged.writes).await?;
+                }
+                if !merged.states.is_empty() {
+                    self.sink.store_merge_states(table, &merged.states).await?;
+                }
+                self.stats
+                    .merged_rows
+                    .fetch_add(merged.writes.len() as u64, Ordering::Relaxed);
+                self.stats
+                    .conflicts
+                    .fetch_add(merged.conflicts, Ordering::Relaxed);
+                if let Some(log) = &self.settings.conflict_log {
+                    log.append(&merged.records)?;
+                }
+            }
+            if let Some(truncate) = truncate {
+                if !self.settings.own_database {
+                    self.sink
+                        .apply(table, std::slice::from_ref(truncate))
+                        .await?;
+                }
+                self.sink.clear_merge_states(table).await?;
+            }
+        }
+        Ok(())
     }
 
     async fn decode(
@@ -480,6 +589,10 @@ mod tests {
                 max_tx_events: DEFAULT_MAX_TX_EVENTS,
                 rules: Arc::default(),
                 echo_sources: Vec::new(),
+                conflicts: Arc::default(),
+                own_database: false,
+                merge_lock: Arc::default(),
+                conflict_log: None,
             },
             consumer,
             Box::new(RecordingSink(recorded.clone())),

@@ -29,6 +29,7 @@
 //! ```
 
 use crate::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
+use crate::conflict::{ConflictConfig, Conflicts};
 use crate::error::PipelineError;
 use crate::validate::{RuleConfig, Rules};
 use serde::Deserialize;
@@ -63,6 +64,9 @@ pub struct Config {
     /// Business rules every event is checked against before it is applied.
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Tables whose rows merge the changes of several sources (conflict resolution).
+    #[serde(default)]
+    pub conflicts: Vec<ConflictConfig>,
 }
 
 /// The schema registry endpoint (see `registry_server`).
@@ -290,9 +294,39 @@ impl Config {
         Ok(config)
     }
 
+    /// The apply loops of sink `sink`: each source it applies, with `false`; and, when
+    /// some table merges, each source whose database it writes into, with `true` (that
+    /// loop folds the database's own changes into the merge states, see
+    /// [`crate::conflict`]).
+    pub fn loops(&self, sink: &str) -> Vec<(String, bool)> {
+        let Some(s) = self.sinks.get(sink) else {
+            return Vec::new();
+        };
+        let mut loops: Vec<(String, bool)> = s
+            .source_names(&self.sources)
+            .into_iter()
+            .map(|n| (n.to_string(), false))
+            .collect();
+        if !self.conflicts.is_empty() {
+            for (name, source) in &self.sources {
+                if s.writes_into(name, source) && !loops.iter().any(|(n, _)| n == name) {
+                    loops.push((name.clone(), true));
+                }
+            }
+        }
+        loops
+    }
+
+    /// The conflict settings, checked.
+    pub fn conflict_settings(&self) -> Result<Conflicts, String> {
+        let names: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+        Conflicts::new(&self.conflicts, &names)
+    }
+
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
         Rules::compile(&self.rules)?;
+        self.conflict_settings()?;
         for (name, source) in &self.sources {
             if name.is_empty()
                 || !name

@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod config;
+pub mod conflict;
 pub mod dead_letter;
 pub mod demo;
 pub mod error;

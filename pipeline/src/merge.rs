@@ -69,6 +69,10 @@ pub enum DeletePolicy {
 pub struct TablePolicy {
     /// Per column, in column order.
     pub columns: Vec<Strategy>,
+    /// Column names, in the same order; a row's state is kept by column name, so sources
+    /// whose tables order their columns differently share it. (Unnamed columns are
+    /// known by their index.)
+    pub names: Vec<String>,
     /// Deletes against updates.
     pub delete: DeletePolicy,
     /// The source that wins `source_priority` columns.
@@ -125,7 +129,12 @@ enum Cell {
 pub struct RowState {
     /// Per source, the last position taken.
     seen: BTreeMap<String, Position>,
-    cells: Vec<Cell>,
+    /// Per source, the last stamp given to its changes of this row: a source's clock that
+    /// goes back, or several of its changes in one commit time (MySQL binlog times are in
+    /// seconds), still order its changes in its own order.
+    clocks: BTreeMap<String, Stamp>,
+    /// Per column name.
+    cells: BTreeMap<String, Cell>,
     upserted: Option<Marker>,
     inserted: Option<Marker>,
     deleted: Option<Marker>,
@@ -143,7 +152,15 @@ impl RowState {
             return Ok(false);
         }
         let mut next = self.clone();
-        next.take(policy, change)?;
+        let stamp = match next.clocks.get(change.source) {
+            Some(last) if *last >= change.stamp => Stamp {
+                micros: last.micros,
+                logical: last.logical.saturating_add(1),
+            },
+            _ => change.stamp,
+        };
+        next.clocks.insert(change.source.to_string(), stamp);
+        next.take(policy, &Change { stamp, ..*change })?;
         next.seen.insert(change.source.to_string(), change.position);
         *self = next;
         Ok(true)
@@ -161,20 +178,6 @@ impl RowState {
                 *slot = Some(row_marker.clone());
             }
         };
-        if self.cells.len() < policy.columns.len() {
-            self.cells
-                .extend(policy.columns[self.cells.len()..].iter().map(|s| match s {
-                    Strategy::Lww | Strategy::SourcePriority => Cell::Register(None),
-                    Strategy::Counter => Cell::Counter {
-                        base: None,
-                        deltas: PNCounter::new(),
-                    },
-                    Strategy::Set => Cell::Set {
-                        elements: BTreeMap::new(),
-                        cleared: None,
-                    },
-                }));
-        }
         let after = match (change.op, change.after) {
             (Op::Delete, _) => {
                 later(&mut self.deleted);
@@ -208,7 +211,21 @@ impl RowState {
             }
             };
             let m = marker(*strategy);
-            match &mut self.cells[i] {
+            let cell = self
+                .cells
+                .entry(policy.name(i))
+                .or_insert_with(|| match strategy {
+                    Strategy::Lww | Strategy::SourcePriority => Cell::Register(None),
+                    Strategy::Counter => Cell::Counter {
+                        base: None,
+                        deltas: PNCounter::new(),
+                    },
+                    Strategy::Set => Cell::Set {
+                        elements: BTreeMap::new(),
+                        cleared: None,
+                    },
+                });
+            match cell {
                 Cell::Register(reg) => {
                     if update && old.is_some_and(|o| o == new) {
                         continue;
@@ -279,7 +296,7 @@ impl RowState {
             return None;
         }
         let values = (0..policy.columns.len())
-            .map(|i| match self.cells.get(i) {
+            .map(|i| match self.cells.get(&policy.name(i)) {
                 None | Some(Cell::Register(None)) => Value::Null,
                 Some(Cell::Register(Some(reg))) => reg.val.clone(),
                 Some(Cell::Counter { base, deltas }) => {
@@ -308,6 +325,15 @@ impl RowState {
             })
             .collect();
         Some(Row(values))
+    }
+}
+
+impl TablePolicy {
+    fn name(&self, column: usize) -> String {
+        self.names
+            .get(column)
+            .cloned()
+            .unwrap_or_else(|| format!("#{column}"))
     }
 }
 
@@ -598,6 +624,7 @@ mod tests {
             columns: vec![Strategy::Counter, price, Strategy::Set],
             delete,
             priority_source: Some("s1".into()),
+            names: Vec::new(),
         }
     }
 

@@ -7,6 +7,7 @@
 
 use crate::apply::{Applier, ApplySettings, ApplyStats};
 use crate::config::{Config, SinkKind, SourceConfig, TransportConfig};
+use crate::conflict::ConflictLog;
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
 use crate::registry_server::{self, RegistryView};
@@ -49,8 +50,8 @@ pub type Stats = BTreeMap<String, Arc<ApplyStats>>;
 /// The counters the apply loops of `config` will update.
 pub fn stats_for(config: &Config) -> Stats {
     let mut stats = Stats::new();
-    for (sink_name, sink) in &config.sinks {
-        for source in sink.source_names(&config.sources) {
+    for sink_name in config.sinks.keys() {
+        for (source, _) in config.loops(sink_name) {
             stats.insert(
                 format!("{sink_name}/{source}"),
                 Arc::new(ApplyStats::default()),
@@ -157,18 +158,36 @@ pub async fn run(
     }
 
     if roles.pipeline {
-        for (sink_name, sink) in &config.sinks {
-            for source in sink.source_names(&config.sources) {
+        for sink_name in config.sinks.keys() {
+            // The loops into one sink merge one at a time (see `conflict`).
+            let merge_lock = Arc::new(tokio::sync::Mutex::new(()));
+            for (source, own) in config.loops(sink_name) {
                 let key = format!("{sink_name}/{source}");
                 let stats = stats.get(&key).cloned().unwrap_or_default();
-                let (config, sink_name, source) =
-                    (config.clone(), sink_name.clone(), source.to_string());
+                let (config, sink_name) = (config.clone(), sink_name.clone());
                 let shutdown2 = shutdown.clone();
-                tasks.spawn(supervise(format!("apply {key}"), shutdown.clone(), move || {
-                    let (config, sink_name, source, stats, shutdown) =
-                        (config.clone(), sink_name.clone(), source.clone(), stats.clone(), shutdown2.clone());
-                    async move { apply_loop(&config, &sink_name, &source, stats, shutdown).await }
-                }));
+                let merge_lock = merge_lock.clone();
+                tasks.spawn(supervise(
+                    format!("apply {key}"),
+                    shutdown.clone(),
+                    move || {
+                        let (config, sink_name, source, stats, shutdown, merge_lock) = (
+                            config.clone(),
+                            sink_name.clone(),
+                            source.clone(),
+                            stats.clone(),
+                            shutdown2.clone(),
+                            merge_lock.clone(),
+                        );
+                        let lp = Loop {
+                            sink: sink_name,
+                            source,
+                            own,
+                            merge_lock,
+                        };
+                        async move { apply_loop(&config, &lp, stats, shutdown).await }
+                    },
+                ));
             }
         }
     }
@@ -212,13 +231,22 @@ async fn consumer(config: &Config, group: &str) -> Result<Arc<dyn Consumer>, Pip
     })
 }
 
+/// One apply loop: a source into a sink.
+struct Loop {
+    sink: String,
+    source: String,
+    /// Whether the sink writes into the source's database (see `Config::loops`).
+    own: bool,
+    merge_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
 async fn apply_loop(
     config: &Config,
-    sink_name: &str,
-    source: &str,
+    lp: &Loop,
     stats: Arc<ApplyStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
+    let (sink_name, source) = (lp.sink.as_str(), lp.source.as_str());
     let sink_config = &config.sinks[sink_name];
     let prefix = config
         .sources
@@ -266,6 +294,13 @@ async fn apply_loop(
             max_tx_events: sink_config.max_tx_events,
             rules: Arc::new(Rules::compile(&config.rules).map_err(PipelineError::Config)?),
             echo_sources: config.echo_sources(sink_name),
+            conflicts: Arc::new(config.conflict_settings().map_err(PipelineError::Config)?),
+            own_database: lp.own,
+            merge_lock: lp.merge_lock.clone(),
+            conflict_log: Some(Arc::new(ConflictLog::new(
+                &config.state_dir.join("conflicts"),
+                &format!("{sink_name}-{source}"),
+            ))),
         },
         consumer,
         sink,

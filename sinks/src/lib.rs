@@ -83,6 +83,48 @@ pub trait Sink: Send {
     async fn apply(&mut self, table: &TableSchema, events: &[ChangeEvent])
         -> Result<(), SinkError>;
 
+    /// Locks, until the open transaction ends, the merge states of rows `keys` (the
+    /// pipeline's key texts) of the table `table` is written to, and returns each one's
+    /// stored state (`None` for a row never merged) in `keys` order.
+    ///
+    /// Conflict resolution reads a row's state, merges a change into it, writes the row
+    /// and stores the state, all in the transaction that also stores the watermark: the
+    /// state and the row never disagree, and apply loops of other sources into the same
+    /// sink wait for the lock instead of merging into a stale state.
+    async fn lock_merge_states(
+        &mut self,
+        table: &TableSchema,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, SinkError> {
+        let _ = keys;
+        Err(SinkError::Protocol(format!(
+            "this sink keeps no merge state, so {} cannot be merged",
+            table.table
+        )))
+    }
+
+    /// Stores merge states `(key, state)` of `table`'s target in the open transaction.
+    async fn store_merge_states(
+        &mut self,
+        table: &TableSchema,
+        states: &[(String, String)],
+    ) -> Result<(), SinkError> {
+        let _ = states;
+        Err(SinkError::Protocol(format!(
+            "this sink keeps no merge state, so {} cannot be merged",
+            table.table
+        )))
+    }
+
+    /// Forgets every merge state of `table`'s target (after a truncate) in the open
+    /// transaction.
+    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        Err(SinkError::Protocol(format!(
+            "this sink keeps no merge state, so {} cannot be merged",
+            table.table
+        )))
+    }
+
     /// Stores `position` as the watermark of `source` and commits.
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError>;
 

@@ -19,6 +19,8 @@ const WATERMARK_TABLE: &str = "tributary.watermarks";
 /// Written first in every transaction of a sink tagged with an origin (see
 /// `Sink::tag_origin`); a MySQL capture drops the transactions that write it.
 pub const ECHO_TABLE: &str = "tributary.echo";
+/// Each merged row's conflict-resolution state.
+const MERGE_STATE_TABLE: &str = "tributary.merge_state";
 /// Statements sent on every new connection.
 const SESSION: [&str; 4] = [
     "SET NAMES utf8mb4",
@@ -352,11 +354,44 @@ impl MySqlSink {
             }
         }
         if reopen {
-            self.run("beginning a transaction", table, "START TRANSACTION".into())
-                .await?;
-            self.wrote = false;
+            self.start().await?;
         }
         Ok(())
+    }
+
+    /// Starts a transaction, marked as Tributary's when the sink has an origin: its row
+    /// in `tributary.echo` comes first, so a capture of this server knows it from its
+    /// first rows event.
+    async fn start(&mut self) -> Result<(), SinkError> {
+        self.run("beginning a transaction", "-", "START TRANSACTION".into())
+            .await?;
+        if let Some(name) = &self.origin {
+            let mut sql = String::from("INSERT INTO tributary.echo (writer, n) VALUES (");
+            literal::quote(name, &mut sql);
+            sql.push_str(", 1) ON DUPLICATE KEY UPDATE n = n + 1");
+            self.run("marking the transaction as Tributary's", ECHO_TABLE, sql)
+                .await?;
+        }
+        self.wrote = false;
+        Ok(())
+    }
+
+    /// Checks that a transaction is open and usable before `what`.
+    fn ready(&self, what: &str) -> Result<(), SinkError> {
+        if !self.in_transaction {
+            return Err(SinkError::Protocol(format!("{what} outside a transaction")));
+        }
+        if self.failed {
+            return Err(SinkError::Protocol(format!(
+                "{what} after a failed call; roll back first"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The merge-state name of the table `table` is written to.
+    fn merge_target(&self, table: &TableId) -> String {
+        self.target_id(table).to_string()
     }
 
     /// Checks every value of `events` against the target's columns before anything is written.
@@ -592,19 +627,8 @@ impl Sink for MySqlSink {
         }
         self.conn().await?;
         self.failed = false;
-        self.run("beginning a transaction", "-", "START TRANSACTION".into())
-            .await?;
-        // First in the transaction, so a capture of this server knows it from its first
-        // rows event.
-        if let Some(name) = &self.origin {
-            let mut sql = String::from("INSERT INTO tributary.echo (writer, n) VALUES (");
-            literal::quote(name, &mut sql);
-            sql.push_str(", 1) ON DUPLICATE KEY UPDATE n = n + 1");
-            self.run("marking the transaction as Tributary's", ECHO_TABLE, sql)
-                .await?;
-        }
+        self.start().await?;
         self.in_transaction = true;
-        self.wrote = false;
         Ok(())
     }
 
@@ -631,6 +655,108 @@ impl Sink for MySqlSink {
             self.failed = true;
         }
         result
+    }
+
+    async fn lock_merge_states(
+        &mut self,
+        table: &TableSchema,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, SinkError> {
+        self.ready("locking merge states")?;
+        let target = self.merge_target(&table.table);
+        let mut sorted: Vec<&String> = keys.iter().collect();
+        sorted.sort();
+        sorted.dedup();
+        let mut insert =
+            String::from("INSERT IGNORE INTO tributary.merge_state (target, k) VALUES ");
+        let mut list = String::new();
+        for (i, key) in sorted.iter().enumerate() {
+            if i > 0 {
+                insert.push_str(", ");
+                list.push_str(", ");
+            }
+            insert.push('(');
+            literal::quote(&target, &mut insert);
+            insert.push_str(", ");
+            literal::quote(key, &mut insert);
+            insert.push(')');
+            literal::quote(key, &mut list);
+        }
+        if sorted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run("locking merge states", MERGE_STATE_TABLE, insert)
+            .await?;
+        let mut select = String::from("SELECT k, state FROM tributary.merge_state WHERE target = ");
+        literal::quote(&target, &mut select);
+        select.push_str(" AND k IN (");
+        select.push_str(&list);
+        select.push_str(") ORDER BY k FOR UPDATE");
+        let conn = self
+            .conn
+            .as_mut()
+            .ok_or_else(|| SinkError::ConnectionLost {
+                action: "locking merge states",
+                table: MERGE_STATE_TABLE.to_string(),
+                cause: "no connection".into(),
+            })?;
+        let rows: Result<Vec<(String, Option<String>)>, _> = conn.query(select).await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                self.failed = true;
+                return Err(SinkError::mysql(
+                    "locking merge states",
+                    MERGE_STATE_TABLE,
+                    e,
+                ));
+            }
+        };
+        let found: HashMap<String, Option<String>> = rows.into_iter().collect();
+        Ok(keys
+            .iter()
+            .map(|k| found.get(k).cloned().flatten())
+            .collect())
+    }
+
+    async fn store_merge_states(
+        &mut self,
+        table: &TableSchema,
+        states: &[(String, String)],
+    ) -> Result<(), SinkError> {
+        self.ready("storing merge states")?;
+        if states.is_empty() {
+            return Ok(());
+        }
+        let target = self.merge_target(&table.table);
+        let mut sql = String::from("INSERT INTO tributary.merge_state (target, k, state) VALUES ");
+        for (i, (key, state)) in states.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('(');
+            literal::quote(&target, &mut sql);
+            sql.push_str(", ");
+            literal::quote(key, &mut sql);
+            sql.push_str(", ");
+            literal::quote(state, &mut sql);
+            sql.push(')');
+        }
+        sql.push_str(" ON DUPLICATE KEY UPDATE state = VALUES(state)");
+        self.run("storing merge states", MERGE_STATE_TABLE, sql)
+            .await?;
+        self.wrote = true;
+        Ok(())
+    }
+
+    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        self.ready("clearing merge states")?;
+        let mut sql = String::from("DELETE FROM tributary.merge_state WHERE target = ");
+        literal::quote(&self.merge_target(&table.table), &mut sql);
+        self.run("clearing merge states", MERGE_STATE_TABLE, sql)
+            .await?;
+        self.wrote = true;
+        Ok(())
     }
 
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {
@@ -698,7 +824,12 @@ async fn ensure_watermark_table(conn: &mut Conn) -> Result<(), SinkError> {
          CREATE TABLE IF NOT EXISTS tributary.watermarks (\
              source VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, \
              position TEXT NOT NULL, \
-             updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB",
+             updated_at DATETIME(6) NOT NULL) ENGINE=InnoDB; \
+         CREATE TABLE IF NOT EXISTS tributary.merge_state (\
+             target VARCHAR(190) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             k VARCHAR(512) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL, \
+             state LONGTEXT, \
+             PRIMARY KEY (target, k)) ENGINE=InnoDB",
     )
     .await
     .map_err(|e| SinkError::mysql("creating the table", WATERMARK_TABLE, e))

@@ -37,6 +37,7 @@ mod apply;
 mod config;
 mod copy;
 mod ddl;
+mod merge_state;
 mod sink;
 mod stage;
 mod watermark;

@@ -11,6 +11,7 @@
 use crate::error::SinkError;
 use crate::postgres::apply::TableWriter;
 use crate::postgres::config::{address, PostgresSinkConfig};
+use crate::postgres::merge_state;
 use crate::postgres::stage::{Staged, Step, Steps};
 use crate::postgres::watermark::{self, WATERMARK_TABLE};
 use crate::Sink;
@@ -58,6 +59,7 @@ impl PostgresSink {
         config.validate()?;
         let (client, address) = open(&config).await?;
         watermark::ensure_table(&client).await?;
+        merge_state::ensure_table(&client).await?;
         info!(address = %address, "connected to postgres sink");
         Ok(PostgresSink {
             config,
@@ -201,6 +203,32 @@ impl PostgresSink {
                 Step::Rekey { old_key, row } => writer.rekey(&self.client, &old_key, &row).await?,
             }
         }
+    }
+
+    /// Checks that a transaction is open and usable, and waits for the in-flight flush,
+    /// before a statement of `what` on the connection.
+    async fn ready(&mut self, what: &str) -> Result<(), SinkError> {
+        if !self.in_transaction {
+            return Err(SinkError::Protocol(format!("{what} outside a transaction")));
+        }
+        if self.failed {
+            return Err(SinkError::Protocol(format!(
+                "{what} after a failed call in the same transaction; roll back first"
+            )));
+        }
+        if let Err(e) = self.settle().await {
+            self.failed = true;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Marks the transaction failed when `result` is an error.
+    fn mark<T>(&mut self, result: Result<T, SinkError>) -> Result<T, SinkError> {
+        if result.is_err() {
+            self.failed = true;
+        }
+        result
     }
 
     fn transaction_ended(&mut self) {
@@ -364,6 +392,35 @@ impl Sink for PostgresSink {
             self.failed = true;
         }
         result
+    }
+
+    async fn lock_merge_states(
+        &mut self,
+        table: &TableSchema,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, SinkError> {
+        self.ready("locking merge states").await?;
+        let target = self.config.target_table(&table.table).to_string();
+        let result = merge_state::lock(&self.client, &target, keys).await;
+        self.mark(result)
+    }
+
+    async fn store_merge_states(
+        &mut self,
+        table: &TableSchema,
+        states: &[(String, String)],
+    ) -> Result<(), SinkError> {
+        self.ready("storing merge states").await?;
+        let target = self.config.target_table(&table.table).to_string();
+        let result = merge_state::store(&self.client, &target, states).await;
+        self.mark(result)
+    }
+
+    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        self.ready("clearing merge states").await?;
+        let target = self.config.target_table(&table.table).to_string();
+        let result = merge_state::clear(&self.client, &target).await;
+        self.mark(result)
     }
 
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {

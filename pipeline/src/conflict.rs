@@ -1,0 +1,868 @@
+//! Conflict resolution in the apply loop: which tables merge (`[[conflicts]]`), and the
+//! merge of one table's events with the states the sink keeps.
+//!
+//! A table that a `[[conflicts]]` entry matches is never written event by event. For each
+//! batch the apply loop locks the batch's rows' merge states in the sink (in the sink
+//! transaction), folds every event into its row's [`RowState`] and writes each touched
+//! row's merged image whole (or deletes it), then stores the states in the same
+//! transaction as the rows and the watermark. Every apply loop into a sink merges into the
+//! same states, so the sink converges on the same rows whatever order the sources'
+//! changes arrive in.
+//!
+//! A sink that writes into a captured database (bidirectional sync) also folds that
+//! database's own changes (`own`): they are already in it, so it writes only when the
+//! merged row differs from the row the change left. Its capture reads back Tributary's
+//! writes too; such an echo changes no state, but when the merged row moved on since the
+//! sink's last write of the row (a local change the sink overwrote, folded later), the
+//! merged row is written again. Each write happens only when the merged row differs from
+//! the last one written, so nothing loops.
+
+use crate::error::PipelineError;
+use crate::merge::{Change, DeletePolicy, RowState, Strategy, TablePolicy};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use tributary_schemas::{ChangeEvent, ColumnType, Op, Row, Stamp, TableSchema, Value};
+
+/// One `[[conflicts]]` entry.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConflictConfig {
+    /// The tables it applies to: `schema.table`, `schema.*`, `*.table` or `*` (the schema
+    /// is the source's: a PostgreSQL schema or a MySQL database).
+    pub table: String,
+    /// Strategy per column; the others are `lww`.
+    #[serde(default)]
+    pub columns: BTreeMap<String, Strategy>,
+    /// Whether a delete or a concurrent update wins.
+    #[serde(default)]
+    pub delete: DeletePolicy,
+    /// The source whose values win `source_priority` columns.
+    #[serde(default)]
+    pub priority_source: Option<String>,
+}
+
+/// The conflict settings of a pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct Conflicts(Vec<ConflictConfig>);
+
+impl Conflicts {
+    /// Checks `entries` against the configured source names; errors name the entry
+    /// (`conflicts[i]`) and what is wrong.
+    pub fn new(entries: &[ConflictConfig], sources: &[&str]) -> Result<Conflicts, String> {
+        for (i, c) in entries.iter().enumerate() {
+            let at = format!("conflicts[{i}]");
+            let pattern_ok = c.table == "*"
+                || c.table
+                    .split_once('.')
+                    .is_some_and(|(s, t)| !s.is_empty() && !t.is_empty());
+            if !pattern_ok {
+                return Err(format!(
+                    "{at}.table = {:?}: expected \"schema.table\", \"schema.*\", \"*.table\" or \"*\"",
+                    c.table
+                ));
+            }
+            let prioritised = c
+                .columns
+                .iter()
+                .find(|(_, s)| **s == Strategy::SourcePriority);
+            match (&c.priority_source, prioritised) {
+                (None, Some((column, _))) => {
+                    return Err(format!(
+                        "{at}.columns.{column} = \"source_priority\" needs {at}.priority_source (the source that wins)"
+                    ))
+                }
+                (Some(s), _) if !sources.contains(&s.as_str()) => {
+                    return Err(format!(
+                        "{at}.priority_source: no source named {s:?} is configured"
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(Conflicts(entries.to_vec()))
+    }
+
+    /// Whether no table merges.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The merge policy of `table` (the first entry that matches it), or `None` when its
+    /// events are applied as they come. A column the entry names that the table lacks, or
+    /// whose type does not fit its strategy, is a configuration error.
+    pub fn policy(&self, table: &TableSchema) -> Result<Option<TablePolicy>, PipelineError> {
+        let id = &table.table;
+        let Some((i, entry)) = self.0.iter().enumerate().find(|(_, c)| {
+            c.table == "*"
+                || c.table.split_once('.').is_some_and(|(s, t)| {
+                    (s == "*" || s == id.schema) && (t == "*" || t == id.name)
+                })
+        }) else {
+            return Ok(None);
+        };
+        let names: Vec<&str> = table.columns.iter().map(|c| c.name.as_str()).collect();
+        for (column, strategy) in &entry.columns {
+            let Some(c) = table.columns.iter().find(|c| &c.name == column) else {
+                return Err(PipelineError::Config(format!(
+                    "conflicts[{i}].columns.{column}: table {id} has no column {column:?} (its columns: {})",
+                    names.join(", ")
+                )));
+            };
+            let fits = match strategy {
+                Strategy::Counter => {
+                    matches!(
+                        c.ty,
+                        ColumnType::Int16 | ColumnType::Int32 | ColumnType::Int64
+                    )
+                }
+                Strategy::Set => matches!(c.ty, ColumnType::Array { .. }),
+                Strategy::Lww | Strategy::SourcePriority => true,
+            };
+            if !fits {
+                return Err(PipelineError::Config(format!(
+                    "conflicts[{i}].columns.{column}: a {} column must be {}, but {id}.{column} is {}",
+                    strategy_name(*strategy),
+                    if *strategy == Strategy::Counter { "an integer" } else { "an array" },
+                    c.ty.describe()
+                )));
+            }
+            if table
+                .primary_key
+                .iter()
+                .any(|k| table.columns[*k].name == *column)
+                && *strategy != Strategy::Lww
+            {
+                return Err(PipelineError::Config(format!(
+                    "conflicts[{i}].columns.{column}: {id}.{column} is part of the primary key, which does not merge"
+                )));
+            }
+        }
+        Ok(Some(TablePolicy {
+            columns: table
+                .columns
+                .iter()
+                .map(|c| entry.columns.get(&c.name).copied().unwrap_or_default())
+                .collect(),
+            names: names.iter().map(|n| n.to_string()).collect(),
+            delete: entry.delete,
+            priority_source: entry.priority_source.clone(),
+        }))
+    }
+}
+
+fn strategy_name(s: Strategy) -> &'static str {
+    match s {
+        Strategy::Lww => "lww",
+        Strategy::SourcePriority => "source_priority",
+        Strategy::Counter => "counter",
+        Strategy::Set => "set",
+    }
+}
+
+/// What the sink keeps per merged row.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Stored {
+    state: RowState,
+    /// Digest of the merged row the sink last wrote (`""` for a delete).
+    #[serde(default)]
+    written: Option<String>,
+}
+
+/// The outcome of merging a batch.
+#[derive(Debug, Default)]
+pub struct Merged {
+    /// The rows to write (inserts holding the merged row, or deletes), one per row.
+    pub writes: Vec<ChangeEvent>,
+    /// The states to store, `(key, state)`.
+    pub states: Vec<(String, String)>,
+    /// Changes whose own row image lost to another source's (a conflict was resolved).
+    pub conflicts: u64,
+    /// Each such change, for the conflict log.
+    pub records: Vec<serde_json::Value>,
+}
+
+/// The conflict log: every change the merge did not take as it came, with what it
+/// brought and what the row became, one JSON object per line in
+/// `<dir>/<sink>-<source>.conflicts.jsonl`.
+#[derive(Debug)]
+pub struct ConflictLog {
+    path: std::path::PathBuf,
+}
+
+impl ConflictLog {
+    /// The log of loop `name` under `dir`.
+    pub fn new(dir: &std::path::Path, name: &str) -> Self {
+        ConflictLog {
+            path: dir.join(format!("{name}.conflicts.jsonl")),
+        }
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Appends `records` and syncs the file.
+    pub fn append(&self, records: &[serde_json::Value]) -> Result<(), PipelineError> {
+        use std::io::Write;
+        if records.is_empty() {
+            return Ok(());
+        }
+        let io = |e: std::io::Error| PipelineError::Io {
+            path: self.path.display().to_string(),
+            message: e.to_string(),
+        };
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(io)?;
+        let mut text = String::new();
+        for r in records {
+            text.push_str(&r.to_string());
+            text.push('\n');
+        }
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_data().map_err(io)
+    }
+}
+
+/// A conflict log entry: `change` brought `image`, the merge made `merged` of the row.
+fn record(
+    table: &TableSchema,
+    policy: &TablePolicy,
+    change: &Change<'_>,
+    key: &str,
+    image: Option<&Row>,
+    merged: Option<&Row>,
+) -> serde_json::Value {
+    let named = |row: Option<&Row>| -> serde_json::Value {
+        match row {
+            None => serde_json::Value::Null,
+            Some(r) => table
+                .columns
+                .iter()
+                .zip(&r.0)
+                .map(|(c, v)| (c.name.clone(), serde_json::to_value(v).unwrap_or_default()))
+                .collect::<serde_json::Map<_, _>>()
+                .into(),
+        }
+    };
+    let lost: Vec<serde_json::Value> = match (image, merged) {
+        (Some(i), Some(m)) => table
+            .columns
+            .iter()
+            .enumerate()
+            .filter(|(n, _)| {
+                let (a, b) = (i.0.get(*n), m.0.get(*n));
+                !matches!(a, Some(Value::Unchanged))
+                    && a.and_then(canonical) != b.and_then(canonical)
+            })
+            .map(|(n, c)| {
+                serde_json::json!({
+                    "column": c.name,
+                    "strategy": strategy_name(policy.columns.get(n).copied().unwrap_or_default()),
+                })
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    serde_json::json!({
+        "table": table.table.to_string(),
+        "key": key,
+        "source": change.source,
+        "position": change.position.to_string(),
+        "op": change.op.code(),
+        "commit_ts_micros": change.stamp.micros,
+        "columns": lost,
+        "delete_policy": match policy.delete {
+            DeletePolicy::UpdateWins => "update_wins",
+            DeletePolicy::DeleteWins => "delete_wins",
+        },
+        "change": named(image),
+        "result": named(merged),
+    })
+}
+
+/// The key text (the sink's merge-state key) of every row `events` touch, in first-touch
+/// order, without repeats.
+pub fn keys(table: &TableSchema, events: &[ChangeEvent]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for e in events {
+        for key in touched(table, e) {
+            if !out.contains(&key) {
+                out.push(key);
+            }
+        }
+    }
+    out
+}
+
+/// The key texts an event touches: its row's, and its old key's when an update moved it.
+fn touched(table: &TableSchema, e: &ChangeEvent) -> Vec<String> {
+    let mut keys = Vec::new();
+    if e.op == Op::Truncate {
+        return keys;
+    }
+    keys.push(key_text(&e.key));
+    if let Some(old) = old_key(table, e) {
+        keys.push(key_text(&old));
+    }
+    keys
+}
+
+/// The old key of an update that changed its row's key.
+fn old_key(table: &TableSchema, e: &ChangeEvent) -> Option<Vec<Value>> {
+    if e.op != Op::Update {
+        return None;
+    }
+    let before = e.before.as_ref()?;
+    let old: Vec<Value> = table
+        .primary_key
+        .iter()
+        .map(|i| before.0.get(*i).cloned().unwrap_or(Value::Null))
+        .collect();
+    let moved = old
+        .iter()
+        .zip(&e.key)
+        .any(|(o, n)| !matches!(o, Value::Unchanged | Value::Null) && canonical(o) != canonical(n));
+    moved.then_some(old)
+}
+
+/// A key as text that is the same whichever source it came from (`[1,"a"]`).
+pub fn key_text(key: &[Value]) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|v| canonical(v).unwrap_or_default())
+        .collect();
+    serde_json::to_string(&parts).unwrap_or_default()
+}
+
+/// A value as text that is the same whichever database it came from (integers of any
+/// width, booleans as 0/1, decimals without trailing zeros); `None` for a value the source
+/// did not send.
+fn canonical(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::Unchanged => return None,
+        Value::Null => "\u{0}null".into(),
+        Value::Bool(b) => u8::from(*b).to_string(),
+        Value::Int16(v) => v.to_string(),
+        Value::Int32(v) => v.to_string(),
+        Value::Int64(v) => v.to_string(),
+        Value::Float32(v) => f64::from(*v).to_string(),
+        Value::Float64(v) => v.to_string(),
+        Value::Numeric(s) => {
+            let s = if s.contains('.') {
+                s.trim_end_matches('0').trim_end_matches('.')
+            } else {
+                s.as_str()
+            };
+            if s == "-0" {
+                "0".into()
+            } else {
+                s.to_string()
+            }
+        }
+        Value::Text(s) | Value::Enum(s) | Value::Json(s) => s.clone(),
+        other => serde_json::to_string(other).unwrap_or_default(),
+    })
+}
+
+/// Whether `merged` (or its absence) is what `image` (or its absence) holds, comparing
+/// only the values `image` sent.
+fn same_row(merged: Option<&Row>, image: Option<&Row>) -> bool {
+    match (merged, image) {
+        (None, None) => true,
+        (Some(m), Some(i)) => {
+            m.0.iter()
+                .zip(&i.0)
+                .all(|(m, i)| matches!(i, Value::Unchanged) || canonical(m) == canonical(i))
+        }
+        _ => false,
+    }
+}
+
+/// Digest of a merged row (or of a deleted one).
+fn digest(row: Option<&Row>) -> String {
+    let Some(row) = row else {
+        return String::new();
+    };
+    let mut h = Sha256::new();
+    for v in &row.0 {
+        h.update(canonical(v).unwrap_or_default().as_bytes());
+        h.update([0x1f]);
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// One row's share of an event: key, operation, before and after images.
+type Part<'a> = (Vec<Value>, Op, Option<&'a Row>, Option<&'a Row>);
+
+/// Folds `events` (one table's, no truncates) into the states `stored` (per key of
+/// [`keys`], as the sink returned them) under `policy`. `own` is set for the events of the
+/// database the sink writes into (see the module documentation).
+pub fn merge(
+    table: &TableSchema,
+    policy: &TablePolicy,
+    events: &[ChangeEvent],
+    own: bool,
+    keys: &[String],
+    stored: Vec<Option<String>>,
+) -> Result<Merged, PipelineError> {
+    struct Entry {
+        stored: Stored,
+        changed: bool,
+        write: bool,
+        /// The last event that touched it, and the order of that touch.
+        last: usize,
+        touched: usize,
+        key: Vec<Value>,
+    }
+    let mut rows: HashMap<&str, Entry> = HashMap::with_capacity(keys.len());
+    for (key, state) in keys.iter().zip(stored) {
+        let stored = match state {
+            Some(text) => serde_json::from_str(&text).map_err(|e| {
+                PipelineError::Inconsistent(format!(
+                    "the merge state of {} key {key} in the sink cannot be read ({e})",
+                    table.table
+                ))
+            })?,
+            None => Stored::default(),
+        };
+        rows.insert(
+            key.as_str(),
+            Entry {
+                stored,
+                changed: false,
+                write: false,
+                last: 0,
+                touched: 0,
+                key: Vec::new(),
+            },
+        );
+    }
+    let mut merged = Merged::default();
+    let mut touches = 0;
+    for (index, e) in events.iter().enumerate() {
+        let echo = e.written_by_tributary().is_some();
+        let stamp = Stamp {
+            micros: e.tx.commit_ts_micros,
+            logical: 0,
+        };
+        // An update that moved its row's key deletes the old row and inserts the new one.
+        let mut parts: Vec<Part<'_>> = Vec::new();
+        if let Some(old) = old_key(table, e) {
+            parts.push((old, Op::Delete, e.before.as_ref(), None));
+            parts.push((e.key.clone(), Op::Insert, None, e.after.as_ref()));
+        } else {
+            parts.push((e.key.clone(), e.op, e.before.as_ref(), e.after.as_ref()));
+        }
+        for (key, op, before, after) in parts {
+            let text = key_text(&key);
+            let entry = rows.get_mut(text.as_str()).ok_or_else(|| {
+                PipelineError::Inconsistent(format!(
+                    "key {text} of {} was not locked before the merge",
+                    table.table
+                ))
+            })?;
+            entry.last = index;
+            touches += 1;
+            entry.touched = touches;
+            entry.key = key;
+            let image = if op == Op::Delete { None } else { after };
+            if echo && own {
+                // Tributary's own write read back: when the merged row moved on since the
+                // last write, write it again.
+                if !entry.write {
+                    let now = entry.stored.state.row(policy);
+                    entry.write = entry.stored.written.as_deref() != Some(&digest(now.as_ref()));
+                }
+                continue;
+            }
+            let change = Change {
+                source: &e.source,
+                position: e.position,
+                stamp,
+                op,
+                before,
+                after,
+            };
+            let taken = entry.stored.state.apply(policy, &change).map_err(|m| {
+                PipelineError::Rejected(format!(
+                    "{} of {} key {text} at {} cannot be merged: column {}: {}",
+                    op.code(),
+                    table.table,
+                    e.position,
+                    table.columns.get(m.column).map_or("?", |c| c.name.as_str()),
+                    m.message
+                ))
+            })?;
+            if !taken {
+                // Already merged (a duplicate delivery): the row was written then.
+                continue;
+            }
+            entry.changed = true;
+            let now = entry.stored.state.row(policy);
+            let agrees = same_row(now.as_ref(), image);
+            if !agrees {
+                merged.conflicts += 1;
+                merged
+                    .records
+                    .push(record(table, policy, &change, &text, image, now.as_ref()));
+            }
+            // A change of the sink's own database is already in it: write only when the
+            // merge gives another row.
+            entry.write |= !own || !agrees;
+        }
+    }
+    let mut order: Vec<(&str, Entry)> = rows.into_iter().collect();
+    order.sort_by_key(|(_, e)| e.touched);
+    for (key, mut entry) in order {
+        if entry.write {
+            let row = entry.stored.state.row(policy).map(|r| fit(table, r));
+            entry.stored.written = Some(digest(row.as_ref()));
+            entry.changed = true;
+            let base = &events[entry.last];
+            merged.writes.push(ChangeEvent {
+                op: if row.is_some() {
+                    Op::Insert
+                } else {
+                    Op::Delete
+                },
+                key: entry.key.clone(),
+                before: None,
+                after: row,
+                origin: None,
+                ..base.clone()
+            });
+        }
+        if entry.changed {
+            let text = serde_json::to_string(&entry.stored).map_err(|e| {
+                PipelineError::Inconsistent(format!(
+                    "the merge state of {} key {key} cannot be written ({e})",
+                    table.table
+                ))
+            })?;
+            merged.states.push((key.to_string(), text));
+        }
+    }
+    Ok(merged)
+}
+
+/// `row` with each value in its column's type where another source's type of the same
+/// value differs (an `int` counted from a source whose column is a `bigint`, a boolean
+/// from a `tinyint`).
+fn fit(table: &TableSchema, row: Row) -> Row {
+    Row(row
+        .0
+        .into_iter()
+        .zip(&table.columns)
+        .map(|(v, c)| {
+            let int = match &v {
+                Value::Int16(x) => Some(i64::from(*x)),
+                Value::Int32(x) => Some(i64::from(*x)),
+                Value::Int64(x) => Some(*x),
+                Value::Bool(b) => Some(i64::from(*b)),
+                _ => None,
+            };
+            let fitted = match (&c.ty, int, &v) {
+                (ColumnType::Int16, Some(x), _) => i16::try_from(x).ok().map(Value::Int16),
+                (ColumnType::Int32, Some(x), _) => i32::try_from(x).ok().map(Value::Int32),
+                (ColumnType::Int64, Some(x), _) => Some(Value::Int64(x)),
+                (ColumnType::Bool, Some(x), _) => Some(Value::Bool(x != 0)),
+                (ColumnType::Numeric { .. }, Some(x), _) => Some(Value::Numeric(x.to_string())),
+                (ColumnType::Float64, _, Value::Float32(f)) => Some(Value::Float64(f64::from(*f))),
+                _ => None,
+            };
+            fitted.unwrap_or(v)
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_schemas::{Column, Position, TableId, TxMeta};
+
+    fn table() -> TableSchema {
+        let column = |name: &str, ty: ColumnType| Column {
+            name: name.into(),
+            ty,
+            source_type: String::new(),
+            nullable: false,
+            missing: None,
+        };
+        TableSchema {
+            table: TableId::new("public", "items"),
+            columns: vec![
+                column("id", ColumnType::Int32),
+                column("name", ColumnType::Text),
+                column("qty", ColumnType::Int32),
+            ],
+            primary_key: vec![0],
+            version: 1,
+        }
+    }
+
+    fn conflicts() -> Conflicts {
+        Conflicts::new(
+            &[ConflictConfig {
+                table: "*.items".into(),
+                columns: [("qty".to_string(), Strategy::Counter)].into(),
+                delete: DeletePolicy::UpdateWins,
+                priority_source: None,
+            }],
+            &["hq", "store"],
+        )
+        .unwrap()
+    }
+
+    fn row(id: i32, name: &str, qty: i32) -> Row {
+        Row(vec![
+            Value::Int32(id),
+            Value::Text(name.into()),
+            Value::Int32(qty),
+        ])
+    }
+
+    /// An event of `source` at `(lsn, micros)`: `before → after`.
+    fn event(
+        source: &str,
+        lsn: u64,
+        op: Op,
+        before: Option<Row>,
+        after: Option<Row>,
+    ) -> ChangeEvent {
+        let key = after.as_ref().or(before.as_ref()).unwrap().0[..1].to_vec();
+        ChangeEvent {
+            source: source.into(),
+            table: TableId::new("public", "items"),
+            schema_version: 1,
+            op,
+            key,
+            before,
+            after,
+            position: Position::pg(lsn, 1),
+            tx: TxMeta {
+                id: None,
+                commit_ts_micros: lsn as i64,
+                first: Position::pg(lsn, 1),
+            },
+            origin: None,
+        }
+    }
+
+    /// Merges `events` the way the apply loop does, against `states` (the sink's table).
+    fn run(states: &mut HashMap<String, String>, events: &[ChangeEvent], own: bool) -> Merged {
+        let table = table();
+        let policy = conflicts().policy(&table).unwrap().unwrap();
+        let keys = keys(&table, events);
+        let stored = keys.iter().map(|k| states.get(k).cloned()).collect();
+        let merged = merge(&table, &policy, events, own, &keys, stored).unwrap();
+        for (k, s) in &merged.states {
+            states.insert(k.clone(), s.clone());
+        }
+        merged
+    }
+
+    fn written(merged: &Merged) -> Vec<Option<Row>> {
+        merged.writes.iter().map(|w| w.after.clone()).collect()
+    }
+
+    #[test]
+    fn both_sources_sales_count_and_a_duplicate_writes_nothing() {
+        let mut states = HashMap::new();
+        let insert = event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)));
+        run(&mut states, std::slice::from_ref(&insert), false);
+        let hq_sale = event(
+            "hq",
+            2,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "a", 9)),
+        );
+        let store_sale = event(
+            "store",
+            3,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "b", 8)),
+        );
+        let m = run(&mut states, std::slice::from_ref(&store_sale), false);
+        assert_eq!(written(&m), [Some(row(1, "b", 8))]);
+        let m = run(&mut states, &[hq_sale], false);
+        // 10 - 1 - 2, and the store's later name.
+        assert_eq!(written(&m), [Some(row(1, "b", 7))]);
+        assert_eq!(m.conflicts, 1, "the hq change's own image lost");
+        let m = run(&mut states, &[store_sale], false);
+        assert!(m.writes.is_empty() && m.states.is_empty(), "{m:?}");
+    }
+
+    /// The sink's own database: a change that the merge leaves as it is is not written
+    /// back; a change the merge alters is; and the echo of a write the merge has since
+    /// moved past is written again, once.
+    #[test]
+    fn the_own_database_is_written_only_where_the_merge_differs() {
+        let mut states = HashMap::new();
+        let insert = event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)));
+        let m = run(&mut states, &[insert], true);
+        assert!(m.writes.is_empty(), "already in the database: {m:?}");
+        // The store's sale arrives first and is written: 8.
+        let store_sale = event(
+            "store",
+            5,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "a", 8)),
+        );
+        assert_eq!(
+            written(&run(&mut states, &[store_sale], false)),
+            [Some(row(1, "a", 8))]
+        );
+        // The database's own sale (committed before the write above) is folded: 7.
+        let local = event(
+            "hq",
+            2,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "a", 9)),
+        );
+        assert_eq!(
+            written(&run(&mut states, &[local], true)),
+            [Some(row(1, "a", 7))]
+        );
+        // Its echo (8) comes after: the last write (7) is what the merge holds.
+        let mut echo = event(
+            "hq",
+            6,
+            Op::Update,
+            Some(row(1, "a", 9)),
+            Some(row(1, "a", 8)),
+        );
+        echo.origin = Some("tributary/to_hq/store".into());
+        assert!(run(&mut states, &[echo], true).writes.is_empty());
+
+        // A rename from the store is written; a newer local rename, committed before that
+        // write but folded after it, agrees with its own image so is not written; the
+        // echo of the store's rename then shows the database holds the older name, and
+        // the merged row is written again, once.
+        let renamed = event(
+            "store",
+            20,
+            Op::Update,
+            Some(row(1, "a", 7)),
+            Some(row(1, "s", 7)),
+        );
+        assert_eq!(
+            written(&run(&mut states, &[renamed], false)),
+            [Some(row(1, "s", 7))]
+        );
+        let local = event(
+            "hq",
+            30,
+            Op::Update,
+            Some(row(1, "a", 7)),
+            Some(row(1, "h", 7)),
+        );
+        assert!(run(&mut states, &[local], true).writes.is_empty());
+        let mut echo = event(
+            "hq",
+            31,
+            Op::Update,
+            Some(row(1, "h", 7)),
+            Some(row(1, "s", 7)),
+        );
+        echo.origin = Some("tributary/to_hq/store".into());
+        assert_eq!(
+            written(&run(&mut states, &[echo.clone()], true)),
+            [Some(row(1, "h", 7))]
+        );
+        echo.position = Position::pg(32, 1);
+        echo.after = Some(row(1, "h", 7));
+        assert!(run(&mut states, &[echo], true).writes.is_empty());
+    }
+
+    #[test]
+    fn a_key_change_moves_the_merged_row() {
+        let mut states = HashMap::new();
+        run(
+            &mut states,
+            &[event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)))],
+            false,
+        );
+        let moved = event(
+            "hq",
+            2,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(2, "a", 10)),
+        );
+        let m = run(&mut states, &[moved], false);
+        let ops: Vec<(Op, String)> = m.writes.iter().map(|w| (w.op, key_text(&w.key))).collect();
+        assert_eq!(
+            ops,
+            [
+                (Op::Delete, "[\"1\"]".to_string()),
+                (Op::Insert, "[\"2\"]".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_and_values_compare_across_databases() {
+        assert_eq!(key_text(&[Value::Int32(7)]), key_text(&[Value::Int64(7)]));
+        assert_eq!(
+            canonical(&Value::Numeric("10.50".into())),
+            canonical(&Value::Numeric("10.5".into()))
+        );
+        assert_eq!(canonical(&Value::Bool(true)), canonical(&Value::Int16(1)));
+        assert_ne!(
+            canonical(&Value::Null),
+            canonical(&Value::Text("null".into()))
+        );
+        let fitted = fit(
+            &table(),
+            Row(vec![
+                Value::Int64(1),
+                Value::Text("a".into()),
+                Value::Int64(3),
+            ]),
+        );
+        assert_eq!(fitted, row(1, "a", 3));
+    }
+
+    #[test]
+    fn bad_settings_name_the_entry() {
+        let entry = |table: &str, column: &str, strategy: Strategy| ConflictConfig {
+            table: table.into(),
+            columns: [(column.to_string(), strategy)].into(),
+            delete: DeletePolicy::UpdateWins,
+            priority_source: None,
+        };
+        let err = Conflicts::new(&[entry("items", "qty", Strategy::Counter)], &[]).unwrap_err();
+        assert!(err.starts_with("conflicts[0].table"), "{err}");
+        let err =
+            Conflicts::new(&[entry("*.items", "qty", Strategy::SourcePriority)], &[]).unwrap_err();
+        assert!(err.contains("priority_source"), "{err}");
+        let mut named = entry("*.items", "qty", Strategy::SourcePriority);
+        named.priority_source = Some("nope".into());
+        let err = Conflicts::new(&[named], &["hq"]).unwrap_err();
+        assert!(err.contains("\"nope\""), "{err}");
+        for (column, strategy, want) in [
+            ("stock", Strategy::Lww, "has no column \"stock\""),
+            ("name", Strategy::Counter, "must be an integer"),
+            ("qty", Strategy::Set, "must be an array"),
+            ("id", Strategy::Counter, "primary key"),
+        ] {
+            let c = Conflicts::new(&[entry("public.*", column, strategy)], &[]).unwrap();
+            let err = c.policy(&table()).unwrap_err().to_string();
+            assert!(err.contains(want), "{column}: {err}");
+        }
+        let c = Conflicts::new(&[entry("other.*", "qty", Strategy::Counter)], &[]).unwrap();
+        assert!(c.policy(&table()).unwrap().is_none());
+    }
+}

@@ -1,0 +1,118 @@
+//! The merge-state table: each merged row's conflict-resolution state, kept in the sink
+//! database and written by the same transaction as the row.
+//!
+//! `tributary.merge_state(target text, key text, state text, primary key (target, key))`
+//! holds one row per target table row that went through a merge; `state` is the JSON the
+//! pipeline gives (NULL for a row locked but never stored).
+
+use crate::error::SinkError;
+use crate::postgres::ddl;
+use tokio_postgres::Client;
+
+/// The merge-state table, for messages.
+pub(crate) const MERGE_STATE_TABLE: &str = "tributary.merge_state";
+
+/// Creates the merge-state table if missing, in a transaction of its own.
+pub(crate) async fn ensure_table(client: &Client) -> Result<(), SinkError> {
+    let exists = client
+        .query_one(
+            "SELECT to_regclass('tributary.merge_state') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(|e| SinkError::postgres("reading the catalog", MERGE_STATE_TABLE, e))?
+        .get::<_, bool>(0);
+    if exists {
+        return Ok(());
+    }
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| SinkError::postgres("beginning a transaction", MERGE_STATE_TABLE, e))?;
+    let created = async {
+        ddl::lock_ddl(client, MERGE_STATE_TABLE).await?;
+        ddl::ensure_schema(client, "tributary", MERGE_STATE_TABLE).await?;
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS tributary.merge_state (\
+                     target text NOT NULL, \
+                     key text NOT NULL, \
+                     state text, \
+                     PRIMARY KEY (target, key)); \
+                 COMMIT",
+            )
+            .await
+            .map_err(|e| SinkError::postgres("creating the table", MERGE_STATE_TABLE, e))
+    }
+    .await;
+    if created.is_err() {
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    created
+}
+
+/// Locks the states of `keys` of `target` until the transaction ends (creating empty
+/// ones, so a key never merged before is locked too) and returns them in `keys` order.
+pub(crate) async fn lock(
+    client: &Client,
+    target: &str,
+    keys: &[String],
+) -> Result<Vec<Option<String>>, SinkError> {
+    let mut sorted: Vec<&String> = keys.iter().collect();
+    sorted.sort();
+    sorted.dedup();
+    client
+        .execute(
+            "INSERT INTO tributary.merge_state (target, key) \
+             SELECT $1, k FROM unnest($2::text[]) AS k ORDER BY k ON CONFLICT DO NOTHING",
+            &[&target, &sorted],
+        )
+        .await
+        .map_err(|e| SinkError::postgres("locking merge states", MERGE_STATE_TABLE, e))?;
+    let rows = client
+        .query(
+            "SELECT key, state FROM tributary.merge_state \
+             WHERE target = $1 AND key = ANY($2) ORDER BY key FOR UPDATE",
+            &[&target, &sorted],
+        )
+        .await
+        .map_err(|e| SinkError::postgres("locking merge states", MERGE_STATE_TABLE, e))?;
+    let found: std::collections::HashMap<String, Option<String>> =
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    Ok(keys
+        .iter()
+        .map(|k| found.get(k).cloned().flatten())
+        .collect())
+}
+
+/// Stores `states` (key, state) of `target`.
+pub(crate) async fn store(
+    client: &Client,
+    target: &str,
+    states: &[(String, String)],
+) -> Result<(), SinkError> {
+    let keys: Vec<&str> = states.iter().map(|(k, _)| k.as_str()).collect();
+    let values: Vec<&str> = states.iter().map(|(_, s)| s.as_str()).collect();
+    client
+        .execute(
+            "INSERT INTO tributary.merge_state (target, key, state) \
+             SELECT $1, k, s FROM unnest($2::text[], $3::text[]) AS u(k, s) \
+             ON CONFLICT (target, key) DO UPDATE SET state = EXCLUDED.state",
+            &[&target, &keys, &values],
+        )
+        .await
+        .map_err(|e| SinkError::postgres("storing merge states", MERGE_STATE_TABLE, e))?;
+    Ok(())
+}
+
+/// Forgets every state of `target` (its table was truncated).
+pub(crate) async fn clear(client: &Client, target: &str) -> Result<(), SinkError> {
+    client
+        .execute(
+            "DELETE FROM tributary.merge_state WHERE target = $1",
+            &[&target],
+        )
+        .await
+        .map_err(|e| SinkError::postgres("clearing merge states", MERGE_STATE_TABLE, e))?;
+    Ok(())
+}

@@ -1,0 +1,396 @@
+//! Conflict resolution end to end: PostgreSQL (head office) and MariaDB (a store) edit the
+//! same rows at the same time, both ways through one Tributary, with a third sink taking
+//! both. Quantities are counters (every sale on either side counts), the other columns
+//! last-writer-wins; after the writes stop the three databases hold the same rows, and
+//! Tributary writes nothing more than the new changes need (no echo loop).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tributary_pipeline::Config;
+use tributary_tests::{wait_until, MariaDb, Postgres, Running};
+
+const ROWS: i64 = 10;
+const START_QTY: i64 = 1_000;
+/// Transactions per side, in rounds run concurrently on both sides.
+const ROUNDS: usize = 6;
+const PER_ROUND: usize = 40;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let maria = MariaDb::start().await?;
+    let hq = pg.create_database("hq").await?;
+    let replica = pg.create_database("replica").await?;
+    let store = maria.create_database("store").await?;
+    let mut seed = String::from(
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2) NOT NULL, qty int NOT NULL);
+         ALTER TABLE items REPLICA IDENTITY FULL;",
+    );
+    for id in 1..=ROWS {
+        seed.push_str(&format!(
+            "INSERT INTO items VALUES ({id}, 'medicine {id}', 10.00, {START_QTY});"
+        ));
+    }
+    pg.execute(&hq, &seed).await?;
+    maria
+        .execute(
+            &store,
+            "CREATE TABLE items (id int PRIMARY KEY, name varchar(100) NOT NULL, price decimal(10,2) NOT NULL, qty int NOT NULL)",
+        )
+        .await?;
+    let state = tempfile::tempdir()?;
+    let text = format!(
+        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n\
+         [sources.hq]\nkind = \"postgres\"\nurl = {:?}\ninclude = [\"public.items\"]\nheartbeat_secs = 1\n\n\
+         [sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{store}.items\"]\nheartbeat_secs = 1\n\n\
+         [sinks.to_store]\nkind = \"mysql\"\nurl = {:?}\n\n\
+         [sinks.to_hq]\nkind = \"postgres\"\nurl = {:?}\nsources = [\"store\"]\ntarget_schema = \"public\"\n\n\
+         [sinks.replica]\nkind = \"postgres\"\nurl = {:?}\ntarget_schema = \"public\"\n\n\
+         [[conflicts]]\ntable = \"*.items\"\ncolumns = {{ qty = \"counter\" }}\n",
+        state.path(),
+        pg.url(&hq),
+        maria.url(&store),
+        maria.url(&store),
+        pg.url(&hq),
+        pg.url(&replica),
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    // Each sink writing into a captured database also folds that database's changes.
+    assert_eq!(
+        config.loops("to_hq"),
+        [("store".to_string(), false), ("hq".to_string(), true)]
+    );
+    let running = Running::start(config, false);
+
+    let initial: Vec<String> = (1..=ROWS)
+        .map(|id| format!("{id}:medicine {id}:10.00:{START_QTY}"))
+        .collect();
+    all_hold(&pg, &hq, &replica, &maria, &store, &running, &initial).await?;
+
+    // Both sides sell and reprice the same rows at the same time. Each statement is a
+    // transaction of its own.
+    let mut sold = vec![0i64; ROWS as usize + 1];
+    for round in 0..ROUNDS {
+        let mut at_hq = String::new();
+        let mut at_store = String::new();
+        for i in 0..PER_ROUND {
+            let id = (i as i64 % ROWS) + 1;
+            let n = round * PER_ROUND + i;
+            // (One simple query is one transaction in PostgreSQL unless it says otherwise.)
+            at_hq.push_str(&format!(
+                "BEGIN; UPDATE items SET qty = qty - 1, price = {}.25 WHERE id = {id}; COMMIT;",
+                10 + n % 7
+            ));
+            at_store.push_str(&format!(
+                "UPDATE items SET qty = qty - 2, name = 'store name {n}' WHERE id = {id};"
+            ));
+            sold[id as usize] += 3;
+        }
+        let (a, b) = tokio::join!(pg.execute(&hq, &at_hq), maria.execute(&store, &at_store));
+        a?;
+        b?;
+    }
+    // A sale at the head office that the store's next merged write overwrites: the head
+    // office's transaction holds the row while Tributary's write of the store's sale
+    // waits for it, so that write cannot count the head office's sale, and the sale is
+    // folded into the merge only afterwards.
+    let held = pg.client(&hq).await?;
+    held.batch_execute("BEGIN; UPDATE items SET qty = qty - 5 WHERE id = 1")
+        .await?;
+    maria
+        .execute(&store, "UPDATE items SET qty = qty - 7 WHERE id = 1")
+        .await?;
+    sold[1] += 12;
+    let watcher = pg.client(&hq).await?;
+    wait_until(
+        "Tributary's write waits for the head office's transaction",
+        Duration::from_secs(60),
+        || async {
+            let waiting: i64 = watcher
+                .query_one("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE 'INSERT INTO %items%'", &[])
+                .await?
+                .get(0);
+            Ok(waiting > 0)
+        },
+    )
+    .await?;
+    held.batch_execute("COMMIT").await?;
+
+    // Rows each side inserts on its own.
+    pg.execute(&hq, "INSERT INTO items VALUES (100, 'hq only', 1.00, 5)")
+        .await?;
+    maria
+        .execute(
+            &store,
+            "INSERT INTO items VALUES (200, 'store only', 2.00, 7)",
+        )
+        .await?;
+
+    // Every sale counts, on all three.
+    let want_qty: Vec<String> = (1..=ROWS)
+        .map(|id| format!("{id}:{}", START_QTY - sold[id as usize]))
+        .chain(["100:5".to_string(), "200:7".to_string()])
+        .collect();
+    wait_for_quantities(&pg, &hq, &replica, &maria, &store, &running, &want_qty).await?;
+    // And the three hold the same rows (each price and name is one side's last write).
+    let converged = wait_same(&pg, &hq, &replica, &maria, &store, &running).await?;
+    assert_eq!(converged.len(), ROWS as usize + 2);
+    let merged: u64 = running
+        .stats
+        .values()
+        .map(|s| s.conflicts.load(Ordering::Relaxed))
+        .sum();
+    assert!(
+        merged > 0,
+        "concurrent edits of the same rows were resolved as conflicts"
+    );
+    // The conflict log holds each of them with both versions and the strategy applied.
+    let mut logged = 0;
+    for entry in std::fs::read_dir(state.path().join("conflicts"))? {
+        for line in std::fs::read_to_string(entry?.path())?.lines() {
+            let record: serde_json::Value = serde_json::from_str(line)?;
+            assert!(
+                record["change"].is_object() && record["result"].is_object(),
+                "{record}"
+            );
+            assert!(
+                record["table"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with(".items")),
+                "{record}"
+            );
+            if record["columns"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["column"] == "qty" && c["strategy"] == "counter")
+            }) {
+                logged += 1;
+            }
+        }
+    }
+    assert!(logged > 0, "counted sales are in the conflict log");
+
+    // No loop: a new row costs exactly two writes (into the store and into the replica),
+    // and no echo starts more. The first sentinel drains what the load left in flight.
+    sentinel(&pg, &hq, &replica, &maria, &store, &running, 1000).await?;
+    let before = total_writes(&running);
+    sentinel(&pg, &hq, &replica, &maria, &store, &running, 1001).await?;
+    assert_eq!(
+        total_writes(&running) - before,
+        2,
+        "one new row is written once into each sink that lacks it"
+    );
+    running.stop().await?;
+    Ok(())
+}
+
+/// Rows written by every apply loop, merged or not.
+fn total_writes(running: &Running) -> u64 {
+    running
+        .stats
+        .values()
+        .map(|s| s.merged_rows.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// Inserts row `id` at the head office and waits until it reached the store and the
+/// replica, and the store's capture brought Tributary's write back to the loops that
+/// read the store (which must write nothing for it).
+async fn sentinel(
+    pg: &Postgres,
+    hq: &str,
+    replica: &str,
+    maria: &MariaDb,
+    store: &str,
+    running: &Running,
+    id: i64,
+) -> anyhow::Result<()> {
+    let echoes = |key: &str| running.stats[key].echoes.load(Ordering::Relaxed);
+    let (own, third) = (echoes("to_store/store"), echoes("replica/store"));
+    pg.execute(
+        hq,
+        &format!("INSERT INTO items VALUES ({id}, 'sentinel', 1.00, 1)"),
+    )
+    .await?;
+    wait_until(
+        "the sentinel went round",
+        Duration::from_secs(90),
+        || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            let in_store = maria
+                .query(
+                    store,
+                    &format!("SELECT count(*) FROM items WHERE id = {id}"),
+                )
+                .await?
+                .trim()
+                == "1";
+            let in_replica = pg
+                .client(replica)
+                .await?
+                .query_one(&format!("SELECT count(*) FROM items WHERE id = {id}"), &[])
+                .await?
+                .get::<_, i64>(0)
+                == 1;
+            let folded = pg
+                .client(hq)
+                .await?
+                .query_one(
+                    "SELECT count(*) FROM tributary.merge_state WHERE key = $1",
+                    &[&format!("[\"{id}\"]")],
+                )
+                .await?
+                .get::<_, i64>(0)
+                == 1;
+            Ok(in_store
+                && in_replica
+                && folded
+                && echoes("to_store/store") > own
+                && echoes("replica/store") > third)
+        },
+    )
+    .await
+}
+
+/// `id:name:price:qty` of every row, by id, in each of the three databases.
+async fn contents(
+    pg: &Postgres,
+    hq: &str,
+    replica: &str,
+    maria: &MariaDb,
+    store: &str,
+) -> anyhow::Result<[Vec<String>; 3]> {
+    let pg_rows = |db: String| async move {
+        let rows: Vec<String> = pg
+            .client(&db)
+            .await?
+            .query(
+                "SELECT id || ':' || name || ':' || price || ':' || qty FROM items ORDER BY id",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        anyhow::Ok(rows)
+    };
+    let maria_rows: Vec<String> = maria
+        .query(
+            store,
+            "SELECT concat(id, ':', name, ':', price, ':', qty) FROM items ORDER BY id",
+        )
+        .await?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    Ok([
+        pg_rows(hq.to_string()).await?,
+        maria_rows,
+        pg_rows(replica.to_string()).await?,
+    ])
+}
+
+/// Waits until the head office, the store and the replica all hold exactly `want`.
+async fn all_hold(
+    pg: &Postgres,
+    hq: &str,
+    replica: &str,
+    maria: &MariaDb,
+    store: &str,
+    running: &Running,
+    want: &[String],
+) -> anyhow::Result<()> {
+    let last = std::sync::Mutex::new(None);
+    wait_until(
+        "all three hold the rows",
+        Duration::from_secs(90),
+        || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            let seen = contents(pg, hq, replica, maria, store).await?;
+            let done = seen.iter().all(|rows| rows == want);
+            *last.lock().expect("not poisoned") = Some(seen);
+            Ok(done)
+        },
+    )
+    .await
+    .map_err(|e| {
+        e.context(format!(
+            "want {want:?}; last seen {:?}",
+            last.lock().expect("not poisoned")
+        ))
+    })
+}
+
+/// Waits until the three hold `want` as `id:qty`.
+async fn wait_for_quantities(
+    pg: &Postgres,
+    hq: &str,
+    replica: &str,
+    maria: &MariaDb,
+    store: &str,
+    running: &Running,
+    want: &[String],
+) -> anyhow::Result<()> {
+    let last = std::sync::Mutex::new(None);
+    wait_until(
+        "every sale counted on all three",
+        Duration::from_secs(120),
+        || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            let seen = contents(pg, hq, replica, maria, store).await?.map(|rows| {
+                rows.iter()
+                    .map(|r| {
+                        let fields: Vec<&str> = r.split(':').collect();
+                        format!("{}:{}", fields[0], fields[fields.len() - 1])
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let done = seen.iter().all(|rows| rows == want);
+            *last.lock().expect("not poisoned") = Some(seen);
+            Ok(done)
+        },
+    )
+    .await
+    .map_err(|e| {
+        e.context(format!(
+            "want {want:?}; last seen {:?}",
+            last.lock().expect("not poisoned")
+        ))
+    })
+}
+
+/// Waits until the three hold the same rows; returns them.
+async fn wait_same(
+    pg: &Postgres,
+    hq: &str,
+    replica: &str,
+    maria: &MariaDb,
+    store: &str,
+    running: &Running,
+) -> anyhow::Result<Vec<String>> {
+    let last = std::sync::Mutex::new(None);
+    wait_until(
+        "the three hold the same rows",
+        Duration::from_secs(120),
+        || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            let seen = contents(pg, hq, replica, maria, store).await?;
+            let done = seen[0] == seen[1] && seen[1] == seen[2];
+            *last.lock().expect("not poisoned") = Some(seen);
+            Ok(done)
+        },
+    )
+    .await
+    .map_err(|e| {
+        e.context(format!(
+            "last seen {:?}",
+            last.lock().expect("not poisoned")
+        ))
+    })?;
+    let seen = last
+        .lock()
+        .expect("not poisoned")
+        .take()
+        .expect("set by the wait");
+    Ok(seen[0].clone())
+}
