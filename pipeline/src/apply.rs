@@ -375,13 +375,59 @@ impl Applier {
         let mut applied = false;
         if let (false, Some(schemas)) = (batch.is_empty(), schemas) {
             match self.policy(&schemas.table)? {
-                Some(policy) => self.merge(&schemas.table, &policy, batch).await?,
+                Some(policy) => {
+                    let mode = if self.settings.own_database {
+                        conflict::Mode::Own
+                    } else {
+                        conflict::Mode::Apply
+                    };
+                    self.merge(&schemas.table, &policy, batch, mode).await?
+                }
                 None => self.sink.apply(&schemas.table, batch).await?,
             }
             applied = true;
         }
         batch.clear();
         Ok(applied)
+    }
+
+    /// Applies `messages` (events taken out of the stream into the dead-letter queue,
+    /// in queue order) in one sink transaction that leaves the watermark as it is;
+    /// returns, per message, `None` when it was applied, or why it still was not (it
+    /// cannot be decoded, or a rule still rejects it). Merged tables take them at their
+    /// own commit time, so newer values keep winning, and once.
+    pub async fn replay(
+        &mut self,
+        messages: &[Vec<u8>],
+    ) -> Result<Vec<Option<String>>, PipelineError> {
+        let mut outcomes = Vec::with_capacity(messages.len());
+        self.sink.begin().await?;
+        for message in messages {
+            let (schemas, event) = match self.decode(message).await {
+                Ok(decoded) => decoded,
+                Err(e) if !e.is_transient() => {
+                    outcomes.push(Some(e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if let Some(v) = self.settings.rules.check(&schemas.table, &event)? {
+                outcomes.push(Some(v.reason));
+                continue;
+            }
+            let events = std::slice::from_ref(&event);
+            match self.policy(&schemas.table)? {
+                Some(policy) => {
+                    self.merge(&schemas.table, &policy, events, conflict::Mode::Replay)
+                        .await?
+                }
+                None => self.sink.apply(&schemas.table, events).await?,
+            }
+            outcomes.push(None);
+        }
+        self.sink.commit_data().await?;
+        self.merging = None;
+        Ok(outcomes)
     }
 
     /// The merge policy of `table`, if it merges.
@@ -402,6 +448,7 @@ impl Applier {
         table: &TableSchema,
         policy: &TablePolicy,
         events: &[ChangeEvent],
+        mode: conflict::Mode,
     ) -> Result<(), PipelineError> {
         if self.merging.is_none() {
             self.merging = Some(self.settings.merge_lock.clone().lock_owned().await);
@@ -415,14 +462,7 @@ impl Applier {
             if !rows.is_empty() {
                 let keys = conflict::keys(table, rows);
                 let stored = self.sink.lock_merge_states(table, &keys).await?;
-                let merged = conflict::merge(
-                    table,
-                    policy,
-                    rows,
-                    self.settings.own_database,
-                    &keys,
-                    stored,
-                )?;
+                let merged = conflict::merge(table, policy, rows, mode, &keys, stored)?;
                 if !merged.writes.is_empty() {
                     self.sink.apply(table, &merged.writes).await?;
                 }

@@ -399,20 +399,32 @@ fn digest(row: Option<&Row>) -> String {
     hex::encode(&h.finalize()[..16])
 }
 
+/// Where the events being merged come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A source the sink applies.
+    Apply,
+    /// The database the sink writes into (see the module documentation).
+    Own,
+    /// The dead-letter queue, replayed after a fix: older than what their sources
+    /// delivered since.
+    Replay,
+}
+
 /// One row's share of an event: key, operation, before and after images.
 type Part<'a> = (Vec<Value>, Op, Option<&'a Row>, Option<&'a Row>);
 
 /// Folds `events` (one table's, no truncates) into the states `stored` (per key of
-/// [`keys`], as the sink returned them) under `policy`. `own` is set for the events of the
-/// database the sink writes into (see the module documentation).
+/// [`keys`], as the sink returned them) under `policy`.
 pub fn merge(
     table: &TableSchema,
     policy: &TablePolicy,
     events: &[ChangeEvent],
-    own: bool,
+    mode: Mode,
     keys: &[String],
     stored: Vec<Option<String>>,
 ) -> Result<Merged, PipelineError> {
+    let own = mode == Mode::Own;
     struct Entry {
         stored: Stored,
         changed: bool,
@@ -491,7 +503,12 @@ pub fn merge(
                 before,
                 after,
             };
-            let taken = entry.stored.state.apply(policy, &change).map_err(|m| {
+            let taken = if mode == Mode::Replay {
+                entry.stored.state.apply_replayed(policy, &change)
+            } else {
+                entry.stored.state.apply(policy, &change)
+            };
+            let taken = taken.map_err(|m| {
                 PipelineError::Rejected(format!(
                     "{} of {} key {text} at {} cannot be merged: column {}: {}",
                     op.code(),
@@ -662,7 +679,8 @@ mod tests {
         let policy = conflicts().policy(&table).unwrap().unwrap();
         let keys = keys(&table, events);
         let stored = keys.iter().map(|k| states.get(k).cloned()).collect();
-        let merged = merge(&table, &policy, events, own, &keys, stored).unwrap();
+        let mode = if own { Mode::Own } else { Mode::Apply };
+        let merged = merge(&table, &policy, events, mode, &keys, stored).unwrap();
         for (k, s) in &merged.states {
             states.insert(k.clone(), s.clone());
         }
@@ -784,6 +802,52 @@ mod tests {
         echo.position = Position::pg(32, 1);
         echo.after = Some(row(1, "h", 7));
         assert!(run(&mut states, &[echo], true).writes.is_empty());
+    }
+
+    /// A change replayed from the dead-letter queue after newer ones: its sale counts,
+    /// its older name loses to the newer one, and a second replay changes nothing.
+    #[test]
+    fn a_replayed_change_counts_once_and_does_not_overwrite_newer_values() {
+        let mut states = HashMap::new();
+        let table = table();
+        let policy = conflicts().policy(&table).unwrap().unwrap();
+        let mut go = |events: &[ChangeEvent], mode: Mode| {
+            let keys = keys(&table, events);
+            let stored = keys.iter().map(|k| states.get(k).cloned()).collect();
+            let m = merge(&table, &policy, events, mode, &keys, stored).unwrap();
+            for (k, s) in &m.states {
+                states.insert(k.clone(), s.clone());
+            }
+            m
+        };
+        go(
+            &[event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)))],
+            Mode::Apply,
+        );
+        let newer = event(
+            "hq",
+            5,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "new", 9)),
+        );
+        go(&[newer], Mode::Apply);
+        let rejected = event(
+            "hq",
+            3,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "old", 8)),
+        );
+        let m = go(std::slice::from_ref(&rejected), Mode::Apply);
+        assert!(
+            m.writes.is_empty(),
+            "below the source's position: a duplicate in the stream"
+        );
+        let m = go(std::slice::from_ref(&rejected), Mode::Replay);
+        assert_eq!(written(&m), [Some(row(1, "new", 7))]);
+        let m = go(&[rejected], Mode::Replay);
+        assert!(m.writes.is_empty() && m.states.is_empty(), "{m:?}");
     }
 
     #[test]

@@ -44,6 +44,16 @@ enum Command {
     Status,
     /// Check the configuration and print it back.
     Check,
+    /// Apply the dead-letter entries the rules now accept (after a fix), and remove them
+    /// from the dead-letter files; the others stay, and are listed with their reason.
+    ReplayDeadLetters {
+        /// Only this sink's files.
+        #[arg(long)]
+        sink: Option<String>,
+        /// Only this source's files.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Demonstration on a pharmacy dataset between two PostgreSQL databases
     /// (see scripts/demo.sh, which starts the servers).
     Demo(demo::DemoArgs),
@@ -96,6 +106,30 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let config = Config::load(&cli.config)?;
             return status::print(&config).await;
+        }
+        Command::ReplayDeadLetters { sink, source } => {
+            let config = Config::load(&cli.config)?;
+            for name in config.sinks.keys() {
+                if sink.as_ref().is_some_and(|s| s != name) {
+                    continue;
+                }
+                for (from, _) in config.loops(name) {
+                    if source.as_ref().is_some_and(|s| *s != from) {
+                        continue;
+                    }
+                    let report = runtime::replay_dead_letters(&config, name, &from).await?;
+                    println!(
+                        "sink {name}, source {from}: {} applied, {} kept ({})",
+                        report.applied,
+                        report.kept.len(),
+                        report.path.display()
+                    );
+                    for reason in &report.kept {
+                        println!("  kept: {reason}");
+                    }
+                }
+            }
+            return Ok(());
         }
     };
     let config = Config::load(&cli.config)?;

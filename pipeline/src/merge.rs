@@ -135,6 +135,10 @@ pub struct RowState {
     clocks: BTreeMap<String, Stamp>,
     /// Per column name.
     cells: BTreeMap<String, Cell>,
+    /// Changes replayed from the dead-letter queue: they are older than what their
+    /// sources delivered since, so `seen` cannot tell a repeat of them.
+    #[serde(default)]
+    replayed: Vec<(String, Position)>,
     upserted: Option<Marker>,
     inserted: Option<Marker>,
     deleted: Option<Marker>,
@@ -162,6 +166,25 @@ impl RowState {
         next.clocks.insert(change.source.to_string(), stamp);
         next.take(policy, &Change { stamp, ..*change })?;
         next.seen.insert(change.source.to_string(), change.position);
+        *self = next;
+        Ok(true)
+    }
+
+    /// Takes `change`, an older change replayed from the dead-letter queue after its
+    /// source delivered later ones, at its own stamp (so newer values keep winning);
+    /// returns false when it was replayed before. On error the state is unchanged.
+    pub fn apply_replayed(
+        &mut self,
+        policy: &TablePolicy,
+        change: &Change<'_>,
+    ) -> Result<bool, MergeError> {
+        let id = (change.source.to_string(), change.position);
+        if self.replayed.contains(&id) {
+            return Ok(false);
+        }
+        let mut next = self.clone();
+        next.take(policy, change)?;
+        next.replayed.push(id);
         *self = next;
         Ok(true)
     }

@@ -246,6 +246,124 @@ async fn apply_loop(
     stats: Arc<ApplyStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
+    applier(config, lp, stats).await?.run(shutdown).await
+}
+
+/// What replaying a dead-letter file did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// The file replayed.
+    pub path: std::path::PathBuf,
+    /// Entries applied (and removed from the file).
+    pub applied: usize,
+    /// Entries kept, with why each still is not applied.
+    pub kept: Vec<String>,
+}
+
+/// Replays the dead-letter file of sink `sink_name` and source `source` into the sink:
+/// every entry the current rules accept is applied, in file order, in one sink
+/// transaction that leaves the sink's watermark as it is, and is then removed from the
+/// file; the others stay, with their reason in the report. A crash between the commit
+/// and the rewrite of the file applies those entries again on the next replay: the same
+/// upserts and deletes, and merged rows take each replayed change once.
+pub async fn replay_dead_letters(
+    config: &Config,
+    sink_name: &str,
+    source: &str,
+) -> Result<ReplayReport, PipelineError> {
+    let Some((_, own)) = config
+        .loops(sink_name)
+        .into_iter()
+        .find(|(s, _)| s == source)
+    else {
+        return Err(PipelineError::Config(format!(
+            "sink {sink_name:?} takes no source {source:?} (its sources: {})",
+            config
+                .loops(sink_name)
+                .iter()
+                .map(|(s, _)| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    };
+    let path = config
+        .state_dir
+        .join("dead-letters")
+        .join(format!("{sink_name}-{source}.dead-letters.jsonl"));
+    let io = |e: std::io::Error| PipelineError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let mut report = ReplayReport {
+        path: path.clone(),
+        ..ReplayReport::default()
+    };
+    if lines.is_empty() {
+        return Ok(report);
+    }
+    let mut messages = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        let entry: serde_json::Value = serde_json::from_str(line).map_err(|e| {
+            PipelineError::Inconsistent(format!(
+                "{} line {}: not JSON ({e})",
+                path.display(),
+                i + 1
+            ))
+        })?;
+        let message = entry["value_hex"]
+            .as_str()
+            .and_then(|h| hex::decode(h).ok())
+            .ok_or_else(|| {
+                PipelineError::Inconsistent(format!(
+                    "{} line {}: no value_hex holding the message",
+                    path.display(),
+                    i + 1
+                ))
+            })?;
+        messages.push(message);
+    }
+    let lp = Loop {
+        sink: sink_name.to_string(),
+        source: source.to_string(),
+        own,
+        merge_lock: Arc::default(),
+    };
+    let mut applier = applier(config, &lp, Arc::default()).await?;
+    let outcomes = applier.replay(&messages).await?;
+    let mut kept = String::new();
+    for (line, outcome) in lines.iter().zip(outcomes) {
+        match outcome {
+            None => report.applied += 1,
+            Some(reason) => {
+                kept.push_str(line);
+                kept.push('\n');
+                report.kept.push(reason);
+            }
+        }
+    }
+    // Entries a running loop added meanwhile stay too.
+    let now = std::fs::read_to_string(&path).map_err(io)?;
+    if let Some(added) = now.strip_prefix(text.as_str()) {
+        kept.push_str(added);
+    }
+    let tmp = path.with_extension("jsonl.replaying");
+    std::fs::write(&tmp, kept).map_err(io)?;
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    Ok(report)
+}
+
+/// The apply loop `lp`, ready to run.
+async fn applier(
+    config: &Config,
+    lp: &Loop,
+    stats: Arc<ApplyStats>,
+) -> Result<Applier, PipelineError> {
     let (sink_name, source) = (lp.sink.as_str(), lp.source.as_str());
     let sink_config = &config.sinks[sink_name];
     let prefix = config
@@ -286,7 +404,7 @@ async fn apply_loop(
         let producer: Arc<dyn Producer> = Arc::new(KafkaProducer::connect(k).await?);
         dead = dead.with_topic(sink_name, producer, dead_letters_topic(&prefix));
     }
-    let mut applier = Applier::new(
+    Applier::new(
         ApplySettings {
             source: source.to_string(),
             prefix,
@@ -307,8 +425,7 @@ async fn apply_loop(
         dead,
         stats,
     )
-    .await?;
-    applier.run(shutdown).await
+    .await
 }
 
 /// Runs `make()` again after transient failures, with backoff.

@@ -125,6 +125,14 @@ pub trait Sink: Send {
         )))
     }
 
+    /// Commits without storing a watermark (changes replayed from the dead-letter queue,
+    /// which lie below it).
+    async fn commit_data(&mut self) -> Result<(), SinkError> {
+        Err(SinkError::Protocol(
+            "this sink cannot commit without a watermark".into(),
+        ))
+    }
+
     /// Stores `position` as the watermark of `source` and commits.
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError>;
 

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use std::time::Duration;
-use tributary_pipeline::Config;
+use tributary_pipeline::{runtime, Config};
 use tributary_tests::{wait_until, Postgres, Running};
 
 const DDL: &str = "CREATE TABLE medicines (
@@ -157,8 +157,46 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
     );
     assert_ne!(fixed, config_text);
     let config = Config::parse(&fixed, |_| None).map_err(anyhow::Error::msg)?;
-    let running = Running::start(config, false);
+    let running = Running::start(config.clone(), false);
     sink_holds(&pg, &dst, &running, "1:9:4.50 2:1:12.00").await?;
+    running.stop().await?;
+
+    // Replaying the dead letters while the rule still rejects them applies nothing and
+    // keeps them, with the reason.
+    let report = runtime::replay_dead_letters(&config, "dst", "src").await?;
+    assert_eq!(report.applied, 0);
+    assert_eq!(report.kept.len(), 1, "{report:?}");
+    assert!(
+        report.kept[0].contains("quantity = Int32(-5)"),
+        "{report:?}"
+    );
+    assert_eq!(sink_rows(&pg, &dst).await?, "1:9:4.50 2:1:12.00");
+    // With the rule fixed (returns come in as negative quantities), the replay applies the
+    // rejected insert, leaves the watermark where it was, and empties the queue.
+    let watermark = || async {
+        let row = pg
+            .client(&dst)
+            .await?
+            .query_one(
+                "SELECT position::text FROM tributary.watermarks WHERE source = 'src'",
+                &[],
+            )
+            .await?;
+        anyhow::Ok(row.get::<_, String>(0))
+    };
+    let before = watermark().await?;
+    let fixed = fixed.replace("check = \"quantity >= 0\"", "check = \"quantity >= -10\"");
+    let config = Config::parse(&fixed, |_| None).map_err(anyhow::Error::msg)?;
+    let report = runtime::replay_dead_letters(&config, "dst", "src").await?;
+    assert_eq!((report.applied, report.kept.len()), (1, 0), "{report:?}");
+    assert_eq!(sink_rows(&pg, &dst).await?, "1:9:4.50 2:1:12.00 3:-5:3.00");
+    assert_eq!(watermark().await?, before);
+    assert_eq!(std::fs::read_to_string(&file)?, "");
+    // A restart goes on from the watermark as before.
+    let running = Running::start(config, false);
+    pg.execute(&src, "UPDATE medicines SET quantity = 0 WHERE id = 2")
+        .await?;
+    sink_holds(&pg, &dst, &running, "1:9:4.50 2:0:12.00 3:-5:3.00").await?;
     running.stop().await?;
     Ok(())
 }

@@ -759,6 +759,14 @@ impl Sink for MySqlSink {
         Ok(())
     }
 
+    async fn commit_data(&mut self) -> Result<(), SinkError> {
+        self.ready("committing")?;
+        self.run("committing", "-", "COMMIT".into()).await?;
+        self.in_transaction = false;
+        self.wrote = false;
+        Ok(())
+    }
+
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {
         if !self.in_transaction {
             return Err(SinkError::Protocol("commit outside a transaction".into()));

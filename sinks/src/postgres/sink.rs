@@ -423,6 +423,16 @@ impl Sink for PostgresSink {
         self.mark(result)
     }
 
+    async fn commit_data(&mut self) -> Result<(), SinkError> {
+        self.ready("committing").await?;
+        if let Err(e) = self.client.batch_execute("COMMIT").await {
+            self.failed = true;
+            return Err(SinkError::postgres("committing", &self.address, e));
+        }
+        self.transaction_ended();
+        Ok(())
+    }
+
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {
         if !self.in_transaction {
             return Err(SinkError::Protocol(format!(
