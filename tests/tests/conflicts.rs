@@ -2,7 +2,8 @@
 //! same rows at the same time, both ways through one Tributary, with a third sink taking
 //! both. Quantities are counters (every sale on either side counts), the other columns
 //! last-writer-wins; after the writes stop the three databases hold the same rows, and
-//! Tributary writes nothing more than the new changes need (no echo loop).
+//! Tributary writes nothing more than the new changes need (no echo loop). Tributary
+//! restarts halfway through.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -61,7 +62,7 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         config.loops("to_hq"),
         [("store".to_string(), false), ("hq".to_string(), true)]
     );
-    let running = Running::start(config, false);
+    let mut running = Running::start(config.clone(), false);
 
     let initial: Vec<String> = (1..=ROWS)
         .map(|id| format!("{id}:medicine {id}:10.00:{START_QTY}"))
@@ -72,6 +73,12 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     // transaction of its own.
     let mut sold = vec![0i64; ROWS as usize + 1];
     for round in 0..ROUNDS {
+        if round == ROUNDS / 2 {
+            // Halfway, Tributary restarts: the merge states live in the sinks, and the
+            // merge goes on from them.
+            running.stop().await?;
+            running = Running::start(config.clone(), false);
+        }
         let mut at_hq = String::new();
         let mut at_store = String::new();
         for i in 0..PER_ROUND {
