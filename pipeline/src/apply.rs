@@ -22,6 +22,7 @@ use crate::conflict::{self, ConflictLog, Conflicts};
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
 use crate::merge::TablePolicy;
+use crate::notify::Notifier;
 use crate::registry::SchemaCache;
 use crate::transport::{Consumer, TopicReader};
 use crate::validate::{OnFail, Rules};
@@ -96,6 +97,8 @@ pub struct ApplySettings {
     pub merge_lock: Arc<tokio::sync::Mutex<()>>,
     /// Where resolved conflicts are recorded; `None`: only counted.
     pub conflict_log: Option<Arc<ConflictLog>>,
+    /// The webhook resolved conflicts are announced to, and this loop's sink name.
+    pub notify: Option<(Notifier, String)>,
 }
 
 /// Applies one source's transactions to one sink.
@@ -478,6 +481,9 @@ impl Applier {
                 if let Some(log) = &self.settings.conflict_log {
                     log.append(&merged.records)?;
                 }
+                if let Some((notifier, sink)) = &self.settings.notify {
+                    notifier.send(sink, &self.settings.source, &merged.records);
+                }
             }
             if let Some(truncate) = truncate {
                 if !self.settings.own_database {
@@ -633,6 +639,7 @@ mod tests {
                 own_database: false,
                 merge_lock: Arc::default(),
                 conflict_log: None,
+                notify: None,
             },
             consumer,
             Box::new(RecordingSink(recorded.clone())),

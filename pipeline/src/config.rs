@@ -67,6 +67,9 @@ pub struct Config {
     /// Tables whose rows merge the changes of several sources (conflict resolution).
     #[serde(default)]
     pub conflicts: Vec<ConflictConfig>,
+    /// A webhook (http or https URL) that receives every resolved conflict as JSON.
+    #[serde(default)]
+    pub notify_conflicts: Option<String>,
 }
 
 /// The schema registry endpoint (see `registry_server`).
@@ -327,6 +330,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         Rules::compile(&self.rules)?;
         self.conflict_settings()?;
+        if let Some(url) = &self.notify_conflicts {
+            crate::notify::check_url(url).map_err(|e| format!("notify_conflicts: {e}"))?;
+        }
         for (name, source) in &self.sources {
             if name.is_empty()
                 || !name
@@ -579,6 +585,12 @@ target_schema = "reporting"
         )
         .unwrap_err();
         assert!(e.starts_with("sinks.replica.sources:"), "{e}");
+        let e =
+            Config::parse(&format!("notify_conflicts = \"ftp://hooks\"\n{GOOD}"), env).unwrap_err();
+        assert!(
+            e.starts_with("notify_conflicts: \"ftp://hooks\" must be an http"),
+            "{e}"
+        );
         let e = Config::parse(&GOOD.replace("${PW}", "${MISSING}"), env).unwrap_err();
         assert_eq!(e, "line 8: environment variable MISSING is not set");
         // Comments may name unset variables; a '#' inside a string is not a comment.

@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod demo;
 pub mod error;
 pub mod merge;
+pub mod notify;
 pub mod registry;
 pub mod registry_server;
 pub mod runtime;

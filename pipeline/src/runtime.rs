@@ -10,6 +10,7 @@ use crate::config::{Config, SinkKind, SourceConfig, TransportConfig};
 use crate::conflict::ConflictLog;
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
+use crate::notify::Notifier;
 use crate::registry_server::{self, RegistryView};
 use crate::transport::embedded::EmbeddedConsumer;
 use crate::transport::kafka::KafkaConsumer;
@@ -158,6 +159,7 @@ pub async fn run(
     }
 
     if roles.pipeline {
+        let notifier = config.notify_conflicts.clone().map(Notifier::start);
         for sink_name in config.sinks.keys() {
             // The loops into one sink merge one at a time (see `conflict`).
             let merge_lock = Arc::new(tokio::sync::Mutex::new(()));
@@ -167,6 +169,7 @@ pub async fn run(
                 let (config, sink_name) = (config.clone(), sink_name.clone());
                 let shutdown2 = shutdown.clone();
                 let merge_lock = merge_lock.clone();
+                let notifier = notifier.clone();
                 tasks.spawn(supervise(
                     format!("apply {key}"),
                     shutdown.clone(),
@@ -184,6 +187,7 @@ pub async fn run(
                             source,
                             own,
                             merge_lock,
+                            notifier: notifier.clone(),
                         };
                         async move { apply_loop(&config, &lp, stats, shutdown).await }
                     },
@@ -238,6 +242,8 @@ struct Loop {
     /// Whether the sink writes into the source's database (see `Config::loops`).
     own: bool,
     merge_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The conflict webhook's task, when `notify_conflicts` is set.
+    notifier: Option<Notifier>,
 }
 
 async fn apply_loop(
@@ -333,6 +339,7 @@ pub async fn replay_dead_letters(
         source: source.to_string(),
         own,
         merge_lock: Arc::default(),
+        notifier: None,
     };
     let mut applier = applier(config, &lp, Arc::default()).await?;
     let outcomes = applier.replay(&messages).await?;
@@ -419,6 +426,7 @@ async fn applier(
                 &config.state_dir.join("conflicts"),
                 &format!("{sink_name}-{source}"),
             ))),
+            notify: lp.notifier.clone().map(|n| (n, sink_name.to_string())),
         },
         consumer,
         sink,

@@ -41,8 +41,9 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         )
         .await?;
     let state = tempfile::tempdir()?;
+    let (hook, notifications) = webhook().await?;
     let text = format!(
-        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n\
+        "state_dir = {:?}\nnotify_conflicts = \"http://{hook}/conflicts\"\n[transport]\nkind = \"embedded\"\n\n\
          [sources.hq]\nkind = \"postgres\"\nurl = {:?}\ninclude = [\"public.items\"]\nheartbeat_secs = 1\n\n\
          [sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{store}.items\"]\nheartbeat_secs = 1\n\n\
          [sinks.to_store]\nkind = \"mysql\"\nurl = {:?}\n\n\
@@ -176,6 +177,22 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         }
     }
     assert!(logged > 0, "counted sales are in the conflict log");
+    // And the webhook was told of them.
+    wait_until(
+        "a conflict notification",
+        Duration::from_secs(30),
+        || async {
+            let bodies = notifications.lock().expect("not poisoned");
+            Ok(bodies.iter().any(|b| {
+                b["sink"].is_string()
+                    && b["conflicts"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|r| r["table"].as_str().is_some_and(|t| t.ends_with(".items")))
+                    })
+            }))
+        },
+    )
+    .await?;
 
     // No loop: a new row costs exactly two writes (into the store and into the replica),
     // and no echo starts more. The first sentinel drains what the load left in flight.
@@ -400,4 +417,55 @@ async fn wait_same(
         .take()
         .expect("set by the wait");
     Ok(seen[0].clone())
+}
+
+/// A webhook endpoint on a free port: every POST's JSON body is kept; answers 200.
+async fn webhook() -> anyhow::Result<(
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let address = listener.local_addr()?;
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    data.extend_from_slice(&buf[..n]);
+                    let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if data.len() < end + 4 + length {
+                        continue;
+                    }
+                    let body = &data[end + 4..end + 4 + length];
+                    if let Ok(json) = serde_json::from_slice(body) {
+                        kept.lock().expect("not poisoned").push(json);
+                    }
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    data.drain(..end + 4 + length);
+                }
+            });
+        }
+    });
+    Ok((address, bodies))
 }
