@@ -97,6 +97,8 @@ pub struct ApplySettings {
     pub merge_lock: Arc<tokio::sync::Mutex<()>>,
     /// Where resolved conflicts are recorded; `None`: only counted.
     pub conflict_log: Option<Arc<ConflictLog>>,
+    /// Where concurrent edits of `manual` columns wait for a person.
+    pub manual_queue: Option<Arc<ConflictLog>>,
     /// The webhook resolved conflicts are announced to, and this loop's sink name.
     pub notify: Option<(Notifier, String)>,
 }
@@ -481,8 +483,12 @@ impl Applier {
                 if let Some(log) = &self.settings.conflict_log {
                     log.append(&merged.records)?;
                 }
+                if let Some(queue) = &self.settings.manual_queue {
+                    queue.append(&merged.manual)?;
+                }
                 if let Some((notifier, sink)) = &self.settings.notify {
                     notifier.send(sink, &self.settings.source, &merged.records);
+                    notifier.send(sink, &self.settings.source, &merged.manual);
                 }
             }
             if let Some(truncate) = truncate {
@@ -639,6 +645,7 @@ mod tests {
                 own_database: false,
                 merge_lock: Arc::default(),
                 conflict_log: None,
+                manual_queue: None,
                 notify: None,
             },
             consumer,

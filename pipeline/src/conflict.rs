@@ -117,7 +117,7 @@ impl Conflicts {
                     )
                 }
                 Strategy::Set => matches!(c.ty, ColumnType::Array { .. }),
-                Strategy::Lww | Strategy::SourcePriority => true,
+                Strategy::Lww | Strategy::SourcePriority | Strategy::Manual => true,
             };
             if !fits {
                 return Err(PipelineError::Config(format!(
@@ -155,6 +155,7 @@ fn strategy_name(s: Strategy) -> &'static str {
     match s {
         Strategy::Lww => "lww",
         Strategy::SourcePriority => "source_priority",
+        Strategy::Manual => "manual",
         Strategy::Counter => "counter",
         Strategy::Set => "set",
     }
@@ -180,6 +181,8 @@ pub struct Merged {
     pub conflicts: u64,
     /// Each such change, for the conflict log.
     pub records: Vec<serde_json::Value>,
+    /// Concurrent edits of `manual` columns, for the conflict queue.
+    pub manual: Vec<serde_json::Value>,
 }
 
 /// The conflict log: every change the merge did not take as it came, with what it
@@ -195,6 +198,14 @@ impl ConflictLog {
     pub fn new(dir: &std::path::Path, name: &str) -> Self {
         ConflictLog {
             path: dir.join(format!("{name}.conflicts.jsonl")),
+        }
+    }
+
+    /// The conflict queue of loop `name` under `dir`: concurrent edits of `manual`
+    /// columns, waiting for a person (`tributary conflicts`).
+    pub fn queue(dir: &std::path::Path, name: &str) -> Self {
+        ConflictLog {
+            path: dir.join(format!("{name}.manual.jsonl")),
         }
     }
 
@@ -386,6 +397,62 @@ fn same_row(merged: Option<&Row>, image: Option<&Row>) -> bool {
     }
 }
 
+/// The `manual` columns `change` edited (before and after differ) without seeing the
+/// value another source gave the column last (its before value is not that value, nor is
+/// its new one): one conflict queue entry each, with both values. (A source's edit over
+/// a value of its own is no conflict, even when Tributary's write of an older merge
+/// showed it another before value.)
+fn manual_conflicts(
+    table: &TableSchema,
+    policy: &TablePolicy,
+    change: &Change<'_>,
+    key: &[Value],
+    (prev, writers): (&Row, &[Option<String>]),
+    (before, after): (&Row, &Row),
+    now: Option<&Row>,
+) -> Vec<serde_json::Value> {
+    let json = |v: Option<&Value>| serde_json::to_value(v).unwrap_or_default();
+    let key_columns: serde_json::Map<String, serde_json::Value> = table
+        .primary_key
+        .iter()
+        .zip(key)
+        .map(|(i, v)| (table.columns[*i].name.clone(), json(Some(v))))
+        .collect();
+    policy
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, s)| {
+            let (b, a, p) = (before.0.get(*i), after.0.get(*i), prev.0.get(*i));
+            **s == Strategy::Manual
+                && writers
+                    .get(*i)
+                    .is_some_and(|w| w.as_deref().is_some_and(|w| w != change.source))
+                && !matches!(b, Some(Value::Unchanged) | None)
+                && !matches!(a, Some(Value::Unchanged) | None)
+                && b.and_then(canonical) != a.and_then(canonical)
+                && b.and_then(canonical) != p.and_then(canonical)
+                && a.and_then(canonical) != p.and_then(canonical)
+        })
+        .map(|(i, _)| {
+            let column = &table.columns[i].name;
+            serde_json::json!({
+                "id": format!("{}:{}:{}:{}", table.table, key_text(key), column, change.position),
+                "table": table.table.to_string(),
+                "key": key_columns,
+                "column": column,
+                "current": json(prev.0.get(i)),
+                "incoming": json(after.0.get(i)),
+                "source": change.source,
+                "current_from": writers.get(i).cloned().flatten(),
+                "position": change.position.to_string(),
+                "commit_ts_micros": change.stamp.micros,
+                "result": json(now.and_then(|r| r.0.get(i))),
+            })
+        })
+        .collect()
+}
+
 /// Digest of a merged row (or of a deleted one).
 fn digest(row: Option<&Row>) -> String {
     let Some(row) = row else {
@@ -503,6 +570,18 @@ pub fn merge(
                 before,
                 after,
             };
+            let manual = op == Op::Update && policy.columns.contains(&Strategy::Manual);
+            // Before the change: the row, and who wrote each column.
+            let prev = if manual {
+                entry.stored.state.row(policy).map(|row| {
+                    let writers: Vec<Option<String>> = (0..policy.columns.len())
+                        .map(|i| entry.stored.state.writer(policy, i).map(str::to_string))
+                        .collect();
+                    (row, writers)
+                })
+            } else {
+                None
+            };
             let taken = if mode == Mode::Replay {
                 entry.stored.state.apply_replayed(policy, &change)
             } else {
@@ -524,6 +603,17 @@ pub fn merge(
             }
             entry.changed = true;
             let now = entry.stored.state.row(policy);
+            if let (Some((prev, writers)), Some(before), Some(after)) = (&prev, before, after) {
+                merged.manual.extend(manual_conflicts(
+                    table,
+                    policy,
+                    &change,
+                    &entry.key,
+                    (prev, writers),
+                    (before, after),
+                    now.as_ref(),
+                ));
+            }
             let agrees = same_row(now.as_ref(), image);
             if !agrees {
                 merged.conflicts += 1;

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod error;
 pub mod merge;
 pub mod notify;
+pub mod queue;
 pub mod registry;
 pub mod registry_server;
 pub mod runtime;

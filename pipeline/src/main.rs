@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use tokio::sync::watch;
 use tributary_pipeline::runtime::{self, Roles};
-use tributary_pipeline::{demo, status, Config};
+use tributary_pipeline::{demo, queue, status, Config};
 
 /// mimalloc rather than glibc's allocator: the capture allocates and frees a few small
 /// buffers per row (row images, encoded key and value), and glibc's malloc and free were
@@ -44,6 +44,16 @@ enum Command {
     Status,
     /// Check the configuration and print it back.
     Check,
+    /// List the conflicts of `manual` columns waiting for a choice, or resolve one.
+    Conflicts {
+        /// The id of the conflict to resolve (from the list).
+        #[arg(long)]
+        resolve: Option<String>,
+        /// The value to keep: "current" (the row's value the change did not see) or
+        /// "incoming" (the change's); it is written into the source the change came from.
+        #[arg(long, default_value = "incoming")]
+        take: String,
+    },
     /// Apply the dead-letter entries the rules now accept (after a fix), and remove them
     /// from the dead-letter files; the others stay, and are listed with their reason.
     ReplayDeadLetters {
@@ -106,6 +116,33 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Status => {
             let config = Config::load(&cli.config)?;
             return status::print(&config).await;
+        }
+        Command::Conflicts { resolve, take } => {
+            let config = Config::load(&cli.config)?;
+            if let Some(id) = resolve {
+                queue::resolve(&config, id, take).await?;
+                println!("resolved {id}: the {take} value was written into its source");
+                return Ok(());
+            }
+            let waiting = queue::waiting(&config)?;
+            if waiting.is_empty() {
+                println!("no conflict is waiting");
+            }
+            for e in waiting {
+                println!(
+                    "{}\n  {} key {} column {}: current {} / incoming {} (from {} at {}); now {}",
+                    e["id"].as_str().unwrap_or_default(),
+                    e["table"].as_str().unwrap_or_default(),
+                    e["key"],
+                    e["column"].as_str().unwrap_or_default(),
+                    e["current"],
+                    e["incoming"],
+                    e["source"].as_str().unwrap_or_default(),
+                    e["position"].as_str().unwrap_or_default(),
+                    e["result"],
+                );
+            }
+            return Ok(());
         }
         Command::ReplayDeadLetters { sink, source } => {
             let config = Config::load(&cli.config)?;

@@ -51,6 +51,9 @@ pub enum Strategy {
     Counter,
     /// Add-wins element set.
     Set,
+    /// Last writer wins meanwhile; an edit made without seeing another source's
+    /// concurrent edit of the column waits in the conflict queue for a person to choose.
+    Manual,
 }
 
 /// Whether a delete or a concurrent update wins.
@@ -238,7 +241,9 @@ impl RowState {
                 .cells
                 .entry(policy.name(i))
                 .or_insert_with(|| match strategy {
-                    Strategy::Lww | Strategy::SourcePriority => Cell::Register(None),
+                    Strategy::Lww | Strategy::SourcePriority | Strategy::Manual => {
+                        Cell::Register(None)
+                    }
                     Strategy::Counter => Cell::Counter {
                         base: None,
                         deltas: PNCounter::new(),
@@ -306,6 +311,15 @@ impl RowState {
             }
         }
         Ok(())
+    }
+
+    /// The source whose value a last-writer-wins column (`lww`, `source_priority`,
+    /// `manual`) holds, if any.
+    pub fn writer(&self, policy: &TablePolicy, column: usize) -> Option<&str> {
+        match self.cells.get(&policy.name(column))? {
+            Cell::Register(Some(reg)) => Some(reg.marker.2.as_str()),
+            _ => None,
+        }
     }
 
     /// The merged row under `policy`, `None` when the row does not exist.

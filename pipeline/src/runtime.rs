@@ -426,6 +426,10 @@ async fn applier(
                 &config.state_dir.join("conflicts"),
                 &format!("{sink_name}-{source}"),
             ))),
+            manual_queue: Some(Arc::new(ConflictLog::queue(
+                &config.state_dir.join("conflicts"),
+                &format!("{sink_name}-{source}"),
+            ))),
             notify: lp.notifier.clone().map(|n| (n, sink_name.to_string())),
         },
         consumer,

@@ -7,10 +7,13 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tributary_pipeline::Config;
+use tributary_pipeline::{queue, Config};
 use tributary_tests::{wait_until, MariaDb, Postgres, Running};
 
 const ROWS: i64 = 10;
+/// How many of Tributary's writes into `items` wait for a lock in this database.
+const WAITING_WRITE: &str = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
+     WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE 'INSERT INTO %items%'";
 const START_QTY: i64 = 1_000;
 /// Transactions per side, in rounds run concurrently on both sides.
 const ROUNDS: usize = 6;
@@ -49,7 +52,7 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
          [sinks.to_store]\nkind = \"mysql\"\nurl = {:?}\n\n\
          [sinks.to_hq]\nkind = \"postgres\"\nurl = {:?}\nsources = [\"store\"]\ntarget_schema = \"public\"\n\n\
          [sinks.replica]\nkind = \"postgres\"\nurl = {:?}\ntarget_schema = \"public\"\n\n\
-         [[conflicts]]\ntable = \"*.items\"\ncolumns = {{ qty = \"counter\" }}\n",
+         [[conflicts]]\ntable = \"*.items\"\ncolumns = {{ qty = \"counter\", name = \"manual\" }}\n",
         state.path(),
         pg.url(&hq),
         maria.url(&store),
@@ -115,10 +118,7 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         "Tributary's write waits for the head office's transaction",
         Duration::from_secs(60),
         || async {
-            let waiting: i64 = watcher
-                .query_one("SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE 'INSERT INTO %items%'", &[])
-                .await?
-                .get(0);
+            let waiting: i64 = watcher.query_one(WAITING_WRITE, &[]).await?.get(0);
             Ok(waiting > 0)
         },
     )
@@ -156,7 +156,11 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     // The conflict log holds each of them with both versions and the strategy applied.
     let mut logged = 0;
     for entry in std::fs::read_dir(state.path().join("conflicts"))? {
-        for line in std::fs::read_to_string(entry?.path())?.lines() {
+        let path = entry?.path();
+        if !path.to_string_lossy().ends_with(".conflicts.jsonl") {
+            continue;
+        }
+        for line in std::fs::read_to_string(path)?.lines() {
             let record: serde_json::Value = serde_json::from_str(line)?;
             assert!(
                 record["change"].is_object() && record["result"].is_object(),
@@ -193,6 +197,84 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         },
     )
     .await?;
+
+    // Both sides rename the same medicine at once (the head office's transaction is
+    // open while the store's rename is written into it): the name is a `manual` column,
+    // so the conflict waits in the queue with both names, and the last writer's name
+    // stands meanwhile.
+    let held = pg.client(&hq).await?;
+    held.batch_execute("BEGIN; UPDATE items SET name = 'hq name' WHERE id = 3")
+        .await?;
+    maria
+        .execute(&store, "UPDATE items SET name = 'store name' WHERE id = 3")
+        .await?;
+    wait_until(
+        "Tributary's write waits for the head office's transaction",
+        Duration::from_secs(60),
+        || async {
+            let waiting: i64 = watcher.query_one(WAITING_WRITE, &[]).await?.get(0);
+            Ok(waiting > 0)
+        },
+    )
+    .await?;
+    held.batch_execute("COMMIT").await?;
+    let queued = std::sync::Mutex::new(None);
+    wait_until(
+        "the rename conflict is queued",
+        Duration::from_secs(60),
+        || async {
+            let found = queue::waiting(&config)?.into_iter().find(|e| {
+                e["column"] == "name"
+                    && e["key"]["id"]["Int32"] == 3
+                    && [&e["current"], &e["incoming"]]
+                        .iter()
+                        .all(|v| v["Text"] == "hq name" || v["Text"] == "store name")
+            });
+            let done = found.is_some();
+            *queued.lock().expect("not poisoned") = found;
+            Ok(done)
+        },
+    )
+    .await?;
+    let entry = queued
+        .into_inner()
+        .expect("not poisoned")
+        .expect("found above");
+    let names = |v: &serde_json::Value| v["Text"].as_str().unwrap_or_default().to_string();
+    let mut pair = [names(&entry["current"]), names(&entry["incoming"])];
+    pair.sort();
+    assert_eq!(pair, ["hq name", "store name"], "{entry}");
+    let rows = wait_same(&pg, &hq, &replica, &maria, &store, &running).await?;
+    let standing = rows
+        .iter()
+        .find(|r| r.starts_with("3:"))
+        .and_then(|r| r.split(':').nth(1))
+        .unwrap_or_default()
+        .to_string();
+    // A person keeps the other name: it is written at the source and reaches all three.
+    let (take, chosen) = if names(&entry["incoming"]) == standing {
+        ("current", names(&entry["current"]))
+    } else {
+        ("incoming", names(&entry["incoming"]))
+    };
+    queue::resolve(&config, entry["id"].as_str().unwrap_or_default(), take).await?;
+    wait_until(
+        "the choice reached all three",
+        Duration::from_secs(60),
+        || async {
+            let seen = contents(&pg, &hq, &replica, &maria, &store).await?;
+            Ok(seen
+                .iter()
+                .all(|rows| rows.iter().any(|r| r.starts_with(&format!("3:{chosen}:")))))
+        },
+    )
+    .await?;
+    assert!(
+        queue::waiting(&config)?
+            .iter()
+            .all(|e| !(e["column"] == "name" && e["key"]["id"]["Int32"] == 3)),
+        "the resolved conflict left the queue"
+    );
 
     // No loop: a new row costs exactly two writes (into the store and into the replica),
     // and no echo starts more. The first sentinel drains what the load left in flight.
