@@ -118,6 +118,8 @@ pub struct Applier {
     policies: HashMap<(TableId, u32), Option<Arc<TablePolicy>>>,
     /// The sink's merge lock, while the open sink transaction has merged.
     merging: Option<tokio::sync::OwnedMutexGuard<()>>,
+    /// Conflicts resolved, and `manual` conflicts queued, in the open sink transaction.
+    resolved: (Vec<serde_json::Value>, Vec<serde_json::Value>),
 }
 
 impl Applier {
@@ -146,6 +148,7 @@ impl Applier {
             stats,
             policies: HashMap::new(),
             merging: None,
+            resolved: Default::default(),
         })
     }
 
@@ -187,7 +190,7 @@ impl Applier {
                 let applied_up_to = watermark.max(last_applied);
                 let apply = applied_up_to.is_none_or(|w| end.last > w);
                 if apply && !open {
-                    self.sink.begin().await?;
+                    self.begin().await?;
                     open = true;
                 }
                 // An applied transaction's events need not be read: later markers skip them
@@ -215,6 +218,7 @@ impl Applier {
             if let Some(last) = last_applied {
                 self.sink.commit(&self.settings.source, last).await?;
                 self.merging = None;
+                self.record_conflicts()?;
                 watermark = Some(last);
                 self.stats
                     .events
@@ -278,7 +282,7 @@ impl Applier {
                 waiting_since = Instant::now();
                 self.offsets
                     .insert(record.topic.clone(), record.next_offset);
-                let (schemas, event) = match self.decode(&record.value).await {
+                let (schemas, mut event) = match self.decode(&record.value).await {
                     Ok(decoded) => decoded,
                     Err(e) if !e.is_transient() => {
                         self.dead.record(&record, &e.to_string()).await?;
@@ -315,6 +319,10 @@ impl Applier {
                     if self.policy(&schemas.table)?.is_none() {
                         continue;
                     }
+                    // Written by another Tributary deployment: a change like a local one.
+                    if !echo && event.written_by_tributary().is_some() {
+                        event.origin = None;
+                    }
                 } else if echo {
                     continue;
                 }
@@ -350,6 +358,7 @@ impl Applier {
                     if let Some(position) = prior.take() {
                         tracing::debug!(table = %schemas.table.table, position = %position, "committing before a table version the sink must prepare");
                         self.sink.commit(&self.settings.source, position).await?;
+                        self.record_conflicts()?;
                         self.sink.begin().await?;
                     }
                 }
@@ -406,7 +415,7 @@ impl Applier {
         messages: &[Vec<u8>],
     ) -> Result<Vec<Option<String>>, PipelineError> {
         let mut outcomes = Vec::with_capacity(messages.len());
-        self.sink.begin().await?;
+        self.begin().await?;
         for message in messages {
             let (schemas, event) = match self.decode(message).await {
                 Ok(decoded) => decoded,
@@ -432,7 +441,36 @@ impl Applier {
         }
         self.sink.commit_data().await?;
         self.merging = None;
+        self.record_conflicts()?;
         Ok(outcomes)
+    }
+
+    /// Records the conflicts of the sink transaction just committed: the conflict log,
+    /// the `manual` queue and the webhook.
+    fn record_conflicts(&mut self) -> Result<(), PipelineError> {
+        let (records, manual) = std::mem::take(&mut self.resolved);
+        if let Some(log) = &self.settings.conflict_log {
+            log.append(&records)?;
+        }
+        if let Some(queue) = &self.settings.manual_queue {
+            queue.append(&manual)?;
+        }
+        if let Some((notifier, sink)) = &self.settings.notify {
+            notifier.send(sink, &self.settings.source, &records);
+            notifier.send(sink, &self.settings.source, &manual);
+        }
+        Ok(())
+    }
+
+    /// Opens a sink transaction. When some table merges, the loops into the sink take
+    /// turns from here to the commit: a loop that waited for the merge lock in the middle
+    /// of its transaction could hold locks (DDL, rows) the lock holder needs.
+    async fn begin(&mut self) -> Result<(), PipelineError> {
+        if !self.settings.conflicts.is_empty() && self.merging.is_none() {
+            self.merging = Some(self.settings.merge_lock.clone().lock_owned().await);
+        }
+        self.sink.begin().await?;
+        Ok(())
     }
 
     /// The merge policy of `table`, if it merges.
@@ -480,16 +518,9 @@ impl Applier {
                 self.stats
                     .conflicts
                     .fetch_add(merged.conflicts, Ordering::Relaxed);
-                if let Some(log) = &self.settings.conflict_log {
-                    log.append(&merged.records)?;
-                }
-                if let Some(queue) = &self.settings.manual_queue {
-                    queue.append(&merged.manual)?;
-                }
-                if let Some((notifier, sink)) = &self.settings.notify {
-                    notifier.send(sink, &self.settings.source, &merged.records);
-                    notifier.send(sink, &self.settings.source, &merged.manual);
-                }
+                // Recorded once the sink transaction commits.
+                self.resolved.0.extend(merged.records);
+                self.resolved.1.extend(merged.manual);
             }
             if let Some(truncate) = truncate {
                 if !self.settings.own_database {
@@ -497,7 +528,12 @@ impl Applier {
                         .apply(table, std::slice::from_ref(truncate))
                         .await?;
                 }
-                self.sink.clear_merge_states(table).await?;
+                // The echo of a truncate this sink applied: its states were cleared then,
+                // and rows merged since must keep theirs.
+                let echo = mode == conflict::Mode::Own && truncate.written_by_tributary().is_some();
+                if !echo {
+                    self.sink.clear_merge_states(table).await?;
+                }
             }
         }
         Ok(())

@@ -378,7 +378,13 @@ fn canonical(value: &Value) -> Option<String> {
                 s.to_string()
             }
         }
-        Value::Text(s) | Value::Enum(s) | Value::Json(s) => s.clone(),
+        Value::Text(s) | Value::Enum(s) => s.clone(),
+        // Key order and spacing differ between databases.
+        Value::Json(s) => serde_json::from_str::<serde_json::Value>(s)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|_| s.clone()),
+        Value::Uuid(b) => uuid::Uuid::from_bytes(*b).hyphenated().to_string(),
+        Value::Timestamp(v) | Value::TimestampTz(v) => v.to_string(),
         other => serde_json::to_string(other).unwrap_or_default(),
     })
 }
@@ -556,9 +562,14 @@ pub fn merge(
             if echo && own {
                 // Tributary's own write read back: when the merged row moved on since the
                 // last write, write it again.
+                // (A row never written has nothing to correct.)
                 if !entry.write {
                     let now = entry.stored.state.row(policy);
-                    entry.write = entry.stored.written.as_deref() != Some(&digest(now.as_ref()));
+                    entry.write = entry
+                        .stored
+                        .written
+                        .as_deref()
+                        .is_some_and(|w| w != digest(now.as_ref()));
                 }
                 continue;
             }
@@ -582,6 +593,23 @@ pub fn merge(
             } else {
                 None
             };
+            // An update of a row the merge has no state for (conflict resolution was
+            // configured after the row was copied): its before image is the row as it was,
+            // older than any change.
+            if op == Op::Update && entry.stored.state.is_new() {
+                if let Some(before) = before {
+                    entry.stored.state.seed(policy, before).map_err(|m| {
+                        PipelineError::Rejected(format!(
+                            "the row before {} of {} key {text} at {} cannot be merged: column {}: {}",
+                            op.code(),
+                            table.table,
+                            e.position,
+                            table.columns.get(m.column).map_or("?", |c| c.name.as_str()),
+                            m.message
+                        ))
+                    })?;
+                }
+            }
             let taken = if mode == Mode::Replay {
                 entry.stored.state.apply_replayed(policy, &change)
             } else {
@@ -938,6 +966,46 @@ mod tests {
         assert_eq!(written(&m), [Some(row(1, "new", 7))]);
         let m = go(&[rejected], Mode::Replay);
         assert!(m.writes.is_empty() && m.states.is_empty(), "{m:?}");
+    }
+
+    /// Conflict resolution configured after rows were copied: an update of a row without
+    /// state starts from its before image, and an echo of a row never written by the
+    /// merge writes nothing.
+    #[test]
+    fn rows_without_state_start_from_the_before_image() {
+        let mut states = HashMap::new();
+        let sale = event(
+            "store",
+            7,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "a", 8)),
+        );
+        assert_eq!(
+            written(&run(&mut states, &[sale], false)),
+            [Some(row(1, "a", 8))]
+        );
+        let local = event(
+            "hq",
+            8,
+            Op::Update,
+            Some(row(1, "a", 10)),
+            Some(row(1, "a", 9)),
+        );
+        assert_eq!(
+            written(&run(&mut states, &[local], true)),
+            [Some(row(1, "a", 7))]
+        );
+        let mut echo = event(
+            "hq",
+            9,
+            Op::Update,
+            Some(row(2, "b", 1)),
+            Some(row(2, "b", 2)),
+        );
+        echo.origin = Some("tributary/to_hq/store".into());
+        let m = run(&mut states, &[echo], true);
+        assert!(m.writes.is_empty(), "{m:?}");
     }
 
     #[test]

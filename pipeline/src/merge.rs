@@ -173,6 +173,33 @@ impl RowState {
         Ok(true)
     }
 
+    /// Whether no change was ever taken.
+    pub fn is_new(&self) -> bool {
+        self.seen.is_empty() && self.replayed.is_empty()
+    }
+
+    /// Takes `row` as the row's value before any change (older than every change), as a
+    /// snapshot read would: for a row whose first change the merge meets is an update.
+    pub fn seed(&mut self, policy: &TablePolicy, row: &Row) -> Result<(), MergeError> {
+        let mut next = self.clone();
+        next.take(
+            policy,
+            &Change {
+                source: "",
+                position: Position::pg(0, 0),
+                stamp: Stamp {
+                    micros: i64::MIN,
+                    logical: 0,
+                },
+                op: Op::Read,
+                before: None,
+                after: Some(row),
+            },
+        )?;
+        *self = next;
+        Ok(())
+    }
+
     /// Takes `change`, an older change replayed from the dead-letter queue after its
     /// source delivered later ones, at its own stamp (so newer values keep winning);
     /// returns false when it was replayed before. On error the state is unchanged.

@@ -188,6 +188,7 @@ pub async fn run(
                             own,
                             merge_lock,
                             notifier: notifier.clone(),
+                            replay: false,
                         };
                         async move { apply_loop(&config, &lp, stats, shutdown).await }
                     },
@@ -244,6 +245,9 @@ struct Loop {
     merge_lock: Arc<tokio::sync::Mutex<()>>,
     /// The conflict webhook's task, when `notify_conflicts` is set.
     notifier: Option<Notifier>,
+    /// A dead-letter replay beside the running loop (it tags its writes under a name of
+    /// its own, since a PostgreSQL origin serves one session at a time).
+    replay: bool,
 }
 
 async fn apply_loop(
@@ -300,7 +304,17 @@ pub async fn replay_dead_letters(
         path: path.display().to_string(),
         message: e.to_string(),
     };
-    let text = match std::fs::read_to_string(&path) {
+    // The entries are moved aside first, so a running loop appends new ones to a new
+    // file meanwhile; a replay that stopped half way left them aside, and goes on there.
+    let aside = path.with_extension("jsonl.replaying");
+    if !aside.exists() {
+        match std::fs::rename(&path, &aside) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(e)),
+        }
+    }
+    let text = match std::fs::read_to_string(&aside) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(io(e)),
@@ -311,6 +325,9 @@ pub async fn replay_dead_letters(
         ..ReplayReport::default()
     };
     if lines.is_empty() {
+        if aside.exists() {
+            std::fs::remove_file(&aside).map_err(io)?;
+        }
         return Ok(report);
     }
     let mut messages = Vec::with_capacity(lines.len());
@@ -340,6 +357,7 @@ pub async fn replay_dead_letters(
         own,
         merge_lock: Arc::default(),
         notifier: None,
+        replay: true,
     };
     let mut applier = applier(config, &lp, Arc::default()).await?;
     let outcomes = applier.replay(&messages).await?;
@@ -354,14 +372,16 @@ pub async fn replay_dead_letters(
             }
         }
     }
-    // Entries a running loop added meanwhile stay too.
-    let now = std::fs::read_to_string(&path).map_err(io)?;
-    if let Some(added) = now.strip_prefix(text.as_str()) {
-        kept.push_str(added);
-    }
-    let tmp = path.with_extension("jsonl.replaying");
-    std::fs::write(&tmp, kept).map_err(io)?;
-    std::fs::rename(&tmp, &path).map_err(io)?;
+    // What stays goes back into the queue (after what a running loop added meanwhile).
+    let mut queue = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(io)?;
+    use std::io::Write;
+    queue.write_all(kept.as_bytes()).map_err(io)?;
+    queue.sync_data().map_err(io)?;
+    std::fs::remove_file(&aside).map_err(io)?;
     Ok(report)
 }
 
@@ -397,8 +417,22 @@ async fn applier(
         ),
     };
     let mut sink = sink;
-    sink.tag_origin(&format!("tributary/{sink_name}/{source}"))
+    let writer = if lp.replay {
+        format!("{sink_name}-replay")
+    } else {
+        sink_name.to_string()
+    };
+    sink.tag_origin(&format!("tributary/{writer}/{source}"))
         .await?;
+    // A merging sink folds its own database's changes: an untagged write of its would
+    // come back as a new local change and be counted again, without end.
+    if !sink.tagged() {
+        if let Some((own, _)) = config.loops(sink_name).into_iter().find(|(_, own)| *own) {
+            return Err(PipelineError::Config(format!(
+                "sink {sink_name} merges rows into the database of source {own}, so it must tag its writes with a replication origin: give its user superuser, or EXECUTE on pg_replication_origin_create and pg_replication_origin_session_setup"
+            )));
+        }
+    }
     let group = format!("tributary-{sink_name}-{source}");
     let consumer = consumer(config, &group).await?;
     let mut dead = DeadLetters::new(

@@ -63,6 +63,12 @@ pub trait Sink: Send {
         Ok(())
     }
 
+    /// Whether the writes carry the name [`Sink::tag_origin`] gave (a sink without the
+    /// rights to tag them warns and writes untagged).
+    fn tagged(&self) -> bool {
+        true
+    }
+
     /// Whether events of `table` can be applied in the open transaction without a schema
     /// change the database would commit on its own.
     ///

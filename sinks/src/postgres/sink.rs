@@ -51,6 +51,8 @@ pub struct PostgresSink {
     origin: Option<String>,
     /// Whether a call failed in the open transaction, which then may only be rolled back.
     failed: bool,
+    /// Whether writes carry the origin (false without the rights to set it up).
+    tagged: bool,
 }
 
 impl PostgresSink {
@@ -72,6 +74,7 @@ impl PostgresSink {
             in_flight: None,
             origin: None,
             failed: false,
+            tagged: true,
         })
     }
 
@@ -98,7 +101,7 @@ impl PostgresSink {
         warn!(address = %self.address, "sink connection lost; reconnecting");
         let (client, _) = open(&self.config).await?;
         if let Some(name) = &self.origin {
-            setup_origin(&client, name, &self.address).await?;
+            self.tagged = setup_origin(&client, name, &self.address).await?;
         }
         self.client = Arc::new(client);
         // Temporary tables and prepared statements died with the old session.
@@ -262,7 +265,7 @@ async fn open(config: &PostgresSinkConfig) -> Result<(Client, String), SinkError
 /// so its transactions carry the origin in logical decoding. Without the rights
 /// (superuser, or EXECUTE on the `pg_replication_origin_*` functions) it warns and goes on
 /// untagged.
-async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<(), SinkError> {
+async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<bool, SinkError> {
     let denied = |e: &tokio_postgres::Error| {
         e.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
     };
@@ -278,7 +281,7 @@ async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<(), 
         Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {}
         Err(e) if denied(&e) => {
             warn!(address, origin = name, "cannot tag writes with a replication origin (needs superuser, or EXECUTE on pg_replication_origin_create and pg_replication_origin_session_setup): a capture of this database would take Tributary's writes for new changes, so bidirectional sync would echo them");
-            return Ok(());
+            return Ok(false);
         }
         Err(e) => {
             return Err(SinkError::postgres(
@@ -298,10 +301,10 @@ async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<(), 
             )
             .await
         {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             Err(e) if denied(&e) => {
                 warn!(address, origin = name, "cannot tag writes with a replication origin (needs EXECUTE on pg_replication_origin_session_setup): bidirectional sync would echo them");
-                return Ok(());
+                return Ok(false);
             }
             Err(e)
                 if e.code() == Some(&tokio_postgres::error::SqlState::OBJECT_IN_USE)
@@ -325,9 +328,13 @@ async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<(), 
 impl Sink for PostgresSink {
     async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
         self.reconnect_if_closed().await?;
-        setup_origin(&self.client, name, &self.address).await?;
+        self.tagged = setup_origin(&self.client, name, &self.address).await?;
         self.origin = Some(name.to_string());
         Ok(())
+    }
+
+    fn tagged(&self) -> bool {
+        self.tagged
     }
 
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
