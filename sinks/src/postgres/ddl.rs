@@ -252,6 +252,41 @@ pub(crate) async fn ensure_schema(
 }
 
 /// Takes the DDL advisory lock for the rest of the current transaction.
+/// Creates Tributary's own table `name` (in schema `tributary`) with `create` (a
+/// `CREATE TABLE IF NOT EXISTS` statement) when it is missing, in a transaction of its own.
+pub(crate) async fn ensure_own_table(
+    client: &Client,
+    name: &str,
+    create: &str,
+) -> Result<(), SinkError> {
+    let exists = client
+        .query_one("SELECT to_regclass($1::text) IS NOT NULL", &[&name])
+        .await
+        .map_err(|e| SinkError::postgres("reading the catalog", name, e))?
+        .get::<_, bool>(0);
+    if exists {
+        return Ok(());
+    }
+    client
+        .batch_execute("BEGIN")
+        .await
+        .map_err(|e| SinkError::postgres("beginning a transaction", name, e))?;
+    let created = async {
+        lock_ddl(client, name).await?;
+        ensure_schema(client, "tributary", name).await?;
+        client
+            .batch_execute(&format!("{create}; COMMIT"))
+            .await
+            .map_err(|e| SinkError::postgres("creating the table", name, e))
+    }
+    .await;
+    if created.is_err() {
+        // Best effort: the error that matters is the one being returned.
+        let _ = client.batch_execute("ROLLBACK").await;
+    }
+    created
+}
+
 pub(crate) async fn lock_ddl(client: &Client, label: &str) -> Result<(), SinkError> {
     client
         .execute("SELECT pg_advisory_xact_lock($1)", &[&DDL_LOCK])

@@ -14,41 +14,16 @@ pub(crate) const MERGE_STATE_TABLE: &str = "tributary.merge_state";
 
 /// Creates the merge-state table if missing, in a transaction of its own.
 pub(crate) async fn ensure_table(client: &Client) -> Result<(), SinkError> {
-    let exists = client
-        .query_one(
-            "SELECT to_regclass('tributary.merge_state') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| SinkError::postgres("reading the catalog", MERGE_STATE_TABLE, e))?
-        .get::<_, bool>(0);
-    if exists {
-        return Ok(());
-    }
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| SinkError::postgres("beginning a transaction", MERGE_STATE_TABLE, e))?;
-    let created = async {
-        ddl::lock_ddl(client, MERGE_STATE_TABLE).await?;
-        ddl::ensure_schema(client, "tributary", MERGE_STATE_TABLE).await?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS tributary.merge_state (\
-                     target text NOT NULL, \
-                     key text NOT NULL, \
-                     state text, \
-                     PRIMARY KEY (target, key)); \
-                 COMMIT",
-            )
-            .await
-            .map_err(|e| SinkError::postgres("creating the table", MERGE_STATE_TABLE, e))
-    }
-    .await;
-    if created.is_err() {
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    created
+    ddl::ensure_own_table(
+        client,
+        MERGE_STATE_TABLE,
+        "CREATE TABLE IF NOT EXISTS tributary.merge_state (\
+             target text NOT NULL, \
+             key text NOT NULL, \
+             state text, \
+             PRIMARY KEY (target, key))",
+    )
+    .await
 }
 
 /// Locks the states of `keys` of `target` until the transaction ends (creating empty

@@ -16,41 +16,15 @@ pub(crate) const WATERMARK_TABLE: &str = "tributary.watermarks";
 
 /// Creates the watermark table (and its schema) if missing, in a transaction of its own.
 pub(crate) async fn ensure_table(client: &Client) -> Result<(), SinkError> {
-    let exists = client
-        .query_one(
-            "SELECT to_regclass('tributary.watermarks') IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(|e| SinkError::postgres("reading the catalog", WATERMARK_TABLE, e))?
-        .get::<_, bool>(0);
-    if exists {
-        return Ok(());
-    }
-    client
-        .batch_execute("BEGIN")
-        .await
-        .map_err(|e| SinkError::postgres("beginning a transaction", WATERMARK_TABLE, e))?;
-    let created = async {
-        ddl::lock_ddl(client, WATERMARK_TABLE).await?;
-        ddl::ensure_schema(client, "tributary", WATERMARK_TABLE).await?;
-        client
-            .batch_execute(
-                "CREATE TABLE IF NOT EXISTS tributary.watermarks (\
-                     source text PRIMARY KEY, \
-                     position jsonb NOT NULL, \
-                     updated_at timestamptz NOT NULL DEFAULT now()); \
-                 COMMIT",
-            )
-            .await
-            .map_err(|e| SinkError::postgres("creating the table", WATERMARK_TABLE, e))
-    }
-    .await;
-    if created.is_err() {
-        // Best effort: the error that matters is the one being returned.
-        let _ = client.batch_execute("ROLLBACK").await;
-    }
-    created
+    ddl::ensure_own_table(
+        client,
+        WATERMARK_TABLE,
+        "CREATE TABLE IF NOT EXISTS tributary.watermarks (\
+             source text PRIMARY KEY, \
+             position jsonb NOT NULL, \
+             updated_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
 }
 
 /// The stored watermark of `source`.
