@@ -791,13 +791,17 @@ mod tests {
         }
     }
 
+    /// An update of `source` at `lsn`.
+    fn update(source: &str, lsn: u64, before: Row, after: Row) -> ChangeEvent {
+        event(source, lsn, Op::Update, Some(before), Some(after))
+    }
+
     /// Merges `events` the way the apply loop does, against `states` (the sink's table).
-    fn run(states: &mut HashMap<String, String>, events: &[ChangeEvent], own: bool) -> Merged {
+    fn run(states: &mut HashMap<String, String>, events: &[ChangeEvent], mode: Mode) -> Merged {
         let table = table();
         let policy = conflicts().policy(&table).unwrap().unwrap();
         let keys = keys(&table, events);
         let stored = keys.iter().map(|k| states.get(k).cloned()).collect();
-        let mode = if own { Mode::Own } else { Mode::Apply };
         let merged = merge(&table, &policy, events, mode, &keys, stored).unwrap();
         for (k, s) in &merged.states {
             states.insert(k.clone(), s.clone());
@@ -813,28 +817,16 @@ mod tests {
     fn both_sources_sales_count_and_a_duplicate_writes_nothing() {
         let mut states = HashMap::new();
         let insert = event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)));
-        run(&mut states, std::slice::from_ref(&insert), false);
-        let hq_sale = event(
-            "hq",
-            2,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "a", 9)),
-        );
-        let store_sale = event(
-            "store",
-            3,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "b", 8)),
-        );
-        let m = run(&mut states, std::slice::from_ref(&store_sale), false);
+        run(&mut states, std::slice::from_ref(&insert), Mode::Apply);
+        let hq_sale = update("hq", 2, row(1, "a", 10), row(1, "a", 9));
+        let store_sale = update("store", 3, row(1, "a", 10), row(1, "b", 8));
+        let m = run(&mut states, std::slice::from_ref(&store_sale), Mode::Apply);
         assert_eq!(written(&m), [Some(row(1, "b", 8))]);
-        let m = run(&mut states, &[hq_sale], false);
+        let m = run(&mut states, &[hq_sale], Mode::Apply);
         // 10 - 1 - 2, and the store's later name.
         assert_eq!(written(&m), [Some(row(1, "b", 7))]);
         assert_eq!(m.conflicts, 1, "the hq change's own image lost");
-        let m = run(&mut states, &[store_sale], false);
+        let m = run(&mut states, &[store_sale], Mode::Apply);
         assert!(m.writes.is_empty() && m.states.is_empty(), "{m:?}");
     }
 
@@ -845,81 +837,45 @@ mod tests {
     fn the_own_database_is_written_only_where_the_merge_differs() {
         let mut states = HashMap::new();
         let insert = event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)));
-        let m = run(&mut states, &[insert], true);
+        let m = run(&mut states, &[insert], Mode::Own);
         assert!(m.writes.is_empty(), "already in the database: {m:?}");
         // The store's sale arrives first and is written: 8.
-        let store_sale = event(
-            "store",
-            5,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "a", 8)),
-        );
+        let store_sale = update("store", 5, row(1, "a", 10), row(1, "a", 8));
         assert_eq!(
-            written(&run(&mut states, &[store_sale], false)),
+            written(&run(&mut states, &[store_sale], Mode::Apply)),
             [Some(row(1, "a", 8))]
         );
         // The database's own sale (committed before the write above) is folded: 7.
-        let local = event(
-            "hq",
-            2,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "a", 9)),
-        );
+        let local = update("hq", 2, row(1, "a", 10), row(1, "a", 9));
         assert_eq!(
-            written(&run(&mut states, &[local], true)),
+            written(&run(&mut states, &[local], Mode::Own)),
             [Some(row(1, "a", 7))]
         );
         // Its echo (8) comes after: the last write (7) is what the merge holds.
-        let mut echo = event(
-            "hq",
-            6,
-            Op::Update,
-            Some(row(1, "a", 9)),
-            Some(row(1, "a", 8)),
-        );
+        let mut echo = update("hq", 6, row(1, "a", 9), row(1, "a", 8));
         echo.origin = Some("tributary/to_hq/store".into());
-        assert!(run(&mut states, &[echo], true).writes.is_empty());
+        assert!(run(&mut states, &[echo], Mode::Own).writes.is_empty());
 
         // A rename from the store is written; a newer local rename, committed before that
         // write but folded after it, agrees with its own image so is not written; the
         // echo of the store's rename then shows the database holds the older name, and
         // the merged row is written again, once.
-        let renamed = event(
-            "store",
-            20,
-            Op::Update,
-            Some(row(1, "a", 7)),
-            Some(row(1, "s", 7)),
-        );
+        let renamed = update("store", 20, row(1, "a", 7), row(1, "s", 7));
         assert_eq!(
-            written(&run(&mut states, &[renamed], false)),
+            written(&run(&mut states, &[renamed], Mode::Apply)),
             [Some(row(1, "s", 7))]
         );
-        let local = event(
-            "hq",
-            30,
-            Op::Update,
-            Some(row(1, "a", 7)),
-            Some(row(1, "h", 7)),
-        );
-        assert!(run(&mut states, &[local], true).writes.is_empty());
-        let mut echo = event(
-            "hq",
-            31,
-            Op::Update,
-            Some(row(1, "h", 7)),
-            Some(row(1, "s", 7)),
-        );
+        let local = update("hq", 30, row(1, "a", 7), row(1, "h", 7));
+        assert!(run(&mut states, &[local], Mode::Own).writes.is_empty());
+        let mut echo = update("hq", 31, row(1, "h", 7), row(1, "s", 7));
         echo.origin = Some("tributary/to_hq/store".into());
         assert_eq!(
-            written(&run(&mut states, &[echo.clone()], true)),
+            written(&run(&mut states, &[echo.clone()], Mode::Own)),
             [Some(row(1, "h", 7))]
         );
         echo.position = Position::pg(32, 1);
         echo.after = Some(row(1, "h", 7));
-        assert!(run(&mut states, &[echo], true).writes.is_empty());
+        assert!(run(&mut states, &[echo], Mode::Own).writes.is_empty());
     }
 
     /// A change replayed from the dead-letter queue after newer ones: its sale counts,
@@ -927,44 +883,22 @@ mod tests {
     #[test]
     fn a_replayed_change_counts_once_and_does_not_overwrite_newer_values() {
         let mut states = HashMap::new();
-        let table = table();
-        let policy = conflicts().policy(&table).unwrap().unwrap();
-        let mut go = |events: &[ChangeEvent], mode: Mode| {
-            let keys = keys(&table, events);
-            let stored = keys.iter().map(|k| states.get(k).cloned()).collect();
-            let m = merge(&table, &policy, events, mode, &keys, stored).unwrap();
-            for (k, s) in &m.states {
-                states.insert(k.clone(), s.clone());
-            }
-            m
-        };
-        go(
+        run(
+            &mut states,
             &[event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)))],
             Mode::Apply,
         );
-        let newer = event(
-            "hq",
-            5,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "new", 9)),
-        );
-        go(&[newer], Mode::Apply);
-        let rejected = event(
-            "hq",
-            3,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "old", 8)),
-        );
-        let m = go(std::slice::from_ref(&rejected), Mode::Apply);
+        let newer = update("hq", 5, row(1, "a", 10), row(1, "new", 9));
+        run(&mut states, &[newer], Mode::Apply);
+        let rejected = update("hq", 3, row(1, "a", 10), row(1, "old", 8));
+        let m = run(&mut states, std::slice::from_ref(&rejected), Mode::Apply);
         assert!(
             m.writes.is_empty(),
             "below the source's position: a duplicate in the stream"
         );
-        let m = go(std::slice::from_ref(&rejected), Mode::Replay);
+        let m = run(&mut states, std::slice::from_ref(&rejected), Mode::Replay);
         assert_eq!(written(&m), [Some(row(1, "new", 7))]);
-        let m = go(&[rejected], Mode::Replay);
+        let m = run(&mut states, &[rejected], Mode::Replay);
         assert!(m.writes.is_empty() && m.states.is_empty(), "{m:?}");
     }
 
@@ -974,37 +908,19 @@ mod tests {
     #[test]
     fn rows_without_state_start_from_the_before_image() {
         let mut states = HashMap::new();
-        let sale = event(
-            "store",
-            7,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "a", 8)),
-        );
+        let sale = update("store", 7, row(1, "a", 10), row(1, "a", 8));
         assert_eq!(
-            written(&run(&mut states, &[sale], false)),
+            written(&run(&mut states, &[sale], Mode::Apply)),
             [Some(row(1, "a", 8))]
         );
-        let local = event(
-            "hq",
-            8,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(1, "a", 9)),
-        );
+        let local = update("hq", 8, row(1, "a", 10), row(1, "a", 9));
         assert_eq!(
-            written(&run(&mut states, &[local], true)),
+            written(&run(&mut states, &[local], Mode::Own)),
             [Some(row(1, "a", 7))]
         );
-        let mut echo = event(
-            "hq",
-            9,
-            Op::Update,
-            Some(row(2, "b", 1)),
-            Some(row(2, "b", 2)),
-        );
+        let mut echo = update("hq", 9, row(2, "b", 1), row(2, "b", 2));
         echo.origin = Some("tributary/to_hq/store".into());
-        let m = run(&mut states, &[echo], true);
+        let m = run(&mut states, &[echo], Mode::Own);
         assert!(m.writes.is_empty(), "{m:?}");
     }
 
@@ -1014,16 +930,10 @@ mod tests {
         run(
             &mut states,
             &[event("hq", 1, Op::Insert, None, Some(row(1, "a", 10)))],
-            false,
+            Mode::Apply,
         );
-        let moved = event(
-            "hq",
-            2,
-            Op::Update,
-            Some(row(1, "a", 10)),
-            Some(row(2, "a", 10)),
-        );
-        let m = run(&mut states, &[moved], false);
+        let moved = update("hq", 2, row(1, "a", 10), row(2, "a", 10));
+        let m = run(&mut states, &[moved], Mode::Apply);
         let ops: Vec<(Op, String)> = m.writes.iter().map(|w| (w.op, key_text(&w.key))).collect();
         assert_eq!(
             ops,

@@ -71,7 +71,18 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     let initial: Vec<String> = (1..=ROWS)
         .map(|id| format!("{id}:medicine {id}:10.00:{START_QTY}"))
         .collect();
-    all_hold(&pg, &hq, &replica, &maria, &store, &running, &initial).await?;
+    wait_three(
+        "all three hold the rows",
+        &pg,
+        &hq,
+        &replica,
+        &maria,
+        &store,
+        &running,
+        str::to_string,
+        |seen| seen.iter().all(|rows| *rows == initial),
+    )
+    .await?;
 
     // Both sides sell and reprice the same rows at the same time. Each statement is a
     // transaction of its own.
@@ -140,9 +151,36 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         .map(|id| format!("{id}:{}", START_QTY - sold[id as usize]))
         .chain(["100:5".to_string(), "200:7".to_string()])
         .collect();
-    wait_for_quantities(&pg, &hq, &replica, &maria, &store, &running, &want_qty).await?;
+    let id_qty = |r: &str| {
+        let fields: Vec<&str> = r.split(':').collect();
+        format!("{}:{}", fields[0], fields[fields.len() - 1])
+    };
+    wait_three(
+        "every sale counted on all three",
+        &pg,
+        &hq,
+        &replica,
+        &maria,
+        &store,
+        &running,
+        id_qty,
+        |seen| seen.iter().all(|rows| *rows == want_qty),
+    )
+    .await?;
     // And the three hold the same rows (each price and name is one side's last write).
-    let converged = wait_same(&pg, &hq, &replica, &maria, &store, &running).await?;
+    let same = |seen: &[Vec<String>; 3]| seen[0] == seen[1] && seen[1] == seen[2];
+    let [converged, _, _] = wait_three(
+        "the three hold the same rows",
+        &pg,
+        &hq,
+        &replica,
+        &maria,
+        &store,
+        &running,
+        str::to_string,
+        same,
+    )
+    .await?;
     assert_eq!(converged.len(), ROWS as usize + 2);
     let merged: u64 = running
         .stats
@@ -244,7 +282,18 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     let mut pair = [names(&entry["current"]), names(&entry["incoming"])];
     pair.sort();
     assert_eq!(pair, ["hq name", "store name"], "{entry}");
-    let rows = wait_same(&pg, &hq, &replica, &maria, &store, &running).await?;
+    let [rows, _, _] = wait_three(
+        "the three hold the same rows",
+        &pg,
+        &hq,
+        &replica,
+        &maria,
+        &store,
+        &running,
+        str::to_string,
+        same,
+    )
+    .await?;
     let standing = rows
         .iter()
         .find(|r| r.starts_with("3:"))
@@ -258,14 +307,18 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         ("incoming", names(&entry["incoming"]))
     };
     queue::resolve(&config, entry["id"].as_str().unwrap_or_default(), take).await?;
-    wait_until(
+    wait_three(
         "the choice reached all three",
-        Duration::from_secs(60),
-        || async {
-            let seen = contents(&pg, &hq, &replica, &maria, &store).await?;
-            Ok(seen
-                .iter()
-                .all(|rows| rows.iter().any(|r| r.starts_with(&format!("3:{chosen}:")))))
+        &pg,
+        &hq,
+        &replica,
+        &maria,
+        &store,
+        &running,
+        str::to_string,
+        |seen| {
+            seen.iter()
+                .all(|rows| rows.iter().any(|r| r.starts_with(&format!("3:{chosen}:"))))
         },
     )
     .await?;
@@ -396,96 +449,30 @@ async fn contents(
     ])
 }
 
-/// Waits until the head office, the store and the replica all hold exactly `want`.
-async fn all_hold(
+/// Waits until `done` holds for the three databases' rows (see [`contents`]), each
+/// mapped by `view`; returns the last rows seen.
+#[allow(clippy::too_many_arguments)]
+async fn wait_three(
+    what: &str,
     pg: &Postgres,
     hq: &str,
     replica: &str,
     maria: &MariaDb,
     store: &str,
     running: &Running,
-    want: &[String],
-) -> anyhow::Result<()> {
+    view: impl Fn(&str) -> String,
+    done: impl Fn(&[Vec<String>; 3]) -> bool,
+) -> anyhow::Result<[Vec<String>; 3]> {
     let last = std::sync::Mutex::new(None);
-    wait_until(
-        "all three hold the rows",
-        Duration::from_secs(90),
-        || async {
-            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-            let seen = contents(pg, hq, replica, maria, store).await?;
-            let done = seen.iter().all(|rows| rows == want);
-            *last.lock().expect("not poisoned") = Some(seen);
-            Ok(done)
-        },
-    )
-    .await
-    .map_err(|e| {
-        e.context(format!(
-            "want {want:?}; last seen {:?}",
-            last.lock().expect("not poisoned")
-        ))
+    wait_until(what, Duration::from_secs(120), || async {
+        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+        let seen = contents(pg, hq, replica, maria, store)
+            .await?
+            .map(|rows| rows.iter().map(|r| view(r)).collect::<Vec<_>>());
+        let ok = done(&seen);
+        *last.lock().expect("not poisoned") = Some(seen);
+        Ok(ok)
     })
-}
-
-/// Waits until the three hold `want` as `id:qty`.
-async fn wait_for_quantities(
-    pg: &Postgres,
-    hq: &str,
-    replica: &str,
-    maria: &MariaDb,
-    store: &str,
-    running: &Running,
-    want: &[String],
-) -> anyhow::Result<()> {
-    let last = std::sync::Mutex::new(None);
-    wait_until(
-        "every sale counted on all three",
-        Duration::from_secs(120),
-        || async {
-            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-            let seen = contents(pg, hq, replica, maria, store).await?.map(|rows| {
-                rows.iter()
-                    .map(|r| {
-                        let fields: Vec<&str> = r.split(':').collect();
-                        format!("{}:{}", fields[0], fields[fields.len() - 1])
-                    })
-                    .collect::<Vec<_>>()
-            });
-            let done = seen.iter().all(|rows| rows == want);
-            *last.lock().expect("not poisoned") = Some(seen);
-            Ok(done)
-        },
-    )
-    .await
-    .map_err(|e| {
-        e.context(format!(
-            "want {want:?}; last seen {:?}",
-            last.lock().expect("not poisoned")
-        ))
-    })
-}
-
-/// Waits until the three hold the same rows; returns them.
-async fn wait_same(
-    pg: &Postgres,
-    hq: &str,
-    replica: &str,
-    maria: &MariaDb,
-    store: &str,
-    running: &Running,
-) -> anyhow::Result<Vec<String>> {
-    let last = std::sync::Mutex::new(None);
-    wait_until(
-        "the three hold the same rows",
-        Duration::from_secs(120),
-        || async {
-            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-            let seen = contents(pg, hq, replica, maria, store).await?;
-            let done = seen[0] == seen[1] && seen[1] == seen[2];
-            *last.lock().expect("not poisoned") = Some(seen);
-            Ok(done)
-        },
-    )
     .await
     .map_err(|e| {
         e.context(format!(
@@ -493,14 +480,11 @@ async fn wait_same(
             last.lock().expect("not poisoned")
         ))
     })?;
-    let seen = last
-        .lock()
+    Ok(last
+        .into_inner()
         .expect("not poisoned")
-        .take()
-        .expect("set by the wait");
-    Ok(seen[0].clone())
+        .expect("set by the wait"))
 }
-
 /// A webhook endpoint on a free port: every POST's JSON body is kept; answers 200.
 async fn webhook() -> anyhow::Result<(
     std::net::SocketAddr,
