@@ -27,6 +27,13 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     let hq = pg.create_database("hq").await?;
     let replica = pg.create_database("replica").await?;
     let store = maria.create_database("store").await?;
+    let three = Three {
+        pg: &pg,
+        hq: &hq,
+        replica: &replica,
+        maria: &maria,
+        store: &store,
+    };
     let mut seed = String::from(
         "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2) NOT NULL, qty int NOT NULL);
          ALTER TABLE items REPLICA IDENTITY FULL;",
@@ -71,18 +78,14 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     let initial: Vec<String> = (1..=ROWS)
         .map(|id| format!("{id}:medicine {id}:10.00:{START_QTY}"))
         .collect();
-    wait_three(
-        "all three hold the rows",
-        &pg,
-        &hq,
-        &replica,
-        &maria,
-        &store,
-        &running,
-        str::to_string,
-        |seen| seen.iter().all(|rows| *rows == initial),
-    )
-    .await?;
+    three
+        .wait(
+            "all three hold the rows",
+            &running,
+            str::to_string,
+            |seen| seen.iter().all(|rows| *rows == initial),
+        )
+        .await?;
 
     // Both sides sell and reprice the same rows at the same time. Each statement is a
     // transaction of its own.
@@ -155,32 +158,24 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         let fields: Vec<&str> = r.split(':').collect();
         format!("{}:{}", fields[0], fields[fields.len() - 1])
     };
-    wait_three(
-        "every sale counted on all three",
-        &pg,
-        &hq,
-        &replica,
-        &maria,
-        &store,
-        &running,
-        id_qty,
-        |seen| seen.iter().all(|rows| *rows == want_qty),
-    )
-    .await?;
+    three
+        .wait(
+            "every sale counted on all three",
+            &running,
+            id_qty,
+            |seen| seen.iter().all(|rows| *rows == want_qty),
+        )
+        .await?;
     // And the three hold the same rows (each price and name is one side's last write).
     let same = |seen: &[Vec<String>; 3]| seen[0] == seen[1] && seen[1] == seen[2];
-    let [converged, _, _] = wait_three(
-        "the three hold the same rows",
-        &pg,
-        &hq,
-        &replica,
-        &maria,
-        &store,
-        &running,
-        str::to_string,
-        same,
-    )
-    .await?;
+    let [converged, _, _] = three
+        .wait(
+            "the three hold the same rows",
+            &running,
+            str::to_string,
+            same,
+        )
+        .await?;
     assert_eq!(converged.len(), ROWS as usize + 2);
     let merged: u64 = running
         .stats
@@ -282,18 +277,14 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     let mut pair = [names(&entry["current"]), names(&entry["incoming"])];
     pair.sort();
     assert_eq!(pair, ["hq name", "store name"], "{entry}");
-    let [rows, _, _] = wait_three(
-        "the three hold the same rows",
-        &pg,
-        &hq,
-        &replica,
-        &maria,
-        &store,
-        &running,
-        str::to_string,
-        same,
-    )
-    .await?;
+    let [rows, _, _] = three
+        .wait(
+            "the three hold the same rows",
+            &running,
+            str::to_string,
+            same,
+        )
+        .await?;
     let standing = rows
         .iter()
         .find(|r| r.starts_with("3:"))
@@ -307,21 +298,17 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         ("incoming", names(&entry["incoming"]))
     };
     queue::resolve(&config, entry["id"].as_str().unwrap_or_default(), take).await?;
-    wait_three(
-        "the choice reached all three",
-        &pg,
-        &hq,
-        &replica,
-        &maria,
-        &store,
-        &running,
-        str::to_string,
-        |seen| {
-            seen.iter()
-                .all(|rows| rows.iter().any(|r| r.starts_with(&format!("3:{chosen}:"))))
-        },
-    )
-    .await?;
+    three
+        .wait(
+            "the choice reached all three",
+            &running,
+            str::to_string,
+            |seen| {
+                seen.iter()
+                    .all(|rows| rows.iter().any(|r| r.starts_with(&format!("3:{chosen}:"))))
+            },
+        )
+        .await?;
     assert!(
         queue::waiting(&config)?
             .iter()
@@ -331,9 +318,9 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
 
     // No loop: a new row costs exactly two writes (into the store and into the replica),
     // and no echo starts more. The first sentinel drains what the load left in flight.
-    sentinel(&pg, &hq, &replica, &maria, &store, &running, 1000).await?;
+    three.sentinel(&running, 1000).await?;
     let before = total_writes(&running);
-    sentinel(&pg, &hq, &replica, &maria, &store, &running, 1001).await?;
+    three.sentinel(&running, 1001).await?;
     assert_eq!(
         total_writes(&running) - before,
         2,
@@ -352,139 +339,148 @@ fn total_writes(running: &Running) -> u64 {
         .sum()
 }
 
-/// Inserts row `id` at the head office and waits until it reached the store and the
-/// replica, and the store's capture brought Tributary's write back to the loops that
-/// read the store (which must write nothing for it).
-async fn sentinel(
-    pg: &Postgres,
-    hq: &str,
-    replica: &str,
-    maria: &MariaDb,
-    store: &str,
-    running: &Running,
-    id: i64,
-) -> anyhow::Result<()> {
-    let echoes = |key: &str| running.stats[key].echoes.load(Ordering::Relaxed);
-    let (own, third) = (echoes("to_store/store"), echoes("replica/store"));
-    pg.execute(
-        hq,
-        &format!("INSERT INTO items VALUES ({id}, 'sentinel', 1.00, 1)"),
-    )
-    .await?;
-    wait_until(
-        "the sentinel went round",
-        Duration::from_secs(90),
-        || async {
-            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-            let in_store = maria
-                .query(
-                    store,
-                    &format!("SELECT count(*) FROM items WHERE id = {id}"),
-                )
-                .await?
-                .trim()
-                == "1";
-            let in_replica = pg
-                .client(replica)
-                .await?
-                .query_one(&format!("SELECT count(*) FROM items WHERE id = {id}"), &[])
-                .await?
-                .get::<_, i64>(0)
-                == 1;
-            let folded = pg
-                .client(hq)
-                .await?
-                .query_one(
-                    "SELECT count(*) FROM tributary.merge_state WHERE key = $1",
-                    &[&format!("[\"{id}\"]")],
-                )
-                .await?
-                .get::<_, i64>(0)
-                == 1;
-            Ok(in_store
-                && in_replica
-                && folded
-                && echoes("to_store/store") > own
-                && echoes("replica/store") > third)
-        },
-    )
-    .await
+/// The three databases that must converge.
+#[derive(Clone, Copy)]
+struct Three<'a> {
+    pg: &'a Postgres,
+    hq: &'a str,
+    replica: &'a str,
+    maria: &'a MariaDb,
+    store: &'a str,
 }
 
-/// `id:name:price:qty` of every row, by id, in each of the three databases.
-async fn contents(
-    pg: &Postgres,
-    hq: &str,
-    replica: &str,
-    maria: &MariaDb,
-    store: &str,
-) -> anyhow::Result<[Vec<String>; 3]> {
-    let pg_rows = |db: String| async move {
-        let rows: Vec<String> = pg
-            .client(&db)
-            .await?
+impl Three<'_> {
+    /// Inserts row `id` at the head office and waits until it reached the store and the
+    /// replica, and the store's capture brought Tributary's write back to the loops that
+    /// read the store (which must write nothing for it).
+    async fn sentinel(&self, running: &Running, id: i64) -> anyhow::Result<()> {
+        let Three {
+            pg,
+            hq,
+            replica,
+            maria,
+            store,
+        } = *self;
+        let echoes = |key: &str| running.stats[key].echoes.load(Ordering::Relaxed);
+        let (own, third) = (echoes("to_store/store"), echoes("replica/store"));
+        pg.execute(
+            hq,
+            &format!("INSERT INTO items VALUES ({id}, 'sentinel', 1.00, 1)"),
+        )
+        .await?;
+        wait_until(
+            "the sentinel went round",
+            Duration::from_secs(90),
+            || async {
+                anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+                let in_store = maria
+                    .query(
+                        store,
+                        &format!("SELECT count(*) FROM items WHERE id = {id}"),
+                    )
+                    .await?
+                    .trim()
+                    == "1";
+                let in_replica = pg
+                    .client(replica)
+                    .await?
+                    .query_one(&format!("SELECT count(*) FROM items WHERE id = {id}"), &[])
+                    .await?
+                    .get::<_, i64>(0)
+                    == 1;
+                let folded = pg
+                    .client(hq)
+                    .await?
+                    .query_one(
+                        "SELECT count(*) FROM tributary.merge_state WHERE key = $1",
+                        &[&format!("[\"{id}\"]")],
+                    )
+                    .await?
+                    .get::<_, i64>(0)
+                    == 1;
+                Ok(in_store
+                    && in_replica
+                    && folded
+                    && echoes("to_store/store") > own
+                    && echoes("replica/store") > third)
+            },
+        )
+        .await
+    }
+
+    /// `id:name:price:qty` of every row, by id, in each of the three databases.
+    async fn contents(&self) -> anyhow::Result<[Vec<String>; 3]> {
+        let Three {
+            pg,
+            hq,
+            replica,
+            maria,
+            store,
+        } = *self;
+        let pg_rows = |db: String| async move {
+            let rows: Vec<String> = pg
+                .client(&db)
+                .await?
+                .query(
+                    "SELECT id || ':' || name || ':' || price || ':' || qty FROM items ORDER BY id",
+                    &[],
+                )
+                .await?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            anyhow::Ok(rows)
+        };
+        let maria_rows: Vec<String> = maria
             .query(
-                "SELECT id || ':' || name || ':' || price || ':' || qty FROM items ORDER BY id",
-                &[],
+                store,
+                "SELECT concat(id, ':', name, ':', price, ':', qty) FROM items ORDER BY id",
             )
             .await?
-            .iter()
-            .map(|r| r.get::<_, String>(0))
+            .lines()
+            .map(str::to_string)
             .collect();
-        anyhow::Ok(rows)
-    };
-    let maria_rows: Vec<String> = maria
-        .query(
-            store,
-            "SELECT concat(id, ':', name, ':', price, ':', qty) FROM items ORDER BY id",
-        )
-        .await?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    Ok([
-        pg_rows(hq.to_string()).await?,
-        maria_rows,
-        pg_rows(replica.to_string()).await?,
-    ])
+        Ok([
+            pg_rows(hq.to_string()).await?,
+            maria_rows,
+            pg_rows(replica.to_string()).await?,
+        ])
+    }
+
+    /// Waits until `done` holds for the three databases' rows (see [`Three::contents`]), each
+    /// mapped by `view`; returns the last rows seen.
+    async fn wait(
+        &self,
+        what: &str,
+        running: &Running,
+        view: impl Fn(&str) -> String,
+        done: impl Fn(&[Vec<String>; 3]) -> bool,
+    ) -> anyhow::Result<[Vec<String>; 3]> {
+        let last = std::sync::Mutex::new(None);
+        wait_until(what, Duration::from_secs(120), || async {
+            anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
+            let seen = self
+                .contents()
+                .await?
+                .map(|rows| rows.iter().map(|r| view(r)).collect::<Vec<_>>());
+            let ok = done(&seen);
+            *last.lock().expect("not poisoned") = Some(seen);
+            Ok(ok)
+        })
+        .await
+        .map_err(|e| {
+            e.context(format!(
+                "last seen {:?}",
+                last.lock().expect("not poisoned")
+            ))
+        })?;
+        Ok(last
+            .into_inner()
+            .expect("not poisoned")
+            .expect("set by the wait"))
+    }
 }
 
-/// Waits until `done` holds for the three databases' rows (see [`contents`]), each
-/// mapped by `view`; returns the last rows seen.
-#[allow(clippy::too_many_arguments)]
-async fn wait_three(
-    what: &str,
-    pg: &Postgres,
-    hq: &str,
-    replica: &str,
-    maria: &MariaDb,
-    store: &str,
-    running: &Running,
-    view: impl Fn(&str) -> String,
-    done: impl Fn(&[Vec<String>; 3]) -> bool,
-) -> anyhow::Result<[Vec<String>; 3]> {
-    let last = std::sync::Mutex::new(None);
-    wait_until(what, Duration::from_secs(120), || async {
-        anyhow::ensure!(!running.task.is_finished(), "the pipeline stopped");
-        let seen = contents(pg, hq, replica, maria, store)
-            .await?
-            .map(|rows| rows.iter().map(|r| view(r)).collect::<Vec<_>>());
-        let ok = done(&seen);
-        *last.lock().expect("not poisoned") = Some(seen);
-        Ok(ok)
-    })
-    .await
-    .map_err(|e| {
-        e.context(format!(
-            "last seen {:?}",
-            last.lock().expect("not poisoned")
-        ))
-    })?;
-    Ok(last
-        .into_inner()
-        .expect("not poisoned")
-        .expect("set by the wait"))
-}
 /// A webhook endpoint on a free port: every POST's JSON body is kept; answers 200.
 async fn webhook() -> anyhow::Result<(
     std::net::SocketAddr,
