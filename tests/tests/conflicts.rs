@@ -120,24 +120,13 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     // office's transaction holds the row while Tributary's write of the store's sale
     // waits for it, so that write cannot count the head office's sale, and the sale is
     // folded into the merge only afterwards.
-    let held = pg.client(&hq).await?;
-    held.batch_execute("BEGIN; UPDATE items SET qty = qty - 5 WHERE id = 1")
-        .await?;
-    maria
-        .execute(&store, "UPDATE items SET qty = qty - 7 WHERE id = 1")
+    three
+        .at_once(
+            "UPDATE items SET qty = qty - 5 WHERE id = 1",
+            "UPDATE items SET qty = qty - 7 WHERE id = 1",
+        )
         .await?;
     sold[1] += 12;
-    let watcher = pg.client(&hq).await?;
-    wait_until(
-        "Tributary's write waits for the head office's transaction",
-        Duration::from_secs(60),
-        || async {
-            let waiting: i64 = watcher.query_one(WAITING_WRITE, &[]).await?.get(0);
-            Ok(waiting > 0)
-        },
-    )
-    .await?;
-    held.batch_execute("COMMIT").await?;
 
     // Rows each side inserts on its own.
     pg.execute(&hq, "INSERT INTO items VALUES (100, 'hq only', 1.00, 5)")
@@ -235,22 +224,12 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     // open while the store's rename is written into it): the name is a `manual` column,
     // so the conflict waits in the queue with both names, and the last writer's name
     // stands meanwhile.
-    let held = pg.client(&hq).await?;
-    held.batch_execute("BEGIN; UPDATE items SET name = 'hq name' WHERE id = 3")
+    three
+        .at_once(
+            "UPDATE items SET name = 'hq name' WHERE id = 3",
+            "UPDATE items SET name = 'store name' WHERE id = 3",
+        )
         .await?;
-    maria
-        .execute(&store, "UPDATE items SET name = 'store name' WHERE id = 3")
-        .await?;
-    wait_until(
-        "Tributary's write waits for the head office's transaction",
-        Duration::from_secs(60),
-        || async {
-            let waiting: i64 = watcher.query_one(WAITING_WRITE, &[]).await?.get(0);
-            Ok(waiting > 0)
-        },
-    )
-    .await?;
-    held.batch_execute("COMMIT").await?;
     let queued = std::sync::Mutex::new(None);
     wait_until(
         "the rename conflict is queued",
@@ -350,6 +329,27 @@ struct Three<'a> {
 }
 
 impl Three<'_> {
+    /// Runs `at_hq` in a head-office transaction that stays open until Tributary's
+    /// write of `at_store` (run at the store meanwhile) waits for it, then commits: two
+    /// edits of the same row, each made without the other.
+    async fn at_once(&self, at_hq: &str, at_store: &str) -> anyhow::Result<()> {
+        let held = self.pg.client(self.hq).await?;
+        held.batch_execute(&format!("BEGIN; {at_hq}")).await?;
+        self.maria.execute(self.store, at_store).await?;
+        let watcher = self.pg.client(self.hq).await?;
+        wait_until(
+            "Tributary's write waits for the head office's transaction",
+            Duration::from_secs(60),
+            || async {
+                let waiting: i64 = watcher.query_one(WAITING_WRITE, &[]).await?.get(0);
+                Ok(waiting > 0)
+            },
+        )
+        .await?;
+        held.batch_execute("COMMIT").await?;
+        Ok(())
+    }
+
     /// Inserts row `id` at the head office and waits until it reached the store and the
     /// replica, and the store's capture brought Tributary's write back to the loops that
     /// read the store (which must write nothing for it).
