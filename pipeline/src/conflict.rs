@@ -303,9 +303,10 @@ fn record(
 /// order, without repeats.
 pub fn keys(table: &TableSchema, events: &[ChangeEvent]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for e in events {
         for key in touched(table, e) {
-            if !out.contains(&key) {
+            if seen.insert(key.clone()) {
                 out.push(key);
             }
         }

@@ -18,8 +18,13 @@
 //! 4. MySQL apply: 1M upserts through the MySQL sink into MariaDB versus a server-side
 //!    `INSERT … ON DUPLICATE KEY UPDATE` from a staging table holding the same rows.
 //!
+//! 5. Merged apply: the same upserts into a table under conflict resolution (`abalance` a
+//!    counter, the other columns last-writer-wins): lock the rows' merge states, fold,
+//!    write the merged rows, store the states, in the sink transaction; next to the plain
+//!    apply of the same events in the same run.
+//!
 //! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
-//! BENCH=capture, BENCH=apply, BENCH=mariadb or BENCH=mysql-apply for one part,
+//! BENCH=capture, BENCH=apply, BENCH=mariadb, BENCH=mysql-apply or BENCH=merge for one part,
 //! KAFKA_COMPRESSION=zstd (or none, snappy) for another codec than the default lz4).
 
 use anyhow::Context;
@@ -415,31 +420,7 @@ fn accounts_schema() -> TableSchema {
 /// new balance in transactions of 100k rows; returns the seconds the upserts took.
 async fn upsert_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
     let schema = accounts_schema();
-    let filler = " ".repeat(84);
-    let event = |aid: i64, balance: i32, op: Op| {
-        let p = Position::pg(1 + (balance as u64), aid as u64);
-        ChangeEvent {
-            source: "bench".into(),
-            table: schema.table.clone(),
-            schema_version: 1,
-            op,
-            key: vec![Value::Int32(aid as i32)],
-            before: None,
-            after: Some(Row(vec![
-                Value::Int32(aid as i32),
-                Value::Int32((aid / 100000) as i32),
-                Value::Int32(balance),
-                Value::Text(filler.clone()),
-            ])),
-            position: p,
-            tx: TxMeta {
-                id: None,
-                commit_ts_micros: 0,
-                first: p,
-            },
-            origin: None,
-        }
-    };
+    let event = |aid: i64, balance: i32, op: Op| account_event(&schema, aid, balance, op);
     let mut seconds = 0.0;
     for (balance, op) in [(0, Op::Insert), (1, Op::Update)] {
         let started = Instant::now();
@@ -454,6 +435,112 @@ async fn upsert_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
                 aid += batch.len() as i64;
                 in_tx += batch.len();
                 sink.apply(&schema, &batch).await?;
+            }
+            sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
+                .await?;
+        }
+        seconds = started.elapsed().as_secs_f64();
+    }
+    Ok(seconds)
+}
+
+/// Account `aid` of `schema` with `balance`, inserted or (from balance 0) updated.
+fn account_event(schema: &TableSchema, aid: i64, balance: i32, op: Op) -> ChangeEvent {
+    let p = Position::pg(1 + (balance as u64), aid as u64);
+    let row = |balance: i32| {
+        Row(vec![
+            Value::Int32(aid as i32),
+            Value::Int32((aid / 100000) as i32),
+            Value::Int32(balance),
+            Value::Text(" ".repeat(84)),
+        ])
+    };
+    ChangeEvent {
+        source: "bench".into(),
+        table: schema.table.clone(),
+        schema_version: 1,
+        op,
+        key: vec![Value::Int32(aid as i32)],
+        before: (op == Op::Update).then(|| row(0)),
+        after: Some(row(balance)),
+        position: p,
+        tx: TxMeta {
+            id: None,
+            commit_ts_micros: 1 + i64::from(balance),
+            first: p,
+        },
+        origin: None,
+    }
+}
+
+/// The merged apply (see the module documentation, part 5) next to the plain one.
+async fn merge_apply_bench(rows: i64) -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let config = |db: &str| PostgresSinkConfig {
+        url: pg.url(db),
+        target_schema: None,
+        batch_rows: 5000,
+    };
+    let plain_db = pg.create_database("plain").await?;
+    let plain = upsert_through(&mut PostgresSink::connect(config(&plain_db)).await?, rows).await?;
+    let merged_db = pg.create_database("merged").await?;
+    let merged = merge_through(&mut PostgresSink::connect(config(&merged_db)).await?, rows).await?;
+    println!(
+        "merged apply: {rows} updates in {merged:.2}s = {:.0} rows/s | plain apply of the same events {plain:.2}s = {:.0} rows/s | ratio {:.2}",
+        rows as f64 / merged,
+        rows as f64 / plain,
+        plain / merged
+    );
+    let check: i64 = pg
+        .client(&merged_db)
+        .await?
+        .query_one(
+            "SELECT count(*) FROM bench.accounts WHERE abalance = 1",
+            &[],
+        )
+        .await?
+        .get(0);
+    anyhow::ensure!(
+        check == rows,
+        "every merged row counted its update ({check})"
+    );
+    Ok(())
+}
+
+/// As [`upsert_through`], through the merge: `abalance` a counter.
+async fn merge_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
+    use tributary_pipeline::conflict::{self, ConflictConfig, Conflicts, Mode};
+    use tributary_pipeline::merge::{DeletePolicy, Strategy};
+    let schema = accounts_schema();
+    let conflicts = Conflicts::new(
+        &[ConflictConfig {
+            table: "bench.accounts".into(),
+            columns: [("abalance".to_string(), Strategy::Counter)].into(),
+            delete: DeletePolicy::UpdateWins,
+            priority_source: None,
+        }],
+        &["bench"],
+    )
+    .map_err(anyhow::Error::msg)?;
+    let policy = conflicts.policy(&schema)?.context("the table merges")?;
+    let mut seconds = 0.0;
+    for (balance, op) in [(0, Op::Insert), (1, Op::Update)] {
+        let started = Instant::now();
+        let mut aid = 1;
+        while aid <= rows {
+            sink.begin().await?;
+            let mut in_tx = 0;
+            while in_tx < 100_000 && aid <= rows {
+                let batch: Vec<ChangeEvent> = (aid..(aid + 5000).min(rows + 1))
+                    .map(|a| account_event(&schema, a, balance, op))
+                    .collect();
+                aid += batch.len() as i64;
+                in_tx += batch.len();
+                let keys = conflict::keys(&schema, &batch);
+                let stored = sink.lock_merge_states(&schema, &keys).await?;
+                let merged = conflict::merge(&schema, &policy, &batch, Mode::Apply, &keys, stored)?;
+                sink.apply(&schema, &merged.writes).await?;
+                sink.store_merge_states(&schema, &merged.states).await?;
             }
             sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
                 .await?;
@@ -530,6 +617,11 @@ fn main() -> anyhow::Result<()> {
             mysql_apply_bench(rows)
                 .await
                 .context("MySQL apply benchmark")?;
+        }
+        if only.is_empty() || only == "merge" {
+            merge_apply_bench(rows)
+                .await
+                .context("merged apply benchmark")?;
         }
         if only.is_empty() || only == "mariadb" {
             mariadb_capture_bench(rows)
