@@ -21,7 +21,7 @@ pub(crate) async fn ensure_table(client: &Client) -> Result<(), SinkError> {
              target text NOT NULL, \
              key text NOT NULL, \
              state text, \
-             PRIMARY KEY (target, key))",
+             PRIMARY KEY (target, key)) WITH (fillfactor = 50)",
     )
     .await
 }
@@ -36,22 +36,35 @@ pub(crate) async fn lock(
     let mut sorted: Vec<&String> = keys.iter().collect();
     sorted.sort();
     sorted.dedup();
-    client
-        .execute(
-            "INSERT INTO tributary.merge_state (target, key) \
-             SELECT $1, k FROM unnest($2::text[]) AS k ORDER BY k ON CONFLICT DO NOTHING",
-            &[&target, &sorted],
-        )
+    let failed = |e| SinkError::postgres("locking merge states", MERGE_STATE_TABLE, e);
+    // One index lookup per key, locked in key order (`key = ANY($2)`, or a join the
+    // planner may turn into a hash join, scans the whole table).
+    let select = "SELECT m.key, m.state FROM unnest($2::text[]) AS k(key) \
+         CROSS JOIN LATERAL (SELECT key, state FROM tributary.merge_state \
+             WHERE target = $1 AND key = k.key FOR UPDATE) m";
+    let mut rows = client
+        .query(select, &[&target, &sorted])
         .await
-        .map_err(|e| SinkError::postgres("locking merge states", MERGE_STATE_TABLE, e))?;
-    let rows = client
-        .query(
-            "SELECT key, state FROM tributary.merge_state \
-             WHERE target = $1 AND key = ANY($2) ORDER BY key FOR UPDATE",
-            &[&target, &sorted],
-        )
-        .await
-        .map_err(|e| SinkError::postgres("locking merge states", MERGE_STATE_TABLE, e))?;
+        .map_err(failed)?;
+    if rows.len() < sorted.len() {
+        // Rows never merged: an empty state each, locked too.
+        let have: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+        let missing: Vec<&String> = sorted.into_iter().filter(|k| !have.contains(*k)).collect();
+        client
+            .execute(
+                "INSERT INTO tributary.merge_state (target, key) \
+                 SELECT $1, k FROM unnest($2::text[]) AS k ORDER BY k ON CONFLICT DO NOTHING",
+                &[&target, &missing],
+            )
+            .await
+            .map_err(failed)?;
+        rows.extend(
+            client
+                .query(select, &[&target, &missing])
+                .await
+                .map_err(failed)?,
+        );
+    }
     let found: std::collections::HashMap<String, Option<String>> =
         rows.iter().map(|r| (r.get(0), r.get(1))).collect();
     Ok(keys
