@@ -35,6 +35,8 @@ use tributary_capture::postgres::{PostgresCapture, PostgresSourceConfig};
 use tributary_capture::publisher::Publisher;
 use tributary_capture::state::StateStore;
 use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
+use tributary_pipeline::conflict::{self, ConflictConfig, Conflicts, Mode};
+use tributary_pipeline::merge::{DeletePolicy, Strategy, TablePolicy};
 use tributary_schemas::{
     ChangeEvent, Column, ColumnType, Op, Position, Row, TableId, TableSchema, TxMeta, Value,
 };
@@ -376,7 +378,7 @@ async fn apply_bench(rows: i64) -> anyhow::Result<()> {
         batch_rows: 5000,
     })
     .await?;
-    let ours = upsert_through(&mut sink, rows).await?;
+    let ours = upsert_through(&mut sink, rows, None).await?;
     println!(
         "apply: {rows} upserts in {ours:.2}s = {:.0} rows/s | server-side INSERT … ON CONFLICT from staging {reference:.2}s = {:.0} rows/s | ratio {:.2}",
         rows as f64 / ours,
@@ -417,8 +419,14 @@ fn accounts_schema() -> TableSchema {
 }
 
 /// Inserts `rows` accounts through `sink` (not timed), then upserts all of them with a
-/// new balance in transactions of 100k rows; returns the seconds the upserts took.
-async fn upsert_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
+/// new balance in transactions of 100k rows; returns the seconds the upserts took. With
+/// `merge`, every batch goes through the merge under that policy, as the apply loop does
+/// for a table under `[[conflicts]]`.
+async fn upsert_through(
+    sink: &mut dyn Sink,
+    rows: i64,
+    merge: Option<&TablePolicy>,
+) -> anyhow::Result<f64> {
     let schema = accounts_schema();
     let event = |aid: i64, balance: i32, op: Op| account_event(&schema, aid, balance, op);
     let mut seconds = 0.0;
@@ -434,7 +442,15 @@ async fn upsert_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
                     .collect();
                 aid += batch.len() as i64;
                 in_tx += batch.len();
-                sink.apply(&schema, &batch).await?;
+                let Some(policy) = merge else {
+                    sink.apply(&schema, &batch).await?;
+                    continue;
+                };
+                let keys = conflict::keys(&schema, &batch);
+                let stored = sink.lock_merge_states(&schema, &keys).await?;
+                let merged = conflict::merge(&schema, policy, &batch, Mode::Apply, &keys, stored)?;
+                sink.apply(&schema, &merged.writes).await?;
+                sink.store_merge_states(&schema, &merged.states).await?;
             }
             sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
                 .await?;
@@ -482,9 +498,32 @@ async fn merge_apply_bench(rows: i64) -> anyhow::Result<()> {
         batch_rows: 5000,
     };
     let plain_db = pg.create_database("plain").await?;
-    let plain = upsert_through(&mut PostgresSink::connect(config(&plain_db)).await?, rows).await?;
+    let conflicts = Conflicts::new(
+        &[ConflictConfig {
+            table: "bench.accounts".into(),
+            columns: [("abalance".to_string(), Strategy::Counter)].into(),
+            delete: DeletePolicy::UpdateWins,
+            priority_source: None,
+        }],
+        &["bench"],
+    )
+    .map_err(anyhow::Error::msg)?;
+    let policy = conflicts
+        .policy(&accounts_schema())?
+        .context("the table merges")?;
+    let plain = upsert_through(
+        &mut PostgresSink::connect(config(&plain_db)).await?,
+        rows,
+        None,
+    )
+    .await?;
     let merged_db = pg.create_database("merged").await?;
-    let merged = merge_through(&mut PostgresSink::connect(config(&merged_db)).await?, rows).await?;
+    let merged = upsert_through(
+        &mut PostgresSink::connect(config(&merged_db)).await?,
+        rows,
+        Some(&policy),
+    )
+    .await?;
     println!(
         "merged apply: {rows} updates in {merged:.2}s = {:.0} rows/s | plain apply of the same events {plain:.2}s = {:.0} rows/s | ratio {:.2}",
         rows as f64 / merged,
@@ -505,49 +544,6 @@ async fn merge_apply_bench(rows: i64) -> anyhow::Result<()> {
         "every merged row counted its update ({check})"
     );
     Ok(())
-}
-
-/// As [`upsert_through`], through the merge: `abalance` a counter.
-async fn merge_through(sink: &mut dyn Sink, rows: i64) -> anyhow::Result<f64> {
-    use tributary_pipeline::conflict::{self, ConflictConfig, Conflicts, Mode};
-    use tributary_pipeline::merge::{DeletePolicy, Strategy};
-    let schema = accounts_schema();
-    let conflicts = Conflicts::new(
-        &[ConflictConfig {
-            table: "bench.accounts".into(),
-            columns: [("abalance".to_string(), Strategy::Counter)].into(),
-            delete: DeletePolicy::UpdateWins,
-            priority_source: None,
-        }],
-        &["bench"],
-    )
-    .map_err(anyhow::Error::msg)?;
-    let policy = conflicts.policy(&schema)?.context("the table merges")?;
-    let mut seconds = 0.0;
-    for (balance, op) in [(0, Op::Insert), (1, Op::Update)] {
-        let started = Instant::now();
-        let mut aid = 1;
-        while aid <= rows {
-            sink.begin().await?;
-            let mut in_tx = 0;
-            while in_tx < 100_000 && aid <= rows {
-                let batch: Vec<ChangeEvent> = (aid..(aid + 5000).min(rows + 1))
-                    .map(|a| account_event(&schema, a, balance, op))
-                    .collect();
-                aid += batch.len() as i64;
-                in_tx += batch.len();
-                let keys = conflict::keys(&schema, &batch);
-                let stored = sink.lock_merge_states(&schema, &keys).await?;
-                let merged = conflict::merge(&schema, &policy, &batch, Mode::Apply, &keys, stored)?;
-                sink.apply(&schema, &merged.writes).await?;
-                sink.store_merge_states(&schema, &merged.states).await?;
-            }
-            sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
-                .await?;
-        }
-        seconds = started.elapsed().as_secs_f64();
-    }
-    Ok(seconds)
 }
 
 /// Apply into MariaDB through the MySQL sink versus a server-side `INSERT … ON DUPLICATE
@@ -576,7 +572,7 @@ async fn mysql_apply_bench(rows: i64) -> anyhow::Result<()> {
         .await?;
     let reference = started.elapsed().as_secs_f64();
     let mut sink = MySqlSink::connect(MySqlSinkConfig::new(maria.url(&db))).await?;
-    let ours = upsert_through(&mut sink, rows).await?;
+    let ours = upsert_through(&mut sink, rows, None).await?;
     println!(
         "mysql apply: {rows} upserts in {ours:.2}s = {:.0} rows/s | server-side INSERT … ON DUPLICATE KEY UPDATE from staging {reference:.2}s = {:.0} rows/s | ratio {:.2}",
         rows as f64 / ours,

@@ -156,15 +156,7 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
         )
         .await?;
     // And the three hold the same rows (each price and name is one side's last write).
-    let same = |seen: &[Vec<String>; 3]| seen[0] == seen[1] && seen[1] == seen[2];
-    let [converged, _, _] = three
-        .wait(
-            "the three hold the same rows",
-            &running,
-            str::to_string,
-            same,
-        )
-        .await?;
+    let converged = three.same(&running).await?;
     assert_eq!(converged.len(), ROWS as usize + 2);
     let merged: u64 = running
         .stats
@@ -256,14 +248,7 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
     let mut pair = [names(&entry["current"]), names(&entry["incoming"])];
     pair.sort();
     assert_eq!(pair, ["hq name", "store name"], "{entry}");
-    let [rows, _, _] = three
-        .wait(
-            "the three hold the same rows",
-            &running,
-            str::to_string,
-            same,
-        )
-        .await?;
+    let rows = three.same(&running).await?;
     let standing = rows
         .iter()
         .find(|r| r.starts_with("3:"))
@@ -329,6 +314,19 @@ struct Three<'a> {
 }
 
 impl Three<'_> {
+    /// Waits until the three hold the same rows; returns them.
+    async fn same(&self, running: &Running) -> anyhow::Result<Vec<String>> {
+        let [rows, _, _] = self
+            .wait(
+                "the three hold the same rows",
+                running,
+                str::to_string,
+                |seen| seen[0] == seen[1] && seen[1] == seen[2],
+            )
+            .await?;
+        Ok(rows)
+    }
+
     /// Runs `at_hq` in a head-office transaction that stays open until Tributary's
     /// write of `at_store` (run at the store meanwhile) waits for it, then commits: two
     /// edits of the same row, each made without the other.
