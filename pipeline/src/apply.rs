@@ -93,7 +93,8 @@ pub struct ApplySettings {
     /// Whether the sink writes into this source's database: its changes are there
     /// already, and only tables that merge take them, into their merge states.
     pub own_database: bool,
-    /// Held by the loop into this sink that is merging, until its sink transaction ends.
+    /// Taken by a loop into a sink where some table merges, from `begin` until its sink
+    /// transaction ends.
     pub merge_lock: Arc<tokio::sync::Mutex<()>>,
     /// Where resolved conflicts are recorded; `None`: only counted.
     pub conflict_log: Option<Arc<ConflictLog>>,
@@ -116,7 +117,7 @@ pub struct Applier {
     stats: Arc<ApplyStats>,
     /// Merge policy per table version (`None`: applied as it comes).
     policies: HashMap<(TableId, u32), Option<Arc<TablePolicy>>>,
-    /// The sink's merge lock, while the open sink transaction has merged.
+    /// The sink's merge lock, while a sink transaction is open (when some table merges).
     merging: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Conflicts resolved, and `manual` conflicts queued, in the open sink transaction.
     resolved: (Vec<serde_json::Value>, Vec<serde_json::Value>),
@@ -485,7 +486,7 @@ impl Applier {
     }
 
     /// Merges `events` of `table` into the sink's merge states and writes the merged
-    /// rows, holding the sink's merge lock until the sink transaction ends.
+    /// rows (the sink's merge lock is held since `begin`).
     async fn merge(
         &mut self,
         table: &TableSchema,
@@ -493,9 +494,6 @@ impl Applier {
         events: &[ChangeEvent],
         mode: conflict::Mode,
     ) -> Result<(), PipelineError> {
-        if self.merging.is_none() {
-            self.merging = Some(self.settings.merge_lock.clone().lock_owned().await);
-        }
         // Truncates split the batch: the table is emptied and its states forgotten.
         for part in events.split_inclusive(|e| e.op == Op::Truncate) {
             let (rows, truncate) = match part.split_last() {

@@ -216,29 +216,15 @@ impl ConflictLog {
 
     /// Appends `records` and syncs the file.
     pub fn append(&self, records: &[serde_json::Value]) -> Result<(), PipelineError> {
-        use std::io::Write;
         if records.is_empty() {
             return Ok(());
         }
-        let io = |e: std::io::Error| PipelineError::Io {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
         let mut text = String::new();
         for r in records {
             text.push_str(&r.to_string());
             text.push('\n');
         }
-        f.write_all(text.as_bytes()).map_err(io)?;
-        f.sync_data().map_err(io)
+        crate::dead_letter::append_synced(&self.path, &text)
     }
 }
 

@@ -80,13 +80,6 @@ impl DeadLetters {
         reason: &str,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), PipelineError> {
-        let io = |e: std::io::Error| PipelineError::Io {
-            path: self.path.display().to_string(),
-            message: e.to_string(),
-        };
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
         let mut line = serde_json::json!({
             "topic": record.topic,
             "offset": record.offset,
@@ -97,13 +90,7 @@ impl DeadLetters {
         if let Some(fields) = line.as_object_mut() {
             fields.extend(extra);
         }
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(io)?;
-        writeln!(f, "{line}").map_err(io)?;
-        f.sync_data().map_err(io)?;
+        append_synced(&self.path, &format!("{line}\n"))?;
         if let Some((producer, topic)) = &self.topic {
             if !self.topic_ready {
                 producer.ensure_topics(std::slice::from_ref(topic)).await?;
@@ -120,6 +107,25 @@ impl DeadLetters {
         }
         Ok(())
     }
+}
+
+/// Appends `text` to the file at `path` (creating it and its directory) and syncs it, so
+/// what a queue or log holds survives a crash.
+pub(crate) fn append_synced(path: &Path, text: &str) -> Result<(), PipelineError> {
+    let io = |e: std::io::Error| PipelineError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io)?;
+    f.write_all(text.as_bytes()).map_err(io)?;
+    f.sync_data().map_err(io)
 }
 
 fn chrono_now() -> String {

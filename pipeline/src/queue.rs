@@ -10,6 +10,7 @@
 //! of the same table name, key and column older than it leaves the list.
 
 use crate::config::{Config, SourceConfig};
+use crate::dead_letter::append_synced;
 use crate::error::PipelineError;
 use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
@@ -245,15 +246,5 @@ pub async fn resolve(config: &Config, id: &str, take: &str) -> Result<(), Pipeli
         "written_to": source,
         "resolved_at_micros": now,
     });
-    let dir = dir(config);
-    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    let path = dir.join("resolved.jsonl");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io(&path))?;
-    use std::io::Write;
-    writeln!(f, "{record}").map_err(io(&path))?;
-    f.sync_data().map_err(io(&path))
+    append_synced(&dir(config).join("resolved.jsonl"), &format!("{record}\n"))
 }

@@ -373,14 +373,7 @@ pub async fn replay_dead_letters(
         }
     }
     // What stays goes back into the queue (after what a running loop added meanwhile).
-    let mut queue = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&path)
-        .map_err(io)?;
-    use std::io::Write;
-    queue.write_all(kept.as_bytes()).map_err(io)?;
-    queue.sync_data().map_err(io)?;
+    crate::dead_letter::append_synced(&path, &kept)?;
     std::fs::remove_file(&aside).map_err(io)?;
     Ok(report)
 }

@@ -667,6 +667,9 @@ impl Sink for MySqlSink {
         let mut sorted: Vec<&String> = keys.iter().collect();
         sorted.sort();
         sorted.dedup();
+        if sorted.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut insert =
             String::from("INSERT IGNORE INTO tributary.merge_state (target, k) VALUES ");
         let mut list = String::new();
@@ -681,9 +684,6 @@ impl Sink for MySqlSink {
             literal::quote(key, &mut insert);
             insert.push(')');
             literal::quote(key, &mut list);
-        }
-        if sorted.is_empty() {
-            return Ok(Vec::new());
         }
         self.run("locking merge states", MERGE_STATE_TABLE, insert)
             .await?;
