@@ -5,6 +5,8 @@
 #     server and client (the tests start private instances of these; no system service is used);
 #   - tansu, the Kafka-protocol broker the Kafka tests run against, cached in
 #     ~/.cache/tributary/tansu (or $TANSU_BIN if that names an existing binary);
+#   - s3s-fs, an S3-compatible server for the backup tests, cached in
+#     ~/.cache/tributary/s3s-fs (or $S3S_FS_BIN);
 #   - cargo-nextest, the test runner.
 # Idempotent: when everything is present it only checks, and prints one line per check.
 set -euo pipefail
@@ -85,6 +87,18 @@ elif [ -x /root/.cache/tributary/tansu/bin/tansu ]; then
 else
   say "cargo install tansu --locked --features dynostore --root $TANSU_ROOT (about 15 minutes)"
   cargo install tansu --locked --features dynostore --root "$TANSU_ROOT"
+fi
+
+# s3s-fs, the S3-compatible server the backup tests store into. (0.15 and later need a
+# newer rustc than this toolchain.)
+S3S_ROOT="${HOME:-/root}/.cache/tributary/s3s-fs"
+if [ -n "${S3S_FS_BIN:-}" ] && [ -x "$S3S_FS_BIN" ]; then
+  say "ok: s3s-fs at \$S3S_FS_BIN ($S3S_FS_BIN)"
+elif [ -x "$S3S_ROOT/bin/s3s-fs" ]; then
+  say "ok: s3s-fs at $S3S_ROOT/bin/s3s-fs"
+else
+  say "cargo install s3s-fs@0.14.1 --locked --features binary --root $S3S_ROOT (about 5 minutes)"
+  cargo install s3s-fs@0.14.1 --locked --features binary --root "$S3S_ROOT"
 fi
 
 if command -v cargo-nextest >/dev/null 2>&1; then

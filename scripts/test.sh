@@ -17,6 +17,10 @@ if [ -z "${TANSU_BIN:-}" ] || [ ! -x "${TANSU_BIN}" ]; then
   done
 fi
 echo "test: TANSU_BIN=${TANSU_BIN:-(not found)}"
+if [ -z "${S3S_FS_BIN:-}" ] || [ ! -x "${S3S_FS_BIN}" ]; then
+  export S3S_FS_BIN="${HOME:-/root}/.cache/tributary/s3s-fs/bin/s3s-fs"
+fi
+echo "test: S3S_FS_BIN=$S3S_FS_BIN"
 
 echo "test: cargo build --workspace --all-targets"
 cargo build --workspace --all-targets

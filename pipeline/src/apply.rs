@@ -90,6 +90,9 @@ pub struct ApplySettings {
     pub echo_sources: Vec<String>,
     /// Which tables merge, and how.
     pub conflicts: Arc<Conflicts>,
+    /// Every event is taken as it was captured, Tributary's own writes too, without
+    /// rules: the loop feeds the event-log archive.
+    pub archive: bool,
     /// Whether the sink writes into this source's database: its changes are there
     /// already, and only tables that merge take them, into their merge states.
     pub own_database: bool,
@@ -168,6 +171,7 @@ impl Applier {
             let Some(record) = first else {
                 // Idle: a good moment to commit offsets.
                 self.commit_offsets().await?;
+                self.sink.idle().await?;
                 last_commit = Instant::now();
                 continue;
             };
@@ -229,6 +233,7 @@ impl Applier {
                 self.commit_offsets().await?;
                 last_commit = Instant::now();
             }
+            self.sink.idle().await?;
         }
         self.commit_offsets().await?;
         Ok(())
@@ -308,9 +313,10 @@ impl Applier {
                 taken += 1;
                 // Written by Tributary from a source this sink takes directly, or from this
                 // sink's own database: applying it would echo it.
-                let echo = event.written_by_tributary().is_some_and(|s| {
-                    s.is_empty() || self.settings.echo_sources.iter().any(|e| e == s)
-                });
+                let echo = !self.settings.archive
+                    && event.written_by_tributary().is_some_and(|s| {
+                        s.is_empty() || self.settings.echo_sources.iter().any(|e| e == s)
+                    });
                 if echo {
                     self.stats.echoes.fetch_add(1, Ordering::Relaxed);
                 }
@@ -327,8 +333,8 @@ impl Applier {
                 } else if echo {
                     continue;
                 }
-                let checked =
-                    !(self.settings.own_database && event.written_by_tributary().is_some());
+                let checked = !(self.settings.archive
+                    || self.settings.own_database && event.written_by_tributary().is_some());
                 let violation = if checked {
                     self.settings.rules.check(&schemas.table, &event)?
                 } else {
@@ -675,6 +681,7 @@ mod tests {
                 max_tx_events: DEFAULT_MAX_TX_EVENTS,
                 rules: Arc::default(),
                 echo_sources: Vec::new(),
+                archive: false,
                 conflicts: Arc::default(),
                 own_database: false,
                 merge_lock: Arc::default(),

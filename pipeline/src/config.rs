@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 use tributary_capture::mysql::MySqlSourceConfig;
 use tributary_capture::postgres::PostgresSourceConfig;
 use tributary_capture::transport::kafka::KafkaSettings;
+use tributary_snapshot::BackupConfig;
 
 /// Default directory for local state, relative to the working directory.
 pub const DEFAULT_STATE_DIR: &str = ".tributary";
@@ -70,6 +71,9 @@ pub struct Config {
     /// A webhook (http or https URL) that receives every resolved conflict as JSON.
     #[serde(default)]
     pub notify_conflicts: Option<String>,
+    /// Continuous backup: where the event log is archived.
+    #[serde(default)]
+    pub backup: Option<BackupConfig>,
 }
 
 /// The schema registry endpoint (see `registry_server`).
@@ -320,6 +324,17 @@ impl Config {
         loops
     }
 
+    /// The sources whose event log is archived (`[backup]`).
+    pub fn archived_sources(&self) -> Vec<String> {
+        match &self.backup {
+            None => Vec::new(),
+            Some(b) => match &b.archive_sources {
+                Some(list) => list.clone(),
+                None => self.sources.keys().cloned().collect(),
+            },
+        }
+    }
+
     /// The conflict settings, checked.
     pub fn conflict_settings(&self) -> Result<Conflicts, String> {
         let names: Vec<&str> = self.sources.keys().map(String::as_str).collect();
@@ -329,6 +344,17 @@ impl Config {
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
         Rules::compile(&self.rules)?;
+        if let Some(backup) = &self.backup {
+            backup.validate()?;
+            for name in backup.archive_sources.iter().flatten() {
+                if !self.sources.contains_key(name) {
+                    return Err(format!(
+                        "backup.archive_sources: {name:?} is not a configured source (sources: {})",
+                        self.sources.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
         self.conflict_settings()?;
         if let Some(url) = &self.notify_conflicts {
             crate::notify::check_url(url).map_err(|e| format!("notify_conflicts: {e}"))?;

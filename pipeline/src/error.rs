@@ -24,6 +24,9 @@ pub enum PipelineError {
     /// The sink failed.
     #[error(transparent)]
     Sink(#[from] SinkError),
+    /// The backup store, the archive or a restore failed.
+    #[error(transparent)]
+    Backup(#[from] tributary_snapshot::BackupError),
     /// A message could not be decoded.
     #[error(transparent)]
     Schema(#[from] SchemaError),
@@ -50,6 +53,7 @@ impl PipelineError {
             PipelineError::Capture(e) => e.is_transient(),
             PipelineError::Transport(e) => e.is_transient(),
             PipelineError::Sink(e) => e.is_transient(),
+            PipelineError::Backup(e) => e.is_transient(),
             _ => false,
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::apply::{Applier, ApplySettings, ApplyStats};
 use crate::config::{Config, SinkKind, SourceConfig, TransportConfig};
-use crate::conflict::ConflictLog;
+use crate::conflict::{ConflictLog, Conflicts};
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
 use crate::notify::Notifier;
@@ -34,6 +34,9 @@ use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::Sink;
 use tributary_sinks::{MySqlSink, MySqlSinkConfig};
 
+/// The name the event-log archive goes by among the sinks (stats, consumer groups).
+pub const ARCHIVE: &str = "archive";
+
 /// Which parts of the configuration a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -58,6 +61,12 @@ pub fn stats_for(config: &Config) -> Stats {
                 Arc::new(ApplyStats::default()),
             );
         }
+    }
+    for source in config.archived_sources() {
+        stats.insert(
+            format!("{ARCHIVE}/{source}"),
+            Arc::new(ApplyStats::default()),
+        );
     }
     stats
 }
@@ -194,6 +203,24 @@ pub async fn run(
                     },
                 ));
             }
+        }
+        for source in config.archived_sources() {
+            let key = format!("{ARCHIVE}/{source}");
+            let stats = stats.get(&key).cloned().unwrap_or_default();
+            let (config, shutdown2) = (config.clone(), shutdown.clone());
+            tasks.spawn(supervise(
+                format!("archive {source}"),
+                shutdown.clone(),
+                move || {
+                    let (config, source, stats, shutdown) = (
+                        config.clone(),
+                        source.clone(),
+                        stats.clone(),
+                        shutdown2.clone(),
+                    );
+                    async move { archiver(&config, &source, stats).await?.run(shutdown).await }
+                },
+            ));
         }
     }
 
@@ -446,6 +473,7 @@ async fn applier(
             max_tx_events: sink_config.max_tx_events,
             rules: Arc::new(Rules::compile(&config.rules).map_err(PipelineError::Config)?),
             echo_sources: config.echo_sources(sink_name),
+            archive: false,
             conflicts: Arc::new(config.conflict_settings().map_err(PipelineError::Config)?),
             own_database: lp.own,
             merge_lock: lp.merge_lock.clone(),
@@ -465,6 +493,124 @@ async fn applier(
         stats,
     )
     .await
+}
+
+/// The loop that archives source `source`'s event log into the `[backup]` store: every
+/// event as captured, in commit order (see `tributary_snapshot::archive`).
+async fn archiver(
+    config: &Config,
+    source: &str,
+    stats: Arc<ApplyStats>,
+) -> Result<Applier, PipelineError> {
+    let backup = config
+        .backup
+        .as_ref()
+        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
+    let prefix = config
+        .sources
+        .get(source)
+        .map(|s| s.prefix(source))
+        .ok_or_else(|| {
+            PipelineError::Config(format!(
+                "backup.archive_sources: {source:?} is not a configured source"
+            ))
+        })?;
+    let sink = tributary_snapshot::ArchiveSink::open(backup, &config.state_dir, source).await?;
+    let name = format!("{ARCHIVE}-{source}");
+    let consumer = consumer(config, &format!("tributary-{name}")).await?;
+    let dead = DeadLetters::new(&config.state_dir.join("dead-letters"), &name);
+    Applier::new(
+        ApplySettings {
+            source: source.to_string(),
+            prefix,
+            batch_rows: crate::apply::DEFAULT_BATCH_ROWS,
+            max_tx_events: crate::apply::DEFAULT_MAX_TX_EVENTS,
+            rules: Arc::new(Rules::default()),
+            echo_sources: Vec::new(),
+            archive: true,
+            conflicts: Arc::new(Conflicts::default()),
+            own_database: false,
+            merge_lock: Arc::new(tokio::sync::Mutex::new(())),
+            conflict_log: None,
+            manual_queue: None,
+            notify: None,
+        },
+        consumer,
+        Box::new(sink),
+        dead,
+        stats,
+    )
+    .await
+}
+
+/// Restores the archive of `source` (default: the only archived source) into the
+/// database at `target` (`postgres://…` or `mysql://…`; `None`: a dry run), tables into
+/// `target_schema` when given. Returns the source's name and what was done.
+pub async fn restore(
+    config: &Config,
+    source: Option<&str>,
+    options: &tributary_snapshot::RestoreOptions,
+    target: Option<&str>,
+    target_schema: Option<String>,
+) -> Result<(String, tributary_snapshot::RestoreReport), PipelineError> {
+    let backup = config
+        .backup
+        .as_ref()
+        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
+    let archived = config.archived_sources();
+    let source = match source {
+        Some(s) if archived.iter().any(|a| a == s) => s.to_string(),
+        Some(s) => {
+            return Err(PipelineError::Config(format!(
+                "--source {s}: not an archived source (archived: {})",
+                archived.join(", ")
+            )))
+        }
+        None if archived.len() == 1 => archived[0].clone(),
+        None => {
+            return Err(PipelineError::Config(format!(
+                "several sources are archived ({}): name one with --source",
+                archived.join(", ")
+            )))
+        }
+    };
+    let store = tributary_snapshot::Store::open(backup)?;
+    let mut sink: Option<Box<dyn Sink>> = match target {
+        None => None,
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Some(Box::new(
+                PostgresSink::connect(PostgresSinkConfig {
+                    url: url.to_string(),
+                    target_schema,
+                    batch_rows: options.batch_rows,
+                })
+                .await?,
+            ))
+        }
+        Some(url) if url.starts_with("mysql://") || url.starts_with("mariadb://") => {
+            Some(Box::new(
+                MySqlSink::connect(MySqlSinkConfig {
+                    url: url.replacen("mariadb://", "mysql://", 1),
+                    target_schema,
+                    batch_rows: options.batch_rows,
+                })
+                .await?,
+            ))
+        }
+        Some(url) => {
+            return Err(PipelineError::Config(format!(
+                "--target {url:?}: give a postgres:// or mysql:// URL"
+            )))
+        }
+    };
+    let report = tributary_snapshot::restore(
+        &store,
+        &source,
+        options,
+        sink.as_mut().map(|s| s.as_mut() as &mut dyn Sink),
+    )
+    .await?;
+    Ok((source, report))
 }
 
 /// Runs `make()` again after transient failures, with backoff.

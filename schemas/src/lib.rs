@@ -23,8 +23,8 @@ mod table;
 mod value;
 
 pub use avro::{
-    decode_key, decode_tx_end, decode_value, encode_key, encode_tx_end, encode_value, frame,
-    schema_id, unframe, AvroSchemas, SchemaId, TX_END_SCHEMA,
+    decode_key, decode_tx_end, decode_value, decode_value_from, encode_key, encode_tx_end,
+    encode_value, frame, schema_id, unframe, AvroSchemas, SchemaId, TX_END_SCHEMA,
 };
 pub use error::SchemaError;
 pub use event::{ChangeEvent, Op, TopicCount, TxEnd, TxMeta};

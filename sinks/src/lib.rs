@@ -144,4 +144,11 @@ pub trait Sink: Send {
 
     /// Rolls back the open transaction, if any.
     async fn rollback(&mut self) -> Result<(), SinkError>;
+
+    /// Called between sink transactions, and about twice a second while no events
+    /// arrive: for work that waits for no transaction to be open (the archive seals its
+    /// open segment when it is old enough).
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }

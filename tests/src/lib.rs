@@ -24,6 +24,7 @@ mod port;
 mod postgres;
 mod process;
 mod running;
+mod s3;
 mod wait;
 
 pub use kafka::Kafka;
@@ -31,6 +32,7 @@ pub use mariadb::MariaDb;
 pub use port::free_port;
 pub use postgres::Postgres;
 pub use running::Running;
+pub use s3::{ACCESS_KEY, BUCKET, S3, SECRET_KEY};
 pub use wait::{wait_until, wait_until_every};
 
 /// Peak resident memory of this process in MiB (`VmHWM`); each nextest test runs in its

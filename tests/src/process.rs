@@ -104,6 +104,39 @@ pub(crate) fn find_program(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
         .find(|candidate| is_executable(candidate))
 }
 
+/// Finds a program `scripts/install-deps.sh` caches: `$<env>`, then `cached` (relative to
+/// $HOME, and to /root), then `name` on PATH.
+pub(crate) fn find_installed(name: &str, env: &str, cached: &str) -> anyhow::Result<PathBuf> {
+    let from_env = std::env::var_os(env).map(PathBuf::from);
+    let mut places: Vec<PathBuf> = std::env::var_os("HOME")
+        .map(|home| PathBuf::from(home).join(cached))
+        .into_iter()
+        .collect();
+    let root_cached = PathBuf::from("/root").join(cached);
+    if !places.contains(&root_cached) {
+        places.push(root_cached);
+    }
+    if let Some(found) = from_env
+        .iter()
+        .chain(places.iter())
+        .find(|p| is_executable(p))
+    {
+        return Ok(found.clone());
+    }
+    if let Some(found) = find_program(name, &[]) {
+        return Ok(found);
+    }
+    let env_text = match &from_env {
+        Some(path) => format!("${env} ({})", path.display()),
+        None => format!("${env} (not set)"),
+    };
+    let places: Vec<String> = places.iter().map(|p| p.display().to_string()).collect();
+    bail!(
+        "{name} not found: looked in {env_text}, {} and `{name}` on PATH; run scripts/install-deps.sh",
+        places.join(", ")
+    )
+}
+
 /// True when `path` is a regular file with an execute bit.
 pub(crate) fn is_executable(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;

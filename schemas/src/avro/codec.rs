@@ -294,8 +294,17 @@ pub(crate) fn encode_value_generic(
 /// Decodes an envelope datum (without framing) written with `schemas`.
 pub fn decode_value(schemas: &AvroSchemas, datum: &[u8]) -> Result<ChangeEvent, SchemaError> {
     let mut reader = datum;
-    let value = read_datum(&schemas.value, &mut reader)
-        .map_err(|e| SchemaError::avro("decoding event", e))?;
+    decode_value_from(schemas, &mut reader)
+}
+
+/// Decodes the envelope datum at the front of `reader` (datums written one after another,
+/// as in an Avro container's block) and moves `reader` past it.
+pub fn decode_value_from(
+    schemas: &AvroSchemas,
+    reader: &mut &[u8],
+) -> Result<ChangeEvent, SchemaError> {
+    let value =
+        read_datum(&schemas.value, reader).map_err(|e| SchemaError::avro("decoding event", e))?;
     let mut fields = record_fields(value, "envelope")?;
     let table = &schemas.table;
     let unchanged: Vec<String> = match take(&mut fields, "unchanged")? {

@@ -14,7 +14,10 @@ mod codec;
 #[cfg(test)]
 mod proptests;
 
-pub use codec::{decode_key, decode_tx_end, decode_value, encode_key, encode_tx_end, encode_value};
+pub use codec::{
+    decode_key, decode_tx_end, decode_value, decode_value_from, encode_key, encode_tx_end,
+    encode_value,
+};
 
 use crate::error::SchemaError;
 use crate::table::TableSchema;

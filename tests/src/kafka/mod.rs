@@ -187,34 +187,7 @@ async fn probe(port: u16, cluster_id: &str) -> anyhow::Result<()> {
 
 /// Finds the tansu binary: `$TANSU_BIN`, the cache under $HOME and /root, then PATH.
 fn find_binary() -> anyhow::Result<PathBuf> {
-    let from_env = std::env::var_os("TANSU_BIN").map(PathBuf::from);
-    let mut cached: Vec<PathBuf> = std::env::var_os("HOME")
-        .map(|home| PathBuf::from(home).join(CACHED_BINARY))
-        .into_iter()
-        .collect();
-    let root_cached = PathBuf::from("/root").join(CACHED_BINARY);
-    if !cached.contains(&root_cached) {
-        cached.push(root_cached);
-    }
-    let candidates = from_env.iter().chain(cached.iter());
-    if let Some(found) = candidates.clone().find(|path| process::is_executable(path)) {
-        return Ok(found.clone());
-    }
-    if let Some(found) = process::find_program("tansu", &[]) {
-        return Ok(found);
-    }
-    let env_text = match &from_env {
-        Some(path) => format!("$TANSU_BIN ({})", path.display()),
-        None => "$TANSU_BIN (not set)".to_owned(),
-    };
-    let cache_text: Vec<String> = cached
-        .iter()
-        .map(|path| path.display().to_string())
-        .collect();
-    bail!(
-        "tansu not found: looked in {env_text}, {} and `tansu` on PATH; run scripts/install-deps.sh",
-        cache_text.join(", ")
-    )
+    process::find_installed("tansu", "TANSU_BIN", CACHED_BINARY)
 }
 
 #[cfg(test)]

@@ -1,0 +1,16 @@
+//! Continuous backup: the archived event log (segments of Avro object container files,
+//! zstd-compressed, sha256-checksummed, listed in hash-chained manifests) in a local
+//! directory or an S3-compatible store, and its verification.
+
+pub mod archive;
+mod error;
+pub mod ocf;
+pub mod restore;
+mod store;
+pub mod verify;
+
+pub use archive::{ArchiveSink, Manifest};
+pub use error::BackupError;
+pub use restore::{restore, RestoreOptions, RestoreReport, Target};
+pub use store::{BackupConfig, Store};
+pub use verify::{verify_archive, ArchiveReport};

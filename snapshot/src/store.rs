@@ -1,0 +1,267 @@
+//! Where backups live: a local directory or an S3-compatible bucket, through the
+//! `object_store` crate. Objects are named by `/`-separated paths under the store's root.
+
+use crate::error::BackupError;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The `[backup]` settings: the store, and how the event log is archived.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupConfig {
+    /// Sources whose event log is archived; default all.
+    #[serde(default)]
+    pub archive_sources: Option<Vec<String>>,
+    /// A segment is sealed (uploaded) once its files hold this many bytes…
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// …or once its first event is this old.
+    #[serde(default = "default_segment_seconds")]
+    pub segment_seconds: u64,
+    /// zstd level of segments (1–22).
+    #[serde(default = "default_zstd_level")]
+    pub zstd_level: i32,
+    /// A directory (created when missing), or `s3://bucket[/prefix]`.
+    pub store: String,
+    /// S3: the endpoint URL of an S3-compatible server (default AWS).
+    #[serde(default)]
+    pub s3_endpoint: Option<String>,
+    /// S3: the region (default `us-east-1`).
+    #[serde(default)]
+    pub s3_region: Option<String>,
+    /// S3: the access key id (default the `AWS_ACCESS_KEY_ID` environment variable).
+    #[serde(default)]
+    pub s3_access_key_id: Option<String>,
+    /// S3: the secret key (default `AWS_SECRET_ACCESS_KEY`); write it as `${ENV}`.
+    #[serde(default)]
+    pub s3_secret_access_key: Option<String>,
+}
+
+/// An opened store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// Under this path inside the bucket (S3), or empty.
+    prefix: String,
+    describe: String,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe)
+    }
+}
+
+impl Store {
+    /// Opens the store `config` names.
+    pub fn open(config: &BackupConfig) -> Result<Store, BackupError> {
+        let url = config.store.trim();
+        if url.is_empty() {
+            return Err(BackupError::Config(
+                "backup.store is empty: give a directory or s3://bucket/prefix".into(),
+            ));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(BackupError::Config(format!(
+                    "backup.store {url:?}: no bucket after s3://"
+                )));
+            }
+            let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+            let key = config
+                .s3_access_key_id
+                .clone()
+                .or_else(|| env("AWS_ACCESS_KEY_ID"))
+                .ok_or_else(|| {
+                    BackupError::Config(format!(
+                        "backup.store {url:?}: no access key: set backup.s3_access_key_id or AWS_ACCESS_KEY_ID"
+                    ))
+                })?;
+            let secret = config
+                .s3_secret_access_key
+                .clone()
+                .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
+                .ok_or_else(|| {
+                    BackupError::Config(format!(
+                        "backup.store {url:?}: no secret key: set backup.s3_secret_access_key (as ${{ENV}}) or AWS_SECRET_ACCESS_KEY"
+                    ))
+                })?;
+            let mut builder = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(config.s3_region.as_deref().unwrap_or("us-east-1"))
+                .with_access_key_id(key)
+                .with_secret_access_key(secret);
+            if let Some(endpoint) = &config.s3_endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_allow_http(endpoint.starts_with("http://"))
+                    .with_virtual_hosted_style_request(false);
+            }
+            let s3 = builder
+                .build()
+                .map_err(|e| BackupError::Config(format!("backup.store {url:?}: {e}")))?;
+            return Ok(Store {
+                inner: Arc::new(s3),
+                prefix: prefix.trim_matches('/').to_string(),
+                describe: url.to_string(),
+            });
+        }
+        let dir = std::path::Path::new(url);
+        std::fs::create_dir_all(dir).map_err(|e| {
+            BackupError::Config(format!(
+                "backup.store {url:?}: cannot create the directory: {e}"
+            ))
+        })?;
+        let local = LocalFileSystem::new_with_prefix(dir)
+            .map_err(|e| BackupError::Config(format!("backup.store {url:?}: {e}")))?;
+        Ok(Store {
+            inner: Arc::new(local),
+            prefix: String::new(),
+            describe: url.to_string(),
+        })
+    }
+
+    /// The store's description, for messages.
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    fn path(&self, name: &str) -> Path {
+        if self.prefix.is_empty() {
+            Path::from(name)
+        } else {
+            Path::from(format!("{}/{name}", self.prefix))
+        }
+    }
+
+    fn failed(&self, what: String, e: impl std::fmt::Display) -> BackupError {
+        BackupError::Store {
+            store: self.describe.clone(),
+            what,
+            message: e.to_string(),
+        }
+    }
+
+    /// Writes `bytes` as object `name` (replacing it).
+    pub async fn put(&self, name: &str, bytes: Bytes) -> Result<(), BackupError> {
+        self.inner
+            .put(&self.path(name), PutPayload::from_bytes(bytes))
+            .await
+            .map_err(|e| self.failed(format!("writing {name}"), e))?;
+        Ok(())
+    }
+
+    /// Reads object `name`; `None` when there is none.
+    pub async fn get(&self, name: &str) -> Result<Option<Bytes>, BackupError> {
+        match self.inner.get(&self.path(name)).await {
+            Ok(r) => Ok(Some(
+                r.bytes()
+                    .await
+                    .map_err(|e| self.failed(format!("reading {name}"), e))?,
+            )),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.failed(format!("reading {name}"), e)),
+        }
+    }
+
+    /// Reads object `name`, which must exist.
+    pub async fn get_required(&self, name: &str) -> Result<Bytes, BackupError> {
+        self.get(name).await?.ok_or_else(|| BackupError::Corrupt {
+            store: self.describe.clone(),
+            object: name.to_string(),
+            message: "missing".into(),
+        })
+    }
+
+    /// Names and sizes of the objects under `prefix` (a directory-like path), sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, BackupError> {
+        let root = self.path(prefix.trim_end_matches('/'));
+        let strip = if self.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.prefix)
+        };
+        let mut out: Vec<(String, u64)> = self
+            .inner
+            .list(Some(&root))
+            .map_ok(|m| {
+                let name = m.location.to_string();
+                (
+                    name.strip_prefix(&strip).unwrap_or(&name).to_string(),
+                    m.size,
+                )
+            })
+            .try_collect()
+            .await
+            .map_err(|e| self.failed(format!("listing {prefix}"), e))?;
+        out.sort();
+        Ok(out)
+    }
+
+    /// Deletes object `name` (no error when it is gone already).
+    pub async fn delete(&self, name: &str) -> Result<(), BackupError> {
+        match self.inner.delete(&self.path(name)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(self.failed(format!("deleting {name}"), e)),
+        }
+    }
+}
+
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+
+fn default_segment_seconds() -> u64 {
+    300
+}
+
+fn default_zstd_level() -> i32 {
+    3
+}
+
+impl BackupConfig {
+    /// Settings for a store at `store` with every other setting at its default.
+    pub fn at(store: impl Into<String>) -> Self {
+        BackupConfig {
+            archive_sources: None,
+            segment_bytes: default_segment_bytes(),
+            segment_seconds: default_segment_seconds(),
+            zstd_level: default_zstd_level(),
+            store: store.into(),
+            s3_endpoint: None,
+            s3_region: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+        }
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=22).contains(&self.zstd_level) {
+            return Err(format!(
+                "backup.zstd_level: {} is outside 1..=22",
+                self.zstd_level
+            ));
+        }
+        if self.segment_bytes < 4096 {
+            return Err(format!(
+                "backup.segment_bytes: {} is below 4096",
+                self.segment_bytes
+            ));
+        }
+        if self.segment_seconds == 0 {
+            return Err("backup.segment_seconds: must be at least 1".into());
+        }
+        if self.store.trim().is_empty() {
+            return Err("backup.store is empty: give a directory or s3://bucket/prefix".into());
+        }
+        Ok(())
+    }
+}

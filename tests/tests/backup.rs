@@ -1,0 +1,366 @@
+//! The event-log archive, end to end: PostgreSQL → embedded log → archive segments in an
+//! S3-compatible store (a private s3s-fs) or a local directory.
+//!
+//! A load of inserts, updates and deletes on two tables, with a schema change and a
+//! restart of Tributary half way, must come out of the store whole: every event once, in
+//! commit order, folding to the source's final contents; the objects are standard Avro
+//! container files; and a damaged, missing or changed object makes verification fail,
+//! naming it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+use tributary_pipeline::{runtime, Config};
+use tributary_schemas::{ChangeEvent, Op, Position, Value};
+use tributary_snapshot::archive::{manifest_name, Manifest};
+use tributary_snapshot::verify::{chain, read_events};
+use tributary_snapshot::{
+    verify_archive, BackupConfig, BackupError, RestoreOptions, Store, Target,
+};
+use tributary_tests::{wait_until, MariaDb, Postgres, Running, S3};
+
+const DDL: &str =
+    "CREATE TABLE medicines (id int PRIMARY KEY, name text NOT NULL, qty int NOT NULL);
+CREATE TABLE orders (id int PRIMARY KEY, medicine int NOT NULL, qty int NOT NULL);
+INSERT INTO medicines SELECT i, 'medicine ' || i, 100 FROM generate_series(1, 100) i;";
+
+/// Rows every round of the load changes: 20 orders inserted, 10 medicines updated.
+const PER_ROUND: u64 = 30;
+
+/// One round of the load, as one transaction.
+fn round(r: i64) -> String {
+    format!(
+        "BEGIN;
+INSERT INTO orders SELECT i, 1 + i % 100, 1 + i % 5 FROM generate_series({a}, {b}) i;
+UPDATE medicines SET qty = qty - 1 WHERE id % 10 = {m};
+COMMIT;",
+        a = r * 20 + 1,
+        b = r * 20 + 20,
+        m = r % 10
+    )
+}
+
+fn config(state: &Path, source_url: &str, backup: &str) -> Config {
+    let text = format!(
+        "state_dir = {state:?}\n[transport]\nkind = \"embedded\"\n\n[sources.hq]\nkind = \"postgres\"\nurl = {source_url:?}\nheartbeat_secs = 1\n\n[backup]\n{backup}segment_seconds = 1\nsegment_bytes = 8192\n"
+    );
+    Config::parse(&text, |_| None).expect("test configuration is valid")
+}
+
+/// Every archived event of source `hq`, in archive order, after a full verification.
+async fn archived(store: &Store) -> Result<Vec<ChangeEvent>, BackupError> {
+    verify_archive(store, "hq").await?;
+    let mut out = Vec::new();
+    for m in chain(store, "hq").await? {
+        let mut events = Vec::new();
+        for entry in &m.objects {
+            events.extend(read_events(store, "hq", entry).await?);
+        }
+        // A segment's objects are one per table version: their events merge by position.
+        events.sort_by_key(|e| e.position);
+        out.extend(events);
+    }
+    Ok(out)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int32(i) => i.to_string(),
+        Value::Text(t) => t.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The tables the events fold to: table → key → row, as `a|b|c` text.
+fn fold(events: &[ChangeEvent]) -> Tables {
+    let mut tables = Tables::new();
+    for e in events {
+        let rows = tables.entry(e.table.name.clone()).or_default();
+        let key = e.key.iter().map(text).collect::<Vec<_>>().join("|");
+        match (e.op, &e.after) {
+            (Op::Delete, _) => {
+                rows.remove(&key);
+            }
+            (Op::Truncate, _) => rows.clear(),
+            (_, Some(after)) => {
+                let row = after.0.iter().map(text).collect::<Vec<_>>().join("|");
+                rows.insert(key, row);
+            }
+            (_, None) => {}
+        }
+    }
+    tables
+}
+
+/// The tables of database `db` in the same shape as [`fold`]: each row's values in column
+/// order, `NULL` for nulls.
+async fn source_tables(pg: &Postgres, db: &str) -> anyhow::Result<Tables> {
+    let client = pg.client(db).await?;
+    let mut tables = BTreeMap::new();
+    for table in ["medicines", "orders"] {
+        let sql = format!(
+            "SELECT t.id::text, (SELECT string_agg(coalesce(value, 'NULL'), '|' ORDER BY n) FROM json_each_text(row_to_json(t)) WITH ORDINALITY AS c(key, value, n)) FROM {table} t"
+        );
+        let rows: BTreeMap<String, String> = client
+            .query(&sql, &[])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        tables.insert(table.to_string(), rows);
+    }
+    Ok(tables)
+}
+
+/// Table → key → row text.
+type Tables = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The source's contents at an instant, and that instant (RFC 3339).
+async fn instant(pg: &Postgres, db: &str) -> anyhow::Result<(String, Tables)> {
+    let client = pg.client(db).await?;
+    let at: String = client
+        .query_one(
+            "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')",
+            &[],
+        )
+        .await?
+        .get(0);
+    Ok((at, source_tables(pg, db).await?))
+}
+
+/// Waits until the archive verifies and holds `events` events.
+async fn wait_for_events(store: &Store, events: u64) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{events} events archived and verified"),
+        Duration::from_secs(60),
+        || async {
+            match verify_archive(store, "hq").await {
+                Ok(r) => Ok(r.events == events),
+                Err(e) => Err(anyhow::anyhow!(e)),
+            }
+        },
+    )
+    .await
+}
+
+/// Runs the load with a restart half way and checks what the store holds; returns the
+/// store, the run's configuration, and three instants with the source's contents then.
+async fn archive_scenario(
+    pg: &Postgres,
+    src: &str,
+    backup_toml: &str,
+) -> anyhow::Result<(Store, Config, Vec<(String, Tables)>)> {
+    let state = tempfile::tempdir()?;
+    let backup: BackupConfig = toml::from_str(backup_toml)?;
+    let store = Store::open(&backup)?;
+    let url = pg.url(src);
+
+    let running = Running::start(config(state.path(), &url, backup_toml), false);
+    // The initial snapshot's 100 rows first, so every later change is an event of its own.
+    wait_for_events(&store, 100).await?;
+    let mut instants = Vec::new();
+    for r in 0..10 {
+        pg.execute(src, &round(r)).await?;
+        if r == 4 {
+            instants.push(instant(pg, src).await?);
+        }
+    }
+    wait_for_events(&store, 100 + 10 * PER_ROUND).await?;
+    running.stop().await?;
+
+    // Changes while Tributary is down, a schema change among them.
+    pg.execute(src, "ALTER TABLE medicines ADD COLUMN note text")
+        .await?;
+    for r in 10..15 {
+        pg.execute(src, &round(r)).await?;
+    }
+    instants.push(instant(pg, src).await?);
+    let running = Running::start(config(state.path(), &url, backup_toml), false);
+    for r in 15..20 {
+        pg.execute(src, &round(r)).await?;
+    }
+    pg.execute(
+        src,
+        "BEGIN; UPDATE medicines SET note = 'recalled' WHERE id <= 5; DELETE FROM orders WHERE id % 4 = 0; COMMIT;",
+    )
+    .await?;
+    // 5 notes, 100 orders deleted.
+    instants.push(instant(pg, src).await?);
+    let total = 100 + 20 * PER_ROUND + 5 + 100;
+    wait_for_events(&store, total).await?;
+    running.stop().await?;
+
+    let events = archived(&store).await?;
+    assert_eq!(events.len() as u64, total);
+    // Each event once, in commit order.
+    let positions: Vec<Position> = events.iter().map(|e| e.position).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "archived events out of order or repeated"
+    );
+    assert_eq!(fold(&events), source_tables(pg, src).await?);
+    let manifests = chain(&store, "hq").await?;
+    assert!(
+        manifests.len() >= 3,
+        "expected several segments, got {}",
+        manifests.len()
+    );
+    // Both versions of medicines were archived, each in objects of its own.
+    let versions: std::collections::BTreeSet<u32> = manifests
+        .iter()
+        .flat_map(|m| &m.objects)
+        .filter(|o| o.table.name == "medicines")
+        .map(|o| o.schema_version)
+        .collect();
+    assert!(versions.len() >= 2, "schema versions: {versions:?}");
+
+    // Each instant restored into a fresh database equals the source then.
+    let config = config(state.path(), &url, backup_toml);
+    for (i, (at, expected)) in instants.iter().enumerate() {
+        let db = pg.create_database("restored").await?;
+        let (_, report) =
+            runtime::restore(&config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
+        // The last instant follows the last change: the report says the archive ends first.
+        assert_eq!(
+            report.archive_ends_before_target,
+            i == instants.len() - 1,
+            "{at}: {report:?}"
+        );
+        assert_eq!(&source_tables(pg, &db).await?, expected, "restored to {at}");
+    }
+    Ok((store, config, instants))
+}
+
+fn options(at: &str) -> RestoreOptions {
+    RestoreOptions {
+        target: Target::parse(at).expect("an RFC 3339 instant"),
+        tables: Vec::new(),
+        max_tx_events: 10_000,
+        batch_rows: 5_000,
+    }
+}
+
+/// The `op` of every record of an object, read with `apache_avro` (any Avro tool reads
+/// the segments).
+fn avro_ops(bytes: &[u8]) -> Vec<String> {
+    apache_avro::Reader::new(bytes)
+        .expect("a standard Avro container")
+        .map(|r| match r.expect("a readable record") {
+            apache_avro::types::Value::Record(fields) => fields
+                .into_iter()
+                .find_map(|(name, v)| match (name.as_str(), v) {
+                    ("op", apache_avro::types::Value::String(op)) => Some(op),
+                    _ => None,
+                })
+                .expect("an op field"),
+            other => panic!("not a record: {other:?}"),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    pg.execute(&src, DDL).await?;
+    let s3 = S3::start().await?;
+    let (store, config, instants) = archive_scenario(&pg, &src, &s3.backup_toml("prod")).await?;
+
+    // Any Avro tool reads the segments.
+    let manifests = chain(&store, "hq").await?;
+    let first = &manifests[0].objects[0];
+    let bytes = store.get_required(&first.name).await?;
+    let ops = avro_ops(&bytes);
+    assert_eq!(ops.len() as u64, first.events);
+    assert!(ops
+        .iter()
+        .all(|op| ["r", "c", "u", "d"].contains(&op.as_str())));
+
+    // A PostgreSQL source restored into MariaDB, one table, to the second instant.
+    let maria = MariaDb::start().await?;
+    let db = maria.create_database("restored").await?;
+    let (at, expected) = &instants[1];
+    let mut only_orders = options(at);
+    only_orders.tables = vec!["public.ord*".into()];
+    let (_, report) =
+        runtime::restore(&config, None, &only_orders, Some(&maria.url(&db)), None).await?;
+    assert_eq!(report.tables.keys().collect::<Vec<_>>(), ["public.orders"]);
+    let rows: BTreeMap<String, String> = maria
+        .query(
+            &db,
+            "SELECT id, CONCAT_WS('|', id, medicine, qty) FROM orders",
+        )
+        .await?
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(&rows, &expected["orders"]);
+
+    // One flipped byte of a segment object.
+    let object = &manifests[1].objects[0];
+    let path = s3.bucket_dir().join("prod").join(&object.name);
+    let good = std::fs::read(&path)?;
+    let mut bad = good.clone();
+    let at = bad.len() / 2;
+    bad[at] ^= 0x01;
+    std::fs::write(&path, &bad)?;
+    let e = verify_archive(&store, "hq").await.unwrap_err().to_string();
+    assert!(
+        e.contains(&object.name) && e.contains("sha256"),
+        "unexpected error: {e}"
+    );
+    // A missing segment object.
+    std::fs::remove_file(&path)?;
+    let e = verify_archive(&store, "hq").await.unwrap_err().to_string();
+    assert!(
+        e.contains(&object.name) && e.contains("missing"),
+        "unexpected error: {e}"
+    );
+    // A restore through it stops, naming it, before writing anything of that segment.
+    let db = pg.create_database("damaged").await?;
+    let e = runtime::restore(&config, None, &options("latest"), Some(&pg.url(&db)), None)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&object.name), "unexpected error: {e}");
+    std::fs::write(&path, &good)?;
+    verify_archive(&store, "hq").await?;
+
+    // A manifest changed to hide an object is caught by the chain.
+    let name = manifest_name("hq", manifests[1].seq);
+    let mut m: Manifest = serde_json::from_slice(&store.get_required(&name).await?)?;
+    m.objects.pop();
+    m.events = m.objects.iter().map(|o| o.events).sum();
+    store
+        .put(&name, serde_json::to_vec_pretty(&m)?.into())
+        .await?;
+    let e = verify_archive(&store, "hq").await.unwrap_err().to_string();
+    assert!(
+        e.contains(&name) && e.contains("sha256"),
+        "unexpected error: {e}"
+    );
+    // A missing manifest breaks the chain.
+    store.delete(&name).await?;
+    let e = verify_archive(&store, "hq").await.unwrap_err().to_string();
+    assert!(
+        e.contains(&name) && e.contains("missing"),
+        "unexpected error: {e}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_into_a_directory() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    pg.execute(&src, DDL).await?;
+    let dir = tempfile::tempdir()?;
+    let (store, _, _) = archive_scenario(&pg, &src, &format!("store = {:?}\n", dir.path())).await?;
+    let head = store.get_required("archive/hq/HEAD.json").await?;
+    assert!(std::str::from_utf8(&head)?.contains("sha256"));
+    Ok(())
+}
