@@ -346,6 +346,9 @@ impl Config {
         Rules::compile(&self.rules)?;
         if let Some(backup) = &self.backup {
             backup.validate()?;
+            if let Some(schedule) = &backup.snapshot_schedule {
+                crate::runtime::parse_schedule(schedule).map_err(|e| e.to_string())?;
+            }
             for name in backup.archive_sources.iter().flatten() {
                 if !self.sources.contains_key(name) {
                     return Err(format!(

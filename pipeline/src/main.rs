@@ -99,6 +99,19 @@ enum Command {
 
 #[derive(Subcommand)]
 enum SnapshotAction {
+    /// Take a snapshot of each archived source now (its tables, consistent with one
+    /// position of its log) into the `[backup]` store.
+    Create {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// List the snapshots in the store.
+    List {
+        /// Only this source's.
+        #[arg(long)]
+        source: Option<String>,
+    },
     /// Re-read every archived object and check checksums, the manifest chain and
     /// gap-free coverage; fails naming the first object that is missing or damaged.
     Verify {
@@ -153,6 +166,46 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             return Ok(());
         }
         Command::Snapshot {
+            action: SnapshotAction::Create { source },
+        } => {
+            let config = Config::load(&cli.config)?;
+            for m in runtime::snapshot_create(&config, source.as_deref(), None).await? {
+                println!(
+                    "snapshot {} of {}: {} rows, {} bytes in {} objects, at {}",
+                    m.id,
+                    m.source,
+                    m.rows,
+                    m.bytes,
+                    m.objects.len(),
+                    m.position
+                );
+            }
+            return Ok(());
+        }
+        Command::Snapshot {
+            action: SnapshotAction::List { source },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let backup = config
+                .backup
+                .as_ref()
+                .context("the configuration has no [backup] section")?;
+            let store = tributary_snapshot::Store::open(backup)?;
+            for name in config
+                .archived_sources()
+                .iter()
+                .filter(|n| source.as_ref().is_none_or(|s| s == *n))
+            {
+                for m in tributary_snapshot::list_snapshots(&store, name).await? {
+                    println!(
+                        "{name} {}: {} rows, {} bytes, at {}, finished {}",
+                        m.id, m.rows, m.bytes, m.position, m.finished_at
+                    );
+                }
+            }
+            return Ok(());
+        }
+        Command::Snapshot {
             action: SnapshotAction::Verify { source },
         } => {
             let config = Config::load(&cli.config)?;
@@ -179,6 +232,15 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                     r.from.map_or("the start".to_string(), |p| format!("after {p}")),
                     r.to.map_or("(nothing archived yet)".to_string(), |p| p.to_string()),
                 );
+                for snap in tributary_snapshot::list_snapshots(&store, name).await? {
+                    let rows = tributary_snapshot::verify_snapshot(&store, name, &snap).await?;
+                    println!(
+                        "snapshot {name} {}: OK: {} objects, {rows} rows, at {}",
+                        snap.id,
+                        snap.objects.len(),
+                        snap.position
+                    );
+                }
             }
             return Ok(());
         }

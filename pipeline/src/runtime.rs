@@ -23,6 +23,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tributary_capture::mysql::MySqlCapture;
+use tributary_capture::postgres::snapshot::SnapshotOutput;
 use tributary_capture::postgres::PostgresCapture;
 use tributary_capture::publisher::Publisher;
 use tributary_capture::registry::dead_letters_topic;
@@ -30,6 +31,7 @@ use tributary_capture::state::StateStore;
 use tributary_capture::transport::kafka::KafkaProducer;
 use tributary_capture::transport::log::EmbeddedProducer;
 use tributary_capture::transport::Producer;
+use tributary_capture::CaptureError;
 use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::Sink;
 use tributary_sinks::{MySqlSink, MySqlSinkConfig};
@@ -203,6 +205,14 @@ pub async fn run(
                     },
                 ));
             }
+        }
+        if let Some(schedule) = config
+            .backup
+            .as_ref()
+            .and_then(|b| b.snapshot_schedule.clone())
+        {
+            let (config, shutdown2) = (config.clone(), shutdown.clone());
+            tasks.spawn(scheduled_snapshots(config, schedule, shutdown2));
         }
         for source in config.archived_sources() {
             let key = format!("{ARCHIVE}/{source}");
@@ -611,6 +621,150 @@ pub async fn restore(
     )
     .await?;
     Ok((source, report))
+}
+
+/// Where a backup snapshot's rows go: the snapshot writer.
+struct SnapshotRows(Option<tributary_snapshot::SnapshotWriter>);
+
+#[async_trait::async_trait]
+impl SnapshotOutput for SnapshotRows {
+    async fn event(
+        &mut self,
+        schemas: &tributary_schemas::AvroSchemas,
+        event: &tributary_schemas::ChangeEvent,
+    ) -> Result<(), CaptureError> {
+        let writer = self.0.as_mut().expect("the writer lives until finish");
+        writer
+            .row(schemas, event)
+            .await
+            .map_err(|e| CaptureError::Setup(e.to_string()))
+    }
+
+    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
+}
+
+/// Takes a snapshot of each archived source (or only `only`) into the `[backup]` store:
+/// its captured tables, consistent with one position of its log. Table versions are
+/// registered in `state` (the capture's, when this process runs it) or in a scratch store.
+pub async fn snapshot_create(
+    config: &Config,
+    only: Option<&str>,
+    state: Option<&StateStore>,
+) -> Result<Vec<tributary_snapshot::SnapshotManifest>, PipelineError> {
+    let backup = config
+        .backup
+        .as_ref()
+        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
+    let archived = config.archived_sources();
+    if let Some(s) = only {
+        if !archived.iter().any(|a| a == s) {
+            return Err(PipelineError::Config(format!(
+                "--source {s}: not an archived source (archived: {})",
+                archived.join(", ")
+            )));
+        }
+    }
+    let store = tributary_snapshot::Store::open(backup)?;
+    let scratch;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            scratch = tempfile::tempdir().map_err(|e| PipelineError::Io {
+                path: "a scratch directory".into(),
+                message: e.to_string(),
+            })?;
+            &StateStore::open(scratch.path())?
+        }
+    };
+    let mut out = Vec::new();
+    for name in archived
+        .iter()
+        .filter(|n| only.is_none_or(|s| s == n.as_str()))
+    {
+        let source = &config.sources[name];
+        let SourceConfig::Postgres(pg) = source else {
+            return Err(PipelineError::Config(format!(
+                "source {name}: snapshots of MySQL/MariaDB sources are not built yet; its archive alone restores it"
+            )));
+        };
+        let mut rows = SnapshotRows(Some(tributary_snapshot::SnapshotWriter::new(
+            store.clone(),
+            name,
+            backup.zstd_level,
+            backup.snapshot_object_bytes as usize,
+        )));
+        let (lsn, at) = tributary_capture::postgres::stream::copy_tables(
+            name,
+            pg,
+            state,
+            pg.snapshot_chunk_rows,
+            &mut rows,
+        )
+        .await?;
+        let writer = rows.0.take().expect("present until here");
+        // Every transaction committed before the consistent point is in the copy, and
+        // the copy's rows sit just below it, as the initial snapshot's do.
+        let position = tributary_schemas::Position::pg(lsn.saturating_sub(1), u64::MAX);
+        out.push(writer.finish(position, at).await?);
+    }
+    Ok(out)
+}
+
+/// The cron expression `text`, parsed: five fields (minute hour day month weekday), or
+/// six with seconds first; UTC.
+pub fn parse_schedule(text: &str) -> Result<croner::Cron, PipelineError> {
+    croner::Cron::new(text)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| {
+            PipelineError::Config(format!(
+                "backup.snapshot_schedule {text:?}: {e} (a cron expression such as \"0 2 * * *\")"
+            ))
+        })
+}
+
+/// Takes the snapshots `schedule` asks for until shutdown. A failed snapshot is logged
+/// and tried again at the next occasion; it does not stop the run.
+async fn scheduled_snapshots(
+    config: Arc<Config>,
+    schedule: String,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    let cron = parse_schedule(&schedule)?;
+    loop {
+        let now = chrono::Utc::now();
+        let next = cron.find_next_occurrence(&now, false).map_err(|e| {
+            PipelineError::Config(format!("backup.snapshot_schedule {schedule:?}: {e}"))
+        })?;
+        let wait = (next - now).to_std().unwrap_or_default();
+        tracing::info!(next = %next.to_rfc3339(), "next scheduled snapshot");
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return Ok(()),
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match snapshot_create(&config, None, None).await {
+            Ok(taken) => {
+                for m in taken {
+                    tracing::info!(
+                        source = m.source,
+                        snapshot = m.id,
+                        rows = m.rows,
+                        bytes = m.bytes,
+                        "scheduled snapshot taken"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "scheduled snapshot failed; trying again at the next occasion")
+            }
+        }
+    }
 }
 
 /// Runs `make()` again after transient failures, with backoff.

@@ -222,7 +222,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
 }
 
 /// A file-name-safe rendering of `text`.
-fn safe(text: &str) -> String {
+pub(crate) fn safe(text: &str) -> String {
     text.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || c == '_' || c == '-' {

@@ -6,11 +6,13 @@ pub mod archive;
 mod error;
 pub mod ocf;
 pub mod restore;
+pub mod snapshots;
 mod store;
 pub mod verify;
 
 pub use archive::{ArchiveSink, Manifest};
 pub use error::BackupError;
 pub use restore::{restore, RestoreOptions, RestoreReport, Target};
+pub use snapshots::{list_snapshots, SnapshotManifest, SnapshotWriter};
 pub use store::{BackupConfig, Store};
-pub use verify::{verify_archive, ArchiveReport};
+pub use verify::{verify_archive, verify_snapshot, ArchiveReport};

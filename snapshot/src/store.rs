@@ -24,9 +24,16 @@ pub struct BackupConfig {
     /// …or once its first event is this old.
     #[serde(default = "default_segment_seconds")]
     pub segment_seconds: u64,
-    /// zstd level of segments (1–22).
+    /// zstd level of segments and snapshots (1–22).
     #[serde(default = "default_zstd_level")]
     pub zstd_level: i32,
+    /// Snapshots: a cron expression (`0 2 * * *`: every day at 02:00 UTC) when `run`
+    /// takes them; none: only `tributary snapshot create`.
+    #[serde(default)]
+    pub snapshot_schedule: Option<String>,
+    /// Snapshots: a table goes on in a new object past this many bytes.
+    #[serde(default = "default_snapshot_object_bytes")]
+    pub snapshot_object_bytes: u64,
     /// A directory (created when missing), or `s3://bucket[/prefix]`.
     pub store: String,
     /// S3: the endpoint URL of an S3-compatible server (default AWS).
@@ -226,6 +233,10 @@ fn default_zstd_level() -> i32 {
     3
 }
 
+fn default_snapshot_object_bytes() -> u64 {
+    64 << 20
+}
+
 impl BackupConfig {
     /// Settings for a store at `store` with every other setting at its default.
     pub fn at(store: impl Into<String>) -> Self {
@@ -234,6 +245,8 @@ impl BackupConfig {
             segment_bytes: default_segment_bytes(),
             segment_seconds: default_segment_seconds(),
             zstd_level: default_zstd_level(),
+            snapshot_schedule: None,
+            snapshot_object_bytes: default_snapshot_object_bytes(),
             store: store.into(),
             s3_endpoint: None,
             s3_region: None,

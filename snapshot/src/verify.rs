@@ -106,77 +106,190 @@ pub async fn chain(store: &Store, source: &str) -> Result<Vec<Manifest>, BackupE
     Ok(out)
 }
 
-/// Reads object `entry` and checks its size, sha256 and framing; returns its bytes.
-pub async fn read_object(store: &Store, entry: &ObjectEntry) -> Result<bytes::Bytes, BackupError> {
-    let bytes = store.get(&entry.name).await?.ok_or_else(|| {
-        corrupt(
-            store,
-            &entry.name,
-            "missing, though its segment's manifest lists it",
-        )
-    })?;
-    if bytes.len() as u64 != entry.bytes {
+/// What an object must be: its name, size, sha256 and event count.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    /// Object name.
+    pub name: &'a str,
+    /// Size.
+    pub bytes: u64,
+    /// sha256, hex.
+    pub sha256: &'a str,
+    /// Events (rows) in it.
+    pub events: u64,
+}
+
+impl<'a> From<&'a ObjectEntry> for Expected<'a> {
+    fn from(e: &'a ObjectEntry) -> Self {
+        Expected {
+            name: &e.name,
+            bytes: e.bytes,
+            sha256: &e.sha256,
+            events: e.events,
+        }
+    }
+}
+
+impl<'a> From<&'a crate::snapshots::SnapshotObject> for Expected<'a> {
+    fn from(o: &'a crate::snapshots::SnapshotObject) -> Self {
+        Expected {
+            name: &o.name,
+            bytes: o.bytes,
+            sha256: &o.sha256,
+            events: o.rows,
+        }
+    }
+}
+
+/// An object read whole and found to have its size and sha256; its events are decoded
+/// block by block ([`CheckedObject::blocks`]), so memory holds one block of events.
+pub struct CheckedObject {
+    store: String,
+    name: String,
+    events: u64,
+    bytes: bytes::Bytes,
+    schemas: AvroSchemas,
+}
+
+/// Reads object `expected` of source `source` and checks its size, sha256 and header.
+pub async fn read_checked(
+    store: &Store,
+    source: &str,
+    expected: Expected<'_>,
+) -> Result<CheckedObject, BackupError> {
+    let name = expected.name;
+    let bytes = store
+        .get(name)
+        .await?
+        .ok_or_else(|| corrupt(store, name, "missing, though its manifest lists it"))?;
+    if bytes.len() as u64 != expected.bytes {
         return Err(corrupt(
             store,
-            &entry.name,
+            name,
             format!(
                 "holds {} bytes but the manifest says {}",
                 bytes.len(),
-                entry.bytes
+                expected.bytes
             ),
         ));
     }
     let sha = sha256_hex(&bytes);
-    if sha != entry.sha256 {
+    if sha != expected.sha256 {
         return Err(corrupt(
             store,
-            &entry.name,
+            name,
             format!(
                 "sha256 is {sha} but the manifest says {}: the object is damaged",
-                entry.sha256
+                expected.sha256
             ),
         ));
     }
-    Ok(bytes)
+    let schema = ocf::open(&bytes)
+        .map_err(|e| corrupt(store, name, e.to_string()))?
+        .schema;
+    let schemas = AvroSchemas::from_value_text(source, &schema)
+        .map_err(|e| corrupt(store, name, e.to_string()))?;
+    Ok(CheckedObject {
+        store: store.describe().to_string(),
+        name: name.to_string(),
+        events: expected.events,
+        bytes,
+        schemas,
+    })
 }
 
-/// The events of object `entry` of source `source`, in order, all checks made.
+impl CheckedObject {
+    /// The table version of its events.
+    pub fn table(&self) -> &TableSchema {
+        &self.schemas.table
+    }
+
+    fn bad(&self, message: impl std::fmt::Display) -> BackupError {
+        BackupError::Corrupt {
+            store: self.store.clone(),
+            object: self.name.clone(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Each block's events, in order; the last item checks the total.
+    pub fn blocks(&self) -> Result<Blocks<'_>, BackupError> {
+        Ok(Blocks {
+            container: ocf::open(&self.bytes).map_err(|e| self.bad(e))?,
+            object: self,
+            total: 0,
+            done: false,
+        })
+    }
+
+    /// Every event, in order.
+    pub fn events(&self) -> Result<Vec<ChangeEvent>, BackupError> {
+        let mut out = Vec::with_capacity(self.events as usize);
+        for events in self.blocks()? {
+            out.extend(events?);
+        }
+        Ok(out)
+    }
+}
+
+/// The blocks of a [`CheckedObject`], decoded.
+pub struct Blocks<'a> {
+    object: &'a CheckedObject,
+    container: ocf::Container<'a>,
+    total: u64,
+    done: bool,
+}
+
+impl Iterator for Blocks<'_> {
+    type Item = Result<Vec<ChangeEvent>, BackupError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let o = self.object;
+        let mut step = || -> Result<Option<Vec<ChangeEvent>>, BackupError> {
+            let Some((count, datums)) = self.container.next_block().map_err(|e| o.bad(e))? else {
+                if self.total != o.events {
+                    return Err(o.bad(format!(
+                        "holds {} events but the manifest says {}",
+                        self.total, o.events
+                    )));
+                }
+                return Ok(None);
+            };
+            let mut rest = datums.as_slice();
+            let mut events = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                events.push(decode_value_from(&o.schemas, &mut rest).map_err(|e| o.bad(e))?);
+            }
+            if !rest.is_empty() {
+                return Err(o.bad("a block holds more bytes than its datums"));
+            }
+            self.total += count;
+            Ok(Some(events))
+        };
+        match step() {
+            Ok(Some(events)) => Some(Ok(events)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// The events of archive object `entry` of source `source`, in order, all checks made.
 pub async fn read_events(
     store: &Store,
     source: &str,
     entry: &ObjectEntry,
 ) -> Result<Vec<ChangeEvent>, BackupError> {
-    Ok(read_table_events(store, source, entry).await?.1)
-}
-
-/// The table version of object `entry` and its events, in order, all checks made.
-pub async fn read_table_events(
-    store: &Store,
-    source: &str,
-    entry: &ObjectEntry,
-) -> Result<(TableSchema, Vec<ChangeEvent>), BackupError> {
-    let bytes = read_object(store, entry).await?;
-    let bad = |e: &dyn std::fmt::Display| corrupt(store, &entry.name, e.to_string());
-    let mut container = ocf::open(&bytes).map_err(|e| bad(&e))?;
-    let schemas = AvroSchemas::from_value_text(source, &container.schema).map_err(|e| bad(&e))?;
-    let mut events = Vec::with_capacity(entry.events as usize);
-    while let Some((count, datums)) = container.next_block().map_err(|e| bad(&e))? {
-        let mut rest = datums.as_slice();
-        for _ in 0..count {
-            events.push(decode_value_from(&schemas, &mut rest).map_err(|e| bad(&e))?);
-        }
-        if !rest.is_empty() {
-            return Err(bad(&"a block holds more bytes than its datums"));
-        }
-    }
-    if events.len() as u64 != entry.events {
-        return Err(bad(&format!(
-            "holds {} events but the manifest says {}",
-            events.len(),
-            entry.events
-        )));
-    }
-    Ok((schemas.table, events))
+    read_checked(store, source, entry.into()).await?.events()
 }
 
 /// Verifies `source`'s whole archive: the chain, coverage, and every object (size,
@@ -190,8 +303,10 @@ pub async fn verify_archive(store: &Store, source: &str) -> Result<ArchiveReport
     for m in &manifests {
         let mut events = 0;
         for entry in &m.objects {
-            let read = read_events(store, source, entry).await?;
-            events += read.len() as u64;
+            let object = read_checked(store, source, entry.into()).await?;
+            for read in object.blocks()? {
+                events += read?.len() as u64;
+            }
             report.objects += 1;
             report.bytes += entry.bytes;
         }
@@ -213,4 +328,27 @@ pub async fn verify_archive(store: &Store, source: &str) -> Result<ArchiveReport
     }
     report.from = manifests.first().and_then(|m| m.from);
     Ok(report)
+}
+
+/// Verifies snapshot `snap` of `source`: every object's size, sha256, framing and rows.
+pub async fn verify_snapshot(
+    store: &Store,
+    source: &str,
+    snap: &crate::snapshots::SnapshotManifest,
+) -> Result<u64, BackupError> {
+    let mut rows = 0;
+    for object in &snap.objects {
+        let checked = read_checked(store, source, object.into()).await?;
+        for block in checked.blocks()? {
+            rows += block?.len() as u64;
+        }
+    }
+    if rows != snap.rows {
+        return Err(corrupt(
+            store,
+            &crate::snapshots::snapshot_manifest_name(source, &snap.id),
+            format!("says {} rows but its objects hold {rows}", snap.rows),
+        ));
+    }
+    Ok(rows)
 }

@@ -144,13 +144,10 @@ async fn wait_for_events(store: &Store, events: u64) -> anyhow::Result<()> {
     .await
 }
 
-/// Runs the load with a restart half way and checks what the store holds; returns the
-/// store, the run's configuration, and three instants with the source's contents then.
-async fn archive_scenario(
-    pg: &Postgres,
-    src: &str,
-    backup_toml: &str,
-) -> anyhow::Result<(Store, Config, Vec<(String, Tables)>)> {
+/// Runs the load with a restart half way and two manual snapshots, checks what the
+/// store holds, and restores three instants, each checked against the source's contents
+/// then.
+async fn archive_scenario(pg: &Postgres, src: &str, backup_toml: &str) -> anyhow::Result<Scenario> {
     let state = tempfile::tempdir()?;
     let backup: BackupConfig = toml::from_str(backup_toml)?;
     let store = Store::open(&backup)?;
@@ -160,10 +157,15 @@ async fn archive_scenario(
     // The initial snapshot's 100 rows first, so every later change is an event of its own.
     wait_for_events(&store, 100).await?;
     let mut instants = Vec::new();
+    let cfg = config(state.path(), &url, backup_toml);
     for r in 0..10 {
         pg.execute(src, &round(r)).await?;
         if r == 4 {
             instants.push(instant(pg, src).await?);
+        }
+        if r == 7 {
+            // A manual snapshot under load.
+            runtime::snapshot_create(&cfg, Some("hq"), None).await?;
         }
     }
     wait_for_events(&store, 100 + 10 * PER_ROUND).await?;
@@ -176,6 +178,8 @@ async fn archive_scenario(
         pg.execute(src, &round(r)).await?;
     }
     instants.push(instant(pg, src).await?);
+    // A snapshot while Tributary is down (it needs only the source).
+    runtime::snapshot_create(&cfg, Some("hq"), None).await?;
     let running = Running::start(config(state.path(), &url, backup_toml), false);
     for r in 15..20 {
         pg.execute(src, &round(r)).await?;
@@ -216,7 +220,8 @@ async fn archive_scenario(
     assert!(versions.len() >= 2, "schema versions: {versions:?}");
 
     // Each instant restored into a fresh database equals the source then.
-    let config = config(state.path(), &url, backup_toml);
+    let config = cfg;
+    let mut reports = Vec::new();
     for (i, (at, expected)) in instants.iter().enumerate() {
         let db = pg.create_database("restored").await?;
         let (_, report) =
@@ -228,8 +233,24 @@ async fn archive_scenario(
             "{at}: {report:?}"
         );
         assert_eq!(&source_tables(pg, &db).await?, expected, "restored to {at}");
+        reports.push(report);
     }
-    Ok((store, config, instants))
+    Ok(Scenario {
+        store,
+        config,
+        instants,
+        reports,
+    })
+}
+
+/// What [`archive_scenario`] leaves.
+struct Scenario {
+    store: Store,
+    config: Config,
+    /// Three instants and the source's contents then.
+    instants: Vec<(String, Tables)>,
+    /// The restore of each instant.
+    reports: Vec<tributary_snapshot::RestoreReport>,
 }
 
 fn options(at: &str) -> RestoreOptions {
@@ -266,7 +287,32 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     let src = pg.create_database("src").await?;
     pg.execute(&src, DDL).await?;
     let s3 = S3::start().await?;
-    let (store, config, instants) = archive_scenario(&pg, &src, &s3.backup_toml("prod")).await?;
+    let Scenario {
+        store,
+        config,
+        instants,
+        reports,
+    } = archive_scenario(&pg, &src, &s3.backup_toml("prod")).await?;
+    // The first instant precedes both snapshots: the archive alone restores it; the
+    // second follows the first snapshot, the third the second.
+    let snapshots = tributary_snapshot::list_snapshots(&store, "hq").await?;
+    assert_eq!(snapshots.len(), 2);
+    let used: Vec<Option<&str>> = reports.iter().map(|r| r.snapshot.as_deref()).collect();
+    assert_eq!(
+        used,
+        [
+            None,
+            Some(snapshots[0].id.as_str()),
+            Some(snapshots[1].id.as_str())
+        ]
+    );
+    assert!(reports[1].snapshot_rows >= 100 && reports[2].snapshot_rows >= 100);
+    for snap in &snapshots {
+        assert_eq!(
+            tributary_snapshot::verify_snapshot(&store, "hq", snap).await?,
+            snap.rows
+        );
+    }
 
     // Any Avro tool reads the segments.
     let manifests = chain(&store, "hq").await?;
@@ -300,7 +346,8 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     assert_eq!(&rows, &expected["orders"]);
 
     // One flipped byte of a segment object.
-    let object = &manifests[1].objects[0];
+    // In the last segment, which every restore to the end reads.
+    let object = &manifests[manifests.len() - 1].objects[0];
     let path = s3.bucket_dir().join("prod").join(&object.name);
     let good = std::fs::read(&path)?;
     let mut bad = good.clone();
@@ -359,7 +406,23 @@ async fn archive_into_a_directory() -> anyhow::Result<()> {
     let src = pg.create_database("src").await?;
     pg.execute(&src, DDL).await?;
     let dir = tempfile::tempdir()?;
-    let (store, _, _) = archive_scenario(&pg, &src, &format!("store = {:?}\n", dir.path())).await?;
+    // With snapshots every 2 s besides.
+    let Scenario { store, reports, .. } = archive_scenario(
+        &pg,
+        &src,
+        &format!(
+            "store = {:?}\nsnapshot_schedule = \"*/2 * * * * *\"\n",
+            dir.path()
+        ),
+    )
+    .await?;
+    let snapshots = tributary_snapshot::list_snapshots(&store, "hq").await?;
+    assert!(
+        snapshots.len() > 2,
+        "scheduled snapshots: {}",
+        snapshots.len()
+    );
+    assert!(reports.iter().any(|r| r.snapshot.is_some()));
     let head = store.get_required("archive/hq/HEAD.json").await?;
     assert!(std::str::from_utf8(&head)?.contains("sha256"));
     Ok(())

@@ -17,7 +17,42 @@ use crate::state::StateStore;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Instant;
-use tributary_schemas::{ChangeEvent, Op, Position, TableId, TxMeta};
+use tributary_schemas::{AvroSchemas, ChangeEvent, Op, Position, TableId, TxMeta};
+
+/// Where snapshot rows go: the publisher (the capture's initial snapshot) or a backup.
+#[async_trait::async_trait]
+pub trait SnapshotOutput: Send {
+    /// One event (a row read, or a truncate) of the open chunk.
+    async fn event(
+        &mut self,
+        schemas: &AvroSchemas,
+        event: &ChangeEvent,
+    ) -> Result<(), CaptureError>;
+    /// Closes the open chunk (a snapshot transaction), which holds events.
+    async fn close_chunk(&mut self) -> Result<(), CaptureError>;
+    /// After the last chunk: returns once everything is durable.
+    async fn finish(&mut self) -> Result<(), CaptureError>;
+}
+
+#[async_trait::async_trait]
+impl SnapshotOutput for Publisher {
+    async fn event(
+        &mut self,
+        schemas: &AvroSchemas,
+        event: &ChangeEvent,
+    ) -> Result<(), CaptureError> {
+        Publisher::event(self, schemas, event).await
+    }
+
+    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
+        self.commit(None).await.map(drop)
+    }
+
+    async fn finish(&mut self) -> Result<(), CaptureError> {
+        let mark = self.commit(None).await?;
+        self.wait_for(mark).await
+    }
+}
 
 /// What the snapshot needs to know.
 pub struct SnapshotPlan<'a> {
@@ -59,7 +94,7 @@ pub async fn run(
     plan: SnapshotPlan<'_>,
     catalog: &mut Catalog,
     store: &StateStore,
-    publisher: &mut Publisher,
+    publisher: &mut (dyn SnapshotOutput + '_),
 ) -> Result<HashMap<u32, TableState>, CaptureError> {
     let session = Catalog::connect(plan.url).await?;
     let client = session.client();
@@ -131,8 +166,7 @@ pub async fn run(
         copy_table(&plan, client, state, &mut chunk, publisher).await?;
     }
     close_chunk(&mut chunk, publisher).await?;
-    let mark = publisher.commit(None).await?;
-    publisher.wait_for(mark).await?;
+    publisher.finish().await?;
     client
         .batch_execute("COMMIT")
         .await
@@ -140,9 +174,12 @@ pub async fn run(
     Ok(states)
 }
 
-async fn close_chunk(chunk: &mut Chunk, publisher: &mut Publisher) -> Result<(), CaptureError> {
+async fn close_chunk(
+    chunk: &mut Chunk,
+    publisher: &mut (dyn SnapshotOutput + '_),
+) -> Result<(), CaptureError> {
     if chunk.first.is_some() {
-        publisher.commit(None).await?;
+        publisher.close_chunk().await?;
     }
     chunk.first = None;
     chunk.rows = 0;
@@ -155,7 +192,7 @@ async fn copy_table(
     client: &tokio_postgres::Client,
     state: &TableState,
     chunk: &mut Chunk,
-    publisher: &mut Publisher,
+    publisher: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
     let schema = &state.schema;
     let columns: Vec<String> = schema

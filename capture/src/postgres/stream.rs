@@ -26,6 +26,84 @@ struct OpenTx {
     origin: Option<String>,
 }
 
+/// Copies the tables `config` captures from source `source`, consistent with one point of
+/// its WAL, into `out` (a backup snapshot), in chunks of `chunk_rows` rows.
+///
+/// A temporary logical slot exports the snapshot and is dropped when the copy ends. Rows
+/// come as `Read` events at positions `(consistent point - 1, n)`, as the initial
+/// snapshot's do: every transaction the capture streams afterwards with a commit at or
+/// after that point sorts after them, and every earlier one is in the copy. Table versions
+/// are registered in `store`. Returns the consistent point (an LSN) and the server's time
+/// just after it (microseconds since the Unix epoch), which every copied transaction's
+/// commit time precedes.
+pub async fn copy_tables(
+    source: &str,
+    config: &PostgresSourceConfig,
+    store: &StateStore,
+    chunk_rows: usize,
+    out: &mut (dyn snapshot::SnapshotOutput + '_),
+) -> Result<(u64, i64), CaptureError> {
+    let mut catalog = Catalog::connect(&config.url).await?;
+    catalog.preflight().await?;
+    let tables = catalog.tables(config).await?;
+    let slot = format!(
+        "tributary_backup_{}_{}",
+        source.to_ascii_lowercase().replace('-', "_"),
+        std::process::id()
+    );
+    let repl_config = replication_config(&config.url, &slot, &config.publication_name(source))?;
+    let mut client = ReplicationClient::connect_gated(repl_config)
+        .await
+        .map_err(|e| repl_error(&config.url, e))?;
+    let rows = client
+        .simple_query(&format!(
+            "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
+            quote_ident(&slot)
+        ))
+        .await
+        .map_err(|e| repl_error(&config.url, e))?;
+    let field = |i: usize| -> Result<String, CaptureError> {
+        rows.first()
+            .and_then(|r| r.get(i).cloned().flatten())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .ok_or_else(|| {
+                CaptureError::Replication("CREATE_REPLICATION_SLOT returned no row".into())
+            })
+    };
+    let consistent = Lsn::parse(&field(1)?)
+        .map_err(|e| CaptureError::Replication(format!("bad consistent point: {e}")))?;
+    let snapshot_name = field(2)?;
+    // The server's clock now: every transaction in the copy committed before it.
+    let consistent_at: i64 = catalog
+        .client()
+        .query_one(
+            "SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::int8",
+            &[],
+        )
+        .await
+        .map_err(|e| CaptureError::pg("reading the server's clock", e))?
+        .get(0);
+    tracing::info!(source, consistent_point = %consistent, tables = tables.len(), "backup snapshot: copying tables");
+    let copied = snapshot::run(
+        SnapshotPlan {
+            source,
+            url: &config.url,
+            snapshot_name: &snapshot_name,
+            consistent_lsn: consistent.as_u64(),
+            tables: &tables,
+            restart: false,
+            chunk_rows,
+        },
+        &mut catalog,
+        store,
+        out,
+    )
+    .await;
+    client.stop();
+    copied?;
+    Ok((consistent.as_u64(), consistent_at))
+}
+
 /// Captures one PostgreSQL database.
 pub struct PostgresCapture {
     source: String,
