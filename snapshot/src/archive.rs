@@ -468,6 +468,7 @@ impl ArchiveSink {
             ]);
             let mut object = ocf::header(&f.value_text, &metadata, &sync);
             object.extend_from_slice(blocks);
+            let object = self.store.seal(object)?;
             let name = format!(
                 "archive/{}/segments/{seq:012}/{i:03}-{}.{}.avro",
                 self.source,

@@ -3,6 +3,7 @@
 //! directory or an S3-compatible store, and its verification.
 
 pub mod archive;
+mod crypt;
 mod error;
 pub mod ocf;
 pub mod restore;

@@ -228,6 +228,7 @@ impl SnapshotWriter {
         ]);
         let mut object = ocf::header(&o.value_text, &metadata, &o.sync);
         object.extend_from_slice(&o.blocks);
+        let object = self.store.seal(object)?;
         let name = format!(
             "snapshots/{}/{}/{:05}-{}.{}.avro",
             self.source,

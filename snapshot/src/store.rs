@@ -1,6 +1,7 @@
 //! Where backups live: a local directory or an S3-compatible bucket, through the
 //! `object_store` crate. Objects are named by `/`-separated paths under the store's root.
 
+use crate::crypt::Crypt;
 use crate::error::BackupError;
 use bytes::Bytes;
 use futures::TryStreamExt;
@@ -31,6 +32,13 @@ pub struct BackupConfig {
     /// takes them; none: only `tributary snapshot create`.
     #[serde(default)]
     pub snapshot_schedule: Option<String>,
+    /// Encryption (age): an identity file (`age-keygen` output); objects are encrypted to
+    /// its public keys and decrypted with its secret keys.
+    #[serde(default)]
+    pub age_identity_file: Option<std::path::PathBuf>,
+    /// Encryption (age): the environment variable holding a passphrase.
+    #[serde(default)]
+    pub age_passphrase_env: Option<String>,
     /// Snapshots: a table goes on in a new object past this many bytes.
     #[serde(default = "default_snapshot_object_bytes")]
     pub snapshot_object_bytes: u64,
@@ -57,6 +65,7 @@ pub struct Store {
     /// Under this path inside the bucket (S3), or empty.
     prefix: String,
     describe: String,
+    crypt: Crypt,
 }
 
 impl std::fmt::Debug for Store {
@@ -74,6 +83,10 @@ impl Store {
                 "backup.store is empty: give a directory or s3://bucket/prefix".into(),
             ));
         }
+        let crypt = Crypt::load(
+            config.age_identity_file.as_deref(),
+            config.age_passphrase_env.as_deref(),
+        )?;
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
@@ -118,6 +131,7 @@ impl Store {
                 inner: Arc::new(s3),
                 prefix: prefix.trim_matches('/').to_string(),
                 describe: url.to_string(),
+                crypt,
             });
         }
         let dir = std::path::Path::new(url);
@@ -132,7 +146,18 @@ impl Store {
             inner: Arc::new(local),
             prefix: String::new(),
             describe: url.to_string(),
+            crypt,
         })
+    }
+
+    /// A data object as it is to be stored: encrypted when encryption is configured.
+    pub fn seal(&self, plain: Vec<u8>) -> Result<Vec<u8>, BackupError> {
+        self.crypt.seal(plain)
+    }
+
+    /// Data object `name` as stored, decrypted.
+    pub fn unseal(&self, name: &str, stored: &[u8]) -> Result<Vec<u8>, BackupError> {
+        self.crypt.open(&self.describe, name, stored)
     }
 
     /// The store's description, for messages.
@@ -246,6 +271,8 @@ impl BackupConfig {
             segment_seconds: default_segment_seconds(),
             zstd_level: default_zstd_level(),
             snapshot_schedule: None,
+            age_identity_file: None,
+            age_passphrase_env: None,
             snapshot_object_bytes: default_snapshot_object_bytes(),
             store: store.into(),
             s3_endpoint: None,
@@ -272,6 +299,11 @@ impl BackupConfig {
         if self.segment_seconds == 0 {
             return Err("backup.segment_seconds: must be at least 1".into());
         }
+        Crypt::load(
+            self.age_identity_file.as_deref(),
+            self.age_passphrase_env.as_deref(),
+        )
+        .map_err(|e| e.to_string())?;
         if self.store.trim().is_empty() {
             return Err("backup.store is empty: give a directory or s3://bucket/prefix".into());
         }

@@ -147,7 +147,7 @@ pub struct CheckedObject {
     store: String,
     name: String,
     events: u64,
-    bytes: bytes::Bytes,
+    bytes: Vec<u8>,
     schemas: AvroSchemas,
 }
 
@@ -184,6 +184,7 @@ pub async fn read_checked(
             ),
         ));
     }
+    let bytes = store.unseal(name, &bytes)?;
     let schema = ocf::open(&bytes)
         .map_err(|e| corrupt(store, name, e.to_string()))?
         .schema;

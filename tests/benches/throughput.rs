@@ -23,8 +23,13 @@
 //!    write the merged rows, store the states, in the sink transaction; next to the plain
 //!    apply of the same events in the same run.
 //!
+//! 6. Backup: a snapshot of a pgbench-style table (ROWS rows) into a local store, next to
+//!    `pg_dump -Fc` of the same database (MB/s of the table's size); the snapshot restored
+//!    into a fresh database, and `pg_restore` of the dump into another; and the replay of
+//!    ROWS archived insert events into a fresh database (events/s).
+//!
 //! Run with `cargo bench -p tributary-tests --bench throughput` (ROWS=... to change the size,
-//! BENCH=capture, BENCH=apply, BENCH=mariadb, BENCH=mysql-apply or BENCH=merge for one part,
+//! BENCH=capture, BENCH=apply, BENCH=mariadb, BENCH=mysql-apply, BENCH=merge or BENCH=backup for one part,
 //! KAFKA_COMPRESSION=zstd (or none, snappy) for another codec than the default lz4).
 
 use anyhow::Context;
@@ -589,6 +594,153 @@ async fn mysql_apply_bench(rows: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The backup benchmark (see the module documentation, part 6).
+async fn backup_bench(rows: i64) -> anyhow::Result<()> {
+    use tributary_snapshot::{ArchiveSink, BackupConfig, RestoreOptions, Target};
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("backup").await?;
+    let client = pg.client(&db).await?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE pgbench_accounts (aid int PRIMARY KEY, bid int, abalance int, filler char(84));
+             INSERT INTO pgbench_accounts SELECT g, g / 100000, 0, '' FROM generate_series(1, {rows}) g;"
+        ))
+        .await?;
+    client
+        .batch_execute("VACUUM ANALYZE pgbench_accounts")
+        .await?;
+    let bytes: i64 = client
+        .query_one("SELECT pg_table_size('pgbench_accounts')", &[])
+        .await?
+        .get(0);
+    let mb = bytes as f64 / 1e6;
+    let dir = tempfile::tempdir()?;
+    let store_dir = dir.path().join("store");
+    let config = tributary_pipeline::Config::parse(
+        &format!(
+            "state_dir = {:?}\n[sources.bench]\nkind = \"postgres\"\nurl = {:?}\n[backup]\nstore = {:?}\n",
+            dir.path().join("state"),
+            pg.url(&db),
+            store_dir
+        ),
+        |_| None,
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
+
+    let dump = dir.path().join("dump.Fc");
+    let dump_secs = time_tool(
+        tokio::process::Command::new(pg.bin_dir().join("pg_dump"))
+            .arg("-Fc")
+            .arg("-f")
+            .arg(&dump)
+            .arg(pg.url(&db)),
+        "pg_dump",
+    )
+    .await?;
+    let dump_bytes = std::fs::metadata(&dump)?.len();
+    let started = Instant::now();
+    let taken = tributary_pipeline::runtime::snapshot_create(&config, Some("bench"), None).await?;
+    let snap_secs = started.elapsed().as_secs_f64();
+    println!(
+        "snapshot: table of {mb:.0} MB ({rows} rows) in {snap_secs:.2}s = {:.0} MB/s, {} bytes stored | pg_dump -Fc {dump_secs:.2}s = {:.0} MB/s, {dump_bytes} bytes | ratio {:.2}",
+        mb / snap_secs,
+        taken[0].bytes,
+        mb / dump_secs,
+        dump_secs / snap_secs
+    );
+
+    let restore_into = |name: &'static str| {
+        let pg = &pg;
+        async move {
+            let target = pg.create_database(name).await?;
+            anyhow::Ok(target)
+        }
+    };
+    let fresh = restore_into("from_dump").await?;
+    let pg_restore_secs = time_tool(
+        tokio::process::Command::new(pg.bin_dir().join("pg_restore"))
+            .arg("-d")
+            .arg(pg.url(&fresh))
+            .arg(&dump),
+        "pg_restore",
+    )
+    .await?;
+    let fresh = restore_into("from_snapshot").await?;
+    let options = RestoreOptions {
+        target: Target::Latest,
+        tables: Vec::new(),
+        max_tx_events: 100_000,
+        batch_rows: 5_000,
+    };
+    let started = Instant::now();
+    let (_, report) = tributary_pipeline::runtime::restore(
+        &config,
+        Some("bench"),
+        &options,
+        Some(&pg.url(&fresh)),
+        None,
+    )
+    .await?;
+    let restore_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.snapshot_rows == rows as u64, "{report:?}");
+    println!(
+        "restore of the snapshot: {rows} rows in {restore_secs:.2}s = {:.0} rows/s | pg_restore of the dump {pg_restore_secs:.2}s = {:.0} rows/s | ratio {:.2}",
+        rows as f64 / restore_secs,
+        rows as f64 / pg_restore_secs,
+        pg_restore_secs / restore_secs
+    );
+
+    // An archive of `rows` insert events of another source, replayed.
+    let schema = accounts_schema();
+    let backup = BackupConfig::at(store_dir.display().to_string());
+    let mut archive = ArchiveSink::open(&backup, &dir.path().join("state"), "bench").await?;
+    let started = Instant::now();
+    let mut aid = 1;
+    while aid <= rows {
+        archive.begin().await?;
+        let batch: Vec<ChangeEvent> = (aid..(aid + 10_000).min(rows + 1))
+            .map(|a| account_event(&schema, a, 0, Op::Insert))
+            .collect();
+        aid += batch.len() as i64;
+        archive.apply(&schema, &batch).await?;
+        let last = batch.last().map(|e| e.position).expect("a batch");
+        archive.commit("bench", last).await?;
+    }
+    archive.seal().await?;
+    let archive_secs = started.elapsed().as_secs_f64();
+    // Without snapshots: only the archive.
+    for s in tributary_snapshot::list_snapshots(&tributary_snapshot::Store::open(&backup)?, "bench")
+        .await?
+    {
+        for o in &s.objects {
+            std::fs::remove_file(store_dir.join(&o.name))?;
+        }
+        std::fs::remove_file(store_dir.join(
+            tributary_snapshot::snapshots::snapshot_manifest_name("bench", &s.id),
+        ))?;
+    }
+    let fresh = restore_into("from_archive").await?;
+    let started = Instant::now();
+    let (_, report) = tributary_pipeline::runtime::restore(
+        &config,
+        Some("bench"),
+        &options,
+        Some(&pg.url(&fresh)),
+        None,
+    )
+    .await?;
+    let replay_secs = started.elapsed().as_secs_f64();
+    anyhow::ensure!(report.events == rows as u64, "{report:?}");
+    println!(
+        "restore replay: {rows} archived events in {replay_secs:.2}s = {:.0} events/s (target 100000) | pg_restore of the dump {:.0} rows/s | ratio {:.2} (archiving them took {archive_secs:.2}s = {:.0} events/s)",
+        rows as f64 / replay_secs,
+        rows as f64 / pg_restore_secs,
+        pg_restore_secs / replay_secs,
+        rows as f64 / archive_secs
+    );
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let rows: i64 = std::env::var("ROWS")
         .ok()
@@ -618,6 +770,9 @@ fn main() -> anyhow::Result<()> {
             merge_apply_bench(rows)
                 .await
                 .context("merged apply benchmark")?;
+        }
+        if only.is_empty() || only == "backup" {
+            backup_bench(rows).await.context("backup benchmark")?;
         }
         if only.is_empty() || only == "mariadb" {
             mariadb_capture_bench(rows)

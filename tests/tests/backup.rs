@@ -400,22 +400,40 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn archive_into_a_directory() -> anyhow::Result<()> {
+async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow::Result<()> {
     tributary_tests::init_tracing();
     let pg = Postgres::start().await?;
     let src = pg.create_database("src").await?;
     pg.execute(&src, DDL).await?;
     let dir = tempfile::tempdir()?;
-    // With snapshots every 2 s besides.
+    // Encrypted (age), with snapshots every 2 s besides.
+    let key = dir.path().join("key.txt");
+    write_age_key(&key)?;
+    let store_dir = dir.path().join("store");
     let Scenario { store, reports, .. } = archive_scenario(
         &pg,
         &src,
         &format!(
-            "store = {:?}\nsnapshot_schedule = \"*/2 * * * * *\"\n",
-            dir.path()
+            "store = {store_dir:?}\nage_identity_file = {key:?}\nsnapshot_schedule = \"*/2 * * * * *\"\n"
         ),
     )
     .await?;
+    // Stored encrypted, named in messages with the wrong key.
+    let manifests = chain(&store, "hq").await?;
+    let object = &manifests[0].objects[0];
+    assert!(std::fs::read(store_dir.join(&object.name))?.starts_with(b"age-encryption.org/v1"));
+    let wrong = dir.path().join("wrong.txt");
+    write_age_key(&wrong)?;
+    let mut with_wrong: BackupConfig = toml::from_str(&format!("store = {store_dir:?}"))?;
+    with_wrong.age_identity_file = Some(wrong);
+    let e = verify_archive(&Store::open(&with_wrong)?, "hq")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&object.name) && e.contains("wrong key"),
+        "unexpected error: {e}"
+    );
     let snapshots = tributary_snapshot::list_snapshots(&store, "hq").await?;
     assert!(
         snapshots.len() > 2,
@@ -425,5 +443,20 @@ async fn archive_into_a_directory() -> anyhow::Result<()> {
     assert!(reports.iter().any(|r| r.snapshot.is_some()));
     let head = store.get_required("archive/hq/HEAD.json").await?;
     assert!(std::str::from_utf8(&head)?.contains("sha256"));
+    Ok(())
+}
+
+/// Writes a new age identity file (as `age-keygen` would) at `path`.
+fn write_age_key(path: &Path) -> anyhow::Result<()> {
+    use age::secrecy::ExposeSecret;
+    let identity = age::x25519::Identity::generate();
+    std::fs::write(
+        path,
+        format!(
+            "# public key: {}\n{}\n",
+            identity.to_public(),
+            identity.to_string().expose_secret()
+        ),
+    )?;
     Ok(())
 }
