@@ -106,6 +106,16 @@ enum SnapshotAction {
         #[arg(long)]
         source: Option<String>,
     },
+    /// Apply the retention settings (`max_backups`, `max_age`): delete the snapshots and
+    /// archive segments no restore within the window needs.
+    Prune {
+        /// Only this source.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only report what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// List the snapshots in the store.
     List {
         /// Only this source's.
@@ -178,6 +188,23 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                     m.bytes,
                     m.objects.len(),
                     m.position
+                );
+            }
+            return Ok(());
+        }
+        Command::Snapshot {
+            action: SnapshotAction::Prune { source, dry_run },
+        } => {
+            let config = Config::load(&cli.config)?;
+            let verb = if *dry_run { "would delete" } else { "deleted" };
+            for (name, r) in runtime::prune(&config, source.as_deref(), *dry_run).await? {
+                println!(
+                    "{name}: {verb} {} snapshots ({}) and {} archive segments, {} objects; the oldest restorable instant is snapshot {}",
+                    r.snapshots.len(),
+                    r.snapshots.join(", "),
+                    r.segments,
+                    r.objects,
+                    r.anchor.as_deref().unwrap_or("(the archive's start)")
                 );
             }
             return Ok(());

@@ -716,6 +716,35 @@ pub async fn snapshot_create(
     Ok(out)
 }
 
+/// Applies the `[backup]` retention settings to each archived source (or only `only`);
+/// `dry`: only reports. Returns each source's report.
+pub async fn prune(
+    config: &Config,
+    only: Option<&str>,
+    dry: bool,
+) -> Result<Vec<(String, tributary_snapshot::PruneReport)>, PipelineError> {
+    let backup = config
+        .backup
+        .as_ref()
+        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
+    let retention = backup.retention().map_err(PipelineError::Config)?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut out = Vec::new();
+    for name in config
+        .archived_sources()
+        .into_iter()
+        .filter(|n| only.is_none_or(|s| s == n))
+    {
+        let report = tributary_snapshot::prune(&store, &name, retention, now, dry).await?;
+        if !dry && (report.segments > 0 || !report.snapshots.is_empty()) {
+            tracing::info!(source = name, snapshots = ?report.snapshots, segments = report.segments, anchor = ?report.anchor, "retention pruned");
+        }
+        out.push((name, report));
+    }
+    Ok(out)
+}
+
 /// The cron expression `text`, parsed: five fields (minute hour day month weekday), or
 /// six with seconds first; UTC.
 pub fn parse_schedule(text: &str) -> Result<croner::Cron, PipelineError> {
@@ -758,6 +787,9 @@ async fn scheduled_snapshots(
                         bytes = m.bytes,
                         "scheduled snapshot taken"
                     );
+                }
+                if let Err(e) = prune(&config, None, false).await {
+                    tracing::error!(error = %e, "retention: nothing was pruned");
                 }
             }
             Err(e) => {

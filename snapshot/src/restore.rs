@@ -161,6 +161,15 @@ pub async fn restore(
             watermark = Some(snap.position);
         }
     }
+    // Retention may have pruned the archive's start: it then follows a snapshot only.
+    if let Some(from) = manifests.first().and_then(|m| m.from) {
+        if watermark.is_none_or(|w| w < from) {
+            return Err(BackupError::Config(format!(
+                "source {source}: the archive's older segments were pruned by retention and no snapshot before {target:?} covers them; the oldest restorable instant is the oldest snapshot's (tributary snapshot list)",
+                target = options.target
+            )));
+        }
+    }
     let mut batch = Batch::default();
     let mut reached = false;
     for m in &manifests {

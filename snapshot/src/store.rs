@@ -39,6 +39,14 @@ pub struct BackupConfig {
     /// Encryption (age): the environment variable holding a passphrase.
     #[serde(default)]
     pub age_passphrase_env: Option<String>,
+    /// Retention: snapshots kept at most (the oldest beyond go, with the archive
+    /// segments only they needed).
+    #[serde(default)]
+    pub max_backups: Option<usize>,
+    /// Retention: the restore window (`30d`, `12h`, `2w`): every instant within it stays
+    /// restorable.
+    #[serde(default)]
+    pub max_age: Option<String>,
     /// Snapshots: a table goes on in a new object past this many bytes.
     #[serde(default = "default_snapshot_object_bytes")]
     pub snapshot_object_bytes: u64,
@@ -273,6 +281,8 @@ impl BackupConfig {
             snapshot_schedule: None,
             age_identity_file: None,
             age_passphrase_env: None,
+            max_backups: None,
+            max_age: None,
             snapshot_object_bytes: default_snapshot_object_bytes(),
             store: store.into(),
             s3_endpoint: None,
@@ -280,6 +290,23 @@ impl BackupConfig {
             s3_access_key_id: None,
             s3_secret_access_key: None,
         }
+    }
+
+    /// The retention settings, checked.
+    pub fn retention(&self) -> Result<crate::retention::Retention, String> {
+        if self.max_backups == Some(0) {
+            return Err("backup.max_backups: must be at least 1".into());
+        }
+        let max_age_secs = match &self.max_age {
+            None => None,
+            Some(text) => Some(
+                crate::retention::parse_age(text).map_err(|e| format!("backup.max_age: {e}"))?,
+            ),
+        };
+        Ok(crate::retention::Retention {
+            max_backups: self.max_backups,
+            max_age_secs,
+        })
     }
 
     /// Checks values that types alone cannot.
@@ -304,6 +331,7 @@ impl BackupConfig {
             self.age_passphrase_env.as_deref(),
         )
         .map_err(|e| e.to_string())?;
+        self.retention()?;
         if self.store.trim().is_empty() {
             return Err("backup.store is empty: give a directory or s3://bucket/prefix".into());
         }

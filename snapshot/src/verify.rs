@@ -49,6 +49,7 @@ pub async fn chain(store: &Store, source: &str) -> Result<Vec<Manifest>, BackupE
     let Some(head) = read_head(store, source).await? else {
         return Ok(Vec::new());
     };
+    let start = crate::retention::read_start(store, source).await?;
     let mut out: Vec<Manifest> = Vec::new();
     let mut link: Option<(Link, String)> = Some((head.manifest, head_name(source)));
     while let Some((l, named_by)) = link.take() {
@@ -90,17 +91,41 @@ pub async fn chain(store: &Store, source: &str) -> Result<Vec<Manifest>, BackupE
                 "its coverage does not start where the previous segment ends",
             ));
         }
-        link = m.prev.clone().map(|p| (p, name.clone()));
+        // Retention pruned what came before the segment START.json names.
+        link = match &start {
+            Some(s) if s.seq == m.seq => None,
+            _ => m.prev.clone().map(|p| (p, name.clone())),
+        };
         out.push(m);
     }
     out.reverse();
     if let Some(first) = out.first() {
-        if first.seq != 0 || first.from.is_some() {
-            return Err(corrupt(
-                store,
-                &manifest_name(source, first.seq),
-                "the chain starts here but this is not the archive's first segment",
-            ));
+        match &start {
+            Some(s) if s.seq == first.seq => {
+                // What was pruned must be in the snapshot START.json names.
+                let snapshots = crate::snapshots::list_snapshots(store, source).await?;
+                let covered = snapshots.iter().any(|snap| {
+                    snap.id == s.snapshot && first.from.is_none_or(|f| f <= snap.position)
+                });
+                if !covered {
+                    return Err(corrupt(
+                        store,
+                        &crate::retention::start_name(source),
+                        format!(
+                            "the archive starts at segment {} after pruning, but snapshot {} that holds what came before is missing",
+                            first.seq, s.snapshot
+                        ),
+                    ));
+                }
+            }
+            _ if first.seq != 0 || first.from.is_some() => {
+                return Err(corrupt(
+                    store,
+                    &manifest_name(source, first.seq),
+                    "the chain starts here but this is not the archive's first segment",
+                ));
+            }
+            _ => {}
         }
     }
     Ok(out)

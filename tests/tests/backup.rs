@@ -324,6 +324,28 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
         .iter()
         .all(|op| ["r", "c", "u", "d"].contains(&op.as_str())));
 
+    // Retention: a window reaching back to the first snapshot cannot keep one snapshot.
+    let window = tributary_snapshot::Retention {
+        max_backups: Some(1),
+        max_age_secs: Some(1),
+    };
+    let opens_at_first = snapshots[0].consistent_at_micros + 1_000_000;
+    let e = tributary_snapshot::prune(&store, "hq", window, opens_at_first, false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("max_backups") && e.contains(&snapshots[0].id),
+        "{e}"
+    );
+    assert_eq!(
+        tributary_snapshot::list_snapshots(&store, "hq")
+            .await?
+            .len(),
+        2
+    );
+    verify_archive(&store, "hq").await?;
+
     // A PostgreSQL source restored into MariaDB, one table, to the second instant.
     let maria = MariaDb::start().await?;
     let db = maria.create_database("restored").await?;
@@ -410,7 +432,12 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     let key = dir.path().join("key.txt");
     write_age_key(&key)?;
     let store_dir = dir.path().join("store");
-    let Scenario { store, reports, .. } = archive_scenario(
+    let Scenario {
+        store,
+        config,
+        instants,
+        reports,
+    } = archive_scenario(
         &pg,
         &src,
         &format!(
@@ -434,6 +461,7 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
         e.contains(&object.name) && e.contains("wrong key"),
         "unexpected error: {e}"
     );
+
     let snapshots = tributary_snapshot::list_snapshots(&store, "hq").await?;
     assert!(
         snapshots.len() > 2,
@@ -443,6 +471,43 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     assert!(reports.iter().any(|r| r.snapshot.is_some()));
     let head = store.get_required("archive/hq/HEAD.json").await?;
     assert!(std::str::from_utf8(&head)?.contains("sha256"));
+
+    // Retention keeping one snapshot: the others go, with the segments before it.
+    let one = tributary_snapshot::Retention {
+        max_backups: Some(1),
+        max_age_secs: None,
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    let pruned = tributary_snapshot::prune(&store, "hq", one, now, false).await?;
+    assert!(
+        pruned.segments > 0 && !pruned.snapshots.is_empty(),
+        "{pruned:?}"
+    );
+    assert!(!store_dir.join(&object.name).exists());
+    let left = tributary_snapshot::list_snapshots(&store, "hq").await?;
+    assert_eq!(left.len(), 1);
+    verify_archive(&store, "hq").await?;
+    // The latest instant still restores; the first one is out of the window now.
+    let (at, expected) = &instants[2];
+    let db = pg.create_database("after_prune").await?;
+    let (_, report) =
+        runtime::restore(&config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
+    assert_eq!(report.snapshot.as_deref(), Some(left[0].id.as_str()));
+    assert_eq!(&source_tables(&pg, &db).await?, expected);
+    let db = pg.create_database("before_window").await?;
+    let e = runtime::restore(
+        &config,
+        Some("hq"),
+        &options(&instants[0].0),
+        Some(&pg.url(&db)),
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("pruned"), "{e}");
     Ok(())
 }
 

@@ -1,0 +1,201 @@
+//! Retention: which snapshots and archive segments are kept.
+//!
+//! `max_age` is the restore window: every instant within it must stay restorable, so the
+//! newest snapshot taken before the window opens (the *anchor*) is kept with every newer
+//! one, and so is every archive segment after it. `max_backups` keeps only the newest
+//! snapshots; when that would delete the anchor the window needs, pruning stops with an
+//! error naming both settings instead of losing the window. Without `max_age`, the oldest
+//! snapshot `max_backups` keeps is the anchor.
+//!
+//! Segments wholly at or before the anchor's position are pruned; `START.json` then names
+//! the first segment kept and the snapshot that covers what went before, so `verify`
+//! accepts the shortened chain and a restore knows where the window begins. A snapshot's
+//! manifest is deleted before its objects, so a half-deleted snapshot is never listed.
+
+use crate::archive::{manifest_name, Manifest};
+use crate::error::BackupError;
+use crate::snapshots::{list_snapshots, snapshot_manifest_name, SnapshotManifest};
+use crate::store::Store;
+use crate::verify::chain;
+use serde::{Deserialize, Serialize};
+
+/// `START.json`: the archive's chain starts at `seq`; what came before was pruned and is
+/// covered by snapshot `snapshot`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Start {
+    /// The first segment kept.
+    pub seq: u64,
+    /// The snapshot that holds everything before it.
+    pub snapshot: String,
+}
+
+/// Name of source `source`'s `START.json`.
+pub fn start_name(source: &str) -> String {
+    format!("archive/{source}/START.json")
+}
+
+/// The retention settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Retention {
+    /// Snapshots kept at most.
+    pub max_backups: Option<usize>,
+    /// The restore window, in seconds.
+    pub max_age_secs: Option<u64>,
+}
+
+/// Reads a duration such as `30d`, `12h`, `90m`, `45s` or `2w`; the number of seconds.
+pub fn parse_age(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} has no unit: write 30d, 12h, 90m, 45s or 2w"))?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{text:?}: no number before the unit"))?;
+    let unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (s, m, h, d or w)"
+            ))
+        }
+    };
+    n.checked_mul(unit)
+        .filter(|s| *s > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive duration"))
+}
+
+/// What pruning did (or, dry, would do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Snapshots deleted.
+    pub snapshots: Vec<String>,
+    /// Archive segments deleted.
+    pub segments: u64,
+    /// Objects deleted (snapshot and segment objects and manifests).
+    pub objects: u64,
+    /// The anchor snapshot: the oldest restorable instant is its consistent point.
+    pub anchor: Option<String>,
+}
+
+/// Applies `retention` to source `source`'s snapshots and archive at `now_micros`
+/// (`dry`: only reports).
+pub async fn prune(
+    store: &Store,
+    source: &str,
+    retention: Retention,
+    now_micros: i64,
+    dry: bool,
+) -> Result<PruneReport, BackupError> {
+    let mut report = PruneReport::default();
+    if retention.max_backups.is_none() && retention.max_age_secs.is_none() {
+        return Ok(report);
+    }
+    let snapshots = list_snapshots(store, source).await?;
+    let anchor: Option<usize> = match retention.max_age_secs {
+        Some(age) => {
+            let opens = now_micros.saturating_sub((age as i64).saturating_mul(1_000_000));
+            snapshots
+                .iter()
+                .rposition(|s| s.consistent_at_micros <= opens)
+        }
+        None => retention
+            .max_backups
+            .map(|n| snapshots.len().saturating_sub(n.max(1))),
+    };
+    let Some(anchor) = anchor else {
+        // The window reaches back before every snapshot: everything is needed.
+        return Ok(report);
+    };
+    if let Some(n) = retention.max_backups {
+        let kept = snapshots.len() - anchor;
+        if kept > n {
+            return Err(BackupError::Config(format!(
+                "backup.max_backups = {n} would delete snapshot {} of source {source}, which backup.max_age needs to restore the oldest instants of its window ({} snapshots from it on); raise max_backups or shorten max_age",
+                snapshots[anchor].id, kept
+            )));
+        }
+    }
+    let base: &SnapshotManifest = &snapshots[anchor];
+    report.anchor = Some(base.id.clone());
+    // Snapshots before the anchor.
+    for old in &snapshots[..anchor] {
+        report.snapshots.push(old.id.clone());
+        report.objects += old.objects.len() as u64 + 1;
+        if !dry {
+            store
+                .delete(&snapshot_manifest_name(source, &old.id))
+                .await?;
+            for o in &old.objects {
+                store.delete(&o.name).await?;
+            }
+        }
+    }
+    // Segments wholly covered by the anchor; the newest is always kept, for the chain
+    // to go on from.
+    let manifests: Vec<Manifest> = chain(store, source).await?;
+    let keep_from = manifests
+        .iter()
+        .position(|m| m.to > base.position)
+        .unwrap_or(manifests.len().saturating_sub(1));
+    let covered = &manifests[..keep_from];
+    if covered.is_empty() {
+        return Ok(report);
+    }
+    if !dry {
+        let start = serde_json::to_vec_pretty(&Start {
+            seq: manifests[keep_from].seq,
+            snapshot: base.id.clone(),
+        })
+        .map_err(|e| BackupError::Config(e.to_string()))?;
+        store.put(&start_name(source), start.into()).await?;
+    }
+    for m in covered {
+        report.segments += 1;
+        report.objects += m.objects.len() as u64 + 1;
+        if dry {
+            continue;
+        }
+        for o in &m.objects {
+            store.delete(&o.name).await?;
+        }
+        store.delete(&manifest_name(source, m.seq)).await?;
+    }
+    Ok(report)
+}
+
+/// Reads source `source`'s `START.json`, if any.
+pub async fn read_start(store: &Store, source: &str) -> Result<Option<Start>, BackupError> {
+    let name = start_name(source);
+    match store.get(&name).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| BackupError::Corrupt {
+                store: store.describe().to_string(),
+                object: name,
+                message: format!("not a START record: {e}"),
+            }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_parse() {
+        assert_eq!(parse_age("30d"), Ok(30 * 86_400));
+        assert_eq!(parse_age("12h"), Ok(12 * 3600));
+        assert_eq!(parse_age("2w"), Ok(2 * 604_800));
+        assert_eq!(parse_age("45s"), Ok(45));
+        for bad in ["30", "d", "3x", "0d", ""] {
+            assert!(parse_age(bad).is_err(), "{bad}");
+        }
+    }
+}
