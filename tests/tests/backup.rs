@@ -24,6 +24,12 @@ const DDL: &str =
 CREATE TABLE orders (id int PRIMARY KEY, medicine int NOT NULL, qty int NOT NULL);
 INSERT INTO medicines SELECT i, 'medicine ' || i, 100 FROM generate_series(1, 100) i;";
 
+/// [`DDL`] for MariaDB.
+const MARIA_DDL: &str =
+    "CREATE TABLE medicines (id int PRIMARY KEY, name text NOT NULL, qty int NOT NULL);
+CREATE TABLE orders (id int PRIMARY KEY, medicine int NOT NULL, qty int NOT NULL);
+INSERT INTO medicines SELECT seq, CONCAT('medicine ', seq), 100 FROM seq_1_to_100;";
+
 /// Rows every round of the load changes: 20 orders inserted, 10 medicines updated.
 const PER_ROUND: u64 = 30;
 
@@ -129,19 +135,9 @@ async fn instant(pg: &Postgres, db: &str) -> anyhow::Result<(String, Tables)> {
     Ok((at, source_tables(pg, db).await?))
 }
 
-/// Waits until the archive verifies and holds `events` events.
+/// Waits until the archive of `hq` verifies and holds `events` events.
 async fn wait_for_events(store: &Store, events: u64) -> anyhow::Result<()> {
-    wait_until(
-        &format!("{events} events archived and verified"),
-        Duration::from_secs(60),
-        || async {
-            match verify_archive(store, "hq").await {
-                Ok(r) => Ok(r.events == events),
-                Err(e) => Err(anyhow::anyhow!(e)),
-            }
-        },
-    )
-    .await
+    wait_for_source_events(store, "hq", events).await
 }
 
 /// Runs the load with a restart half way and two manual snapshots, checks what the
@@ -524,4 +520,105 @@ fn write_age_key(path: &Path) -> anyhow::Result<()> {
         ),
     )?;
     Ok(())
+}
+
+/// The MariaDB tables of `db` in the shape of [`fold`] (no NULLs in this load).
+async fn mariadb_tables(maria: &MariaDb, db: &str) -> anyhow::Result<Tables> {
+    let mut tables = Tables::new();
+    for (table, sql) in [
+        (
+            "medicines",
+            "SELECT id, CONCAT_WS('|', id, name, qty) FROM medicines",
+        ),
+        (
+            "orders",
+            "SELECT id, CONCAT_WS('|', id, medicine, qty) FROM orders",
+        ),
+    ] {
+        let rows = maria
+            .query(db, sql)
+            .await?
+            .lines()
+            .filter_map(|l| l.split_once('\t'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tables.insert(table.to_string(), rows);
+    }
+    Ok(tables)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let maria = MariaDb::start().await?;
+    let pg = Postgres::start().await?;
+    let db = maria.create_database("store").await?;
+    maria.execute(&db, MARIA_DDL).await?;
+    let state = tempfile::tempdir()?;
+    let store_dir = state.path().join("store");
+    let text = format!(
+        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n\n[backup]\nstore = {store_dir:?}\nsegment_seconds = 1\nsegment_bytes = 8192\n",
+        state.path(),
+        maria.url(&db)
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    let store = Store::open(config.backup.as_ref().expect("a [backup] section"))?;
+    let source_rounds = |r: i64| {
+        format!(
+            "INSERT INTO orders SELECT seq, 1 + seq % 100, 1 + seq % 5 FROM seq_{a}_to_{b}; UPDATE medicines SET qty = qty - 1 WHERE id % 10 = {m};",
+            a = r * 20 + 1,
+            b = r * 20 + 20,
+            m = r % 10
+        )
+    };
+    let running = Running::start(config.clone(), false);
+    wait_for_source_events(&store, "store", 100).await?;
+    let mut instants = Vec::new();
+    for r in 0..12 {
+        maria.execute(&db, &source_rounds(r)).await?;
+        if r % 4 == 3 {
+            let (file, pos) = maria.binlog_end().await?;
+            let seq: u32 = file.rsplit('.').next().unwrap_or("0").parse()?;
+            instants.push((
+                format!("mysql:{seq}:{pos}"),
+                mariadb_tables(&maria, &db).await?,
+            ));
+        }
+    }
+    // 12 rounds of 2 transactions: 20 inserts and 10 updates each.
+    wait_for_source_events(&store, "store", 100 + 12 * PER_ROUND).await?;
+    running.stop().await?;
+    for (at, expected) in &instants {
+        let target = pg.create_database("restored").await?;
+        let (_, report) = runtime::restore(
+            &config,
+            None,
+            &options(at),
+            Some(&pg.url(&target)),
+            Some("public".into()),
+        )
+        .await?;
+        assert!(report.events > 0, "{at}: {report:?}");
+        assert_eq!(
+            &source_tables(&pg, &target).await?,
+            expected,
+            "restored to {at}"
+        );
+    }
+    Ok(())
+}
+
+/// Waits until source `source`'s archive verifies and holds `events` events.
+async fn wait_for_source_events(store: &Store, source: &str, events: u64) -> anyhow::Result<()> {
+    wait_until(
+        &format!("{events} events of {source} archived and verified"),
+        Duration::from_secs(60),
+        || async {
+            match verify_archive(store, source).await {
+                Ok(r) => Ok(r.events == events),
+                Err(e) => Err(anyhow::anyhow!(e)),
+            }
+        },
+    )
+    .await
 }
