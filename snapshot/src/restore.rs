@@ -172,6 +172,7 @@ pub async fn restore(
     }
     let mut batch = Batch::default();
     let mut reached = false;
+    let mut progress = std::time::Instant::now();
     for m in &manifests {
         if watermark.is_some_and(|w| m.to <= w) {
             report.already += m.events;
@@ -213,6 +214,10 @@ pub async fn restore(
             }
             *report.tables.entry(event.table.to_string()).or_default() += 1;
             report.events += 1;
+            if progress.elapsed().as_secs() >= 10 {
+                progress = std::time::Instant::now();
+                tracing::info!(source, events = report.events, at = %event.position, "restore progress");
+            }
             report.last_position = Some(event.position);
             report.last_commit_micros = Some(event.tx.commit_ts_micros);
             batch.push(t, event);
