@@ -290,7 +290,8 @@ impl Applier {
                     .insert(record.topic.clone(), record.next_offset);
                 let (schemas, mut event) = match self.decode(&record.value).await {
                     Ok(decoded) => decoded,
-                    Err(e) if !e.is_transient() => {
+                    // The archive holds every event or says why it stopped.
+                    Err(e) if !e.is_transient() && !self.settings.archive => {
                         self.dead.record(&record, &e.to_string()).await?;
                         self.stats.dead_letters.fetch_add(1, Ordering::Relaxed);
                         taken += 1;

@@ -526,6 +526,18 @@ async fn archiver(
             ))
         })?;
     let sink = tributary_snapshot::ArchiveSink::open(backup, &config.state_dir, source).await?;
+    if sink.resumed_from_store() {
+        if let TransportConfig::Kafka(_) = &config.transport {
+            return Err(PipelineError::Config(format!(
+                "the archive of source {source} goes on from the store, but this machine has no spool ({}): events spooled and not sealed before may be missing. Reset the consumer group tributary-{ARCHIVE}-{source} to the earliest offsets Kafka keeps (events the archive holds are skipped), then start again",
+                config.state_dir.join("archive").join(source).display()
+            )));
+        }
+        tracing::warn!(
+            source,
+            "the archive goes on from the store's HEAD.json: this machine had no spool"
+        );
+    }
     let name = format!("{ARCHIVE}-{source}");
     let consumer = consumer(config, &format!("tributary-{name}")).await?;
     let dead = DeadLetters::new(&config.state_dir.join("dead-letters"), &name);
@@ -689,9 +701,14 @@ pub async fn snapshot_create(
     {
         let source = &config.sources[name];
         let SourceConfig::Postgres(pg) = source else {
-            return Err(PipelineError::Config(format!(
+            let why = format!(
                 "source {name}: snapshots of MySQL/MariaDB sources are not built yet; its archive alone restores it"
-            )));
+            );
+            if only.is_some() {
+                return Err(PipelineError::Config(why));
+            }
+            tracing::warn!("{why}");
+            continue;
         };
         let mut rows = SnapshotRows(Some(tributary_snapshot::SnapshotWriter::new(
             store.clone(),
@@ -788,13 +805,13 @@ async fn scheduled_snapshots(
                         "scheduled snapshot taken"
                     );
                 }
-                if let Err(e) = prune(&config, None, false).await {
-                    tracing::error!(error = %e, "retention: nothing was pruned");
-                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "scheduled snapshot failed; trying again at the next occasion")
             }
+        }
+        if let Err(e) = prune(&config, None, false).await {
+            tracing::error!(error = %e, "retention: nothing was pruned");
         }
     }
 }

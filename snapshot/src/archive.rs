@@ -176,6 +176,11 @@ pub struct ArchiveSink {
     pending: HashMap<usize, Pending>,
     /// Schemas per table version, and the spool file index in `next`.
     schemas: HashMap<(TableId, u32), (Arc<AvroSchemas>, ocf::Sync)>,
+    /// A seal failed: no transaction is taken until one succeeds, so a segment the store
+    /// may hold in part never grows under the same sequence number.
+    seal_failed: bool,
+    /// The archive went on from the store's `HEAD.json`, with no spool on this machine.
+    resumed_from_store: bool,
 }
 
 fn spool_err(path: &Path, e: impl std::fmt::Display) -> BackupError {
@@ -265,6 +270,8 @@ impl ArchiveSink {
             next: None,
             pending: HashMap::new(),
             schemas: HashMap::new(),
+            seal_failed: false,
+            resumed_from_store: false,
         };
         match (spool, head) {
             (Some(spool), Some(head)) if head.manifest.seq >= spool.seq => {
@@ -280,7 +287,22 @@ impl ArchiveSink {
                         ),
                     });
                 }
-                // Sealed, but the spool was not cleared before a stop.
+                // Sealed, but the spool was not cleared before a stop. (After a failed seal
+                // no transaction enters the spool until a seal succeeds, so it holds
+                // exactly the sealed segment.)
+                if spool.watermark != Some(head.manifest.to) {
+                    return Err(BackupError::Corrupt {
+                        store: sink.store.describe().to_string(),
+                        object: head_name(source),
+                        message: format!(
+                            "names segment {} up to {}, but this machine's spool ({}) holds that segment up to {}: clearing it would lose events; move the spool aside and compare",
+                            head.manifest.seq,
+                            head.manifest.to,
+                            sink.dir.display(),
+                            spool.watermark.map_or("nothing".to_string(), |p| p.to_string())
+                        ),
+                    });
+                }
                 sink.spool = spool;
                 sink.cleared(head.manifest)?;
             }
@@ -289,9 +311,11 @@ impl ArchiveSink {
                 sink.truncate_to_durable()?;
             }
             (None, Some(head)) => {
+                sink.resumed_from_store = true;
                 sink.cleared(head.manifest)?;
             }
             (None, None) => {
+                crate::verify::no_orphan_manifests(&sink.store, source).await?;
                 sink.write_spool()?;
             }
         }
@@ -445,6 +469,13 @@ impl ArchiveSink {
             return Ok(None);
         };
         let seq = self.spool.seq;
+        // An earlier attempt may have stored this segment whole but failed to say so.
+        if let Some(head) = read_head(&self.store, &self.source).await? {
+            if head.manifest.seq == seq && head.manifest.to == to {
+                self.cleared(head.manifest)?;
+                return Ok(None);
+            }
+        }
         let mut objects = Vec::new();
         for (i, f) in self.spool.files.iter().enumerate() {
             if f.events == 0 {
@@ -452,7 +483,16 @@ impl ArchiveSink {
             }
             let path = self.dir.join(&f.file);
             let blocks = std::fs::read(&path).map_err(|e| spool_err(&path, e))?;
-            let blocks = &blocks[..f.bytes as usize];
+            let blocks = blocks.get(..f.bytes as usize).ok_or_else(|| {
+                spool_err(
+                    &path,
+                    format!(
+                        "holds {} bytes but {} were committed: the spool was damaged",
+                        blocks.len(),
+                        f.bytes
+                    ),
+                )
+            })?;
             let sync: ocf::Sync = hex::decode(&f.sync)
                 .ok()
                 .and_then(|s| s.try_into().ok())
@@ -541,9 +581,20 @@ impl ArchiveSink {
     /// Seals when due; a failure leaves the segment in the spool (durable) for the next
     /// try, so the transaction that made it due stays committed.
     async fn seal_or_warn(&mut self) {
-        if let Err(e) = self.seal().await {
-            tracing::warn!(source = self.source, error = %e, "sealing an archive segment failed; it stays in the spool and is tried again");
+        match self.seal().await {
+            Ok(_) => self.seal_failed = false,
+            Err(e) => {
+                self.seal_failed = true;
+                tracing::warn!(source = self.source, error = %e, "sealing an archive segment failed; it stays in the spool, and no transaction is archived until a seal succeeds");
+            }
         }
+    }
+
+    /// Whether the archive went on from the store's `HEAD.json` with no spool on this
+    /// machine: events spooled elsewhere and never sealed are then not in the archive,
+    /// unless the transport delivers them again.
+    pub fn resumed_from_store(&self) -> bool {
+        self.resumed_from_store
     }
 }
 
@@ -575,6 +626,11 @@ impl Sink for ArchiveSink {
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
+        if self.seal_failed {
+            // Transient: the loop backs off and tries again.
+            self.seal().await.map_err(to_sink)?;
+            self.seal_failed = false;
+        }
         self.next = Some(self.spool.clone());
         self.pending.clear();
         Ok(())

@@ -67,6 +67,11 @@ impl Target {
     }
 
     fn includes(&self, event: &ChangeEvent) -> bool {
+        // The capture's initial copy is one consistent state: its rows carry the copy's
+        // own times, so a target never cuts through them.
+        if event.op == tributary_schemas::Op::Read {
+            return true;
+        }
         match self {
             Target::Time(t) => event.tx.commit_ts_micros <= *t,
             Target::Position(p) => event.position <= *p,

@@ -123,7 +123,28 @@ pub async fn prune(
     }
     let base: &SnapshotManifest = &snapshots[anchor];
     report.anchor = Some(base.id.clone());
-    // Snapshots before the anchor.
+    // The chain as it is, before anything is deleted.
+    let manifests: Vec<Manifest> = chain(store, source).await?;
+    // Segments wholly covered by the anchor; the newest is always kept, for the chain
+    // to go on from.
+    let keep_from = manifests
+        .iter()
+        .position(|m| m.to > base.position)
+        .unwrap_or(manifests.len().saturating_sub(1));
+    let covered = &manifests[..keep_from];
+    // START.json names the anchor before any snapshot it named before is deleted, and
+    // before the segments go: a stop half way leaves a chain that verifies.
+    let had_start = read_start(store, source).await?.is_some();
+    if !dry && (had_start || !covered.is_empty()) {
+        if let Some(first_kept) = manifests.get(keep_from) {
+            let start = serde_json::to_vec_pretty(&Start {
+                seq: first_kept.seq,
+                snapshot: base.id.clone(),
+            })
+            .map_err(|e| BackupError::Config(e.to_string()))?;
+            store.put(&start_name(source), start.into()).await?;
+        }
+    }
     for old in &snapshots[..anchor] {
         report.snapshots.push(old.id.clone());
         report.objects += old.objects.len() as u64 + 1;
@@ -135,25 +156,6 @@ pub async fn prune(
                 store.delete(&o.name).await?;
             }
         }
-    }
-    // Segments wholly covered by the anchor; the newest is always kept, for the chain
-    // to go on from.
-    let manifests: Vec<Manifest> = chain(store, source).await?;
-    let keep_from = manifests
-        .iter()
-        .position(|m| m.to > base.position)
-        .unwrap_or(manifests.len().saturating_sub(1));
-    let covered = &manifests[..keep_from];
-    if covered.is_empty() {
-        return Ok(report);
-    }
-    if !dry {
-        let start = serde_json::to_vec_pretty(&Start {
-            seq: manifests[keep_from].seq,
-            snapshot: base.id.clone(),
-        })
-        .map_err(|e| BackupError::Config(e.to_string()))?;
-        store.put(&start_name(source), start.into()).await?;
     }
     for m in covered {
         report.segments += 1;

@@ -47,6 +47,7 @@ fn corrupt(store: &Store, object: &str, message: impl Into<String>) -> BackupErr
 /// not read.
 pub async fn chain(store: &Store, source: &str) -> Result<Vec<Manifest>, BackupError> {
     let Some(head) = read_head(store, source).await? else {
+        no_orphan_manifests(store, source).await?;
         return Ok(Vec::new());
     };
     let start = crate::retention::read_start(store, source).await?;
@@ -129,6 +130,23 @@ pub async fn chain(store: &Store, source: &str) -> Result<Vec<Manifest>, BackupE
         }
     }
     Ok(out)
+}
+
+/// Fails when `source` has manifests but no `HEAD.json` (deleted, or lost): the chain
+/// cannot be checked, and starting a new one would overwrite it.
+pub async fn no_orphan_manifests(store: &Store, source: &str) -> Result<(), BackupError> {
+    let listed = store.list(&format!("archive/{source}/manifests/")).await?;
+    if let Some((first, _)) = listed.first() {
+        return Err(corrupt(
+            store,
+            &head_name(source),
+            format!(
+                "missing, though {} manifests exist (the first is {first}): the chain has no head",
+                listed.len()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// What an object must be: its name, size, sha256 and event count.

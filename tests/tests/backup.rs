@@ -189,6 +189,16 @@ async fn archive_scenario(pg: &Postgres, src: &str, backup_toml: &str) -> anyhow
     instants.push(instant(pg, src).await?);
     let total = 100 + 20 * PER_ROUND + 5 + 100;
     wait_for_events(&store, total).await?;
+    if backup.snapshot_schedule.is_some() {
+        // Besides the two manual snapshots, at least one scheduled one.
+        wait_until("a scheduled snapshot", Duration::from_secs(60), || async {
+            Ok(tributary_snapshot::list_snapshots(&store, "hq")
+                .await?
+                .len()
+                >= 3)
+        })
+        .await?;
+    }
     running.stop().await?;
 
     let events = archived(&store).await?;
@@ -485,11 +495,19 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     let left = tributary_snapshot::list_snapshots(&store, "hq").await?;
     assert_eq!(left.len(), 1);
     verify_archive(&store, "hq").await?;
-    // The latest instant still restores; the first one is out of the window now.
-    let (at, expected) = &instants[2];
+    // The end (the last instant's contents: nothing changed after it) still restores,
+    // from the one snapshot left (a scheduled one may follow the last instant, so only
+    // instants after it are in the window); the first instant is out of the window now.
+    let expected = &instants[2].1;
     let db = pg.create_database("after_prune").await?;
-    let (_, report) =
-        runtime::restore(&config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
+    let (_, report) = runtime::restore(
+        &config,
+        Some("hq"),
+        &options("latest"),
+        Some(&pg.url(&db)),
+        None,
+    )
+    .await?;
     assert_eq!(report.snapshot.as_deref(), Some(left[0].id.as_str()));
     assert_eq!(&source_tables(&pg, &db).await?, expected);
     let db = pg.create_database("before_window").await?;
@@ -504,6 +522,21 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     .unwrap_err()
     .to_string();
     assert!(e.contains("pruned"), "{e}");
+
+    // A second pruning after a new snapshot moves the start again, and the chain
+    // still verifies.
+    runtime::snapshot_create(&config, Some("hq"), None).await?;
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_micros() as i64;
+    let again = tributary_snapshot::prune(&store, "hq", one, later, false).await?;
+    assert_eq!(again.snapshots, [left[0].id.clone()]);
+    verify_archive(&store, "hq").await?;
+
+    // Without HEAD.json the chain has no head: named, not taken for an empty archive.
+    std::fs::remove_file(store_dir.join("archive/hq/HEAD.json"))?;
+    let e = verify_archive(&store, "hq").await.unwrap_err().to_string();
+    assert!(e.contains("HEAD.json") && e.contains("missing"), "{e}");
     Ok(())
 }
 
