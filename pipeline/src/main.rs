@@ -131,6 +131,17 @@ enum SnapshotAction {
     },
 }
 
+/// The configuration at `path` and its `[backup]` store.
+fn backup_store(path: &std::path::Path) -> anyhow::Result<(Config, tributary_snapshot::Store)> {
+    let config = Config::load(path)?;
+    let backup = config
+        .backup
+        .as_ref()
+        .context("the configuration has no [backup] section")?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    Ok((config, store))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -212,12 +223,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot {
             action: SnapshotAction::List { source },
         } => {
-            let config = Config::load(&cli.config)?;
-            let backup = config
-                .backup
-                .as_ref()
-                .context("the configuration has no [backup] section")?;
-            let store = tributary_snapshot::Store::open(backup)?;
+            let (config, store) = backup_store(&cli.config)?;
             for name in config
                 .archived_sources()
                 .iter()
@@ -235,12 +241,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot {
             action: SnapshotAction::Verify { source },
         } => {
-            let config = Config::load(&cli.config)?;
-            let backup = config
-                .backup
-                .as_ref()
-                .context("the configuration has no [backup] section")?;
-            let store = tributary_snapshot::Store::open(backup)?;
+            let (config, store) = backup_store(&cli.config)?;
             let sources = config.archived_sources();
             if let Some(s) = source {
                 anyhow::ensure!(sources.contains(s), "source {s} is not archived");

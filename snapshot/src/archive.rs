@@ -600,17 +600,7 @@ impl ArchiveSink {
 
 /// Reads source `source`'s `HEAD.json`, if any.
 pub async fn read_head(store: &Store, source: &str) -> Result<Option<Head>, BackupError> {
-    let name = head_name(source);
-    match store.get(&name).await? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| BackupError::Corrupt {
-                store: store.describe().to_string(),
-                object: name,
-                message: format!("not a HEAD record: {e}"),
-            }),
-    }
+    store.get_json(&head_name(source), "a HEAD record").await
 }
 
 #[async_trait]

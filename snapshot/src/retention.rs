@@ -173,17 +173,7 @@ pub async fn prune(
 
 /// Reads source `source`'s `START.json`, if any.
 pub async fn read_start(store: &Store, source: &str) -> Result<Option<Start>, BackupError> {
-    let name = start_name(source);
-    match store.get(&name).await? {
-        None => Ok(None),
-        Some(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| BackupError::Corrupt {
-                store: store.describe().to_string(),
-                object: name,
-                message: format!("not a START record: {e}"),
-            }),
-    }
+    store.get_json(&start_name(source), "a START record").await
 }
 
 #[cfg(test)]

@@ -304,14 +304,12 @@ pub async fn list_snapshots(
         if !name.ends_with("/manifest.json") {
             continue;
         }
-        let bytes = store.get_required(&name).await?;
-        let m: SnapshotManifest =
-            serde_json::from_slice(&bytes).map_err(|e| BackupError::Corrupt {
-                store: store.describe().to_string(),
-                object: name.clone(),
-                message: format!("not a snapshot manifest: {e}"),
-            })?;
-        out.push(m);
+        if let Some(m) = store
+            .get_json::<SnapshotManifest>(&name, "a snapshot manifest")
+            .await?
+        {
+            out.push(m);
+        }
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)

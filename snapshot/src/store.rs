@@ -211,6 +211,26 @@ impl Store {
         }
     }
 
+    /// Reads JSON object `name` (`what` it is, for messages); `None` when there is none.
+    pub async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<T>, BackupError> {
+        match self.get(name).await? {
+            None => Ok(None),
+            Some(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| BackupError::Corrupt {
+                        store: self.describe.clone(),
+                        object: name.to_string(),
+                        message: format!("not {what}: {e}"),
+                    })
+            }
+        }
+    }
+
     /// Reads object `name`, which must exist.
     pub async fn get_required(&self, name: &str) -> Result<Bytes, BackupError> {
         self.get(name).await?.ok_or_else(|| BackupError::Corrupt {

@@ -594,6 +594,19 @@ async fn mysql_apply_bench(rows: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Restores source `bench` of `config` into `target`; the seconds it took and the report.
+async fn timed_restore(
+    config: &tributary_pipeline::Config,
+    options: &tributary_snapshot::RestoreOptions,
+    target: &str,
+) -> anyhow::Result<(f64, tributary_snapshot::RestoreReport)> {
+    let started = Instant::now();
+    let (_, report) =
+        tributary_pipeline::runtime::restore(config, Some("bench"), options, Some(target), None)
+            .await?;
+    Ok((started.elapsed().as_secs_f64(), report))
+}
+
 /// The backup benchmark (see the module documentation, part 6).
 async fn backup_bench(rows: i64) -> anyhow::Result<()> {
     use tributary_snapshot::{ArchiveSink, BackupConfig, RestoreOptions, Target};
@@ -672,16 +685,7 @@ async fn backup_bench(rows: i64) -> anyhow::Result<()> {
         max_tx_events: 100_000,
         batch_rows: 5_000,
     };
-    let started = Instant::now();
-    let (_, report) = tributary_pipeline::runtime::restore(
-        &config,
-        Some("bench"),
-        &options,
-        Some(&pg.url(&fresh)),
-        None,
-    )
-    .await?;
-    let restore_secs = started.elapsed().as_secs_f64();
+    let (restore_secs, report) = timed_restore(&config, &options, &pg.url(&fresh)).await?;
     anyhow::ensure!(report.snapshot_rows == rows as u64, "{report:?}");
     println!(
         "restore of the snapshot: {rows} rows in {restore_secs:.2}s = {:.0} rows/s | pg_restore of the dump {pg_restore_secs:.2}s = {:.0} rows/s | ratio {:.2}",
@@ -720,16 +724,7 @@ async fn backup_bench(rows: i64) -> anyhow::Result<()> {
         ))?;
     }
     let fresh = restore_into("from_archive").await?;
-    let started = Instant::now();
-    let (_, report) = tributary_pipeline::runtime::restore(
-        &config,
-        Some("bench"),
-        &options,
-        Some(&pg.url(&fresh)),
-        None,
-    )
-    .await?;
-    let replay_secs = started.elapsed().as_secs_f64();
+    let (replay_secs, report) = timed_restore(&config, &options, &pg.url(&fresh)).await?;
     anyhow::ensure!(report.events == rows as u64, "{report:?}");
     println!(
         "restore replay: {rows} archived events in {replay_secs:.2}s = {:.0} events/s (target 100000) | pg_restore of the dump {:.0} rows/s | ratio {:.2} (archiving them took {archive_secs:.2}s = {:.0} events/s)",
