@@ -209,13 +209,16 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             let config = Config::load(&cli.config)?;
             let verb = if *dry_run { "would delete" } else { "deleted" };
             for (name, r) in runtime::prune(&config, source.as_deref(), *dry_run).await? {
+                let oldest = match &r.anchor {
+                    Some(id) => format!("snapshot {id}"),
+                    None => "the archive's start (no retention setting applies)".to_string(),
+                };
                 println!(
-                    "{name}: {verb} {} snapshots ({}) and {} archive segments, {} objects; the oldest restorable instant is snapshot {}",
+                    "{name}: {verb} {} snapshots [{}] and {} archive segments, {} objects; the oldest restorable instant is {oldest}",
                     r.snapshots.len(),
                     r.snapshots.join(", "),
                     r.segments,
                     r.objects,
-                    r.anchor.as_deref().unwrap_or("(the archive's start)")
                 );
             }
             return Ok(());
@@ -251,15 +254,18 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 .filter(|n| source.as_ref().is_none_or(|s| s == *n))
             {
                 let r = tributary_snapshot::verify_archive(&store, name).await?;
-                println!(
-                    "archive {name}: OK: {} segments, {} objects, {} events, {} bytes, positions {} to {}",
-                    r.segments,
-                    r.objects,
-                    r.events,
-                    r.bytes,
-                    r.from.map_or("the start".to_string(), |p| format!("after {p}")),
-                    r.to.map_or("(nothing archived yet)".to_string(), |p| p.to_string()),
-                );
+                match r.to {
+                    None => println!("archive {name}: OK: empty (nothing archived yet)"),
+                    Some(to) => println!(
+                        "archive {name}: OK: {} segments, {} objects, {} events, {} bytes, from {} to {to}",
+                        r.segments,
+                        r.objects,
+                        r.events,
+                        r.bytes,
+                        r.from
+                            .map_or("the source's first event".to_string(), |p| format!("after {p}")),
+                    ),
+                }
                 for snap in tributary_snapshot::list_snapshots(&store, name).await? {
                     let rows = tributary_snapshot::verify_snapshot(&store, name, &snap).await?;
                     println!(
