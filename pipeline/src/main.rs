@@ -131,6 +131,46 @@ enum SnapshotAction {
     },
 }
 
+/// `text` with the passwords of URLs (`scheme://user:password@host`) and the S3 secret
+/// key replaced by `***`: what `check` prints must not hold secrets.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_secret = false;
+    for line in text.lines() {
+        if in_secret {
+            // The secret's value spread over the lines up to its closing parenthesis.
+            in_secret = !line.trim_start().starts_with(')');
+            continue;
+        }
+        if line.trim_start().starts_with("s3_secret_access_key: Some(") {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(indent);
+            out.push_str("s3_secret_access_key: Some(\"***\"),\n");
+            in_secret = !line.trim_end().ends_with("),");
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("://") {
+            let (head, tail) = rest.split_at(at + 3);
+            out.push_str(head);
+            let end = tail.find(['"', ' ', '/']).unwrap_or(tail.len());
+            let authority = &tail[..end];
+            match (authority.rfind('@'), authority.find(':')) {
+                (Some(a), Some(c)) if c < a => {
+                    out.push_str(&authority[..=c]);
+                    out.push_str("***");
+                    out.push_str(&authority[a..]);
+                }
+                _ => out.push_str(authority),
+            }
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
+}
+
 /// The configuration at `path` and its `[backup]` store.
 fn backup_store(path: &std::path::Path) -> anyhow::Result<(Config, tributary_snapshot::Store)> {
     let config = Config::load(path)?;
@@ -183,7 +223,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => return demo::run(args.clone()).await,
         Command::Check => {
             let config = Config::load(&cli.config)?;
-            println!("{config:#?}");
+            println!("{}", redact(&format!("{config:#?}")));
             return Ok(());
         }
         Command::Snapshot {
@@ -406,5 +446,27 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn check_output_holds_no_password() {
+        let text = "url: \"postgres://tributary:s3cr%40t@head-office:5432/pharmacy\",\n    s3_secret_access_key: Some(\n        \"abc\",\n    ),\n    s3_secret_access_key: Some(\"abc\"),\n    url: \"mysql://root@h/db\",";
+        let out = redact(text);
+        assert!(
+            out.contains("postgres://tributary:***@head-office:5432/pharmacy"),
+            "{out}"
+        );
+        assert!(out.contains("mysql://root@h/db"), "{out}");
+        assert!(!out.contains("s3cr") && !out.contains("abc"), "{out}");
+        assert_eq!(
+            out.matches("s3_secret_access_key: Some(\"***\")").count(),
+            2,
+            "{out}"
+        );
     }
 }
