@@ -12,7 +12,7 @@ use crate::error::BackupError;
 use crate::snapshots::{list_snapshots, SnapshotManifest};
 use crate::store::Store;
 use crate::verify::{chain, read_checked};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use tributary_schemas::{ChangeEvent, Position, TableSchema};
 use tributary_sinks::Sink;
 
@@ -183,22 +183,38 @@ pub async fn restore(
             report.already += m.events;
             continue;
         }
-        let mut events: Vec<(usize, ChangeEvent)> = Vec::new();
-        let mut tables: Vec<TableSchema> = Vec::new();
+        // Each object (one per table version) is read one block at a time, and the
+        // objects' events are merged back into commit order: memory holds one block per
+        // object, whatever the segment's size.
+        let mut objects = Vec::new();
         for entry in &m.objects {
-            if !wanted(&entry.table.to_string()) {
-                continue;
+            if wanted(&entry.table.to_string()) {
+                objects.push(read_checked(store, source, entry.into()).await?);
             }
-            let object = read_checked(store, source, entry.into()).await?;
-            let read = object.events()?;
-            tables.push(object.table().clone());
-            let t = tables.len() - 1;
-            events.extend(read.into_iter().map(|e| (t, e)));
         }
-        // One object per table version: merged back into commit order.
-        events.sort_by_key(|(_, e)| e.position);
+        let tables: Vec<TableSchema> = objects.iter().map(|o| o.table().clone()).collect();
+        let mut streams = objects
+            .iter()
+            .map(|o| o.blocks())
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut heads: Vec<VecDeque<ChangeEvent>> = vec![VecDeque::new(); streams.len()];
         report.segments += 1;
-        for (t, event) in events {
+        loop {
+            for (head, stream) in heads.iter_mut().zip(streams.iter_mut()) {
+                while head.is_empty() {
+                    match stream.next() {
+                        Some(block) => *head = block?.into(),
+                        None => break,
+                    }
+                }
+            }
+            let Some(t) = (0..heads.len())
+                .filter(|i| !heads[*i].is_empty())
+                .min_by_key(|i| heads[*i][0].position)
+            else {
+                break;
+            };
+            let event = heads[t].pop_front().expect("not empty");
             if !options.target.includes(&event) {
                 reached = true;
                 break;
@@ -225,7 +241,9 @@ pub async fn restore(
             }
             report.last_position = Some(event.position);
             report.last_commit_micros = Some(event.tx.commit_ts_micros);
-            batch.push(t, event);
+            batch
+                .push(source, sink.as_deref_mut(), &tables, options, t, event)
+                .await?;
         }
         if batch.events > 0 {
             batch
@@ -292,54 +310,86 @@ fn sink_err(source: &str, e: tributary_sinks::SinkError) -> BackupError {
     BackupError::Target(format!("restoring source {source}: {e}"))
 }
 
-/// Events waiting to be applied in one sink transaction, in order, with their table's
-/// index in the segment's table list.
+/// The open sink transaction of a restore: events are applied in runs of one table
+/// (at most `batch_rows`) as they come, so memory holds one run, and committed at source
+/// transaction boundaries once `max_tx_events` are in.
 #[derive(Default)]
 struct Batch {
-    runs: Vec<(usize, Vec<ChangeEvent>)>,
+    /// The run not applied yet: its table's index in the segment's table list.
+    run: Option<(usize, Vec<ChangeEvent>)>,
+    /// Events in the open sink transaction.
     events: usize,
+    /// Whether the sink transaction is open.
+    open: bool,
     last_tx: Option<Position>,
     last: Option<Position>,
 }
 
 impl Batch {
-    fn push(&mut self, table: usize, event: ChangeEvent) {
-        self.last = Some(event.position);
-        self.events += 1;
-        match self.runs.last_mut() {
-            Some((t, run)) if *t == table => run.push(event),
-            _ => self.runs.push((table, vec![event])),
-        }
-    }
-
-    async fn commit(
+    async fn push(
         &mut self,
         source: &str,
         sink: Option<&mut (dyn Sink + '_)>,
         tables: &[TableSchema],
         options: &RestoreOptions,
+        table: usize,
+        event: ChangeEvent,
     ) -> Result<(), BackupError> {
-        let runs = std::mem::take(&mut self.runs);
-        self.events = 0;
+        self.last = Some(event.position);
+        self.events += 1;
+        match &mut self.run {
+            Some((t, run)) if *t == table && run.len() < options.batch_rows.max(1) => {
+                run.push(event);
+                return Ok(());
+            }
+            _ => {}
+        }
+        self.apply_run(source, sink, tables).await?;
+        self.run = Some((table, vec![event]));
+        Ok(())
+    }
+
+    async fn apply_run(
+        &mut self,
+        source: &str,
+        sink: Option<&mut (dyn Sink + '_)>,
+        tables: &[TableSchema],
+    ) -> Result<(), BackupError> {
+        let Some((t, run)) = self.run.take() else {
+            return Ok(());
+        };
         let Some(sink) = sink else {
             return Ok(());
         };
-        let Some(last) = self.last else {
+        let err = |e| sink_err(source, e);
+        if !self.open {
+            sink.begin().await.map_err(err)?;
+            self.open = true;
+        }
+        if let Err(e) = sink.apply(&tables[t], &run).await {
+            let _ = sink.rollback().await;
+            self.open = false;
+            return Err(err(e));
+        }
+        Ok(())
+    }
+
+    async fn commit(
+        &mut self,
+        source: &str,
+        mut sink: Option<&mut (dyn Sink + '_)>,
+        tables: &[TableSchema],
+        _options: &RestoreOptions,
+    ) -> Result<(), BackupError> {
+        self.apply_run(source, sink.as_deref_mut(), tables).await?;
+        self.events = 0;
+        let (Some(sink), Some(last), true) = (sink, self.last, self.open) else {
             return Ok(());
         };
-        let err = |e| sink_err(source, e);
-        sink.begin().await.map_err(err)?;
-        for (t, run) in &runs {
-            for chunk in run.chunks(options.batch_rows.max(1)) {
-                if let Err(e) = sink.apply(&tables[*t], chunk).await {
-                    let _ = sink.rollback().await;
-                    return Err(err(e));
-                }
-            }
-        }
+        self.open = false;
         if let Err(e) = sink.commit(source, last).await {
             let _ = sink.rollback().await;
-            return Err(err(e));
+            return Err(sink_err(source, e));
         }
         Ok(())
     }
