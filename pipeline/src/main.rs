@@ -171,15 +171,15 @@ fn redact(text: &str) -> String {
     out
 }
 
-/// The configuration at `path` and its `[backup]` store.
-fn backup_store(path: &std::path::Path) -> anyhow::Result<(Config, tributary_snapshot::Store)> {
+/// The `[backup]` store of the configuration at `path`, and its archived sources (or
+/// only `source`, which must be one of them).
+fn backup_store(
+    path: &std::path::Path,
+    source: Option<&str>,
+) -> anyhow::Result<(tributary_snapshot::Store, Vec<String>)> {
     let config = Config::load(path)?;
-    let backup = config
-        .backup
-        .as_ref()
-        .context("the configuration has no [backup] section")?;
-    let store = tributary_snapshot::Store::open(backup)?;
-    Ok((config, store))
+    let store = tributary_snapshot::Store::open(runtime::backup_of(&config)?)?;
+    Ok((store, runtime::archived_selection(&config, source)?))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -266,12 +266,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot {
             action: SnapshotAction::List { source },
         } => {
-            let (config, store) = backup_store(&cli.config)?;
-            for name in config
-                .archived_sources()
-                .iter()
-                .filter(|n| source.as_ref().is_none_or(|s| s == *n))
-            {
+            let (store, names) = backup_store(&cli.config, source.as_deref())?;
+            for name in &names {
                 for m in tributary_snapshot::list_snapshots(&store, name).await? {
                     println!(
                         "{name} {}: {} rows, {} bytes, at {}, finished {}",
@@ -284,15 +280,8 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::Snapshot {
             action: SnapshotAction::Verify { source },
         } => {
-            let (config, store) = backup_store(&cli.config)?;
-            let sources = config.archived_sources();
-            if let Some(s) = source {
-                anyhow::ensure!(sources.contains(s), "source {s} is not archived");
-            }
-            for name in sources
-                .iter()
-                .filter(|n| source.as_ref().is_none_or(|s| s == *n))
-            {
+            let (store, names) = backup_store(&cli.config, source.as_deref())?;
+            for name in &names {
                 let r = tributary_snapshot::verify_archive(&store, name).await?;
                 match r.to {
                     None => println!("archive {name}: OK: empty (nothing archived yet)"),

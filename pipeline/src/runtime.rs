@@ -505,6 +505,30 @@ async fn applier(
     .await
 }
 
+/// The `[backup]` section, which the backup commands need.
+pub fn backup_of(config: &Config) -> Result<&tributary_snapshot::BackupConfig, PipelineError> {
+    config
+        .backup
+        .as_ref()
+        .ok_or_else(|| PipelineError::Config("the configuration has no [backup] section".into()))
+}
+
+/// The archived sources, or only `only`, which must be one of them.
+pub fn archived_selection(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<String>, PipelineError> {
+    let archived = config.archived_sources();
+    match only {
+        None => Ok(archived),
+        Some(s) if archived.iter().any(|a| a == s) => Ok(vec![s.to_string()]),
+        Some(s) => Err(PipelineError::Config(format!(
+            "--source {s}: not an archived source (archived: {})",
+            archived.join(", ")
+        ))),
+    }
+}
+
 /// The loop that archives source `source`'s event log into the `[backup]` store: every
 /// event as captured, in commit order (see `tributary_snapshot::archive`).
 async fn archiver(
@@ -512,10 +536,7 @@ async fn archiver(
     source: &str,
     stats: Arc<ApplyStats>,
 ) -> Result<Applier, PipelineError> {
-    let backup = config
-        .backup
-        .as_ref()
-        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
+    let backup = backup_of(config)?;
     let prefix = config
         .sources
         .get(source)
@@ -575,24 +596,13 @@ pub async fn restore(
     target: Option<&str>,
     target_schema: Option<String>,
 ) -> Result<(String, tributary_snapshot::RestoreReport), PipelineError> {
-    let backup = config
-        .backup
-        .as_ref()
-        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
-    let archived = config.archived_sources();
-    let source = match source {
-        Some(s) if archived.iter().any(|a| a == s) => s.to_string(),
-        Some(s) => {
-            return Err(PipelineError::Config(format!(
-                "--source {s}: not an archived source (archived: {})",
-                archived.join(", ")
-            )))
-        }
-        None if archived.len() == 1 => archived[0].clone(),
-        None => {
+    let backup = backup_of(config)?;
+    let source = match archived_selection(config, source)?.as_slice() {
+        [one] => one.clone(),
+        several => {
             return Err(PipelineError::Config(format!(
                 "several sources are archived ({}): name one with --source",
-                archived.join(", ")
+                several.join(", ")
             )))
         }
     };
@@ -669,19 +679,8 @@ pub async fn snapshot_create(
     only: Option<&str>,
     state: Option<&StateStore>,
 ) -> Result<Vec<tributary_snapshot::SnapshotManifest>, PipelineError> {
-    let backup = config
-        .backup
-        .as_ref()
-        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
-    let archived = config.archived_sources();
-    if let Some(s) = only {
-        if !archived.iter().any(|a| a == s) {
-            return Err(PipelineError::Config(format!(
-                "--source {s}: not an archived source (archived: {})",
-                archived.join(", ")
-            )));
-        }
-    }
+    let backup = backup_of(config)?;
+    let selected = archived_selection(config, only)?;
     let store = tributary_snapshot::Store::open(backup)?;
     let scratch;
     let state = match state {
@@ -695,10 +694,7 @@ pub async fn snapshot_create(
         }
     };
     let mut out = Vec::new();
-    for name in archived
-        .iter()
-        .filter(|n| only.is_none_or(|s| s == n.as_str()))
-    {
+    for name in &selected {
         let source = &config.sources[name];
         let SourceConfig::Postgres(pg) = source else {
             let why = format!(
@@ -740,19 +736,12 @@ pub async fn prune(
     only: Option<&str>,
     dry: bool,
 ) -> Result<Vec<(String, tributary_snapshot::PruneReport)>, PipelineError> {
-    let backup = config
-        .backup
-        .as_ref()
-        .ok_or_else(|| PipelineError::Config("no [backup] section".into()))?;
+    let backup = backup_of(config)?;
     let retention = backup.retention().map_err(PipelineError::Config)?;
     let store = tributary_snapshot::Store::open(backup)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::new();
-    for name in config
-        .archived_sources()
-        .into_iter()
-        .filter(|n| only.is_none_or(|s| s == n))
-    {
+    for name in archived_selection(config, only)? {
         let report = tributary_snapshot::prune(&store, &name, retention, now, dry).await?;
         if !dry && (report.segments > 0 || !report.snapshots.is_empty()) {
             tracing::info!(source = name, snapshots = ?report.snapshots, segments = report.segments, anchor = ?report.anchor, "retention pruned");

@@ -139,6 +139,39 @@ struct SpoolFile {
     last_commit_micros: i64,
 }
 
+impl SpoolFile {
+    /// Its container's sync marker (kept as hex in `spool.json`).
+    fn sync_marker(&self, dir: &Path) -> Result<ocf::Sync, BackupError> {
+        hex::decode(&self.sync)
+            .ok()
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| spool_err(&dir.join(&self.file), "bad sync marker in spool.json"))
+    }
+}
+
+/// An object as stored: the Avro container of table version `table` (its id, schema
+/// version and envelope schema) of `source`, with `blocks` after the header, whose
+/// metadata also holds `extra`; encrypted when the store encrypts.
+pub(crate) fn stored_container(
+    store: &Store,
+    source: &str,
+    table: (&TableId, u32, &str),
+    extra: (&str, String),
+    sync: &ocf::Sync,
+    blocks: &[u8],
+) -> Result<Vec<u8>, BackupError> {
+    let (id, version, value_text) = table;
+    let metadata = BTreeMap::from([
+        ("tributary.source".to_string(), source.to_string()),
+        ("tributary.table".to_string(), id.to_string()),
+        ("tributary.schema_version".to_string(), version.to_string()),
+        (extra.0.to_string(), extra.1),
+    ]);
+    let mut object = ocf::header(value_text, &metadata, sync);
+    object.extend_from_slice(blocks);
+    store.seal(object)
+}
+
 /// `spool.json`: the open segment and the archive's watermark.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Spool {
@@ -434,10 +467,7 @@ impl ArchiveSink {
         }
         let next = self.next.as_mut().expect("a transaction is open");
         let f = &mut next.files[i];
-        let sync: ocf::Sync = hex::decode(&f.sync)
-            .ok()
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| spool_err(&self.dir, format!("{}: bad sync marker", f.file)))?;
+        let sync = f.sync_marker(&self.dir)?;
         let block = ocf::block(&p.datums, p.count, self.level, &sync)
             .map_err(|e| spool_err(&self.dir, e))?;
         let path = self.dir.join(&f.file);
@@ -493,22 +523,14 @@ impl ArchiveSink {
                     ),
                 )
             })?;
-            let sync: ocf::Sync = hex::decode(&f.sync)
-                .ok()
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| spool_err(&path, "bad sync marker"))?;
-            let metadata = BTreeMap::from([
-                ("tributary.source".to_string(), self.source.clone()),
-                ("tributary.table".to_string(), f.table.to_string()),
-                (
-                    "tributary.schema_version".to_string(),
-                    f.schema_version.to_string(),
-                ),
-                ("tributary.segment".to_string(), seq.to_string()),
-            ]);
-            let mut object = ocf::header(&f.value_text, &metadata, &sync);
-            object.extend_from_slice(blocks);
-            let object = self.store.seal(object)?;
+            let object = stored_container(
+                &self.store,
+                &self.source,
+                (&f.table, f.schema_version, &f.value_text),
+                ("tributary.segment", seq.to_string()),
+                &f.sync_marker(&self.dir)?,
+                blocks,
+            )?;
             let name = format!(
                 "archive/{}/segments/{seq:012}/{i:03}-{}.{}.avro",
                 self.source,

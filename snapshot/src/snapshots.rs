@@ -84,6 +84,23 @@ struct Open {
     rows: u64,
 }
 
+impl Open {
+    /// An empty object of table version `table`, `schema_version`, with that envelope
+    /// schema.
+    fn new(table: &TableId, schema_version: u32, value_text: &str) -> Self {
+        Open {
+            table: table.clone(),
+            schema_version,
+            value_text: value_text.to_string(),
+            sync: ocf::new_sync(),
+            blocks: Vec::new(),
+            datums: Vec::new(),
+            count: 0,
+            rows: 0,
+        }
+    }
+}
+
 /// Writes one snapshot (see the module documentation).
 pub struct SnapshotWriter {
     store: Store,
@@ -133,16 +150,11 @@ impl SnapshotWriter {
             .is_some_and(|o| o.table == schemas.table.table && o.value_text == schemas.value_text);
         if !same {
             self.put_open().await?;
-            self.open = Some(Open {
-                table: schemas.table.table.clone(),
-                schema_version: schemas.table.version,
-                value_text: schemas.value_text.clone(),
-                sync: ocf::new_sync(),
-                blocks: Vec::new(),
-                datums: Vec::new(),
-                count: 0,
-                rows: 0,
-            });
+            self.open = Some(Open::new(
+                &schemas.table.table,
+                schemas.table.version,
+                &schemas.value_text,
+            ));
         }
         let framed = encode_value(schemas, event)?;
         let open = self.open.as_mut().expect("opened above");
@@ -160,16 +172,7 @@ impl SnapshotWriter {
                 // The table goes on in a new object.
                 let next = {
                     let o = self.open.as_ref().expect("checked");
-                    Open {
-                        table: o.table.clone(),
-                        schema_version: o.schema_version,
-                        value_text: o.value_text.clone(),
-                        sync: ocf::new_sync(),
-                        blocks: Vec::new(),
-                        datums: Vec::new(),
-                        count: 0,
-                        rows: 0,
-                    }
+                    Open::new(&o.table, o.schema_version, &o.value_text)
                 };
                 self.put_open().await?;
                 self.open = Some(next);
@@ -217,18 +220,14 @@ impl SnapshotWriter {
         if o.rows == 0 {
             return Ok(());
         }
-        let metadata = BTreeMap::from([
-            ("tributary.source".to_string(), self.source.clone()),
-            ("tributary.table".to_string(), o.table.to_string()),
-            (
-                "tributary.schema_version".to_string(),
-                o.schema_version.to_string(),
-            ),
-            ("tributary.snapshot".to_string(), self.id.clone()),
-        ]);
-        let mut object = ocf::header(&o.value_text, &metadata, &o.sync);
-        object.extend_from_slice(&o.blocks);
-        let object = self.store.seal(object)?;
+        let object = crate::archive::stored_container(
+            &self.store,
+            &self.source,
+            (&o.table, o.schema_version, &o.value_text),
+            ("tributary.snapshot", self.id.clone()),
+            &o.sync,
+            &o.blocks,
+        )?;
         let name = format!(
             "snapshots/{}/{}/{:05}-{}.{}.avro",
             self.source,
