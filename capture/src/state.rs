@@ -434,6 +434,23 @@ impl StateStore {
     pub fn set_xa_settled(&self, source: &str, xids: &[String]) -> Result<(), CaptureError> {
         self.put(&format!("xa_settled/{source}"), &xids)
     }
+
+    /// The binlog position (file number, end offset) up to which an XA COMMIT of a
+    /// prepare `source`'s stream never read ended before its snapshot's copy began.
+    pub fn xa_settled_until(&self, source: &str) -> Result<Option<(u32, u64)>, CaptureError> {
+        Ok(self
+            .get::<Option<(u32, u64)>>(&format!("xa_settled_until/{source}"))?
+            .flatten())
+    }
+
+    /// Records the position [`StateStore::xa_settled_until`] gives.
+    pub fn set_xa_settled_until(
+        &self,
+        source: &str,
+        end: Option<(u32, u64)>,
+    ) -> Result<(), CaptureError> {
+        self.put(&format!("xa_settled_until/{source}"), &end)
+    }
 }
 
 /// A table's part of a store key.
@@ -546,6 +563,11 @@ mod tests {
         store.set_xa_settled("s", &[a.to_string()]).unwrap();
         assert_eq!(store.xa_settled("s").unwrap(), vec![a.to_string()]);
         assert!(store.xa_settled("t").unwrap().is_empty());
+        assert_eq!(store.xa_settled_until("s").unwrap(), None);
+        store.set_xa_settled_until("s", Some((3, 1234))).unwrap();
+        assert_eq!(store.xa_settled_until("s").unwrap(), Some((3, 1234)));
+        store.set_xa_settled_until("s", None).unwrap();
+        assert_eq!(store.xa_settled_until("s").unwrap(), None);
     }
 
     #[test]

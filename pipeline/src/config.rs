@@ -349,6 +349,13 @@ impl Config {
             if let Some(schedule) = &backup.snapshot_schedule {
                 crate::runtime::parse_schedule(schedule).map_err(|e| e.to_string())?;
             }
+            for set in backup.files.keys() {
+                if self.sources.contains_key(set) {
+                    return Err(format!(
+                        "backup.files.{set}: a source has that name too; --source would not tell them apart"
+                    ));
+                }
+            }
             for name in backup.archive_sources.iter().flatten() {
                 if !self.sources.contains_key(name) {
                     return Err(format!(

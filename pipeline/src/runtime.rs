@@ -519,14 +519,89 @@ pub fn archived_selection(
     only: Option<&str>,
 ) -> Result<Vec<String>, PipelineError> {
     let archived = config.archived_sources();
+    let sets = file_sets(config, None);
     match only {
         None => Ok(archived),
         Some(s) if archived.iter().any(|a| a == s) => Ok(vec![s.to_string()]),
+        Some(s) if sets.iter().any(|a| a == s) => Ok(Vec::new()),
         Some(s) => Err(PipelineError::Config(format!(
-            "--source {s}: not an archived source (archived: {})",
-            archived.join(", ")
+            "--source {s}: neither an archived source (archived: {}) nor a file set (backup.files: {})",
+            archived.join(", "),
+            sets.join(", ")
         ))),
     }
+}
+
+/// The `[backup.files.<name>]` sets, or only `only` when it names one (none when it
+/// names a source).
+pub fn file_sets(config: &Config, only: Option<&str>) -> Vec<String> {
+    let Some(backup) = &config.backup else {
+        return Vec::new();
+    };
+    backup
+        .files
+        .keys()
+        .filter(|s| only.is_none_or(|o| o == s.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Takes a files snapshot of each file set (or only `only`) into the `[backup]` store.
+pub async fn files_snapshot_create(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<tributary_snapshot::FilesManifest>, PipelineError> {
+    let backup = backup_of(config)?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    let mut out = Vec::new();
+    for set in file_sets(config, only) {
+        out.push(
+            tributary_snapshot::snapshot_files(
+                &store,
+                &set,
+                &backup.files[&set],
+                backup.zstd_level,
+                backup.snapshot_object_bytes as usize,
+            )
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// Restores the newest files snapshot of set `set` taken at or before `to` (a time or
+/// `latest`) under directory `into`; only paths starting with one of `only`, when given.
+pub async fn files_restore(
+    config: &Config,
+    set: &str,
+    to: &tributary_snapshot::Target,
+    into: Option<&std::path::Path>,
+    only: &[String],
+) -> Result<tributary_snapshot::FilesRestoreReport, PipelineError> {
+    let store = tributary_snapshot::Store::open(backup_of(config)?)?;
+    let at = match to {
+        tributary_snapshot::Target::Latest => i64::MAX,
+        tributary_snapshot::Target::Time(t) => *t,
+        tributary_snapshot::Target::Position(p) => {
+            return Err(PipelineError::Config(format!(
+                "--to {p}: file set {set} is restored to a time or `latest`, not a source position"
+            )))
+        }
+    };
+    let snapshots = tributary_snapshot::list_file_snapshots(&store, set).await?;
+    let Some(snap) = snapshots.iter().rev().find(|s| s.taken_at_micros <= at) else {
+        return Err(PipelineError::Config(format!(
+            "file set {set}: no files snapshot taken at or before that time ({} in the store{})",
+            snapshots.len(),
+            snapshots
+                .first()
+                .map(|s| format!(", the oldest {}", s.finished_at))
+                .unwrap_or_default()
+        )));
+    };
+    let dry = into.is_none();
+    let into = into.unwrap_or(std::path::Path::new("/nonexistent"));
+    Ok(tributary_snapshot::restore_files(&store, snap, into, only, dry).await?)
 }
 
 /// The loop that archives source `source`'s event log into the `[backup]` store: every
@@ -609,31 +684,7 @@ pub async fn restore(
     let store = tributary_snapshot::Store::open(backup)?;
     let mut sink: Option<Box<dyn Sink>> = match target {
         None => None,
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Some(Box::new(
-                PostgresSink::connect(PostgresSinkConfig {
-                    url: url.to_string(),
-                    target_schema,
-                    batch_rows: options.batch_rows,
-                })
-                .await?,
-            ))
-        }
-        Some(url) if url.starts_with("mysql://") || url.starts_with("mariadb://") => {
-            Some(Box::new(
-                MySqlSink::connect(MySqlSinkConfig {
-                    url: url.replacen("mariadb://", "mysql://", 1),
-                    target_schema,
-                    batch_rows: options.batch_rows,
-                })
-                .await?,
-            ))
-        }
-        Some(url) => {
-            return Err(PipelineError::Config(format!(
-                "--target {url:?}: give a postgres:// or mysql:// URL"
-            )))
-        }
+        Some(url) => Some(target_sink(url, target_schema, options.batch_rows).await?),
     };
     let report = tributary_snapshot::restore(
         &store,
@@ -643,6 +694,285 @@ pub async fn restore(
     )
     .await?;
     Ok((source, report))
+}
+
+/// The sink a restore writes through into database `url` (postgres:// or mysql://).
+async fn target_sink(
+    url: &str,
+    target_schema: Option<String>,
+    batch_rows: usize,
+) -> Result<Box<dyn Sink>, PipelineError> {
+    Ok(match TargetKind::of(url)? {
+        TargetKind::Postgres => Box::new(
+            PostgresSink::connect(PostgresSinkConfig {
+                url: url.to_string(),
+                target_schema,
+                batch_rows,
+            })
+            .await?,
+        ),
+        TargetKind::MySql => Box::new(
+            MySqlSink::connect(MySqlSinkConfig {
+                url: url.replacen("mariadb://", "mysql://", 1),
+                target_schema,
+                batch_rows,
+            })
+            .await?,
+        ),
+    })
+}
+
+/// The kind of database a URL names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TargetKind {
+    Postgres,
+    MySql,
+}
+
+impl TargetKind {
+    fn of(url: &str) -> Result<Self, PipelineError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(TargetKind::Postgres)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Ok(TargetKind::MySql)
+        } else {
+            Err(PipelineError::Config(format!(
+                "{:?}: give a postgres:// or mysql:// URL",
+                redact_url(url)
+            )))
+        }
+    }
+}
+
+/// `url` without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+/// `url` naming database `db` instead of its own.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let host_end = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut out = format!("{}/{db}", &base[..host_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// One source's restore test: the restore's report and each table's check.
+#[derive(Debug)]
+pub struct RestoreTestResult {
+    /// The source.
+    pub source: String,
+    /// The scratch database restored into (dropped when every table checked out).
+    pub database: String,
+    /// What the restore did.
+    pub report: tributary_snapshot::RestoreReport,
+    /// Each table's counts, checksums and first differences.
+    pub tables: Vec<tributary_snapshot::TableCheck>,
+}
+
+impl RestoreTestResult {
+    /// Whether every table holds what the archive says.
+    pub fn ok(&self) -> bool {
+        self.tables.iter().all(|t| t.ok())
+    }
+}
+
+/// Where the rows read back from a restore test's scratch database go.
+struct ReadBack<'a> {
+    test: &'a mut tributary_snapshot::RestoreTest,
+    /// Restored table → the source table it stands for.
+    tables: BTreeMap<tributary_schemas::TableId, tributary_schemas::TableId>,
+}
+
+#[async_trait::async_trait]
+impl SnapshotOutput for ReadBack<'_> {
+    async fn event(
+        &mut self,
+        schemas: &tributary_schemas::AvroSchemas,
+        event: &tributary_schemas::ChangeEvent,
+    ) -> Result<(), CaptureError> {
+        let (Some(table), Some(row)) = (self.tables.get(&event.table), &event.after) else {
+            return Ok(());
+        };
+        self.test
+            .observe(table, &schemas.table, row)
+            .map_err(|e| CaptureError::Setup(e.to_string()))
+    }
+
+    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
+
+    async fn finish(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
+}
+
+/// `snapshot verify --restore-test`: restores each archived source (or only `only`) to
+/// its newest archived instant (newest snapshot, then the archive) into a new database on
+/// scratch server `scratch` (of the source's kind), reads every restored table back, and
+/// compares row counts and content checksums with what the archive says. The scratch
+/// database is dropped when everything checks out, and kept for a look otherwise.
+pub async fn restore_test(
+    config: &Config,
+    only: Option<&str>,
+    scratch: &str,
+) -> Result<Vec<RestoreTestResult>, PipelineError> {
+    let backup = backup_of(config)?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    let kind = TargetKind::of(scratch)?;
+    let mut out = Vec::new();
+    for source in archived_selection(config, only)? {
+        let source_kind = match &config.sources[&source] {
+            SourceConfig::Postgres(_) => TargetKind::Postgres,
+            SourceConfig::Mysql(_) => TargetKind::MySql,
+        };
+        if source_kind != kind {
+            return Err(PipelineError::Config(format!(
+                "--scratch {:?}: source {source} is {source_kind:?}; a restore test restores into a scratch server of the same kind, so values compare exactly",
+                redact_url(scratch)
+            )));
+        }
+        let database = format!(
+            "tributary_restore_test_{}_{}",
+            source
+                .to_ascii_lowercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+            chrono::Utc::now().timestamp()
+        );
+        let create = format!("CREATE DATABASE {database}");
+        let drop_sql = format!("DROP DATABASE {database}");
+        let url = with_database(scratch, &database);
+        let scratch_sql = |sql: String| async move {
+            let failed = |e: String| {
+                PipelineError::Config(format!("--scratch {:?}: {sql}: {e}", redact_url(scratch)))
+            };
+            match kind {
+                TargetKind::Postgres => {
+                    let (client, conn) = tokio_postgres::connect(scratch, tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    let task = tokio::spawn(conn);
+                    let done = client
+                        .batch_execute(&sql)
+                        .await
+                        .map_err(|e| failed(e.to_string()));
+                    drop(client);
+                    let _ = task.await;
+                    done
+                }
+                TargetKind::MySql => {
+                    use mysql_async::prelude::Queryable;
+                    let opts =
+                        mysql_async::Opts::from_url(&scratch.replacen("mariadb://", "mysql://", 1))
+                            .map_err(|e| failed(e.to_string()))?;
+                    let mut conn = mysql_async::Conn::new(opts)
+                        .await
+                        .map_err(|e| failed(e.to_string()))?;
+                    let done = conn
+                        .query_drop(&sql)
+                        .await
+                        .map_err(|e| failed(e.to_string()));
+                    let _ = conn.disconnect().await;
+                    done
+                }
+            }
+        };
+        scratch_sql(create).await?;
+        let target_schema = (kind == TargetKind::MySql).then(|| database.clone());
+        let options = tributary_snapshot::RestoreOptions {
+            target: tributary_snapshot::Target::Latest,
+            tables: Vec::new(),
+            max_tx_events: 10_000,
+            batch_rows: 5_000,
+        };
+        let mut test = tributary_snapshot::RestoreTest::new()?;
+        let mut sink = target_sink(&url, target_schema.clone(), options.batch_rows).await?;
+        let report = {
+            let mut tap = tributary_snapshot::TapSink {
+                inner: sink.as_mut(),
+                test: &mut test,
+            };
+            tributary_snapshot::restore(&store, &source, &options, Some(&mut tap)).await?
+        };
+        drop(sink);
+        // Read every restored table back, as a capture of the scratch database would.
+        let mut tables = BTreeMap::new();
+        for t in test.tables() {
+            let restored = match &target_schema {
+                Some(db) => tributary_schemas::TableId::new(db, &t.name),
+                None => t.clone(),
+            };
+            if let Some(other) = tables.insert(restored.clone(), t.clone()) {
+                return Err(PipelineError::Config(format!(
+                    "source {source}: tables {other} and {t} both restore into {restored}; a MySQL restore test needs table names unique across the source's databases"
+                )));
+            }
+        }
+        let include: Vec<String> = tables
+            .keys()
+            .map(|t| format!("{}.{}", t.schema, t.name))
+            .collect();
+        let state_dir = tempfile::tempdir().map_err(|e| PipelineError::Io {
+            path: "a scratch directory".into(),
+            message: e.to_string(),
+        })?;
+        let state = StateStore::open(state_dir.path())?;
+        let mut back = ReadBack {
+            test: &mut test,
+            tables,
+        };
+        match kind {
+            TargetKind::Postgres => {
+                let mut pg = tributary_capture::postgres::PostgresSourceConfig::new(&url);
+                pg.include = include;
+                if !pg.include.is_empty() {
+                    tributary_capture::postgres::stream::read_tables(
+                        &source, &pg, &state, &mut back,
+                    )
+                    .await?;
+                }
+            }
+            TargetKind::MySql => {
+                let mut my = tributary_capture::mysql::MySqlSourceConfig::new(url.replacen(
+                    "mariadb://",
+                    "mysql://",
+                    1,
+                ));
+                my.include = include;
+                if !my.include.is_empty() {
+                    tributary_capture::mysql::read_tables(&source, &my, &state, &mut back).await?;
+                }
+            }
+        }
+        let result = RestoreTestResult {
+            source: source.clone(),
+            database: database.clone(),
+            report,
+            tables: test.compare()?,
+        };
+        if result.ok() {
+            scratch_sql(drop_sql).await?;
+        }
+        out.push(result);
+    }
+    Ok(out)
 }
 
 /// Where a backup snapshot's rows go: the snapshot writer.
@@ -696,34 +1026,42 @@ pub async fn snapshot_create(
     let mut out = Vec::new();
     for name in &selected {
         let source = &config.sources[name];
-        let SourceConfig::Postgres(pg) = source else {
-            let why = format!(
-                "source {name}: snapshots of MySQL/MariaDB sources are not built yet; its archive alone restores it"
-            );
-            if only.is_some() {
-                return Err(PipelineError::Config(why));
-            }
-            tracing::warn!("{why}");
-            continue;
-        };
         let mut rows = SnapshotRows(Some(tributary_snapshot::SnapshotWriter::new(
             store.clone(),
             name,
             backup.zstd_level,
             backup.snapshot_object_bytes as usize,
         )));
-        let (lsn, at) = tributary_capture::postgres::stream::copy_tables(
-            name,
-            pg,
-            state,
-            pg.snapshot_chunk_rows,
-            &mut rows,
-        )
-        .await?;
+        let (position, at) = match source {
+            SourceConfig::Postgres(pg) => {
+                let (lsn, at) = tributary_capture::postgres::stream::copy_tables(
+                    name,
+                    pg,
+                    state,
+                    pg.snapshot_chunk_rows,
+                    &mut rows,
+                )
+                .await?;
+                // Every transaction committed before the consistent point is in the copy,
+                // and the copy's rows sit just below it, as the initial snapshot's do.
+                (
+                    tributary_schemas::Position::pg(lsn.saturating_sub(1), u64::MAX),
+                    at,
+                )
+            }
+            SourceConfig::Mysql(my) => {
+                let copy =
+                    tributary_capture::mysql::copy_tables(name, my, state, &mut rows).await?;
+                // Every transaction before the binlog position is in the copy; the events
+                // of the next one are numbered after it.
+                let file = tributary_capture::mysql::file_seq(&copy.start.file)?;
+                (
+                    tributary_schemas::Position::mysql(file, copy.start.pos, u64::MAX),
+                    copy.at_micros,
+                )
+            }
+        };
         let writer = rows.0.take().expect("present until here");
-        // Every transaction committed before the consistent point is in the copy, and
-        // the copy's rows sit just below it, as the initial snapshot's do.
-        let position = tributary_schemas::Position::pg(lsn.saturating_sub(1), u64::MAX);
         out.push(writer.finish(position, at).await?);
     }
     Ok(out)
@@ -741,6 +1079,13 @@ pub async fn prune(
     let store = tributary_snapshot::Store::open(backup)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::new();
+    for set in file_sets(config, only) {
+        let report = tributary_snapshot::prune_files(&store, &set, retention, now, dry).await?;
+        if !dry && !report.snapshots.is_empty() {
+            tracing::info!(set, snapshots = ?report.snapshots, anchor = ?report.anchor, "retention pruned files snapshots");
+        }
+        out.push((set, report));
+    }
     for name in archived_selection(config, only)? {
         let report = tributary_snapshot::prune(&store, &name, retention, now, dry).await?;
         if !dry && (report.segments > 0 || !report.snapshots.is_empty()) {
@@ -782,6 +1127,22 @@ async fn scheduled_snapshots(
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return Ok(()),
             _ = tokio::time::sleep(wait) => {}
+        }
+        match files_snapshot_create(&config, None).await {
+            Ok(taken) => {
+                for m in taken {
+                    tracing::info!(
+                        set = m.set,
+                        snapshot = m.id,
+                        files = m.files.len(),
+                        bytes = m.bytes,
+                        "scheduled files snapshot taken"
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "scheduled files snapshot failed; trying again at the next occasion")
+            }
         }
         match snapshot_create(&config, None, None).await {
             Ok(taken) => {

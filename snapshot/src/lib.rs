@@ -1,12 +1,15 @@
 //! Continuous backup: the archived event log (segments of Avro object container files,
 //! zstd-compressed, sha256-checksummed, listed in hash-chained manifests) in a local
-//! directory or an S3-compatible store, and its verification.
+//! directory or an S3-compatible store, and its verification; snapshots of sources and of
+//! file sets (directories, SQLite databases); retention; point-in-time restore.
 
 pub mod archive;
 mod crypt;
 mod error;
+pub mod files;
 pub mod ocf;
 pub mod restore;
+pub mod restore_test;
 pub mod retention;
 pub mod snapshots;
 mod store;
@@ -14,7 +17,12 @@ pub mod verify;
 
 pub use archive::{ArchiveSink, Manifest};
 pub use error::BackupError;
+pub use files::{
+    list_file_snapshots, prune_files, restore_files, snapshot_files, verify_files, FileSetConfig,
+    FilesManifest, FilesRestoreReport,
+};
 pub use restore::{restore, RestoreOptions, RestoreReport, Target};
+pub use restore_test::{RestoreTest, TableCheck, TapSink};
 pub use retention::{parse_age, prune, PruneReport, Retention};
 pub use snapshots::{list_snapshots, SnapshotManifest, SnapshotWriter};
 pub use store::{BackupConfig, Store};

@@ -50,6 +50,10 @@ pub struct BackupConfig {
     /// Snapshots: a table goes on in a new object past this many bytes.
     #[serde(default = "default_snapshot_object_bytes")]
     pub snapshot_object_bytes: u64,
+    /// File sets (`[backup.files.<name>]`): directories, files and SQLite databases
+    /// snapshotted with the sources.
+    #[serde(default)]
+    pub files: std::collections::BTreeMap<String, crate::files::FileSetConfig>,
     /// A directory (created when missing), or `s3://bucket[/prefix]`.
     pub store: String,
     /// S3: the endpoint URL of an S3-compatible server (default AWS).
@@ -304,6 +308,7 @@ impl BackupConfig {
             max_backups: None,
             max_age: None,
             snapshot_object_bytes: default_snapshot_object_bytes(),
+            files: Default::default(),
             store: store.into(),
             s3_endpoint: None,
             s3_region: None,
@@ -352,6 +357,9 @@ impl BackupConfig {
         )
         .map_err(|e| e.to_string())?;
         self.retention()?;
+        for (name, set) in &self.files {
+            set.validate(name)?;
+        }
         if self.store.trim().is_empty() {
             return Err("backup.store is empty: give a directory or s3://bucket/prefix".into());
         }

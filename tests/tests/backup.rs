@@ -7,6 +7,7 @@
 //! container files; and a damaged, missing or changed object makes verification fail,
 //! naming it.
 
+use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
@@ -15,7 +16,8 @@ use tributary_schemas::{ChangeEvent, Op, Position, Value};
 use tributary_snapshot::archive::{manifest_name, Manifest};
 use tributary_snapshot::verify::{chain, read_events};
 use tributary_snapshot::{
-    verify_archive, BackupConfig, BackupError, RestoreOptions, Store, Target,
+    list_snapshots, verify_archive, verify_snapshot, BackupConfig, BackupError, RestoreOptions,
+    Store, Target,
 };
 use tributary_tests::{wait_until, MariaDb, Postgres, Running, S3};
 
@@ -319,6 +321,39 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
             snap.rows
         );
     }
+    // The restore test: a new scratch database holds, table by table, what the archive
+    // says (a schema change happened on the way), and is dropped after.
+    let tested = runtime::restore_test(&config, Some("hq"), &pg.url("postgres")).await?;
+    assert_eq!(tested.len(), 1);
+    let t = &tested[0];
+    assert!(t.ok(), "{t:?}");
+    assert_eq!(t.report.snapshot.as_deref(), Some(snapshots[1].id.as_str()));
+    let counts: Vec<(String, u64)> = t
+        .tables
+        .iter()
+        .map(|c| (c.table.to_string(), c.restored_rows))
+        .collect();
+    let last = &instants[2].1;
+    assert_eq!(
+        counts,
+        [
+            (
+                "public.medicines".to_string(),
+                last["medicines"].len() as u64
+            ),
+            ("public.orders".to_string(), last["orders"].len() as u64)
+        ]
+    );
+    let left = pg
+        .client("postgres")
+        .await?
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'tributary_restore_test%'",
+            &[],
+        )
+        .await?
+        .get::<_, i64>(0);
+    assert_eq!(left, 0, "the scratch database is dropped");
 
     // Any Avro tool reads the segments.
     let manifests = chain(&store, "hq").await?;
@@ -438,6 +473,29 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     let key = dir.path().join("key.txt");
     write_age_key(&key)?;
     let store_dir = dir.path().join("store");
+    // A file set beside the database: a directory of documents and a SQLite database
+    // that a writer fills, one row per transaction, all through the scheduled snapshots.
+    let docs = dir.path().join("docs");
+    std::fs::create_dir_all(docs.join("letters"))?;
+    std::fs::write(docs.join("letters/supplier.txt"), "Dear supplier,\n")?;
+    std::fs::write(docs.join("prices.csv"), "id,price\n1,9.5\n".repeat(5000))?;
+    let pos_db = dir.path().join("pos.db");
+    let sqlite = rusqlite::Connection::open(&pos_db)?;
+    sqlite.execute_batch(
+        "PRAGMA journal_mode = WAL; CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INT NOT NULL);",
+    )?;
+    let selling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let seller = {
+        let selling = selling.clone();
+        std::thread::spawn(move || -> rusqlite::Result<i64> {
+            let mut id = 0;
+            while selling.load(std::sync::atomic::Ordering::Relaxed) {
+                id += 1;
+                sqlite.execute("INSERT INTO sales VALUES (?1, ?1 % 7)", [id])?;
+            }
+            Ok(id)
+        })
+    };
     let Scenario {
         store,
         config,
@@ -447,10 +505,48 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
         &pg,
         &src,
         &format!(
-            "store = {store_dir:?}\nage_identity_file = {key:?}\nsnapshot_schedule = \"*/2 * * * * *\"\n"
+            "store = {store_dir:?}\nage_identity_file = {key:?}\nsnapshot_schedule = \"*/2 * * * * *\"\nfiles = {{ docs = {{ paths = [{docs:?}], sqlite = [{pos_db:?}] }} }}\n"
         ),
     )
     .await?;
+    selling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let sold = seller.join().expect("the writer thread")?;
+    let files = tributary_snapshot::list_file_snapshots(&store, "docs").await?;
+    // One per tick of the schedule, beside the source's (which has a manual one too).
+    assert!(
+        files.len() >= 2,
+        "scheduled files snapshots: {}",
+        files.len()
+    );
+    let into = dir.path().join("restored");
+    let report =
+        runtime::files_restore(&config, "docs", &Target::parse("latest")?, Some(&into), &[])
+            .await?;
+    assert_eq!(report.snapshot, files.last().expect("some").id);
+    assert_eq!((report.files, report.others), (3, 2), "{report:?}");
+    let back = |p: &Path| into.join(p.strip_prefix("/").expect("absolute"));
+    for f in ["letters/supplier.txt", "prices.csv"] {
+        assert_eq!(
+            std::fs::read(back(&docs.join(f)))?,
+            std::fs::read(docs.join(f))?,
+            "{f}"
+        );
+    }
+    // The database copy is consistent: it passes SQLite's check and holds exactly the
+    // sales of the transactions committed before it, 1..=n with no gap.
+    let restored = rusqlite::Connection::open(back(&pos_db))?;
+    let check: String = restored.query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+    assert_eq!(check, "ok");
+    let (n, max): (i64, i64) = restored.query_row(
+        "SELECT count(*), coalesce(max(id), 0) FROM sales",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    assert!(
+        n == max && n > 0 && n <= sold,
+        "{n} rows, max id {max}, {sold} sold"
+    );
+    tributary_snapshot::verify_files(&store, files.last().expect("some")).await?;
     // Stored encrypted, named in messages with the wrong key.
     let manifests = chain(&store, "hq").await?;
     let object = &manifests[0].objects[0];
@@ -465,6 +561,15 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
         .to_string();
     assert!(
         e.contains(&object.name) && e.contains("wrong key"),
+        "unexpected error: {e}"
+    );
+    let pack = &files[0].packs[0];
+    let e = tributary_snapshot::verify_files(&Store::open(&with_wrong)?, &files[0])
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains(&pack.name) && e.contains("wrong key"),
         "unexpected error: {e}"
     );
 
@@ -590,7 +695,7 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
     let state = tempfile::tempdir()?;
     let store_dir = state.path().join("store");
     let text = format!(
-        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n\n[backup]\nstore = {store_dir:?}\nsegment_seconds = 1\nsegment_bytes = 8192\n",
+        "state_dir = {:?}\n[transport]\nkind = \"embedded\"\n\n[sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{db}.*\"]\nheartbeat_secs = 1\n\n[backup]\nstore = {store_dir:?}\nsegment_seconds = 1\nsegment_bytes = 8192\nsnapshot_schedule = \"*/3 * * * * *\"\n",
         state.path(),
         maria.url(&db)
     );
@@ -607,8 +712,29 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
     let running = Running::start(config.clone(), false);
     wait_for_source_events(&store, "store", 100).await?;
     let mut instants = Vec::new();
+    // An XA transaction prepared before a manual snapshot and committed after it: its rows
+    // are not in the snapshot, and come from the archive at its XA COMMIT.
+    let mut xa = mysql_async::Conn::from_url(maria.url(&db)).await?;
+    let mut manual = None;
     for r in 0..12 {
         maria.execute(&db, &source_rounds(r)).await?;
+        if r == 5 {
+            for sql in [
+                "XA START 'straddle'",
+                "UPDATE medicines SET name = CONCAT(name, ' (xa)') WHERE id <= 3",
+                "XA END 'straddle'",
+                "XA PREPARE 'straddle'",
+            ] {
+                xa.query_drop(sql).await?;
+            }
+            let taken = runtime::snapshot_create(&config, Some("store"), None).await?;
+            assert_eq!(taken.len(), 1, "{taken:?}");
+            assert_eq!(taken[0].rows, 100 + 6 * 20, "{:?}", taken[0]);
+            manual = Some(taken.into_iter().next().expect("one"));
+            // (Committed before the next round: its row locks would stop the round's
+            // full-scan UPDATE.)
+            xa.query_drop("XA COMMIT 'straddle'").await?;
+        }
         if r % 4 == 3 {
             let (file, pos) = maria.binlog_end().await?;
             let seq: u32 = file.rsplit('.').next().unwrap_or("0").parse()?;
@@ -618,10 +744,36 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
             ));
         }
     }
-    // 12 rounds of 2 transactions: 20 inserts and 10 updates each.
-    wait_for_source_events(&store, "store", 100 + 12 * PER_ROUND).await?;
+    // 12 rounds of 2 transactions: 20 inserts and 10 updates each; 3 XA updates.
+    wait_for_source_events(&store, "store", 100 + 12 * PER_ROUND + 3).await?;
+    drop(xa);
+    // The schedule (every 3 s) took snapshots of its own while the load ran, each
+    // consistent with one binlog position.
+    wait_until(
+        "two scheduled snapshots beside the manual one",
+        Duration::from_secs(30),
+        || async { Ok(list_snapshots(&store, "store").await?.len() >= 3) },
+    )
+    .await?;
     running.stop().await?;
-    for (at, expected) in &instants {
+    // The restore test into a scratch database on the same server.
+    let tested = runtime::restore_test(&config, Some("store"), &maria.url("")).await?;
+    assert!(tested.len() == 1 && tested[0].ok(), "{tested:?}");
+    assert_eq!(
+        tested[0]
+            .tables
+            .iter()
+            .map(|t| t.restored_rows)
+            .sum::<u64>(),
+        100 + 12 * 20
+    );
+    let manual = manual.expect("taken");
+    assert_eq!(
+        verify_snapshot(&store, "store", &manual).await?,
+        manual.rows,
+        "{manual:?}"
+    );
+    for (n, (at, expected)) in instants.iter().enumerate() {
         let target = pg.create_database("restored").await?;
         let (_, report) = runtime::restore(
             &config,
@@ -631,11 +783,18 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
             Some("public".into()),
         )
         .await?;
-        assert!(report.events > 0, "{at}: {report:?}");
+        if n > 0 {
+            // After the manual snapshot: restored from it (or a later scheduled one).
+            assert!(report.snapshot.is_some(), "{at}: {report:?}");
+        }
+        assert!(
+            report.events > 0 || report.snapshot_rows > 0,
+            "{at}: {report:?}"
+        );
         assert_eq!(
             &source_tables(&pg, &target).await?,
             expected,
-            "restored to {at}"
+            "restored to {at}: {report:?}"
         );
     }
     Ok(())

@@ -37,6 +37,7 @@ pub mod types;
 mod unread;
 
 pub use config::{MySqlSourceConfig, ResumeFrom};
+pub use snapshot::{copy_tables, read_tables, ConsistentCopy};
 
 use crate::error::CaptureError;
 use crate::publisher::{Acked, Publisher};
@@ -265,6 +266,7 @@ impl MySqlCapture {
         }
         // XA transactions the snapshot waited for: their rows are in its copy.
         let settled = self.store.xa_settled(&source)?;
+        let settled_until = self.store.xa_settled_until(&source)?;
         // The last GTID per replication domain, as MariaDB's `@slave_connect_state` takes it.
         let mut gtids = GtidState::parse(checkpoint.gtid.as_deref().unwrap_or(""));
         let mut gtid = checkpoint.gtid.clone();
@@ -408,7 +410,10 @@ impl MySqlCapture {
                                     }
                                     // Rolled back: its rows go once the checkpoint is past.
                                     Some(_) | None if !commit => {}
-                                    None if settled.iter().any(|x| x == xid) => {
+                                    None if settled.iter().any(|x| x == xid)
+                                        || settled_until
+                                            .is_some_and(|end| (file_n, next_pos) <= end) =>
+                                    {
                                         tracing::info!(source, xid, at = %format!("{file}:{next_pos}"), "XA COMMIT of a transaction the snapshot waited for; its rows are in the copy");
                                     }
                                     _ => {
@@ -1064,7 +1069,7 @@ fn rotate_target(raw: &[u8]) -> Result<String, CaptureError> {
 }
 
 /// The sequence number of a binlog file name (`mysql-bin.000042` → 42).
-fn file_seq(file: &str) -> Result<u32, CaptureError> {
+pub fn file_seq(file: &str) -> Result<u32, CaptureError> {
     file.rsplit('.')
         .next()
         .and_then(|s| s.parse().ok())

@@ -15,11 +15,13 @@
 //! is stored once the transport holds a chunk, so a restarted capture resumes after the last
 //! durable chunk instead of copying everything again; see [`ChunkProgress`].
 
-use super::catalog::{connect, quote_ident, MyTable};
+use super::catalog::{connect, load_tables, preflight, quote_ident, MyTable};
+use super::config::MySqlSourceConfig;
 use super::types::{self, Kind};
 use super::{file_seq, key_of, now_micros, statement, MySqlCapture};
 use crate::error::CaptureError;
-use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState};
+use crate::postgres::snapshot::SnapshotOutput;
+use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState, StateStore};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
@@ -29,6 +31,231 @@ use tributary_schemas::{ChangeEvent, Op, Position, Row, TableId, TxMeta};
 
 /// How long a snapshot waits for the XA transactions prepared when it starts to end.
 const XA_WAIT: Duration = Duration::from_secs(300);
+
+/// Starts a consistent-snapshot transaction on `conn` and returns the binlog position
+/// (file, offset) it reads at: every transaction committed before it is visible, none
+/// after. MariaDB tells the snapshot's own position; MySQL takes it under a global read
+/// lock held only while the transaction starts (it needs RELOAD).
+async fn consistent_transaction(conn: &mut Conn) -> Result<(String, u64), CaptureError> {
+    let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
+    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(q("starting the snapshot transaction"))?;
+    let status: Vec<(String, String)> = conn
+        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+        .await
+        .map_err(q("reading the snapshot's binlog position"))?;
+    let get = |name: &str| {
+        status
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    if let (Some(f), Some(p)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
+        if !f.is_empty() {
+            return Ok((f, p.parse::<u64>().unwrap_or(4)));
+        }
+    }
+    // MySQL: no transaction commits under the lock, so the transaction started under it
+    // sees exactly what is before the position read there.
+    conn.query_drop("ROLLBACK")
+        .await
+        .map_err(q("ending the snapshot transaction"))?;
+    conn.query_drop("FLUSH TABLES WITH READ LOCK")
+        .await
+        .map_err(q("taking the snapshot lock (needs RELOAD)"))?;
+    let started = conn
+        .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
+        .await
+        .map_err(q("starting the snapshot transaction"));
+    let row: Result<Option<mysql_async::Row>, _> = match started {
+        Ok(()) => conn
+            .query_first("SHOW MASTER STATUS")
+            .await
+            .map_err(q("reading the binlog position")),
+        Err(e) => Err(e),
+    };
+    conn.query_drop("UNLOCK TABLES")
+        .await
+        .map_err(q("releasing the snapshot lock"))?;
+    let mut row = row?.ok_or_else(|| {
+        CaptureError::Setup("SHOW MASTER STATUS returned nothing: is log_bin on?".into())
+    })?;
+    let file: String = row.take(0).unwrap_or_default();
+    let pos: u64 = row.take(1).unwrap_or(4);
+    Ok((file, pos))
+}
+
+/// What [`copy_tables`] copied: the binlog position the copy is consistent with, and the
+/// server's clock just after it (every transaction in the copy committed before it).
+#[derive(Debug, Clone)]
+pub struct ConsistentCopy {
+    /// The binlog position.
+    pub start: BinlogCheckpoint,
+    /// Microseconds since the Unix epoch.
+    pub at_micros: i64,
+}
+
+/// Copies every table of `source` that `config` captures, inside one consistent-snapshot
+/// transaction, to `out` (a backup snapshot): the rows as of one binlog position, which
+/// the result gives. Table versions are registered in `store`.
+///
+/// An XA transaction prepared but not committed at that position is not in the copy; the
+/// archive has its rows at its XA COMMIT, after the position.
+pub async fn copy_tables(
+    source: &str,
+    config: &MySqlSourceConfig,
+    store: &StateStore,
+    out: &mut (dyn SnapshotOutput + '_),
+) -> Result<ConsistentCopy, CaptureError> {
+    let mut conn = connect(&config.url).await?;
+    preflight(&mut conn).await?;
+    for statement in ["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'"] {
+        conn.query_drop(statement)
+            .await
+            .map_err(|e| CaptureError::mysql("preparing the snapshot session", e))?;
+    }
+    let tables = load_tables(&mut conn, config, store, source, None).await?;
+    let (file, pos) = consistent_transaction(&mut conn).await?;
+    let at_micros: i64 = conn
+        .query_first("SELECT CAST(UNIX_TIMESTAMP(NOW(6)) * 1000000 AS SIGNED)")
+        .await
+        .map_err(|e| CaptureError::mysql("reading the server's clock", e))?
+        .unwrap_or_else(now_micros);
+    let gtid: Option<String> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos))
+        .await
+        .ok()
+        .flatten()
+        .filter(|g: &String| !g.is_empty());
+    tracing::info!(
+        source,
+        file,
+        pos,
+        tables = tables.len(),
+        "backup snapshot: copying tables in one consistent transaction"
+    );
+    let mut events = EventMaker {
+        source: source.to_string(),
+        file: file_seq(&file)?,
+        pos,
+        seq: 0,
+        first: None,
+        commit_ts_micros: at_micros,
+    };
+    copy_in_transaction(&mut conn, &tables, &mut events, out).await?;
+    Ok(ConsistentCopy {
+        start: BinlogCheckpoint { file, pos, gtid },
+        at_micros,
+    })
+}
+
+/// Copies every table of `tables` to `out` through `conn`, inside its open transaction,
+/// then commits it and finishes `out`.
+async fn copy_in_transaction(
+    conn: &mut Conn,
+    tables: &BTreeMap<TableId, MyTable>,
+    events: &mut EventMaker,
+    out: &mut (dyn SnapshotOutput + '_),
+) -> Result<(), CaptureError> {
+    let started = std::time::Instant::now();
+    let mut told = started;
+    for (id, table) in tables {
+        let reading = |e| CaptureError::mysql(format!("reading table {id}"), e);
+        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
+        let sql = format!(
+            "SELECT {} FROM {}.{}",
+            columns.join(", "),
+            quote_ident(&id.schema),
+            quote_ident(&id.name)
+        );
+        let mut result = conn.query_iter(sql).await.map_err(reading)?;
+        let mut stream = result
+            .stream::<mysql_async::Row>()
+            .await
+            .map_err(reading)?
+            .ok_or_else(|| CaptureError::Decode(format!("reading table {id}: no result set")))?;
+        let mut rows = 0u64;
+        while let Some(row) = stream.next().await {
+            let row = row.map_err(reading)?;
+            let event = events.make(table, Op::Read, Some(read_row(id, table, &row)?));
+            out.event(&table.state.avro, &event).await?;
+            rows += 1;
+            if told.elapsed() >= Duration::from_secs(10) {
+                told = std::time::Instant::now();
+                tracing::info!(table = %id, rows, elapsed_s = started.elapsed().as_secs(), "snapshot progress");
+            }
+        }
+        drop(stream);
+        drop(result);
+        out.close_chunk().await?;
+    }
+    conn.query_drop("COMMIT")
+        .await
+        .map_err(|e| CaptureError::mysql("ending the snapshot transaction", e))?;
+    out.finish().await
+}
+
+/// Reads every table of `config`'s database(s) that it captures to `out`, as `Read`
+/// events, inside one consistent-snapshot transaction, with no binlog position (the
+/// server need not log one): how a restore test reads back what it restored.
+pub async fn read_tables(
+    source: &str,
+    config: &MySqlSourceConfig,
+    store: &StateStore,
+    out: &mut (dyn SnapshotOutput + '_),
+) -> Result<(), CaptureError> {
+    let mut conn = connect(&config.url).await?;
+    for statement in [
+        "SET NAMES utf8mb4",
+        "SET SESSION time_zone = '+00:00'",
+        "START TRANSACTION WITH CONSISTENT SNAPSHOT",
+    ] {
+        conn.query_drop(statement)
+            .await
+            .map_err(|e| CaptureError::mysql("preparing the read", e))?;
+    }
+    let tables = load_tables(&mut conn, config, store, source, None).await?;
+    let mut events = EventMaker {
+        source: source.to_string(),
+        file: 0,
+        pos: 0,
+        seq: 0,
+        first: None,
+        commit_ts_micros: now_micros(),
+    };
+    copy_in_transaction(&mut conn, &tables, &mut events, out).await
+}
+
+/// The values of a text-protocol row of `table`, in column order.
+fn read_row(id: &TableId, table: &MyTable, row: &mysql_async::Row) -> Result<Row, CaptureError> {
+    table
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            types::from_text(c, raw(row, i)).map_err(|m| types::value_error(&id.to_string(), c, m))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Row)
+}
+
+/// The binlog's end (file number, offset) now; `None` when the server does not say.
+async fn binlog_end(conn: &mut Conn) -> Result<Option<(u32, u64)>, CaptureError> {
+    let row: Option<mysql_async::Row> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .map_err(|e| CaptureError::mysql("reading the binlog's end", e))?;
+    let Some(mut row) = row else {
+        return Ok(None);
+    };
+    let file: String = row.take(0).unwrap_or_default();
+    let pos: Option<u64> = row.take(1);
+    Ok(match (super::file_seq(&file), pos) {
+        (Ok(n), Some(pos)) => Some((n, pos)),
+        _ => None,
+    })
+}
 
 /// Bits of the event sequence number below the run number (a run numbers its events
 /// `run << RUN_SHIFT` upwards: about 10^12 rows per run).
@@ -40,49 +267,7 @@ impl MySqlCapture {
         let mut conn = connect(&self.config.url).await?;
         let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
         let before_xa = self.prepared_xids(&mut conn).await;
-        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-            .await
-            .map_err(q("starting the snapshot transaction"))?;
-        // MariaDB: the binlog position of this very snapshot, no lock needed.
-        let status: Vec<(String, String)> = conn
-            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-            .await
-            .map_err(q("reading the snapshot's binlog position"))?;
-        let get = |name: &str| {
-            status
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.clone())
-        };
-        let (file, pos) = match (get("binlog_snapshot_file"), get("binlog_snapshot_position")) {
-            (Some(f), Some(p)) if !f.is_empty() => (f, p.parse::<u64>().unwrap_or(4)),
-            _ => {
-                // MySQL: no transaction commits under a global read lock, so the binlog
-                // position read under it is one every later read is at or after.
-                conn.query_drop("ROLLBACK")
-                    .await
-                    .map_err(q("ending the snapshot transaction"))?;
-                conn.query_drop("FLUSH TABLES WITH READ LOCK")
-                    .await
-                    .map_err(q("taking the snapshot lock (needs RELOAD)"))?;
-                let row: Option<mysql_async::Row> = conn
-                    .query_first("SHOW MASTER STATUS")
-                    .await
-                    .map_err(q("reading the binlog position"))?;
-                conn.query_drop("UNLOCK TABLES")
-                    .await
-                    .map_err(q("releasing the snapshot lock"))?;
-                let mut row = row.ok_or_else(|| {
-                    CaptureError::Setup(
-                        "SHOW MASTER STATUS returned nothing: is log_bin on?".into(),
-                    )
-                })?;
-                let file: String = row.take(0).unwrap_or_default();
-                let pos: u64 = row.take(1).unwrap_or(4);
-                (file, pos)
-            }
-        };
-        // (A no-op on MySQL, whose transaction ended before the lock.)
+        let (file, pos) = consistent_transaction(&mut conn).await?;
         conn.query_drop("COMMIT")
             .await
             .map_err(q("ending the snapshot transaction"))?;
@@ -105,9 +290,34 @@ impl MySqlCapture {
                 }
             }
         }
-        let mut waiting = settled.clone();
         let started = tokio::time::Instant::now();
-        let mut told = started;
+        self.wait_for_xa(&mut conn, settled.clone(), started)
+            .await?;
+        // An XA transaction prepared between the two lists and ended before the second has
+        // its XA COMMIT before the binlog's end read now; one whose commit is written but
+        // not yet visible is still listed as prepared just after, and is waited for too.
+        // So an XA COMMIT the stream reads before this end, of a prepare it never read, is
+        // one whose rows are in the copy.
+        let end = binlog_end(&mut conn).await?;
+        if let Some(now) = self.prepared_xids(&mut conn).await {
+            let new: Vec<String> = now.into_iter().filter(|x| !settled.contains(x)).collect();
+            settled.extend(new.iter().cloned());
+            self.wait_for_xa(&mut conn, new, started).await?;
+        }
+        self.store.set_xa_settled(&self.source, &settled)?;
+        self.store.set_xa_settled_until(&self.source, end)?;
+        Ok(BinlogCheckpoint { file, pos, gtid })
+    }
+
+    /// Waits until none of the XA transactions `waiting` is prepared any more, for at most
+    /// [`XA_WAIT`] after `started`.
+    async fn wait_for_xa(
+        &self,
+        conn: &mut Conn,
+        mut waiting: Vec<String>,
+        started: tokio::time::Instant,
+    ) -> Result<(), CaptureError> {
+        let mut told = None::<tokio::time::Instant>;
         while !waiting.is_empty() {
             if started.elapsed() >= XA_WAIT {
                 return Err(CaptureError::Setup(format!(
@@ -120,18 +330,17 @@ impl MySqlCapture {
                     waiting.join(", ")
                 )));
             }
-            if told.elapsed() >= Duration::from_secs(10) || told == started {
-                told = tokio::time::Instant::now();
+            if told.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                told = Some(tokio::time::Instant::now());
                 tracing::info!(source = self.source, prepared = %waiting.join(", "), "the snapshot waits for prepared XA transactions to end");
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
             // (Not listed this time: keep waiting; the deadline ends it.)
-            if let Some(now) = self.prepared_xids(&mut conn).await {
+            if let Some(now) = self.prepared_xids(conn).await {
                 waiting.retain(|x| now.contains(x));
             }
         }
-        self.store.set_xa_settled(&self.source, &settled)?;
-        Ok(BinlogCheckpoint { file, pos, gtid })
+        Ok(())
     }
 
     /// The XA transactions prepared on the server now, spelled as the binlog's XA
@@ -286,16 +495,7 @@ impl MySqlCapture {
         let mut last = None;
         while let Some(row) = stream.next().await {
             let row = row.map_err(reading)?;
-            let values = table
-                .columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    types::from_text(c, raw(&row, i))
-                        .map_err(|m| types::value_error(&id.to_string(), c, m))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let event = events.make(table, Op::Read, Some(Row(values)));
+            let event = events.make(table, Op::Read, Some(read_row(id, table, &row)?));
             self.publisher.event(&table.state.avro, &event).await?;
             count += 1;
             last = Some(row);

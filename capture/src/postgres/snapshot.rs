@@ -60,7 +60,7 @@ pub struct SnapshotPlan<'a> {
     pub source: &'a str,
     /// Source URL (a separate session reads the data).
     pub url: &'a str,
-    /// Name of the exported snapshot.
+    /// Name of the exported snapshot (empty: a transaction of its own).
     pub snapshot_name: &'a str,
     /// The slot's consistent point.
     pub consistent_lsn: u64,
@@ -102,13 +102,15 @@ pub async fn run(
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         .await
         .map_err(|e| CaptureError::pg("opening snapshot transaction", e))?;
-    client
-        .batch_execute(&format!(
-            "SET TRANSACTION SNAPSHOT '{}'",
-            plan.snapshot_name
-        ))
-        .await
-        .map_err(|e| CaptureError::pg("importing the slot's snapshot", e))?;
+    if !plan.snapshot_name.is_empty() {
+        client
+            .batch_execute(&format!(
+                "SET TRANSACTION SNAPSHOT '{}'",
+                plan.snapshot_name
+            ))
+            .await
+            .map_err(|e| CaptureError::pg("importing the slot's snapshot", e))?;
+    }
 
     let mut states = HashMap::new();
     for t in plan.tables {

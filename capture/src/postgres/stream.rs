@@ -46,10 +46,13 @@ pub async fn copy_tables(
     let mut catalog = Catalog::connect(&config.url).await?;
     catalog.preflight().await?;
     let tables = catalog.tables(config).await?;
+    // One per copy: a scheduled snapshot and a manual one may run at once.
+    static COPIES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let slot = format!(
-        "tributary_backup_{}_{}",
+        "tributary_backup_{}_{}_{}",
         source.to_ascii_lowercase().replace('-', "_"),
-        std::process::id()
+        std::process::id(),
+        COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let repl_config = replication_config(&config.url, &slot, &config.publication_name(source))?;
     let mut client = ReplicationClient::connect_gated(repl_config)
@@ -102,6 +105,35 @@ pub async fn copy_tables(
     client.stop();
     copied?;
     Ok((consistent.as_u64(), consistent_at))
+}
+
+/// Reads every table `config` captures to `out`, as `Read` events, in one repeatable-read
+/// transaction of its own (no slot, no position): how a restore test reads back what it
+/// restored.
+pub async fn read_tables(
+    source: &str,
+    config: &PostgresSourceConfig,
+    store: &StateStore,
+    out: &mut (dyn snapshot::SnapshotOutput + '_),
+) -> Result<(), CaptureError> {
+    let mut catalog = Catalog::connect(&config.url).await?;
+    let tables = catalog.tables(config).await?;
+    snapshot::run(
+        SnapshotPlan {
+            source,
+            url: &config.url,
+            snapshot_name: "",
+            consistent_lsn: 0,
+            tables: &tables,
+            restart: false,
+            chunk_rows: config.snapshot_chunk_rows,
+        },
+        &mut catalog,
+        store,
+        out,
+    )
+    .await
+    .map(drop)
 }
 
 /// Captures one PostgreSQL database.

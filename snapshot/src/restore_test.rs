@@ -1,0 +1,549 @@
+//! The restore test of `tributary snapshot verify --restore-test`: a restore into a
+//! scratch database, checked table by table against what the archive says.
+//!
+//! While the restore runs, a [`TapSink`] in front of the real sink folds every event it
+//! applies into the expected contents of each table (key → row), kept in a temporary
+//! on-disk tree so memory stays bounded whatever the size. After it, the caller reads the
+//! scratch tables back (through the capture's own table readers) into
+//! [`RestoreTest::observe`], and [`RestoreTest::compare`] gives, per table, the row counts
+//! and content checksums on both sides, and the first keys that differ.
+//!
+//! Values are compared in a canonical text form per kind of value (all integer widths
+//! alike, enumeration labels as text, JSON with its keys sorted), so a column the target
+//! stores in a near type (an enum as text) still compares equal when it holds the same
+//! value. Columns are compared by name, over the table's newest version: a row written
+//! before a column was added holds NULL there, as the target does.
+
+use crate::error::BackupError;
+use async_trait::async_trait;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use tributary_schemas::{ChangeEvent, Op, Position, Row, TableId, TableSchema, Value};
+use tributary_sinks::{Sink, SinkError};
+
+/// Differences listed per table at most.
+const SHOWN: usize = 3;
+
+/// A row: column name → canonical value.
+type Canon = BTreeMap<String, String>;
+
+/// The canonical text of `v` (`None` for a value the source did not send).
+fn canonical(v: &Value) -> Option<String> {
+    Some(match v {
+        Value::Unchanged => return None,
+        Value::Null => "null".into(),
+        Value::Bool(b) => format!("b:{b}"),
+        Value::Int16(i) => format!("i:{i}"),
+        Value::Int32(i) => format!("i:{i}"),
+        Value::Int64(i) => format!("i:{i}"),
+        Value::Float32(f) => format!("f:{f}"),
+        Value::Float64(f) => format!("f:{f}"),
+        Value::Numeric(n) => format!("n:{n}"),
+        Value::Text(s) | Value::Enum(s) => format!("s:{s}"),
+        Value::Bytes(b) => format!("x:{}", hex::encode(b)),
+        Value::Date(d) => format!("d:{d}"),
+        Value::Time(t) => format!("t:{t}"),
+        Value::Timestamp(t) => format!("ts:{t}"),
+        Value::TimestampTz(t) => format!("tz:{t}"),
+        Value::Interval(i) => format!("iv:{}:{}:{}", i.months, i.days, i.micros),
+        Value::Uuid(u) => format!("u:{}", hex::encode(u)),
+        Value::Json(j) => match serde_json::from_str::<serde_json::Value>(j) {
+            // serde_json's maps are sorted: one text per document.
+            Ok(doc) => format!("j:{doc}"),
+            Err(_) => format!("j?:{j}"),
+        },
+        Value::Array(items) => {
+            let items: Vec<String> = items
+                .iter()
+                .map(|i| canonical(i).unwrap_or_default())
+                .collect();
+            format!("a:{}", serde_json::Value::from(items))
+        }
+    })
+}
+
+/// The key text of `row` of `schema` (its primary key's canonical values; every column
+/// when it has none).
+fn key_text(schema: &TableSchema, row: &Row) -> String {
+    let all: Vec<usize>;
+    let key = if schema.primary_key.is_empty() {
+        all = (0..schema.columns.len()).collect();
+        &all
+    } else {
+        &schema.primary_key
+    };
+    key.iter()
+        .map(|&i| row.0.get(i).and_then(canonical).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
+}
+
+fn tree_key(table: &TableId, key: &str) -> Vec<u8> {
+    format!("{}\u{1f}{}\u{1e}{key}", table.schema, table.name).into_bytes()
+}
+
+fn table_prefix(table: &TableId) -> Vec<u8> {
+    format!("{}\u{1f}{}\u{1e}", table.schema, table.name).into_bytes()
+}
+
+/// One table's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableCheck {
+    /// The source table.
+    pub table: TableId,
+    /// Rows the archive says it holds.
+    pub expected_rows: u64,
+    /// Rows the restored table holds.
+    pub restored_rows: u64,
+    /// Content checksum of what the archive says (sha256-based, order independent).
+    pub expected_checksum: String,
+    /// Content checksum of the restored table.
+    pub restored_checksum: String,
+    /// The first differences, by key.
+    pub differences: Vec<String>,
+}
+
+impl TableCheck {
+    /// Whether the restored table holds what the archive says.
+    pub fn ok(&self) -> bool {
+        self.expected_rows == self.restored_rows
+            && self.expected_checksum == self.restored_checksum
+            && self.differences.is_empty()
+    }
+}
+
+/// The state of one restore test (see the module documentation).
+pub struct RestoreTest {
+    _dir: tempfile::TempDir,
+    expected: sled::Tree,
+    observed: sled::Tree,
+    /// Each table's columns in its newest version seen.
+    columns: BTreeMap<TableId, Vec<String>>,
+}
+
+impl RestoreTest {
+    /// A new test, its trees in a temporary directory.
+    pub fn new() -> Result<Self, BackupError> {
+        let dir = tempfile::tempdir().map_err(|e| spool("a temporary directory", e))?;
+        let db = sled::Config::new()
+            .path(dir.path())
+            .temporary(true)
+            .open()
+            .map_err(|e| spool(&dir.path().display().to_string(), e))?;
+        let open = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| spool(&dir.path().display().to_string(), e))
+        };
+        Ok(RestoreTest {
+            expected: open("expected")?,
+            observed: open("observed")?,
+            columns: BTreeMap::new(),
+            _dir: dir,
+        })
+    }
+
+    fn canon_of(schema: &TableSchema, row: &Row, old: Option<&Canon>) -> Canon {
+        schema
+            .columns
+            .iter()
+            .zip(&row.0)
+            .map(|(c, v)| {
+                let text = canonical(v)
+                    .or_else(|| old.and_then(|o| o.get(&c.name).cloned()))
+                    .unwrap_or_else(|| "null".into());
+                (c.name.clone(), text)
+            })
+            .collect()
+    }
+
+    fn get(&self, key: &[u8]) -> Result<Option<Canon>, BackupError> {
+        match self
+            .expected
+            .get(key)
+            .map_err(|e| spool("the expected rows", e))?
+        {
+            None => Ok(None),
+            Some(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+        }
+    }
+
+    fn put(tree: &sled::Tree, key: Vec<u8>, row: &Canon) -> Result<(), BackupError> {
+        let bytes = serde_json::to_vec(row).map_err(|e| spool("a row", e))?;
+        tree.insert(key, bytes).map_err(|e| spool("the rows", e))?;
+        Ok(())
+    }
+
+    /// Folds `events` of table version `schema`, as the restore applies them.
+    pub fn expect(
+        &mut self,
+        schema: &TableSchema,
+        events: &[ChangeEvent],
+    ) -> Result<(), BackupError> {
+        let table = &schema.table;
+        let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
+        let newest = self.columns.entry(table.clone()).or_default();
+        if *newest != names {
+            *newest = names;
+        }
+        for event in events {
+            match event.op {
+                Op::Read | Op::Insert | Op::Update => {
+                    let Some(after) = &event.after else { continue };
+                    let key = tree_key(table, &key_text(schema, after));
+                    let old_key = event
+                        .before
+                        .as_ref()
+                        .map(|b| tree_key(table, &key_text(schema, b)))
+                        .filter(|k| *k != key);
+                    let old = match &old_key {
+                        Some(k) => self.get(k)?,
+                        None => self.get(&key)?,
+                    };
+                    if let Some(k) = old_key {
+                        self.expected
+                            .remove(k)
+                            .map_err(|e| spool("the expected rows", e))?;
+                    }
+                    let row = Self::canon_of(schema, after, old.as_ref());
+                    Self::put(&self.expected, key, &row)?;
+                }
+                Op::Delete => {
+                    if let Some(before) = &event.before {
+                        self.expected
+                            .remove(tree_key(table, &key_text(schema, before)))
+                            .map_err(|e| spool("the expected rows", e))?;
+                    }
+                }
+                Op::Truncate => {
+                    for key in self.expected.scan_prefix(table_prefix(table)).keys() {
+                        let key = key.map_err(|e| spool("the expected rows", e))?;
+                        self.expected
+                            .remove(key)
+                            .map_err(|e| spool("the expected rows", e))?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a row read back from the restored table that stands for source table
+    /// `table`; `schema` is the restored table's.
+    pub fn observe(
+        &mut self,
+        table: &TableId,
+        schema: &TableSchema,
+        row: &Row,
+    ) -> Result<(), BackupError> {
+        let key = tree_key(table, &key_text(schema, row));
+        Self::put(&self.observed, key, &Self::canon_of(schema, row, None))
+    }
+
+    /// The tables the restore wrote.
+    pub fn tables(&self) -> Vec<TableId> {
+        self.columns.keys().cloned().collect()
+    }
+
+    /// Compares every table the restore wrote.
+    pub fn compare(&self) -> Result<Vec<TableCheck>, BackupError> {
+        let mut out = Vec::new();
+        for (table, columns) in &self.columns {
+            let project = |bytes: &[u8]| -> String {
+                let row: Canon = serde_json::from_slice(bytes).unwrap_or_default();
+                columns
+                    .iter()
+                    .map(|c| row.get(c).map_or("null", String::as_str))
+                    .collect::<Vec<_>>()
+                    .join("\u{1f}")
+            };
+            let prefix = table_prefix(table);
+            let mut a = self.expected.scan_prefix(&prefix).peekable();
+            let mut b = self.observed.scan_prefix(&prefix).peekable();
+            let mut check = TableCheck {
+                table: table.clone(),
+                expected_rows: 0,
+                restored_rows: 0,
+                expected_checksum: String::new(),
+                restored_checksum: String::new(),
+                differences: Vec::new(),
+            };
+            let (mut sum_a, mut sum_b) = (0u128, 0u128);
+            let hash = |key: &[u8], row: &str| -> u128 {
+                let digest = Sha256::new()
+                    .chain_update(key)
+                    .chain_update([0x1e])
+                    .chain_update(row)
+                    .finalize();
+                u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
+            };
+            let show =
+                |key: &[u8]| String::from_utf8_lossy(&key[prefix.len()..]).replace('\u{1f}', ", ");
+            loop {
+                let next_a = a.peek().map(|r| r.as_ref().map(|(k, _)| k.clone()));
+                let next_b = b.peek().map(|r| r.as_ref().map(|(k, _)| k.clone()));
+                let (ka, kb) = match (next_a, next_b) {
+                    (None, None) => break,
+                    (Some(Err(e)), _) | (_, Some(Err(e))) => {
+                        return Err(spool("the rows", e.clone()))
+                    }
+                    (Some(Ok(ka)), Some(Ok(kb))) => (Some(ka), Some(kb)),
+                    (Some(Ok(ka)), None) => (Some(ka), None),
+                    (None, Some(Ok(kb))) => (None, Some(kb)),
+                };
+                let take_a = match (&ka, &kb) {
+                    (Some(x), Some(y)) => x <= y,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                let take_b = match (&ka, &kb) {
+                    (Some(x), Some(y)) => y <= x,
+                    (None, Some(_)) => true,
+                    _ => false,
+                };
+                let row_a = if take_a {
+                    let (k, v) = a
+                        .next()
+                        .expect("peeked")
+                        .map_err(|e| spool("the rows", e))?;
+                    let row = project(&v);
+                    sum_a = sum_a.wrapping_add(hash(&k, &row));
+                    check.expected_rows += 1;
+                    Some((k, row))
+                } else {
+                    None
+                };
+                let row_b = if take_b {
+                    let (k, v) = b
+                        .next()
+                        .expect("peeked")
+                        .map_err(|e| spool("the rows", e))?;
+                    let row = project(&v);
+                    sum_b = sum_b.wrapping_add(hash(&k, &row));
+                    check.restored_rows += 1;
+                    Some((k, row))
+                } else {
+                    None
+                };
+                if check.differences.len() < SHOWN {
+                    match (row_a, row_b) {
+                        (Some((k, x)), Some((_, y))) if x != y => check.differences.push(format!(
+                            "key ({}): the archive says ({}), the restore holds ({})",
+                            show(&k),
+                            x.replace('\u{1f}', ", "),
+                            y.replace('\u{1f}', ", ")
+                        )),
+                        (Some((k, _)), None) => check
+                            .differences
+                            .push(format!("key ({}): missing from the restore", show(&k))),
+                        (None, Some((k, _))) => check.differences.push(format!(
+                            "key ({}): in the restore but not in the archive",
+                            show(&k)
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+            check.expected_checksum = format!("{sum_a:032x}");
+            check.restored_checksum = format!("{sum_b:032x}");
+            out.push(check);
+        }
+        Ok(out)
+    }
+}
+
+fn spool(what: &str, e: impl std::fmt::Display) -> BackupError {
+    BackupError::Spool {
+        path: format!("restore test: {what}"),
+        message: e.to_string(),
+    }
+}
+
+/// A sink that folds what it applies into a [`RestoreTest`] and passes it on.
+pub struct TapSink<'a> {
+    /// The real sink.
+    pub inner: &'a mut (dyn Sink + 'a),
+    /// The test.
+    pub test: &'a mut RestoreTest,
+}
+
+fn tap_err(e: BackupError) -> SinkError {
+    SinkError::Protocol(e.to_string())
+}
+
+#[async_trait]
+impl Sink for TapSink<'_> {
+    async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+        self.inner.watermark(source).await
+    }
+
+    async fn begin(&mut self) -> Result<(), SinkError> {
+        self.inner.begin().await
+    }
+
+    fn ready_for(&self, table: &TableSchema) -> bool {
+        self.inner.ready_for(table)
+    }
+
+    async fn apply(
+        &mut self,
+        table: &TableSchema,
+        events: &[ChangeEvent],
+    ) -> Result<(), SinkError> {
+        self.test.expect(table, events).map_err(tap_err)?;
+        self.inner.apply(table, events).await
+    }
+
+    async fn commit_data(&mut self) -> Result<(), SinkError> {
+        self.inner.commit_data().await
+    }
+
+    async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {
+        self.inner.commit(source, position).await
+    }
+
+    async fn rollback(&mut self) -> Result<(), SinkError> {
+        self.inner.rollback().await
+    }
+
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        self.inner.idle().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_schemas::{Column, ColumnType, TxMeta};
+
+    fn schema(cols: &[&str]) -> TableSchema {
+        TableSchema {
+            table: TableId::new("public", "t"),
+            columns: cols
+                .iter()
+                .map(|c| Column {
+                    name: c.to_string(),
+                    ty: ColumnType::Int32,
+                    source_type: "integer".into(),
+                    nullable: true,
+                    missing: None,
+                })
+                .collect(),
+            primary_key: vec![0],
+            version: cols.len() as u32,
+        }
+    }
+
+    fn event(op: Op, before: Option<Vec<Value>>, after: Option<Vec<Value>>) -> ChangeEvent {
+        ChangeEvent {
+            source: "s".into(),
+            table: TableId::new("public", "t"),
+            schema_version: 1,
+            op,
+            key: Vec::new(),
+            before: before.map(Row),
+            after: after.map(Row),
+            position: Position::pg(1, 1),
+            tx: TxMeta {
+                id: None,
+                commit_ts_micros: 0,
+                first: Position::pg(1, 1),
+            },
+            origin: None,
+        }
+    }
+
+    #[test]
+    fn folds_events_and_names_the_first_differences() {
+        let v1 = schema(&["id", "qty"]);
+        let v2 = schema(&["id", "qty", "note"]);
+        let mut t = RestoreTest::new().unwrap();
+        let i = Value::Int32;
+        t.expect(
+            &v1,
+            &[
+                event(Op::Read, None, Some(vec![i(1), i(10)])),
+                event(Op::Insert, None, Some(vec![i(2), i(20)])),
+                event(Op::Insert, None, Some(vec![i(3), i(30)])),
+                // A key change, and an update that leaves qty out.
+                event(
+                    Op::Update,
+                    Some(vec![i(3), Value::Null]),
+                    Some(vec![i(4), i(31)]),
+                ),
+                event(Op::Delete, Some(vec![i(2), Value::Null]), None),
+            ],
+        )
+        .unwrap();
+        t.expect(
+            &v2,
+            &[event(
+                Op::Update,
+                None,
+                Some(vec![i(1), Value::Unchanged, i(7)]),
+            )],
+        )
+        .unwrap();
+        // What a target holding the same rows reads back (qty of 4 as a bigint).
+        let back = schema(&["id", "qty", "note"]);
+        let table = TableId::new("public", "t");
+        t.observe(&table, &back, &Row(vec![i(1), i(10), i(7)]))
+            .unwrap();
+        t.observe(
+            &table,
+            &back,
+            &Row(vec![i(4), Value::Int64(31), Value::Null]),
+        )
+        .unwrap();
+        let checks = t.compare().unwrap();
+        assert_eq!(checks.len(), 1);
+        assert!(checks[0].ok(), "{checks:?}");
+        assert_eq!(checks[0].expected_rows, 2);
+
+        // A wrong value and an extra row are named by key.
+        t.observe(&table, &back, &Row(vec![i(4), i(32), Value::Null]))
+            .unwrap();
+        t.observe(&table, &back, &Row(vec![i(9), i(1), Value::Null]))
+            .unwrap();
+        let check = &t.compare().unwrap()[0];
+        assert!(!check.ok());
+        assert_eq!((check.expected_rows, check.restored_rows), (2, 3));
+        assert_ne!(check.expected_checksum, check.restored_checksum);
+        assert_eq!(check.differences.len(), 2, "{check:?}");
+        assert!(
+            check.differences[0].contains("i:4") && check.differences[0].contains("i:32"),
+            "{check:?}"
+        );
+        assert!(
+            check.differences[1].contains("not in the archive"),
+            "{check:?}"
+        );
+    }
+
+    #[test]
+    fn json_compares_by_content_and_truncate_empties() {
+        assert_eq!(
+            canonical(&Value::Json(r#"{"b": 1, "a": [1, 2]}"#.into())),
+            canonical(&Value::Json(r#"{"a":[1,2],"b":1}"#.into()))
+        );
+        assert_eq!(
+            canonical(&Value::Enum("x".into())),
+            canonical(&Value::Text("x".into()))
+        );
+        let v1 = schema(&["id", "qty"]);
+        let mut t = RestoreTest::new().unwrap();
+        t.expect(
+            &v1,
+            &[
+                event(
+                    Op::Insert,
+                    None,
+                    Some(vec![Value::Int32(1), Value::Int32(1)]),
+                ),
+                event(Op::Truncate, None, None),
+            ],
+        )
+        .unwrap();
+        let check = &t.compare().unwrap()[0];
+        assert!(check.ok() && check.expected_rows == 0, "{check:?}");
+    }
+}
