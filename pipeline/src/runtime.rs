@@ -582,9 +582,9 @@ pub async fn files_restore(
     let at = match to {
         tributary_snapshot::Target::Latest => i64::MAX,
         tributary_snapshot::Target::Time(t) => *t,
-        tributary_snapshot::Target::Position(p) => {
+        tributary_snapshot::Target::Position(_) => {
             return Err(PipelineError::Config(format!(
-                "--to {p}: file set {set} is restored to a time or `latest`, not a source position"
+                "--to: file set {set} is restored to a time or `latest`, not a source position"
             )))
         }
     };
@@ -697,6 +697,11 @@ pub async fn restore(
 }
 
 /// The sink a restore writes through into database `url` (postgres:// or mysql://).
+///
+/// A MySQL server keeps one `tributary.watermarks` table for all its databases, so a
+/// restore there keeps its watermark under `<source>@<database>`: restoring the same
+/// source into a second database of that server starts from the beginning, instead of
+/// finding the first one's watermark and skipping everything.
 async fn target_sink(
     url: &str,
     target_schema: Option<String>,
@@ -711,15 +716,94 @@ async fn target_sink(
             })
             .await?,
         ),
-        TargetKind::MySql => Box::new(
-            MySqlSink::connect(MySqlSinkConfig {
+        TargetKind::MySql => {
+            let database = target_schema
+                .clone()
+                .or_else(|| url_database(url))
+                .filter(|d| !d.is_empty());
+            let sink = MySqlSink::connect(MySqlSinkConfig {
                 url: url.replacen("mariadb://", "mysql://", 1),
                 target_schema,
                 batch_rows,
             })
-            .await?,
-        ),
+            .await?;
+            Box::new(KeyedSink {
+                inner: Box::new(sink),
+                database,
+            })
+        }
     })
+}
+
+/// The database a URL names (its path), if any.
+fn url_database(url: &str) -> Option<String> {
+    let base = url.split('?').next().unwrap_or(url);
+    let rest = &base[base.find("://")? + 3..];
+    let path = &rest[rest.find('/')? + 1..];
+    (!path.is_empty()).then(|| path.to_string())
+}
+
+/// A restore's sink whose watermark is kept under `<source>@<database>`.
+struct KeyedSink {
+    inner: Box<dyn Sink>,
+    database: Option<String>,
+}
+
+impl KeyedSink {
+    fn key(&self, source: &str) -> String {
+        match &self.database {
+            Some(db) => format!("{source}@{db}"),
+            None => source.to_string(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Sink for KeyedSink {
+    async fn watermark(
+        &mut self,
+        source: &str,
+    ) -> Result<Option<tributary_schemas::Position>, tributary_sinks::SinkError> {
+        let key = self.key(source);
+        self.inner.watermark(&key).await
+    }
+
+    async fn begin(&mut self) -> Result<(), tributary_sinks::SinkError> {
+        self.inner.begin().await
+    }
+
+    fn ready_for(&self, table: &tributary_schemas::TableSchema) -> bool {
+        self.inner.ready_for(table)
+    }
+
+    async fn apply(
+        &mut self,
+        table: &tributary_schemas::TableSchema,
+        events: &[tributary_schemas::ChangeEvent],
+    ) -> Result<(), tributary_sinks::SinkError> {
+        self.inner.apply(table, events).await
+    }
+
+    async fn commit_data(&mut self) -> Result<(), tributary_sinks::SinkError> {
+        self.inner.commit_data().await
+    }
+
+    async fn commit(
+        &mut self,
+        source: &str,
+        position: tributary_schemas::Position,
+    ) -> Result<(), tributary_sinks::SinkError> {
+        let key = self.key(source);
+        self.inner.commit(&key, position).await
+    }
+
+    async fn rollback(&mut self) -> Result<(), tributary_sinks::SinkError> {
+        self.inner.rollback().await
+    }
+
+    async fn idle(&mut self) -> Result<(), tributary_sinks::SinkError> {
+        self.inner.idle().await
+    }
 }
 
 /// The kind of database a URL names.
@@ -854,7 +938,7 @@ pub async fn restore_test(
             source
                 .to_ascii_lowercase()
                 .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
-            chrono::Utc::now().timestamp()
+            chrono::Utc::now().format("%Y%m%d%H%M%S%6f")
         );
         let create = format!("CREATE DATABASE {database}");
         let drop_sql = format!("DROP DATABASE {database}");
@@ -969,6 +1053,14 @@ pub async fn restore_test(
         };
         if result.ok() {
             scratch_sql(drop_sql).await?;
+            if kind == TargetKind::MySql {
+                // The restore's watermark row (see `target_sink`).
+                scratch_sql(format!(
+                    "DELETE FROM tributary.watermarks WHERE source = '{}@{database}'",
+                    source.replace('\\', "\\\\").replace('\'', "''")
+                ))
+                .await?;
+            }
         }
         out.push(result);
     }
