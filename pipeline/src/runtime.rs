@@ -682,21 +682,29 @@ pub async fn restore(
         }
     };
     let store = tributary_snapshot::Store::open(backup)?;
-    let mut sink: Option<Box<dyn Sink>> = match target {
+    let mut sink = match target {
         None => None,
-        Some(url) => Some(target_sink(url, target_schema, options.batch_rows).await?),
+        Some(url) => Some(target_sink(url, &source, target_schema, options.batch_rows).await?),
     };
+    let mut wrapped = sink
+        .as_mut()
+        .map(|(inner, key)| tributary_snapshot::RestoreSink {
+            inner: inner.as_mut(),
+            watermark_key: key.clone(),
+            test: None,
+        });
     let report = tributary_snapshot::restore(
         &store,
         &source,
         options,
-        sink.as_mut().map(|s| s.as_mut() as &mut dyn Sink),
+        wrapped.as_mut().map(|s| s as &mut dyn Sink),
     )
     .await?;
     Ok((source, report))
 }
 
-/// The sink a restore writes through into database `url` (postgres:// or mysql://).
+/// The sink a restore writes through into database `url` (postgres:// or mysql://), and
+/// the key its watermark is kept under.
 ///
 /// A MySQL server keeps one `tributary.watermarks` table for all its databases, so a
 /// restore there keeps its watermark under `<source>@<database>`: restoring the same
@@ -704,33 +712,35 @@ pub async fn restore(
 /// finding the first one's watermark and skipping everything.
 async fn target_sink(
     url: &str,
+    source: &str,
     target_schema: Option<String>,
     batch_rows: usize,
-) -> Result<Box<dyn Sink>, PipelineError> {
+) -> Result<(Box<dyn Sink>, Option<String>), PipelineError> {
     Ok(match TargetKind::of(url)? {
-        TargetKind::Postgres => Box::new(
-            PostgresSink::connect(PostgresSinkConfig {
-                url: url.to_string(),
-                target_schema,
-                batch_rows,
-            })
-            .await?,
+        TargetKind::Postgres => (
+            Box::new(
+                PostgresSink::connect(PostgresSinkConfig {
+                    url: url.to_string(),
+                    target_schema,
+                    batch_rows,
+                })
+                .await?,
+            ),
+            None,
         ),
         TargetKind::MySql => {
-            let database = target_schema
+            let key = target_schema
                 .clone()
                 .or_else(|| url_database(url))
-                .filter(|d| !d.is_empty());
+                .filter(|d| !d.is_empty())
+                .map(|db| format!("{source}@{db}"));
             let sink = MySqlSink::connect(MySqlSinkConfig {
                 url: url.replacen("mariadb://", "mysql://", 1),
                 target_schema,
                 batch_rows,
             })
             .await?;
-            Box::new(KeyedSink {
-                inner: Box::new(sink),
-                database,
-            })
+            (Box::new(sink), key)
         }
     })
 }
@@ -741,69 +751,6 @@ fn url_database(url: &str) -> Option<String> {
     let rest = &base[base.find("://")? + 3..];
     let path = &rest[rest.find('/')? + 1..];
     (!path.is_empty()).then(|| path.to_string())
-}
-
-/// A restore's sink whose watermark is kept under `<source>@<database>`.
-struct KeyedSink {
-    inner: Box<dyn Sink>,
-    database: Option<String>,
-}
-
-impl KeyedSink {
-    fn key(&self, source: &str) -> String {
-        match &self.database {
-            Some(db) => format!("{source}@{db}"),
-            None => source.to_string(),
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl Sink for KeyedSink {
-    async fn watermark(
-        &mut self,
-        source: &str,
-    ) -> Result<Option<tributary_schemas::Position>, tributary_sinks::SinkError> {
-        let key = self.key(source);
-        self.inner.watermark(&key).await
-    }
-
-    async fn begin(&mut self) -> Result<(), tributary_sinks::SinkError> {
-        self.inner.begin().await
-    }
-
-    fn ready_for(&self, table: &tributary_schemas::TableSchema) -> bool {
-        self.inner.ready_for(table)
-    }
-
-    async fn apply(
-        &mut self,
-        table: &tributary_schemas::TableSchema,
-        events: &[tributary_schemas::ChangeEvent],
-    ) -> Result<(), tributary_sinks::SinkError> {
-        self.inner.apply(table, events).await
-    }
-
-    async fn commit_data(&mut self) -> Result<(), tributary_sinks::SinkError> {
-        self.inner.commit_data().await
-    }
-
-    async fn commit(
-        &mut self,
-        source: &str,
-        position: tributary_schemas::Position,
-    ) -> Result<(), tributary_sinks::SinkError> {
-        let key = self.key(source);
-        self.inner.commit(&key, position).await
-    }
-
-    async fn rollback(&mut self) -> Result<(), tributary_sinks::SinkError> {
-        self.inner.rollback().await
-    }
-
-    async fn idle(&mut self) -> Result<(), tributary_sinks::SinkError> {
-        self.inner.idle().await
-    }
 }
 
 /// The kind of database a URL names.
@@ -898,14 +845,6 @@ impl SnapshotOutput for ReadBack<'_> {
             .observe(table, &schemas.table, row)
             .map_err(|e| CaptureError::Setup(e.to_string()))
     }
-
-    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> Result<(), CaptureError> {
-        Ok(())
-    }
 }
 
 /// `snapshot verify --restore-test`: restores each archived source (or only `only`) to
@@ -987,11 +926,13 @@ pub async fn restore_test(
             batch_rows: 5_000,
         };
         let mut test = tributary_snapshot::RestoreTest::new()?;
-        let mut sink = target_sink(&url, target_schema.clone(), options.batch_rows).await?;
+        let (mut sink, watermark_key) =
+            target_sink(&url, &source, target_schema.clone(), options.batch_rows).await?;
         let report = {
-            let mut tap = tributary_snapshot::TapSink {
+            let mut tap = tributary_snapshot::RestoreSink {
                 inner: sink.as_mut(),
-                test: &mut test,
+                watermark_key: watermark_key.clone(),
+                test: Some(&mut test),
             };
             tributary_snapshot::restore(&store, &source, &options, Some(&mut tap)).await?
         };
@@ -1055,9 +996,10 @@ pub async fn restore_test(
             scratch_sql(drop_sql).await?;
             if kind == TargetKind::MySql {
                 // The restore's watermark row (see `target_sink`).
+                let key = watermark_key.unwrap_or_default();
                 scratch_sql(format!(
-                    "DELETE FROM tributary.watermarks WHERE source = '{}@{database}'",
-                    source.replace('\\', "\\\\").replace('\'', "''")
+                    "DELETE FROM tributary.watermarks WHERE source = '{}'",
+                    key.replace('\\', "\\\\").replace('\'', "''")
                 ))
                 .await?;
             }
@@ -1082,14 +1024,6 @@ impl SnapshotOutput for SnapshotRows {
             .row(schemas, event)
             .await
             .map_err(|e| CaptureError::Setup(e.to_string()))
-    }
-
-    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
-        Ok(())
-    }
-
-    async fn finish(&mut self) -> Result<(), CaptureError> {
-        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@
 
 use crate::archive::sha256_hex;
 use crate::error::BackupError;
-use crate::retention::{PruneReport, Retention};
+use crate::retention::{retention_conflict, PruneReport, Retention};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -739,27 +739,16 @@ pub async fn prune_files(
 ) -> Result<PruneReport, BackupError> {
     let mut report = PruneReport::default();
     let snapshots = list_file_snapshots(store, set).await?;
-    let anchor: Option<usize> = match retention.max_age_secs {
-        Some(age) => {
-            let opens = now_micros.saturating_sub((age as i64).saturating_mul(1_000_000));
-            snapshots.iter().rposition(|s| s.taken_at_micros <= opens)
-        }
-        None => retention
-            .max_backups
-            .map(|n| snapshots.len().saturating_sub(n.max(1))),
-    };
-    let Some(anchor) = anchor else {
+    let times: Vec<i64> = snapshots.iter().map(|s| s.taken_at_micros).collect();
+    let Some(anchor) = retention.anchor(&times, now_micros).map_err(|(n, a)| {
+        retention_conflict(
+            n,
+            &format!("files snapshot {} of set {set}", snapshots[a].id),
+        )
+    })?
+    else {
         return Ok(report);
     };
-    if let Some(n) = retention.max_backups {
-        let kept = snapshots.len() - anchor;
-        if kept > n {
-            return Err(BackupError::Config(format!(
-                "backup.max_backups = {n} would delete files snapshot {} of set {set}, which backup.max_age needs to restore the oldest instants of its window ({kept} snapshots from it on); raise max_backups or shorten max_age",
-                snapshots[anchor].id
-            )));
-        }
-    }
     report.anchor = Some(snapshots[anchor].id.clone());
     for old in &snapshots[..anchor] {
         report.snapshots.push(old.id.clone());

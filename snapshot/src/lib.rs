@@ -22,7 +22,7 @@ pub use files::{
     FilesManifest, FilesRestoreReport,
 };
 pub use restore::{restore, RestoreOptions, RestoreReport, Target};
-pub use restore_test::{RestoreTest, TableCheck, TapSink};
+pub use restore_test::{RestoreSink, RestoreTest, TableCheck};
 pub use retention::{parse_age, prune, PruneReport, Retention};
 pub use snapshots::{list_snapshots, SnapshotManifest, SnapshotWriter};
 pub use store::{BackupConfig, Store};

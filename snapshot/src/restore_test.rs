@@ -1,7 +1,7 @@
 //! The restore test of `tributary snapshot verify --restore-test`: a restore into a
 //! scratch database, checked table by table against what the archive says.
 //!
-//! While the restore runs, a [`TapSink`] in front of the real sink folds every event it
+//! While the restore runs, a [`RestoreSink`] in front of the real sink folds every event it
 //! applies into the expected contents of each table (key → row), kept in a temporary
 //! on-disk tree so memory stays bounded whatever the size. After it, the caller reads the
 //! scratch tables back (through the capture's own table readers) into
@@ -248,106 +248,106 @@ impl RestoreTest {
     pub fn compare(&self) -> Result<Vec<TableCheck>, BackupError> {
         let mut out = Vec::new();
         for (table, columns) in &self.columns {
-            let project = |bytes: &[u8]| -> String {
-                let row: Canon = serde_json::from_slice(bytes).unwrap_or_default();
-                columns
-                    .iter()
-                    .map(|c| row.get(c).map_or("null", String::as_str))
-                    .collect::<Vec<_>>()
-                    .join("\u{1f}")
-            };
             let prefix = table_prefix(table);
-            let mut a = self.expected.scan_prefix(&prefix).peekable();
-            let mut b = self.observed.scan_prefix(&prefix).peekable();
-            let mut check = TableCheck {
-                table: table.clone(),
-                expected_rows: 0,
-                restored_rows: 0,
-                expected_checksum: String::new(),
-                restored_checksum: String::new(),
-                differences: Vec::new(),
-            };
-            let (mut sum_a, mut sum_b) = (0u128, 0u128);
-            let hash = |key: &[u8], row: &str| -> u128 {
-                let digest = Sha256::new()
-                    .chain_update(key)
-                    .chain_update([0x1e])
-                    .chain_update(row)
-                    .finalize();
-                u128::from_be_bytes(digest[..16].try_into().expect("16 bytes"))
-            };
+            let mut expected = Side::new(self.expected.scan_prefix(&prefix), columns);
+            let mut restored = Side::new(self.observed.scan_prefix(&prefix), columns);
             let show =
                 |key: &[u8]| String::from_utf8_lossy(&key[prefix.len()..]).replace('\u{1f}', ", ");
+            let mut differences = Vec::new();
             loop {
-                let next_a = a.peek().map(|r| r.as_ref().map(|(k, _)| k.clone()));
-                let next_b = b.peek().map(|r| r.as_ref().map(|(k, _)| k.clone()));
-                let (ka, kb) = match (next_a, next_b) {
+                // The smaller key goes first; equal keys go together.
+                let (ka, kb) = (expected.peek()?, restored.peek()?);
+                let (take_a, take_b) = match (&ka, &kb) {
                     (None, None) => break,
-                    (Some(Err(e)), _) | (_, Some(Err(e))) => {
-                        return Err(spool("the rows", e.clone()))
+                    (Some(x), Some(y)) => (x <= y, y <= x),
+                    (a, _) => (a.is_some(), a.is_none()),
+                };
+                let row_a = if take_a { expected.take()? } else { None };
+                let row_b = if take_b { restored.take()? } else { None };
+                if differences.len() >= SHOWN {
+                    continue;
+                }
+                match (row_a, row_b) {
+                    (Some((k, x)), Some((_, y))) if x != y => differences.push(format!(
+                        "key ({}): the archive says ({}), the restore holds ({})",
+                        show(&k),
+                        x.replace('\u{1f}', ", "),
+                        y.replace('\u{1f}', ", ")
+                    )),
+                    (Some((k, _)), None) => {
+                        differences.push(format!("key ({}): missing from the restore", show(&k)))
                     }
-                    (Some(Ok(ka)), Some(Ok(kb))) => (Some(ka), Some(kb)),
-                    (Some(Ok(ka)), None) => (Some(ka), None),
-                    (None, Some(Ok(kb))) => (None, Some(kb)),
-                };
-                let take_a = match (&ka, &kb) {
-                    (Some(x), Some(y)) => x <= y,
-                    (Some(_), None) => true,
-                    _ => false,
-                };
-                let take_b = match (&ka, &kb) {
-                    (Some(x), Some(y)) => y <= x,
-                    (None, Some(_)) => true,
-                    _ => false,
-                };
-                let row_a = if take_a {
-                    let (k, v) = a
-                        .next()
-                        .expect("peeked")
-                        .map_err(|e| spool("the rows", e))?;
-                    let row = project(&v);
-                    sum_a = sum_a.wrapping_add(hash(&k, &row));
-                    check.expected_rows += 1;
-                    Some((k, row))
-                } else {
-                    None
-                };
-                let row_b = if take_b {
-                    let (k, v) = b
-                        .next()
-                        .expect("peeked")
-                        .map_err(|e| spool("the rows", e))?;
-                    let row = project(&v);
-                    sum_b = sum_b.wrapping_add(hash(&k, &row));
-                    check.restored_rows += 1;
-                    Some((k, row))
-                } else {
-                    None
-                };
-                if check.differences.len() < SHOWN {
-                    match (row_a, row_b) {
-                        (Some((k, x)), Some((_, y))) if x != y => check.differences.push(format!(
-                            "key ({}): the archive says ({}), the restore holds ({})",
-                            show(&k),
-                            x.replace('\u{1f}', ", "),
-                            y.replace('\u{1f}', ", ")
-                        )),
-                        (Some((k, _)), None) => check
-                            .differences
-                            .push(format!("key ({}): missing from the restore", show(&k))),
-                        (None, Some((k, _))) => check.differences.push(format!(
-                            "key ({}): in the restore but not in the archive",
-                            show(&k)
-                        )),
-                        _ => {}
-                    }
+                    (None, Some((k, _))) => differences.push(format!(
+                        "key ({}): in the restore but not in the archive",
+                        show(&k)
+                    )),
+                    _ => {}
                 }
             }
-            check.expected_checksum = format!("{sum_a:032x}");
-            check.restored_checksum = format!("{sum_b:032x}");
-            out.push(check);
+            out.push(TableCheck {
+                table: table.clone(),
+                expected_rows: expected.count,
+                restored_rows: restored.count,
+                expected_checksum: format!("{:032x}", expected.sum),
+                restored_checksum: format!("{:032x}", restored.sum),
+                differences,
+            });
         }
         Ok(out)
+    }
+}
+
+/// One side of a comparison: rows in key order, projected on the newest columns,
+/// counted and summed as they are taken.
+struct Side<'a> {
+    rows: std::iter::Peekable<sled::Iter>,
+    columns: &'a [String],
+    count: u64,
+    /// The wrapping sum of each row's hash (sha256 of key and values, first 16 bytes).
+    sum: u128,
+}
+
+impl<'a> Side<'a> {
+    fn new(rows: sled::Iter, columns: &'a [String]) -> Self {
+        Side {
+            rows: rows.peekable(),
+            columns,
+            count: 0,
+            sum: 0,
+        }
+    }
+
+    fn peek(&mut self) -> Result<Option<sled::IVec>, BackupError> {
+        match self.rows.peek() {
+            None => Ok(None),
+            Some(Ok((k, _))) => Ok(Some(k.clone())),
+            Some(Err(e)) => Err(spool("the rows", e)),
+        }
+    }
+
+    /// The next row: its key and projected values.
+    fn take(&mut self) -> Result<Option<(sled::IVec, String)>, BackupError> {
+        let Some(next) = self.rows.next() else {
+            return Ok(None);
+        };
+        let (key, value) = next.map_err(|e| spool("the rows", e))?;
+        let row: Canon = serde_json::from_slice(&value).unwrap_or_default();
+        let projected = self
+            .columns
+            .iter()
+            .map(|c| row.get(c).map_or("null", String::as_str))
+            .collect::<Vec<_>>()
+            .join("\u{1f}");
+        let digest = Sha256::new()
+            .chain_update(&key)
+            .chain_update([0x1e])
+            .chain_update(&projected)
+            .finalize();
+        self.sum = self.sum.wrapping_add(u128::from_be_bytes(
+            digest[..16].try_into().expect("16 bytes"),
+        ));
+        self.count += 1;
+        Ok(Some((key, projected)))
     }
 }
 
@@ -358,22 +358,29 @@ fn spool(what: &str, e: impl std::fmt::Display) -> BackupError {
     }
 }
 
-/// A sink that folds what it applies into a [`RestoreTest`] and passes it on.
-pub struct TapSink<'a> {
-    /// The real sink.
+/// The sink a restore writes through: the target's sink, with the watermark kept under
+/// another key when `watermark_key` says so, and what it applies folded into a
+/// [`RestoreTest`] when there is one.
+pub struct RestoreSink<'a> {
+    /// The target's sink.
     pub inner: &'a mut (dyn Sink + 'a),
-    /// The test.
-    pub test: &'a mut RestoreTest,
+    /// The key the target keeps the source's watermark under (default the source's name).
+    pub watermark_key: Option<String>,
+    /// The restore test the events go into too.
+    pub test: Option<&'a mut RestoreTest>,
 }
 
-fn tap_err(e: BackupError) -> SinkError {
-    SinkError::Protocol(e.to_string())
+impl RestoreSink<'_> {
+    fn key<'k>(&'k self, source: &'k str) -> &'k str {
+        self.watermark_key.as_deref().unwrap_or(source)
+    }
 }
 
 #[async_trait]
-impl Sink for TapSink<'_> {
+impl Sink for RestoreSink<'_> {
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
-        self.inner.watermark(source).await
+        let key = self.key(source).to_string();
+        self.inner.watermark(&key).await
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {
@@ -389,7 +396,10 @@ impl Sink for TapSink<'_> {
         table: &TableSchema,
         events: &[ChangeEvent],
     ) -> Result<(), SinkError> {
-        self.test.expect(table, events).map_err(tap_err)?;
+        if let Some(test) = self.test.as_deref_mut() {
+            test.expect(table, events)
+                .map_err(|e| SinkError::Protocol(e.to_string()))?;
+        }
         self.inner.apply(table, events).await
     }
 
@@ -398,7 +408,8 @@ impl Sink for TapSink<'_> {
     }
 
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {
-        self.inner.commit(source, position).await
+        let key = self.key(source).to_string();
+        self.inner.commit(&key, position).await
     }
 
     async fn rollback(&mut self) -> Result<(), SinkError> {

@@ -83,6 +83,36 @@ pub struct PruneReport {
     pub anchor: Option<String>,
 }
 
+impl Retention {
+    /// Among snapshots taken at `times` (oldest first), the oldest one to keep (older ones
+    /// go): with `max_age`, the newest taken before the window opens at `now_micros`
+    /// (`None`: the window reaches back before every one); with `max_backups` alone, the
+    /// first of the newest that many. `Err((max_backups, anchor))` when `max_backups`
+    /// would delete the snapshot the window needs.
+    pub fn anchor(&self, times: &[i64], now_micros: i64) -> Result<Option<usize>, (usize, usize)> {
+        let anchor = match self.max_age_secs {
+            Some(age) => {
+                let opens = now_micros.saturating_sub((age as i64).saturating_mul(1_000_000));
+                times.iter().rposition(|&t| t <= opens)
+            }
+            None => self
+                .max_backups
+                .map(|n| times.len().saturating_sub(n.max(1))),
+        };
+        match (anchor, self.max_backups) {
+            (Some(a), Some(n)) if times.len() - a > n => Err((n, a)),
+            _ => Ok(anchor),
+        }
+    }
+}
+
+/// The error of a `max_backups` that would delete `what`, which the window needs.
+pub(crate) fn retention_conflict(n: usize, what: &str) -> BackupError {
+    BackupError::Config(format!(
+        "backup.max_backups = {n} would delete {what}, which backup.max_age needs to restore the oldest instants of its window; raise max_backups or shorten max_age"
+    ))
+}
+
 /// Applies `retention` to source `source`'s snapshots and archive at `now_micros`
 /// (`dry`: only reports).
 pub async fn prune(
@@ -97,30 +127,17 @@ pub async fn prune(
         return Ok(report);
     }
     let snapshots = list_snapshots(store, source).await?;
-    let anchor: Option<usize> = match retention.max_age_secs {
-        Some(age) => {
-            let opens = now_micros.saturating_sub((age as i64).saturating_mul(1_000_000));
-            snapshots
-                .iter()
-                .rposition(|s| s.consistent_at_micros <= opens)
-        }
-        None => retention
-            .max_backups
-            .map(|n| snapshots.len().saturating_sub(n.max(1))),
-    };
-    let Some(anchor) = anchor else {
+    let times: Vec<i64> = snapshots.iter().map(|s| s.consistent_at_micros).collect();
+    let Some(anchor) = retention.anchor(&times, now_micros).map_err(|(n, kept)| {
+        retention_conflict(
+            n,
+            &format!("snapshot {} of source {source}", snapshots[kept].id),
+        )
+    })?
+    else {
         // The window reaches back before every snapshot: everything is needed.
         return Ok(report);
     };
-    if let Some(n) = retention.max_backups {
-        let kept = snapshots.len() - anchor;
-        if kept > n {
-            return Err(BackupError::Config(format!(
-                "backup.max_backups = {n} would delete snapshot {} of source {source}, which backup.max_age needs to restore the oldest instants of its window ({} snapshots from it on); raise max_backups or shorten max_age",
-                snapshots[anchor].id, kept
-            )));
-        }
-    }
     let base: &SnapshotManifest = &snapshots[anchor];
     report.anchor = Some(base.id.clone());
     // The chain as it is, before anything is deleted.

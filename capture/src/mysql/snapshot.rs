@@ -122,12 +122,7 @@ pub async fn copy_tables(
         .await
         .map_err(|e| CaptureError::mysql("reading the server's clock", e))?
         .unwrap_or_else(now_micros);
-    let gtid: Option<String> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos))
-        .await
-        .ok()
-        .flatten()
-        .filter(|g: &String| !g.is_empty());
+    let gtid = gtid_at(&mut conn, &file, pos).await;
     tracing::info!(
         source,
         file,
@@ -240,6 +235,16 @@ fn read_row(id: &TableId, table: &MyTable, row: &mysql_async::Row) -> Result<Row
         .map(Row)
 }
 
+/// MariaDB: the GTID state at binlog position `file`:`pos`, so a stream can resume by
+/// GTID too (`None` on MySQL).
+async fn gtid_at(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
+    conn.exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, pos))
+        .await
+        .ok()
+        .flatten()
+        .filter(|g: &String| !g.is_empty())
+}
+
 /// The binlog's end (file number, offset) now; `None` when the server does not say
 /// (MySQL 8.4 has no `SHOW MASTER STATUS`: an XA COMMIT of a prepare the stream never
 /// read then stops it, as before this was known).
@@ -277,12 +282,7 @@ impl MySqlCapture {
             .await
             .map_err(q("ending the snapshot transaction"))?;
         // MariaDB: the GTID state at that position, so the stream can resume by GTID too.
-        let gtid: Option<String> = conn
-            .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos))
-            .await
-            .ok()
-            .flatten()
-            .filter(|g: &String| !g.is_empty());
+        let gtid = gtid_at(&mut conn, &file, pos).await;
         // An XA transaction prepared before this position and committed after it has its
         // rows neither held by the stream (its prepare is not read) nor surely in the copy:
         // the copy waits until every one prepared around this moment has ended, so it reads

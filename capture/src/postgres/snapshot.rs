@@ -29,9 +29,13 @@ pub trait SnapshotOutput: Send {
         event: &ChangeEvent,
     ) -> Result<(), CaptureError>;
     /// Closes the open chunk (a snapshot transaction), which holds events.
-    async fn close_chunk(&mut self) -> Result<(), CaptureError>;
+    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
     /// After the last chunk: returns once everything is durable.
-    async fn finish(&mut self) -> Result<(), CaptureError>;
+    async fn finish(&mut self) -> Result<(), CaptureError> {
+        Ok(())
+    }
 }
 
 #[async_trait::async_trait]
