@@ -218,6 +218,19 @@ proptest! {
         let (id, datum) = unframe(&framed).unwrap();
         prop_assert_eq!(id, schemas.value_id);
         prop_assert_eq!(decode_value(&schemas, datum).unwrap(), event.clone());
+        // The direct decoder reads what apache-avro's generic reader reads, and moves
+        // past exactly the datum (datums follow one another in a container block).
+        let mut twice = datum.to_vec();
+        twice.extend_from_slice(datum);
+        let mut rest = twice.as_slice();
+        prop_assert_eq!(
+            codec::decode_value_generic(&schemas, &mut { datum }).unwrap(),
+            event.clone()
+        );
+        prop_assert_eq!(decode_value_from(&schemas, &mut rest).unwrap(), event.clone());
+        prop_assert_eq!(rest.len(), datum.len());
+        // A datum cut short is an error, not a panic.
+        prop_assert!(decode_value(&schemas, &datum[..datum.len() - 1]).is_err());
         if !event.key.is_empty() {
             let key = encode_key(&schemas, &event.key).unwrap();
             prop_assert_eq!(&key, &codec::encode_key_generic(&schemas, &event.key).unwrap());
