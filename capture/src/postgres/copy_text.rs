@@ -22,7 +22,12 @@ pub fn split_copy_line(line: &[u8]) -> Result<Vec<Option<String>>, TypeError> {
             if raw == b"\\N" {
                 return Ok(None);
             }
-            let bytes = unescape(raw);
+            // Most fields hold no escape: copied as they are.
+            let bytes = if raw.contains(&b'\\') {
+                unescape(raw)
+            } else {
+                raw.to_vec()
+            };
             String::from_utf8(bytes)
                 .map(Some)
                 .map_err(|e| TypeError::Copy {
