@@ -716,7 +716,7 @@ async fn target_sink(
     target_schema: Option<String>,
     batch_rows: usize,
 ) -> Result<(Box<dyn Sink>, Option<String>), PipelineError> {
-    Ok(match TargetKind::of(url)? {
+    Ok(match TargetKind::of(url, "--target")? {
         TargetKind::Postgres => (
             Box::new(
                 PostgresSink::connect(PostgresSinkConfig {
@@ -761,14 +761,15 @@ enum TargetKind {
 }
 
 impl TargetKind {
-    fn of(url: &str) -> Result<Self, PipelineError> {
+    /// The kind of `url`, given as option `flag`.
+    fn of(url: &str, flag: &str) -> Result<Self, PipelineError> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             Ok(TargetKind::Postgres)
         } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
             Ok(TargetKind::MySql)
         } else {
             Err(PipelineError::Config(format!(
-                "{:?}: give a postgres:// or mysql:// URL",
+                "{flag} {:?}: give a postgres:// or mysql:// URL",
                 redact_url(url)
             )))
         }
@@ -859,7 +860,7 @@ pub async fn restore_test(
 ) -> Result<Vec<RestoreTestResult>, PipelineError> {
     let backup = backup_of(config)?;
     let store = tributary_snapshot::Store::open(backup)?;
-    let kind = TargetKind::of(scratch)?;
+    let kind = TargetKind::of(scratch, "--scratch")?;
     let mut out = Vec::new();
     for source in archived_selection(config, only)? {
         let source_kind = match &config.sources[&source] {
@@ -874,13 +875,21 @@ pub async fn restore_test(
         }
         let database = format!(
             "tributary_restore_test_{}_{}",
+            // (At most 63 bytes in all: PostgreSQL cuts longer names.)
             source
                 .to_ascii_lowercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_"),
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+                .chars()
+                .take(16)
+                .collect::<String>(),
             chrono::Utc::now().format("%Y%m%d%H%M%S%6f")
         );
         let create = format!("CREATE DATABASE {database}");
-        let drop_sql = format!("DROP DATABASE {database}");
+        // (PostgreSQL: closing sessions of the restore may linger a moment.)
+        let drop_sql = match kind {
+            TargetKind::Postgres => format!("DROP DATABASE {database} WITH (FORCE)"),
+            TargetKind::MySql => format!("DROP DATABASE {database}"),
+        };
         let url = with_database(scratch, &database);
         let scratch_sql = |sql: String| async move {
             let failed = |e: String| {

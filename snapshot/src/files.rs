@@ -675,6 +675,23 @@ pub async fn restore_files(
         snapshot: manifest.id.clone(),
         ..Default::default()
     };
+    // Every file lands below `into`: a manifest naming a path with `..` (changed by hand,
+    // or by someone with write access to the store) is refused before anything is written.
+    if let Some(bad) = manifest.files.iter().find(|f| {
+        !Path::new(&f.path).is_absolute()
+            || Path::new(&f.path)
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+    }) {
+        return Err(corrupt(
+            store,
+            &files_manifest_name(&manifest.set, &manifest.id),
+            format!(
+                "names {:?}, which is not an absolute path without `..`",
+                bad.path
+            ),
+        ));
+    }
     if !dry {
         for entry in manifest.files.iter().filter(|f| wanted(f)) {
             let path = destination(into, &entry.path);
@@ -683,16 +700,8 @@ pub async fn restore_files(
                     std::fs::create_dir_all(&path).map_err(|e| io_error(&path, "creating", e))?;
                     report.others += 1;
                 }
-                FileKind::Symlink => {
-                    if let Some(parent) = path.parent() {
-                        std::fs::create_dir_all(parent)
-                            .map_err(|e| io_error(parent, "creating", e))?;
-                    }
-                    let _ = std::fs::remove_file(&path);
-                    std::os::unix::fs::symlink(entry.target.as_deref().unwrap_or(""), &path)
-                        .map_err(|e| io_error(&path, "making the link", e))?;
-                    report.others += 1;
-                }
+                // Links are made after the files, so no file is written through one.
+                FileKind::Symlink => {}
                 FileKind::File | FileKind::Sqlite => {
                     if let Some(parent) = path.parent() {
                         std::fs::create_dir_all(parent)
@@ -711,6 +720,22 @@ pub async fn restore_files(
     };
     read_files(store, manifest, wanted, &mut writer).await?;
     if !dry {
+        for entry in manifest
+            .files
+            .iter()
+            .filter(|f| f.kind == FileKind::Symlink && wanted(f))
+        {
+            let path = destination(into, &entry.path);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| io_error(parent, "creating", e))?;
+            }
+            if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+                let _ = std::fs::remove_file(&path);
+            }
+            std::os::unix::fs::symlink(entry.target.as_deref().unwrap_or(""), &path)
+                .map_err(|e| io_error(&path, "making the link", e))?;
+            report.others += 1;
+        }
         // Directories last, deepest first: their modes may forbid writing into them.
         for entry in manifest
             .files
@@ -859,6 +884,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains(victim.as_str()), "{e}");
+        // A manifest naming a path that climbs out of the target is refused.
+        let mut climbing = m.clone();
+        climbing.files[1].path = "/../../etc/passwd".into();
+        let e = restore_files(&store, &climbing, &dir.path().join("x"), &[], true)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without `..`"), "{e}");
     }
 
     #[tokio::test]
