@@ -207,7 +207,21 @@ impl Packer<'_> {
 fn walk(config: &FileSetConfig, set: &str) -> Result<Vec<(PathBuf, FileEntry)>, BackupError> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
-    let entry = |path: &Path, meta: &std::fs::Metadata| -> Result<FileEntry, BackupError> {
+    // The SQLite databases are copied apart, consistently: their files (and a WAL or
+    // journal beside them, which would be replayed into the copy on opening it) are not
+    // taken again as plain files.
+    let apart: Vec<PathBuf> = config
+        .sqlite
+        .iter()
+        .flat_map(|db| {
+            ["", "-wal", "-shm", "-journal"].map(|suffix| {
+                let mut p = db.clone().into_os_string();
+                p.push(suffix);
+                PathBuf::from(p)
+            })
+        })
+        .collect();
+    let entry = |path: &Path, meta: &std::fs::Metadata| -> Option<FileEntry> {
         let kind = if meta.file_type().is_symlink() {
             FileKind::Symlink
         } else if meta.is_dir() {
@@ -215,18 +229,13 @@ fn walk(config: &FileSetConfig, set: &str) -> Result<Vec<(PathBuf, FileEntry)>, 
         } else if meta.is_file() {
             FileKind::File
         } else {
-            return Err(io_error(
-                path,
-                &format!("backup.files.{set}"),
-                "neither a file, a directory nor a symbolic link (sockets, devices and pipes are not backed up)",
-            ));
+            tracing::warn!(set, path = %path.display(), "neither a file, a directory nor a symbolic link: sockets, devices and pipes are not backed up");
+            return None;
         };
         let target = match kind {
             FileKind::Symlink => Some(
                 std::fs::read_link(path)
-                    .map_err(|e| io_error(path, "reading the link", e))?
-                    .display()
-                    .to_string(),
+                    .map_or_else(|_| String::new(), |t| t.display().to_string()),
             ),
             _ => None,
         };
@@ -235,7 +244,7 @@ fn walk(config: &FileSetConfig, set: &str) -> Result<Vec<(PathBuf, FileEntry)>, 
             .ok()
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs() as i64);
-        Ok(FileEntry {
+        Some(FileEntry {
             path: path.display().to_string(),
             kind,
             mode: meta.permissions().mode() & 0o7777,
@@ -259,18 +268,29 @@ fn walk(config: &FileSetConfig, set: &str) -> Result<Vec<(PathBuf, FileEntry)>, 
                 let path = e.path().unwrap_or(root).to_path_buf();
                 io_error(&path, &format!("backup.files.{set}"), e)
             })?;
+            if apart.iter().any(|p| p == item.path()) {
+                continue;
+            }
             let meta = item
                 .metadata()
                 .map_err(|e| io_error(item.path(), "reading metadata", e))?;
-            out.push((item.path().to_path_buf(), entry(item.path(), &meta)?));
+            out.extend(entry(item.path(), &meta).map(|e| (item.path().to_path_buf(), e)));
         }
     }
     for db in &config.sqlite {
         let meta = std::fs::metadata(db)
             .map_err(|e| io_error(db, &format!("backup.files.{set}: the sqlite database"), e))?;
-        let mut e = entry(db, &meta)?;
-        e.kind = FileKind::Sqlite;
-        out.push((db.clone(), e));
+        if !meta.is_file() {
+            return Err(io_error(
+                db,
+                &format!("backup.files.{set}: the sqlite database"),
+                "not a file",
+            ));
+        }
+        if let Some(mut e) = entry(db, &meta) {
+            e.kind = FileKind::Sqlite;
+            out.push((db.clone(), e));
+        }
     }
     Ok(out)
 }
@@ -811,12 +831,14 @@ mod tests {
         )
         .unwrap();
         std::os::unix::fs::symlink("a.txt", data.join("docs/link")).unwrap();
-        let db = data.join("pos.db");
-        {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            c.execute_batch("CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INT); INSERT INTO sales VALUES (1, 5), (2, 7);")
-                .unwrap();
-        }
+        // The database sits in a walked directory too: it is taken once, by the backup
+        // API, and its WAL is not taken at all.
+        let db = data.join("docs/pos.db");
+        let writer = rusqlite::Connection::open(&db).unwrap();
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE sales (id INTEGER PRIMARY KEY, qty INT); INSERT INTO sales VALUES (1, 5), (2, 7);")
+            .unwrap();
+        assert!(data.join("docs/pos.db-wal").exists());
         let store = Store::open(&BackupConfig::at(
             dir.path().join("store").display().to_string(),
         ))
@@ -829,6 +851,12 @@ mod tests {
             .await
             .unwrap();
         assert!(m.packs.len() > 1, "{m:?}");
+        let paths: Vec<&str> = m.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths.iter().filter(|p| p.contains("pos.db")).count(),
+            1,
+            "{paths:?}"
+        );
         assert_eq!(verify_files(&store, &m).await.unwrap(), 4);
         assert_eq!(
             list_file_snapshots(&store, "docs").await.unwrap(),
