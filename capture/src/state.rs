@@ -71,14 +71,32 @@ pub struct StateStore {
 impl StateStore {
     /// Opens (creating) the store at `path`.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
-        let db = sled::Config::new()
-            .path(path)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|e| CaptureError::State {
-                path: path.display().to_string(),
-                message: format!("{e} (is another capture running with the same state_dir?)"),
-            })?;
+        // A store just dropped in this process keeps its file lock until sled's flusher
+        // thread lets go of it, a moment later: a locked store is tried again for 2 s
+        // before it is taken for another capture's.
+        let started = std::time::Instant::now();
+        let db = loop {
+            match sled::Config::new()
+                .path(path)
+                .mode(sled::Mode::LowSpace)
+                .open()
+            {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        && started.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => {
+                    break opened.map_err(|e| CaptureError::State {
+                        path: path.display().to_string(),
+                        message: format!(
+                            "{e} (is another capture running with the same state_dir?)"
+                        ),
+                    })?
+                }
+            }
+        };
         let tree = |name: &str| {
             db.open_tree(name).map_err(|e| CaptureError::State {
                 path: path.display().to_string(),
