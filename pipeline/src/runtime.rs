@@ -770,20 +770,9 @@ impl TargetKind {
         } else {
             Err(PipelineError::Config(format!(
                 "{flag} {:?}: give a postgres:// or mysql:// URL",
-                redact_url(url)
+                crate::status::redact(url)
             )))
         }
-    }
-}
-
-/// `url` without its password.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
     }
 }
 
@@ -870,7 +859,7 @@ pub async fn restore_test(
         if source_kind != kind {
             return Err(PipelineError::Config(format!(
                 "--scratch {:?}: source {source} is {source_kind:?}; a restore test restores into a scratch server of the same kind, so values compare exactly",
-                redact_url(scratch)
+                crate::status::redact(scratch)
             )));
         }
         let database = format!(
@@ -893,7 +882,10 @@ pub async fn restore_test(
         let url = with_database(scratch, &database);
         let scratch_sql = |sql: String| async move {
             let failed = |e: String| {
-                PipelineError::Config(format!("--scratch {:?}: {sql}: {e}", redact_url(scratch)))
+                PipelineError::Config(format!(
+                    "--scratch {:?}: {sql}: {e}",
+                    crate::status::redact(scratch)
+                ))
             };
             match kind {
                 TargetKind::Postgres => {

@@ -18,6 +18,7 @@ use crate::archive::sha256_hex;
 use crate::error::BackupError;
 use crate::retention::{retention_conflict, PruneReport, Retention};
 use crate::store::Store;
+use crate::verify::{corrupt, read_stored};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -447,27 +448,14 @@ pub async fn list_file_snapshots(
     store: &Store,
     set: &str,
 ) -> Result<Vec<FilesManifest>, BackupError> {
-    let mut out = Vec::new();
-    for (name, _) in store.list(&format!("files/{set}/")).await? {
-        if name.ends_with("/manifest.json") {
-            if let Some(m) = store
-                .get_json::<FilesManifest>(&name, "a files snapshot manifest")
-                .await?
-            {
-                out.push(m);
-            }
-        }
-    }
+    let mut out: Vec<FilesManifest> = crate::snapshots::manifests_under(
+        store,
+        &format!("files/{set}/"),
+        "a files snapshot manifest",
+    )
+    .await?;
     out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
-}
-
-fn corrupt(store: &Store, object: &str, message: impl Into<String>) -> BackupError {
-    BackupError::Corrupt {
-        store: store.describe().to_string(),
-        object: object.to_string(),
-        message: message.into(),
-    }
 }
 
 /// Reads pack `index` of `manifest`, checked against its size and sha256, decrypted.
@@ -483,33 +471,7 @@ async fn read_pack(
             format!("a file names pack {index}, which it does not list"),
         )
     })?;
-    let stored = store
-        .get(&pack.name)
-        .await?
-        .ok_or_else(|| corrupt(store, &pack.name, "missing, though its manifest lists it"))?;
-    if stored.len() as u64 != pack.bytes {
-        return Err(corrupt(
-            store,
-            &pack.name,
-            format!(
-                "holds {} bytes but the manifest says {}",
-                stored.len(),
-                pack.bytes
-            ),
-        ));
-    }
-    let sha = sha256_hex(&stored);
-    if sha != pack.sha256 {
-        return Err(corrupt(
-            store,
-            &pack.name,
-            format!(
-                "sha256 is {sha} but the manifest says {}: the object is damaged",
-                pack.sha256
-            ),
-        ));
-    }
-    store.unseal(&pack.name, &stored)
+    read_stored(store, &pack.name, pack.bytes, &pack.sha256).await
 }
 
 /// What [`read_files`] hands the content to.

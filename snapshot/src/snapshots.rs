@@ -298,18 +298,27 @@ pub async fn list_snapshots(
     store: &Store,
     source: &str,
 ) -> Result<Vec<SnapshotManifest>, BackupError> {
+    let mut out: Vec<SnapshotManifest> = manifests_under(
+        store,
+        &format!("snapshots/{source}/"),
+        "a snapshot manifest",
+    )
+    .await?;
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// Every `<id>/manifest.json` under `prefix` (`what` it is, for messages), in name order.
+pub(crate) async fn manifests_under<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    prefix: &str,
+    what: &str,
+) -> Result<Vec<T>, BackupError> {
     let mut out = Vec::new();
-    for (name, _) in store.list(&format!("snapshots/{source}/")).await? {
-        if !name.ends_with("/manifest.json") {
-            continue;
-        }
-        if let Some(m) = store
-            .get_json::<SnapshotManifest>(&name, "a snapshot manifest")
-            .await?
-        {
-            out.push(m);
+    for (name, _) in store.list(prefix).await? {
+        if name.ends_with("/manifest.json") {
+            out.extend(store.get_json::<T>(&name, what).await?);
         }
     }
-    out.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(out)
 }

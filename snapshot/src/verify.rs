@@ -34,7 +34,7 @@ pub struct ArchiveReport {
     pub last_commit_micros: Option<i64>,
 }
 
-fn corrupt(store: &Store, object: &str, message: impl Into<String>) -> BackupError {
+pub(crate) fn corrupt(store: &Store, object: &str, message: impl Into<String>) -> BackupError {
     BackupError::Corrupt {
         store: store.describe().to_string(),
         object: object.to_string(),
@@ -194,6 +194,36 @@ pub struct CheckedObject {
     schemas: AvroSchemas,
 }
 
+/// Reads data object `name`, checks it against the `bytes` and `sha256` its manifest
+/// gives (as stored), and decrypts it.
+pub(crate) async fn read_stored(
+    store: &Store,
+    name: &str,
+    bytes: u64,
+    sha256: &str,
+) -> Result<Vec<u8>, BackupError> {
+    let stored = store
+        .get(name)
+        .await?
+        .ok_or_else(|| corrupt(store, name, "missing, though its manifest lists it"))?;
+    if stored.len() as u64 != bytes {
+        return Err(corrupt(
+            store,
+            name,
+            format!("holds {} bytes but the manifest says {bytes}", stored.len()),
+        ));
+    }
+    let sha = sha256_hex(&stored);
+    if sha != sha256 {
+        return Err(corrupt(
+            store,
+            name,
+            format!("sha256 is {sha} but the manifest says {sha256}: the object is damaged"),
+        ));
+    }
+    store.unseal(name, &stored)
+}
+
 /// Reads object `expected` of source `source` and checks its size, sha256 and header.
 pub async fn read_checked(
     store: &Store,
@@ -201,33 +231,7 @@ pub async fn read_checked(
     expected: Expected<'_>,
 ) -> Result<CheckedObject, BackupError> {
     let name = expected.name;
-    let bytes = store
-        .get(name)
-        .await?
-        .ok_or_else(|| corrupt(store, name, "missing, though its manifest lists it"))?;
-    if bytes.len() as u64 != expected.bytes {
-        return Err(corrupt(
-            store,
-            name,
-            format!(
-                "holds {} bytes but the manifest says {}",
-                bytes.len(),
-                expected.bytes
-            ),
-        ));
-    }
-    let sha = sha256_hex(&bytes);
-    if sha != expected.sha256 {
-        return Err(corrupt(
-            store,
-            name,
-            format!(
-                "sha256 is {sha} but the manifest says {}: the object is damaged",
-                expected.sha256
-            ),
-        ));
-    }
-    let bytes = store.unseal(name, &bytes)?;
+    let bytes = read_stored(store, name, expected.bytes, expected.sha256).await?;
     let schema = ocf::open(&bytes)
         .map_err(|e| corrupt(store, name, e.to_string()))?
         .schema;

@@ -153,10 +153,7 @@ async fn copy_in_transaction(
     events: &mut EventMaker,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
-    let started = std::time::Instant::now();
-    let mut told = started;
     for (id, table) in tables {
-        let reading = |e| CaptureError::mysql(format!("reading table {id}"), e);
         let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
             "SELECT {} FROM {}.{}",
@@ -164,25 +161,8 @@ async fn copy_in_transaction(
             quote_ident(&id.schema),
             quote_ident(&id.name)
         );
-        let mut result = conn.query_iter(sql).await.map_err(reading)?;
-        let mut stream = result
-            .stream::<mysql_async::Row>()
-            .await
-            .map_err(reading)?
-            .ok_or_else(|| CaptureError::Decode(format!("reading table {id}: no result set")))?;
-        let mut rows = 0u64;
-        while let Some(row) = stream.next().await {
-            let row = row.map_err(reading)?;
-            let event = events.make(table, Op::Read, Some(read_row(id, table, &row)?));
-            out.event(&table.state.avro, &event).await?;
-            rows += 1;
-            if told.elapsed() >= Duration::from_secs(10) {
-                told = std::time::Instant::now();
-                tracing::info!(table = %id, rows, elapsed_s = started.elapsed().as_secs(), "snapshot progress");
-            }
-        }
-        drop(stream);
-        drop(result);
+        let (rows, _) = copy_rows(conn, id, table, &sql, events, out).await?;
+        tracing::debug!(table = %id, rows, "table copied");
         out.close_chunk().await?;
     }
     conn.query_drop("COMMIT")
@@ -439,9 +419,8 @@ impl MySqlCapture {
             };
             loop {
                 let sql = chunk_sql(id, table, after.as_deref(), chunk_rows)?;
-                let (rows, last_key) = self
-                    .copy_chunk(&mut conn, id, table, &sql, &mut events)
-                    .await?;
+                let (rows, last_key) =
+                    copy_rows(&mut conn, id, table, &sql, &mut events, &mut self.publisher).await?;
                 let mark = self.publisher.commit(None).await?;
                 match last_key.filter(|_| rows == chunk_rows) {
                     Some(key) => progress.current = Some((id.clone(), key)),
@@ -479,43 +458,44 @@ impl MySqlCapture {
         );
         Ok(())
     }
+}
 
-    /// Publishes the rows `sql` reads; returns how many, and the key of the last one.
-    async fn copy_chunk(
-        &mut self,
-        conn: &mut Conn,
-        id: &TableId,
-        table: &MyTable,
-        sql: &str,
-        events: &mut EventMaker,
-    ) -> Result<(usize, Option<Vec<Vec<u8>>>), CaptureError> {
-        let reading = |e| CaptureError::mysql(format!("reading table {id}"), e);
-        let mut result = conn.query_iter(sql).await.map_err(reading)?;
-        let mut stream = result
-            .stream::<mysql_async::Row>()
-            .await
-            .map_err(reading)?
-            .ok_or_else(|| CaptureError::Decode(format!("reading table {id}: no result set")))?;
-        let mut count = 0;
-        let mut last = None;
-        while let Some(row) = stream.next().await {
-            let row = row.map_err(reading)?;
-            let event = events.make(table, Op::Read, Some(read_row(id, table, &row)?));
-            self.publisher.event(&table.state.avro, &event).await?;
-            count += 1;
-            last = Some(row);
-        }
-        let key = last.map(|row| {
-            table
-                .state
-                .schema
-                .primary_key
-                .iter()
-                .map(|&i| raw(&row, i).unwrap_or_default().to_vec())
-                .collect()
-        });
-        Ok((count, key))
+/// Sends the rows `sql` reads from table `id` to `out` as `Read` events; returns how
+/// many, and the primary key (text-protocol bytes) of the last one.
+async fn copy_rows(
+    conn: &mut Conn,
+    id: &TableId,
+    table: &MyTable,
+    sql: &str,
+    events: &mut EventMaker,
+    out: &mut (dyn SnapshotOutput + '_),
+) -> Result<(usize, Option<Vec<Vec<u8>>>), CaptureError> {
+    let reading = |e| CaptureError::mysql(format!("reading table {id}"), e);
+    let mut result = conn.query_iter(sql).await.map_err(reading)?;
+    let mut stream = result
+        .stream::<mysql_async::Row>()
+        .await
+        .map_err(reading)?
+        .ok_or_else(|| CaptureError::Decode(format!("reading table {id}: no result set")))?;
+    let mut count = 0;
+    let mut last = None;
+    while let Some(row) = stream.next().await {
+        let row = row.map_err(reading)?;
+        let event = events.make(table, Op::Read, Some(read_row(id, table, &row)?));
+        out.event(&table.state.avro, &event).await?;
+        count += 1;
+        last = Some(row);
     }
+    let key = last.map(|row| {
+        table
+            .state
+            .schema
+            .primary_key
+            .iter()
+            .map(|&i| raw(&row, i).unwrap_or_default().to_vec())
+            .collect()
+    });
+    Ok((count, key))
 }
 
 /// The bytes of column `i` of a text-protocol row (`None` for NULL).
