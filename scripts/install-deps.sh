@@ -54,6 +54,7 @@ need_command c++ g++
 need_command make make
 need_command pkg-config pkg-config
 need_command curl curl
+need_command zstd zstd
 need_package libcurl4-openssl-dev
 need_package libssl-dev
 need_package zlib1g-dev

@@ -363,7 +363,13 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                     ),
                 }
                 for snap in tributary_snapshot::list_snapshots(&store, name).await? {
-                    let rows = tributary_snapshot::verify_snapshot(&store, name, &snap).await?;
+                    let rows = tributary_snapshot::verify_snapshot(
+                        &store,
+                        name,
+                        &snap,
+                        Some(tributary_capture::postgres::relations::decode_copy_line),
+                    )
+                    .await?;
                     println!(
                         "snapshot {name} {}: OK: {} objects, {rows} rows, at {}",
                         snap.id,
@@ -460,6 +466,7 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
                 tables: tables.clone(),
                 max_tx_events: 10_000,
                 batch_rows: 5_000,
+                copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
             };
             let target = if *dry_run { None } else { target.as_deref() };
             let started = std::time::Instant::now();

@@ -925,6 +925,7 @@ pub async fn restore_test(
             tables: Vec::new(),
             max_tx_events: 10_000,
             batch_rows: 5_000,
+            copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
         };
         let mut test = tributary_snapshot::RestoreTest::new()?;
         let (mut sink, watermark_key) =
@@ -1023,6 +1024,23 @@ impl SnapshotOutput for SnapshotRows {
         let writer = self.0.as_mut().expect("the writer lives until finish");
         writer
             .row(schemas, event)
+            .await
+            .map_err(|e| CaptureError::Setup(e.to_string()))
+    }
+
+    fn wants_copy_text(&self) -> bool {
+        true
+    }
+
+    async fn copy_text(
+        &mut self,
+        table: &tributary_schemas::TableSchema,
+        lines: &[u8],
+        rows: u64,
+    ) -> Result<(), CaptureError> {
+        let writer = self.0.as_mut().expect("the writer lives until finish");
+        writer
+            .copy_text(table, lines, rows)
             .await
             .map_err(|e| CaptureError::Setup(e.to_string()))
     }

@@ -139,6 +139,22 @@ pub trait Sink: Send {
         ))
     }
 
+    /// Loads `lines`, whole lines of PostgreSQL `COPY ... TO STDOUT` text output holding
+    /// rows of `table` (in its column order, printed with `DateStyle=ISO`,
+    /// `IntervalStyle=iso_8601`, `TimeZone=UTC`), into the open transaction as new rows,
+    /// as they are, when this sink can. `Ok(false)`: it did not load them and the
+    /// transaction is as it was (the caller applies them as events instead): the sink
+    /// takes no COPY text, or the target refused it (a row already there, a value its
+    /// column does not take).
+    async fn load_copy_text(
+        &mut self,
+        table: &TableSchema,
+        lines: &[u8],
+    ) -> Result<bool, SinkError> {
+        let _ = (table, lines);
+        Ok(false)
+    }
+
     /// Stores `position` as the watermark of `source` and commits.
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError>;
 

@@ -24,6 +24,8 @@ pub use files::{
 pub use restore::{restore, RestoreOptions, RestoreReport, Target};
 pub use restore_test::{RestoreSink, RestoreTest, TableCheck};
 pub use retention::{parse_age, prune, PruneReport, Retention};
-pub use snapshots::{list_snapshots, SnapshotManifest, SnapshotWriter};
+pub use snapshots::{
+    list_snapshots, CopyDecoder, ObjectFormat, SnapshotManifest, SnapshotObject, SnapshotWriter,
+};
 pub use store::{BackupConfig, Store};
 pub use verify::{verify_archive, verify_snapshot, ArchiveReport};

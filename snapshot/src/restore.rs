@@ -9,7 +9,7 @@
 
 use crate::archive::Manifest;
 use crate::error::BackupError;
-use crate::snapshots::{list_snapshots, SnapshotManifest};
+use crate::snapshots::{list_snapshots, read_snapshot_object, RowBlock, SnapshotManifest};
 use crate::store::Store;
 use crate::verify::{chain, read_checked};
 use std::collections::{BTreeMap, VecDeque};
@@ -117,6 +117,8 @@ pub struct RestoreOptions {
     pub max_tx_events: usize,
     /// Events per `Sink::apply` call.
     pub batch_rows: usize,
+    /// Parses snapshots' PostgreSQL COPY text.
+    pub copy_decoder: Option<crate::snapshots::CopyDecoder>,
 }
 
 fn glob(pattern: &str, text: &str) -> bool {
@@ -280,11 +282,27 @@ async fn load_snapshot(
         if !wanted(&object.table.to_string()) {
             continue;
         }
-        let checked = read_checked(store, source, object.into()).await?;
+        let checked = read_snapshot_object(store, snap, object).await?;
         let table = checked.table().clone();
+        let mut object_rows = 0;
         for block in checked.blocks()? {
-            let events = block?;
-            rows += events.len() as u64;
+            let block = block?;
+            // COPY text goes into the target as it is when the sink can take it (the
+            // rows are new there); otherwise it is parsed into events.
+            if let (RowBlock::CopyText(lines, n), Some(s)) = (&block, sink.as_deref_mut()) {
+                if s.load_copy_text(&table, lines).await.map_err(err)? {
+                    object_rows += n;
+                    in_tx += *n as usize;
+                    if in_tx >= options.max_tx_events {
+                        s.commit_data().await.map_err(err)?;
+                        s.begin().await.map_err(err)?;
+                        in_tx = 0;
+                    }
+                    continue;
+                }
+            }
+            let events = checked.decode(block, options.copy_decoder, object_rows)?;
+            object_rows += events.len() as u64;
             let Some(s) = sink.as_deref_mut() else {
                 continue;
             };
@@ -298,6 +316,7 @@ async fn load_snapshot(
                 }
             }
         }
+        rows += object_rows;
         tracing::info!(source, snapshot = snap.id, table = %object.table, rows, "snapshot object restored");
     }
     if let Some(s) = sink {

@@ -2,12 +2,18 @@
 //! beside the archive so a restore starts from the newest snapshot before its target and
 //! replays only the archived events after it.
 //!
-//! A [`SnapshotWriter`] takes the copy's rows (as `Read` events, table after table) and
-//! writes them as Avro object containers (zstd), one or more per table (a new object every
-//! `object_bytes`, so objects stay bounded), each checksummed; the manifest, written last,
-//! lists them and marks the snapshot complete.
+//! A [`SnapshotWriter`] takes the copy's rows table after table, one or more objects per
+//! table (a new object every `object_bytes`, so objects stay bounded), each checksummed;
+//! the manifest, written last, lists them and marks the snapshot complete. Rows come in
+//! one of two forms, and each object says which ([`ObjectFormat`]):
 //!
-//! Store layout: `snapshots/<source>/<id>/<n>-<schema>.<table>.avro` and
+//! - `Read` events (MySQL/MariaDB sources), stored as Avro object containers (zstd);
+//! - PostgreSQL's own `COPY ... TO STDOUT` text, stored as it comes in zstd frames, as
+//!   `pg_dump` stores it: nothing is parsed while the copy runs, and
+//!   `zstd -dc <object> | psql -c 'COPY <table> (<columns>) FROM STDIN'` loads one by
+//!   hand. A restore parses the lines with the capture's own reader (a [`CopyDecoder`]).
+//!
+//! Store layout: `snapshots/<source>/<id>/<n>-<schema>.<table>.avro` (or `.copy.zst`) and
 //! `snapshots/<source>/<id>/manifest.json`, where `<id>` is the UTC time it was taken
 //! (`20261202T020000Z`), so names sort by age.
 
@@ -18,10 +24,36 @@ use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Instant;
-use tributary_schemas::{encode_value, AvroSchemas, ChangeEvent, Position, TableId};
+use tributary_schemas::{
+    encode_value, AvroSchemas, ChangeEvent, Op, Position, Row, TableId, TableSchema, TxMeta, Value,
+};
 
 /// Datums compressed into one block.
 const BLOCK_BYTES: usize = 1 << 20;
+
+/// How a snapshot object holds its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObjectFormat {
+    /// An Avro object container of `Read` events (zstd codec); its header holds the schema.
+    #[default]
+    Avro,
+    /// Lines of PostgreSQL's `COPY ... TO STDOUT` text format, in the order of the
+    /// object's `columns`, printed under `DateStyle=ISO`, `IntervalStyle=iso_8601`,
+    /// `TimeZone=UTC`, `extra_float_digits=3` and `bytea_output=hex`, in one or more
+    /// concatenated zstd frames.
+    PgCopyText,
+}
+
+impl ObjectFormat {
+    fn is_avro(&self) -> bool {
+        *self == ObjectFormat::Avro
+    }
+}
+
+/// Parses one line of a [`ObjectFormat::PgCopyText`] object (without its newline) into a
+/// row of the table; the message of an error names what is wrong.
+pub type CopyDecoder = fn(&TableSchema, &[u8]) -> Result<Row, String>;
 
 /// One object of a snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +70,13 @@ pub struct SnapshotObject {
     pub bytes: u64,
     /// sha256, hex.
     pub sha256: String,
+    /// How it holds its rows.
+    #[serde(default, skip_serializing_if = "ObjectFormat::is_avro")]
+    pub format: ObjectFormat,
+    /// The table's columns and key, for a [`ObjectFormat::PgCopyText`] object (an Avro
+    /// object's header has them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub columns: Option<TableSchema>,
 }
 
 /// A complete snapshot's manifest.
@@ -76,9 +115,14 @@ pub fn snapshot_manifest_name(source: &str, id: &str) -> String {
 struct Open {
     table: TableId,
     schema_version: u32,
+    /// Avro: the envelope schema; COPY text: empty.
     value_text: String,
+    /// COPY text: the table's schema.
+    copy: Option<TableSchema>,
     sync: ocf::Sync,
+    /// Compressed blocks (Avro) or zstd frames (COPY text).
     blocks: Vec<u8>,
+    /// Datums (Avro) or lines (COPY text) not compressed yet.
     datums: Vec<u8>,
     count: u64,
     rows: u64,
@@ -86,18 +130,34 @@ struct Open {
 
 impl Open {
     /// An empty object of table version `table`, `schema_version`, with that envelope
-    /// schema.
-    fn new(table: &TableId, schema_version: u32, value_text: &str) -> Self {
+    /// schema (Avro), or of COPY text of `copy`.
+    fn new(
+        table: &TableId,
+        schema_version: u32,
+        value_text: &str,
+        copy: Option<&TableSchema>,
+    ) -> Self {
         Open {
             table: table.clone(),
             schema_version,
             value_text: value_text.to_string(),
+            copy: copy.cloned(),
             sync: ocf::new_sync(),
             blocks: Vec::new(),
             datums: Vec::new(),
             count: 0,
             rows: 0,
         }
+    }
+
+    /// An empty object going on with the same table.
+    fn next(&self) -> Self {
+        Open::new(
+            &self.table,
+            self.schema_version,
+            &self.value_text,
+            self.copy.as_ref(),
+        )
     }
 }
 
@@ -144,24 +204,53 @@ impl SnapshotWriter {
         schemas: &AvroSchemas,
         event: &ChangeEvent,
     ) -> Result<(), BackupError> {
-        let same = self
-            .open
-            .as_ref()
-            .is_some_and(|o| o.table == schemas.table.table && o.value_text == schemas.value_text);
+        let same = self.open.as_ref().is_some_and(|o| {
+            o.copy.is_none() && o.table == schemas.table.table && o.value_text == schemas.value_text
+        });
         if !same {
             self.put_open().await?;
             self.open = Some(Open::new(
                 &schemas.table.table,
                 schemas.table.version,
                 &schemas.value_text,
+                None,
             ));
         }
         let framed = encode_value(schemas, event)?;
         let open = self.open.as_mut().expect("opened above");
         open.datums.extend_from_slice(&framed[5..]);
         open.count += 1;
-        open.rows += 1;
-        self.rows += 1;
+        self.added(1).await
+    }
+
+    /// Takes whole lines of `table`'s COPY text output (see [`ObjectFormat::PgCopyText`]),
+    /// `rows` of them.
+    pub async fn copy_text(
+        &mut self,
+        table: &TableSchema,
+        lines: &[u8],
+        rows: u64,
+    ) -> Result<(), BackupError> {
+        let same = self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.copy.as_ref() == Some(table));
+        if !same {
+            self.put_open().await?;
+            self.open = Some(Open::new(&table.table, table.version, "", Some(table)));
+        }
+        let open = self.open.as_mut().expect("opened above");
+        open.datums.extend_from_slice(lines);
+        open.count += rows;
+        self.added(rows).await
+    }
+
+    /// After `rows` rows went into the open object: compresses a full block, starts a new
+    /// object when this one is full, and reports progress now and then.
+    async fn added(&mut self, rows: u64) -> Result<(), BackupError> {
+        let open = self.open.as_mut().expect("an object is open");
+        open.rows += rows;
+        self.rows += rows;
         if open.datums.len() >= BLOCK_BYTES {
             self.compress()?;
             if self
@@ -170,10 +259,7 @@ impl SnapshotWriter {
                 .is_some_and(|o| o.blocks.len() >= self.object_bytes)
             {
                 // The table goes on in a new object.
-                let next = {
-                    let o = self.open.as_ref().expect("checked");
-                    Open::new(&o.table, o.schema_version, &o.value_text)
-                };
+                let next = self.open.as_ref().expect("checked").next();
                 self.put_open().await?;
                 self.open = Some(next);
             }
@@ -186,7 +272,7 @@ impl SnapshotWriter {
                 snapshot = self.id,
                 rows = self.rows,
                 rows_per_s = (self.rows as f64 / secs) as u64,
-                table = %event.table,
+                table = %self.open.as_ref().map(|o| o.table.to_string()).unwrap_or_default(),
                 "snapshot progress"
             );
         }
@@ -197,14 +283,17 @@ impl SnapshotWriter {
         let Some(o) = self.open.as_mut() else {
             return Ok(());
         };
-        if o.count == 0 {
+        if o.datums.is_empty() {
             return Ok(());
         }
-        let block = ocf::block(&o.datums, o.count, self.level, &o.sync).map_err(|e| {
-            BackupError::Spool {
-                path: format!("snapshot {}", self.id),
-                message: e.to_string(),
-            }
+        let block = if o.copy.is_some() {
+            zstd::bulk::compress(&o.datums, self.level).map_err(|e| e.to_string())
+        } else {
+            ocf::block(&o.datums, o.count, self.level, &o.sync).map_err(|e| e.to_string())
+        }
+        .map_err(|message| BackupError::Spool {
+            path: format!("snapshot {}", self.id),
+            message,
         })?;
         o.blocks.extend_from_slice(&block);
         o.datums.clear();
@@ -220,16 +309,27 @@ impl SnapshotWriter {
         if o.rows == 0 {
             return Ok(());
         }
-        let object = crate::archive::stored_container(
-            &self.store,
-            &self.source,
-            (&o.table, o.schema_version, &o.value_text),
-            ("tributary.snapshot", self.id.clone()),
-            &o.sync,
-            &o.blocks,
-        )?;
+        let (object, format, extension) = match o.copy {
+            Some(_) => (
+                self.store.seal(o.blocks)?,
+                ObjectFormat::PgCopyText,
+                "copy.zst",
+            ),
+            None => (
+                crate::archive::stored_container(
+                    &self.store,
+                    &self.source,
+                    (&o.table, o.schema_version, &o.value_text),
+                    ("tributary.snapshot", self.id.clone()),
+                    &o.sync,
+                    &o.blocks,
+                )?,
+                ObjectFormat::Avro,
+                "avro",
+            ),
+        };
         let name = format!(
-            "snapshots/{}/{}/{:05}-{}.{}.avro",
+            "snapshots/{}/{}/{:05}-{}.{}.{extension}",
             self.source,
             self.id,
             self.objects.len(),
@@ -243,6 +343,8 @@ impl SnapshotWriter {
             rows: o.rows,
             bytes: object.len() as u64,
             sha256: sha256_hex(&object),
+            format,
+            columns: o.copy,
         });
         self.store.put(&name, object.into()).await
     }
@@ -321,4 +423,221 @@ pub(crate) async fn manifests_under<T: serde::de::DeserializeOwned>(
         }
     }
     Ok(out)
+}
+
+/// Decompressed bytes of a [`ObjectFormat::PgCopyText`] object per block.
+const COPY_BLOCK_BYTES: usize = 1 << 20;
+
+/// A snapshot object read whole, its size and sha256 checked, and decrypted; its rows
+/// come one block at a time ([`SnapshotObjectRows::blocks`]).
+pub(crate) struct SnapshotObjectRows<'a> {
+    snap: &'a SnapshotManifest,
+    object: &'a SnapshotObject,
+    store: &'a Store,
+    data: ObjectData,
+}
+
+enum ObjectData {
+    Avro(Box<crate::verify::CheckedObject>),
+    Copy(Vec<u8>, TableSchema),
+}
+
+/// Reads `object` of snapshot `snap` (see [`SnapshotObjectRows`]).
+pub(crate) async fn read_snapshot_object<'a>(
+    store: &'a Store,
+    snap: &'a SnapshotManifest,
+    object: &'a SnapshotObject,
+) -> Result<SnapshotObjectRows<'a>, BackupError> {
+    let data = match object.format {
+        ObjectFormat::Avro => ObjectData::Avro(Box::new(
+            crate::verify::read_checked(store, &snap.source, object.into()).await?,
+        )),
+        ObjectFormat::PgCopyText => {
+            let columns = object.columns.clone().ok_or_else(|| {
+                crate::verify::corrupt(
+                    store,
+                    &snapshot_manifest_name(&snap.source, &snap.id),
+                    format!("lists COPY text object {} without its columns", object.name),
+                )
+            })?;
+            let bytes =
+                crate::verify::read_stored(store, &object.name, object.bytes, &object.sha256)
+                    .await?;
+            ObjectData::Copy(bytes, columns)
+        }
+    };
+    Ok(SnapshotObjectRows {
+        snap,
+        object,
+        store,
+        data,
+    })
+}
+
+/// One block of a snapshot object's rows.
+pub(crate) enum RowBlock {
+    /// Decoded events.
+    Events(Vec<ChangeEvent>),
+    /// Whole lines of COPY text, and how many.
+    CopyText(Vec<u8>, u64),
+}
+
+/// The blocks of an object, the last item checking the total against the manifest.
+pub(crate) type RowBlocks<'a> = Box<dyn Iterator<Item = Result<RowBlock, BackupError>> + 'a>;
+
+impl SnapshotObjectRows<'_> {
+    /// The table version of its rows.
+    pub fn table(&self) -> &TableSchema {
+        match &self.data {
+            ObjectData::Avro(checked) => checked.table(),
+            ObjectData::Copy(_, table) => table,
+        }
+    }
+
+    /// Its rows, one block at a time, as they are stored: events, or COPY text (not
+    /// parsed; [`SnapshotObjectRows::decode`] parses it).
+    pub fn blocks(&self) -> Result<RowBlocks<'_>, BackupError> {
+        match &self.data {
+            ObjectData::Avro(checked) => {
+                Ok(Box::new(checked.blocks()?.map(|b| b.map(RowBlock::Events))))
+            }
+            ObjectData::Copy(bytes, _) => {
+                let frames = zstd::stream::read::Decoder::with_buffer(bytes.as_slice())
+                    .map_err(|e| self.bad(format!("zstd: {e}")))?;
+                Ok(Box::new(CopyBlocks {
+                    rows: self,
+                    reader: frames,
+                    carry: Vec::new(),
+                    total: 0,
+                    done: false,
+                }))
+            }
+        }
+    }
+
+    /// The events of `block`; `decoder` parses COPY text (which is an error without one).
+    /// Row numbers in messages count from the object's first row, `first_row`.
+    pub fn decode(
+        &self,
+        block: RowBlock,
+        decoder: Option<CopyDecoder>,
+        first_row: u64,
+    ) -> Result<Vec<ChangeEvent>, BackupError> {
+        let lines = match block {
+            RowBlock::Events(events) => return Ok(events),
+            RowBlock::CopyText(lines, _) => lines,
+        };
+        let decoder = decoder.ok_or_else(|| {
+            BackupError::Config(format!(
+                "object {} holds PostgreSQL COPY text, and this reader has no PostgreSQL decoder",
+                self.object.name
+            ))
+        })?;
+        let table = self.table();
+        let snap = self.snap;
+        let mut events = Vec::new();
+        for (n, line) in lines
+            .strip_suffix(b"\n")
+            .unwrap_or(&lines)
+            .split(|&b| b == b'\n')
+            .enumerate()
+        {
+            let row = decoder(table, line)
+                .map_err(|e| self.bad(format!("row {}: {e}", first_row + n as u64 + 1)))?;
+            events.push(ChangeEvent {
+                source: snap.source.clone(),
+                table: table.table.clone(),
+                schema_version: table.version,
+                op: Op::Read,
+                key: table
+                    .primary_key
+                    .iter()
+                    .map(|&i| row.0.get(i).cloned().unwrap_or(Value::Null))
+                    .collect(),
+                before: None,
+                after: Some(row),
+                position: snap.position,
+                tx: TxMeta {
+                    id: None,
+                    commit_ts_micros: snap.consistent_at_micros,
+                    first: snap.position,
+                },
+                origin: None,
+            });
+        }
+        Ok(events)
+    }
+
+    fn bad(&self, message: impl Into<String>) -> BackupError {
+        crate::verify::corrupt(self.store, &self.object.name, message)
+    }
+}
+
+/// The blocks of a COPY text object: about [`COPY_BLOCK_BYTES`] of whole lines each.
+struct CopyBlocks<'r, 'a> {
+    rows: &'r SnapshotObjectRows<'a>,
+    reader: zstd::stream::read::Decoder<'r, &'r [u8]>,
+    /// The start of a line the last read cut.
+    carry: Vec<u8>,
+    total: u64,
+    done: bool,
+}
+
+impl CopyBlocks<'_, '_> {
+    fn step(&mut self) -> Result<Option<RowBlock>, BackupError> {
+        use std::io::Read;
+        let mut block = std::mem::take(&mut self.carry);
+        let start = block.len();
+        block.resize(start + COPY_BLOCK_BYTES, 0);
+        let mut filled = start;
+        while filled < block.len() {
+            let n = self
+                .reader
+                .read(&mut block[filled..])
+                .map_err(|e| self.rows.bad(format!("zstd: {e}")))?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        block.truncate(filled);
+        if block.is_empty() {
+            let expected = self.rows.object.rows;
+            if self.total != expected {
+                return Err(self.rows.bad(format!(
+                    "holds {} rows but the manifest says {expected}",
+                    self.total
+                )));
+            }
+            return Ok(None);
+        }
+        let end = match block.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None if filled < start + COPY_BLOCK_BYTES => {
+                return Err(self.rows.bad("ends inside a line"))
+            }
+            // One line longer than a block: read on.
+            None => {
+                self.carry = block;
+                return self.step();
+            }
+        };
+        self.carry = block.split_off(end);
+        let rows = block.iter().filter(|&&b| b == b'\n').count() as u64;
+        self.total += rows;
+        Ok(Some(RowBlock::CopyText(block, rows)))
+    }
+}
+
+impl Iterator for CopyBlocks<'_, '_> {
+    type Item = Result<RowBlock, BackupError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let out = self.step().transpose();
+        self.done = !matches!(out, Some(Ok(_)));
+        out
+    }
 }

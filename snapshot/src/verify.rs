@@ -378,18 +378,22 @@ pub async fn verify_archive(store: &Store, source: &str) -> Result<ArchiveReport
     Ok(report)
 }
 
-/// Verifies snapshot `snap` of `source`: every object's size, sha256, framing and rows.
+/// Verifies snapshot `snap` of `source`: every object's size, sha256, framing and rows,
+/// every row decoded (COPY text with `decoder`).
 pub async fn verify_snapshot(
     store: &Store,
     source: &str,
     snap: &crate::snapshots::SnapshotManifest,
+    decoder: Option<crate::snapshots::CopyDecoder>,
 ) -> Result<u64, BackupError> {
     let mut rows = 0;
     for object in &snap.objects {
-        let checked = read_checked(store, source, object.into()).await?;
+        let checked = crate::snapshots::read_snapshot_object(store, snap, object).await?;
+        let mut object_rows = 0;
         for block in checked.blocks()? {
-            rows += block?.len() as u64;
+            object_rows += checked.decode(block?, decoder, object_rows)?.len() as u64;
         }
+        rows += object_rows;
     }
     if rows != snap.rows {
         return Err(corrupt(

@@ -684,6 +684,7 @@ async fn backup_bench(rows: i64) -> anyhow::Result<()> {
         tables: Vec::new(),
         max_tx_events: 100_000,
         batch_rows: 5_000,
+        copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
     };
     let (restore_secs, report) = timed_restore(&config, &options, &pg.url(&fresh)).await?;
     anyhow::ensure!(report.snapshot_rows == rows as u64, "{report:?}");

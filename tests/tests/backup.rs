@@ -267,6 +267,7 @@ fn options(at: &str) -> RestoreOptions {
         tables: Vec::new(),
         max_tx_events: 10_000,
         batch_rows: 5_000,
+        copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
     }
 }
 
@@ -317,8 +318,37 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     assert!(reports[1].snapshot_rows >= 100 && reports[2].snapshot_rows >= 100);
     for snap in &snapshots {
         assert_eq!(
-            tributary_snapshot::verify_snapshot(&store, "hq", snap).await?,
+            tributary_snapshot::verify_snapshot(
+                &store,
+                "hq",
+                snap,
+                Some(tributary_capture::postgres::relations::decode_copy_line)
+            )
+            .await?,
             snap.rows
+        );
+    }
+    // A PostgreSQL snapshot holds the server's COPY text in zstd frames, as pg_dump
+    // does: the zstd tool reads an object back, one line per row.
+    for object in &snapshots[1].objects {
+        assert_eq!(object.format, tributary_snapshot::ObjectFormat::PgCopyText);
+        assert!(object.name.ends_with(".copy.zst"), "{}", object.name);
+        let stored = store.get(&object.name).await?.expect("listed");
+        let mut zstd = tokio::process::Command::new("zstd")
+            .arg("-dc")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let mut stdin = zstd.stdin.take().expect("piped");
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, &stored).await?;
+        drop(stdin);
+        let text = zstd.wait_with_output().await?;
+        assert!(text.status.success(), "zstd -dc {}", object.name);
+        assert_eq!(
+            text.stdout.iter().filter(|&&b| b == b'\n').count() as u64,
+            object.rows,
+            "{}",
+            object.name
         );
     }
     // The restore test: a new scratch database holds, table by table, what the archive
@@ -773,7 +803,13 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
     }
     let manual = manual.expect("taken");
     assert_eq!(
-        verify_snapshot(&store, "store", &manual).await?,
+        verify_snapshot(
+            &store,
+            "store",
+            &manual,
+            Some(tributary_capture::postgres::relations::decode_copy_line)
+        )
+        .await?,
         manual.rows,
         "{manual:?}"
     );

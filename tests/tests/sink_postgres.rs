@@ -514,6 +514,57 @@ async fn replays_and_watermarks() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// COPY text (how a restore loads a PostgreSQL snapshot) goes straight into the target
+/// while its rows are new there; a block holding a row already there, or a value a column
+/// does not take, is refused whole with the transaction intact, and the caller applies
+/// those rows as events.
+#[tokio::test]
+async fn copy_text_loads_new_rows_and_refuses_the_rest() -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("sink_copy").await?;
+    let client = pg.client(&db).await?;
+    let mut sink = sink(&pg, &db, 5_000).await?;
+    let schema = docs_schema(1);
+    sink.begin().await?;
+    assert!(
+        sink.load_copy_text(&schema, b"1\tone\t\\N\t1.5\n2\ttwo\ttab\\there\t2.5\n")
+            .await?
+    );
+    assert!(
+        !sink
+            .load_copy_text(&schema, b"3\tthree\t\\N\t3\n1\tone again\t\\N\t1\n")
+            .await?,
+        "a row already there"
+    );
+    assert!(
+        !sink
+            .load_copy_text(&schema, b"4\tfour\t\\N\tnot a number\n")
+            .await?,
+        "a value the column does not take"
+    );
+    let mut ev = Events::new(&schema);
+    let events = [
+        ev.insert(doc_row(3, "three", Some("d3"), 3.0)),
+        ev.update(doc_row(1, "one again", Some("d1"), 1.0)),
+    ];
+    sink.apply(&schema, &events).await?;
+    sink.commit(SOURCE, Position::pg(10, 1)).await?;
+    assert_eq!(
+        table(
+            &client,
+            "SELECT id, name, coalesce(doc, 'NULL'), score FROM public.docs ORDER BY id"
+        )
+        .await?,
+        expect(&[
+            &["1", "one again", "d1", "1"],
+            &["2", "two", "tab\there", "2.5"],
+            &["3", "three", "d3", "3"],
+        ])
+    );
+    assert_eq!(sink.watermark(SOURCE).await?, Some(Position::pg(10, 1)));
+    Ok(())
+}
+
 #[tokio::test]
 async fn misuse_and_bad_events_are_rejected() -> anyhow::Result<()> {
     let pg = Postgres::start().await?;

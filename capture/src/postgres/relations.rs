@@ -100,13 +100,20 @@ pub fn tuple_row(schema: &TableSchema, tuple: Vec<TupleValue>) -> Result<Row, Ca
     Ok(Row(values))
 }
 
-/// Converts COPY text fields into a row of `schema`.
-pub fn copy_row(schema: &TableSchema, fields: Vec<Option<String>>) -> Result<Row, CaptureError> {
-    let tuple = fields
+/// Converts one line of COPY text output (without its newline) into a row of `schema`.
+pub fn copy_line_row(schema: &TableSchema, line: &[u8]) -> Result<Row, CaptureError> {
+    let tuple = super::copy_text::split_copy_line(line)
+        .map_err(|e| CaptureError::Decode(format!("table {}: {e}", schema.table)))?
         .into_iter()
         .map(|f| f.map_or(TupleValue::Null, TupleValue::Text))
         .collect();
     tuple_row(schema, tuple)
+}
+
+/// [`copy_line_row`] with the error as text: how a restore parses a backup snapshot's
+/// COPY text (a `tributary_snapshot::CopyDecoder`).
+pub fn decode_copy_line(schema: &TableSchema, line: &[u8]) -> Result<Row, String> {
+    copy_line_row(schema, line).map_err(|e| e.to_string())
 }
 
 /// The primary-key values of a row.

@@ -9,15 +9,14 @@
 //! attempt copied and that were deleted since do not survive in the sinks.
 
 use super::catalog::{quote_ident, Catalog, CatalogTable};
-use super::copy_text::split_copy_line;
-use super::relations::{copy_row, key_of, table_schema, TableState};
+use super::relations::{copy_line_row, key_of, table_schema, TableState};
 use crate::error::CaptureError;
 use crate::publisher::Publisher;
 use crate::state::StateStore;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Instant;
-use tributary_schemas::{AvroSchemas, ChangeEvent, Op, Position, TableId, TxMeta};
+use tributary_schemas::{AvroSchemas, ChangeEvent, Op, Position, TableId, TableSchema, TxMeta};
 
 /// Where snapshot rows go: the publisher (the capture's initial snapshot) or a backup.
 #[async_trait::async_trait]
@@ -35,6 +34,26 @@ pub trait SnapshotOutput: Send {
     /// After the last chunk: returns once everything is durable.
     async fn finish(&mut self) -> Result<(), CaptureError> {
         Ok(())
+    }
+    /// Whether it takes each table's rows as the server's COPY text
+    /// ([`SnapshotOutput::copy_text`]) instead of one event per row: a backup stores that
+    /// text as it comes, as `pg_dump` does, and parses it only when restoring.
+    fn wants_copy_text(&self) -> bool {
+        false
+    }
+    /// Whole lines (each ending in a newline) of `table`'s `COPY ... TO STDOUT` text
+    /// output, holding `rows` rows, under the capture's session settings.
+    async fn copy_text(
+        &mut self,
+        table: &TableSchema,
+        lines: &[u8],
+        rows: u64,
+    ) -> Result<(), CaptureError> {
+        let _ = (lines, rows);
+        Err(CaptureError::Setup(format!(
+            "table {}: this snapshot output takes no COPY text",
+            table.table
+        )))
     }
 }
 
@@ -218,6 +237,11 @@ async fn copy_table(
         .await
         .map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
     futures::pin_mut!(stream);
+    if publisher.wants_copy_text() {
+        let rows = pass_copy_text(schema, stream, publisher).await?;
+        tracing::info!(table = %schema.table, rows, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot of table done");
+        return Ok(());
+    }
     let mut pending: Vec<u8> = Vec::new();
     let mut rows: u64 = 0;
     while let Some(bytes) = stream.next().await {
@@ -226,9 +250,7 @@ async fn copy_table(
         let mut start = 0;
         while let Some(end) = pending[start..].iter().position(|&b| b == b'\n') {
             let line = &pending[start..start + end];
-            let fields = split_copy_line(line)
-                .map_err(|e| CaptureError::Decode(format!("table {}: {e}", schema.table)))?;
-            let row = copy_row(schema, fields)?;
+            let row = copy_line_row(schema, line)?;
             let (position, first) = chunk.next_position();
             let event = ChangeEvent {
                 source: plan.source.to_string(),
@@ -261,6 +283,47 @@ async fn copy_table(
     }
     tracing::info!(table = %schema.table, rows, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot of table done");
     Ok(())
+}
+
+/// Bytes of COPY text handed on at once.
+const COPY_TEXT_BYTES: usize = 1 << 20;
+
+/// Hands `stream`'s COPY text to `out` in whole lines, about [`COPY_TEXT_BYTES`] at a
+/// time; returns the rows. The server sends one row per message, but nothing here
+/// relies on it: a line cut across messages waits for its end.
+async fn pass_copy_text(
+    schema: &TableSchema,
+    mut stream: std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+    out: &mut (dyn SnapshotOutput + '_),
+) -> Result<u64, CaptureError> {
+    let mut buf: Vec<u8> = Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10));
+    let mut rows: u64 = 0;
+    let mut pending_rows: u64 = 0;
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes.map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
+        pending_rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        buf.extend_from_slice(&bytes);
+        if buf.len() >= COPY_TEXT_BYTES {
+            let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            if end > 0 {
+                out.copy_text(schema, &buf[..end], pending_rows).await?;
+                rows += pending_rows;
+                buf.drain(..end);
+                pending_rows = 0;
+            }
+        }
+    }
+    if !buf.ends_with(b"\n") && !buf.is_empty() {
+        return Err(CaptureError::Decode(format!(
+            "table {}: the COPY output ends inside a line",
+            schema.table
+        )));
+    }
+    if !buf.is_empty() {
+        out.copy_text(schema, &buf, pending_rows).await?;
+        rows += pending_rows;
+    }
+    Ok(rows)
 }
 
 /// Microseconds since the Unix epoch now.

@@ -352,6 +352,56 @@ impl TableWriter {
         Ok(())
     }
 
+    /// Copies `lines` (COPY text of the schema's columns, in order) straight into the
+    /// target inside a savepoint. `Ok(false)`, the savepoint rolled back, when the target
+    /// refuses them: a row already there or a value its column does not take.
+    pub(crate) async fn copy_into_target(
+        &self,
+        client: &Client,
+        lines: bytes::Bytes,
+    ) -> Result<bool, SinkError> {
+        let columns: Vec<String> = self
+            .schema
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect();
+        let sql = format!("COPY {} ({}) FROM STDIN", self.target, columns.join(", "));
+        client
+            .batch_execute("SAVEPOINT tributary_copy")
+            .await
+            .map_err(|e| self.error("setting a savepoint", e))?;
+        let copied = async {
+            let sink = client.copy_in::<_, bytes::Bytes>(&sql).await?;
+            futures::pin_mut!(sink);
+            sink.send(lines).await?;
+            sink.as_mut().finish().await
+        }
+        .await;
+        let refused = match copied {
+            Ok(_) => None,
+            Err(e)
+                if e.code()
+                    .is_some_and(|c| c.code().starts_with("22") || c.code().starts_with("23")) =>
+            {
+                Some(e)
+            }
+            Err(e) => return Err(self.error("copying into the target", e)),
+        };
+        let end = match &refused {
+            None => "RELEASE SAVEPOINT tributary_copy",
+            Some(_) => "ROLLBACK TO SAVEPOINT tributary_copy; RELEASE SAVEPOINT tributary_copy",
+        };
+        client
+            .batch_execute(end)
+            .await
+            .map_err(|e| self.error("ending a savepoint", e))?;
+        if let Some(e) = &refused {
+            debug!(table = %self.label, error = %e, "the target refused COPY text; applying the rows as events");
+        }
+        Ok(refused.is_none())
+    }
+
     fn error(&self, action: &'static str, err: tokio_postgres::Error) -> SinkError {
         SinkError::postgres(action, &self.label, err)
     }

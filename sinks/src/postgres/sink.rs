@@ -430,6 +430,28 @@ impl Sink for PostgresSink {
         self.mark(result)
     }
 
+    async fn load_copy_text(
+        &mut self,
+        table: &TableSchema,
+        lines: &[u8],
+    ) -> Result<bool, SinkError> {
+        if table.primary_key.is_empty() {
+            // The events' path names the problem.
+            return Ok(false);
+        }
+        self.ready(&format!("loading {}", table.table)).await?;
+        let result = match self.ensure_writer(table).await {
+            Ok(()) => {
+                let writer = &self.writers[&(table.table.clone(), table.version)];
+                writer
+                    .copy_into_target(&self.client, bytes::Bytes::copy_from_slice(lines))
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.mark(result)
+    }
+
     async fn commit_data(&mut self) -> Result<(), SinkError> {
         self.ready("committing").await?;
         if let Err(e) = self.client.batch_execute("COMMIT").await {
