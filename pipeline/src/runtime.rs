@@ -999,9 +999,11 @@ pub async fn restore_test(
             if kind == TargetKind::MySql {
                 // The restore's watermark row (see `target_sink`).
                 let key = watermark_key.unwrap_or_default();
+                let quoted = |k: &str| format!("'{}'", k.replace('\\', "\\\\").replace('\'', "''"));
                 scratch_sql(format!(
-                    "DELETE FROM tributary.watermarks WHERE source = '{}'",
-                    key.replace('\\', "\\\\").replace('\'', "''")
+                    "DELETE FROM tributary.watermarks WHERE source IN ({}, {})",
+                    quoted(&key),
+                    quoted(&tributary_snapshot::restore::snapshot_load_key(&key))
                 ))
                 .await?;
             }

@@ -152,18 +152,18 @@ pub async fn restore(
     // A target that holds nothing of this source yet starts from the newest snapshot
     // before the target.
     if watermark.is_none() {
-        let base =
-            list_snapshots(store, source)
-                .await?
-                .into_iter()
-                .rfind(|s| match options.target {
-                    Target::Time(t) => s.consistent_at_micros <= t,
-                    Target::Position(p) => s.position <= p,
-                    Target::Latest => true,
-                });
+        let snapshots = list_snapshots(store, source).await?;
+        let base = snapshots.iter().rfind(|s| match options.target {
+            Target::Time(t) => s.consistent_at_micros <= t,
+            Target::Position(p) => s.position <= p,
+            Target::Latest => true,
+        });
+        if let Some(s) = sink.as_deref_mut() {
+            begin_snapshot_load(s, source, &snapshots, base).await?;
+        }
         if let Some(snap) = base {
             report.snapshot_rows =
-                load_snapshot(store, source, &snap, &wanted, sink.as_deref_mut(), options).await?;
+                load_snapshot(store, source, snap, &wanted, sink.as_deref_mut(), options).await?;
             report.snapshot = Some(snap.id.clone());
             watermark = Some(snap.position);
         }
@@ -258,6 +258,49 @@ pub async fn restore(
     }
     report.archive_ends_before_target = !reached && options.target != Target::Latest;
     Ok(report)
+}
+
+/// The watermark key under which a target records the snapshot it is loading from
+/// `source` (its position), before the first row: a load cut short leaves it, with the
+/// target's tables holding part of that snapshot and no watermark.
+pub fn snapshot_load_key(source: &str) -> String {
+    format!("{source}#snapshot")
+}
+
+/// Before a restore that starts from `base` (or from the archive's start: `None`) loads
+/// anything into a target holding no watermark of `source`: refuses when an earlier
+/// restore was cut short while loading another snapshot, whose rows would stay beside
+/// the new ones, and records `base` otherwise.
+async fn begin_snapshot_load(
+    sink: &mut (dyn Sink + '_),
+    source: &str,
+    snapshots: &[SnapshotManifest],
+    base: Option<&SnapshotManifest>,
+) -> Result<(), BackupError> {
+    let key = snapshot_load_key(source);
+    let err = |e| sink_err(source, e);
+    let loading = sink.watermark(&key).await.map_err(err)?;
+    if let Some(p) = loading {
+        if base.map(|b| b.position) != Some(p) {
+            let id = snapshots
+                .iter()
+                .find(|s| s.position == p)
+                .map_or_else(|| format!("at {p}"), |s| s.id.clone());
+            return Err(BackupError::Target(format!(
+                "restoring source {source}: the target holds part of snapshot {id}, loaded by a restore that was cut short, and this restore {}: its rows would stay beside the new ones. Run the restore again with a --to that starts from snapshot {id} (then a later --to), or restore into a new database",
+                match base {
+                    Some(b) => format!("starts from snapshot {}", b.id),
+                    None => "starts from the archive's first event".to_string(),
+                }
+            )));
+        }
+        return Ok(());
+    }
+    if let Some(b) = base {
+        sink.begin().await.map_err(err)?;
+        sink.commit(&key, b.position).await.map_err(err)?;
+    }
+    Ok(())
 }
 
 /// Loads snapshot `snap`'s tables that are `wanted` into `sink` (none: only reads and

@@ -371,15 +371,20 @@ pub struct RestoreSink<'a> {
 }
 
 impl RestoreSink<'_> {
-    fn key<'k>(&'k self, source: &'k str) -> &'k str {
-        self.watermark_key.as_deref().unwrap_or(source)
+    /// The key of `source`'s watermark (or of another key of it, `<source>#<what>`).
+    fn key(&self, source: &str) -> String {
+        match (&self.watermark_key, source.split_once('#')) {
+            (None, _) => source.to_string(),
+            (Some(k), None) => k.clone(),
+            (Some(k), Some((_, what))) => format!("{k}#{what}"),
+        }
     }
 }
 
 #[async_trait]
 impl Sink for RestoreSink<'_> {
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
-        let key = self.key(source).to_string();
+        let key = self.key(source);
         self.inner.watermark(&key).await
     }
 
@@ -420,7 +425,7 @@ impl Sink for RestoreSink<'_> {
     }
 
     async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError> {
-        let key = self.key(source).to_string();
+        let key = self.key(source);
         self.inner.commit(&key, position).await
     }
 

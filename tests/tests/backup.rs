@@ -351,6 +351,28 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
             object.name
         );
     }
+    // A restore cut short while loading a snapshot leaves that snapshot's marker and no
+    // watermark (simulated here by deleting the watermark of a finished restore): a rerun
+    // that would start from another snapshot is refused, naming the one loaded; the same
+    // rerun finishes, exact.
+    let cut = pg.create_database("cut_short").await?;
+    let cut_url = pg.url(&cut);
+    let restore_cut = |at: &str| {
+        let options = options(at);
+        let (config, url) = (&config, &cut_url);
+        async move { runtime::restore(config, Some("hq"), &options, Some(url), None).await }
+    };
+    restore_cut(&instants[1].0).await?;
+    pg.execute(&cut, "DELETE FROM tributary.watermarks WHERE source = 'hq'")
+        .await?;
+    let e = restore_cut(&instants[2].0).await.unwrap_err().to_string();
+    assert!(
+        e.contains("cut short") && e.contains(&snapshots[0].id),
+        "{e}"
+    );
+    let (_, again) = restore_cut(&instants[1].0).await?;
+    assert_eq!(again.snapshot.as_deref(), Some(snapshots[0].id.as_str()));
+    assert_eq!(source_tables(&pg, &cut).await?, instants[1].1, "rerun");
     // The restore test: a new scratch database holds, table by table, what the archive
     // says (a schema change happened on the way), and is dropped after.
     let tested = runtime::restore_test(&config, Some("hq"), &pg.url("postgres")).await?;
