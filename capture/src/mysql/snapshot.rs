@@ -69,8 +69,7 @@ async fn consistent_transaction(conn: &mut Conn) -> Result<(String, u64), Captur
         .await
         .map_err(q("starting the snapshot transaction"));
     let row: Result<Option<mysql_async::Row>, _> = match started {
-        Ok(()) => conn
-            .query_first("SHOW MASTER STATUS")
+        Ok(()) => binlog_status(conn)
             .await
             .map_err(q("reading the binlog position")),
         Err(e) => Err(e),
@@ -225,11 +224,21 @@ async fn gtid_at(conn: &mut Conn, file: &str, pos: u64) -> Option<String> {
         .filter(|g: &String| !g.is_empty())
 }
 
-/// The binlog's end (file number, offset) now; `None` when the server does not say
-/// (MySQL 8.4 has no `SHOW MASTER STATUS`: an XA COMMIT of a prepare the stream never
-/// read then stops it, as before this was known).
+/// The binlog's current file and position: `SHOW MASTER STATUS`, or on MySQL 8.4, which
+/// removed it (a syntax error there), `SHOW BINARY LOG STATUS` (MySQL 8.2 and later).
+async fn binlog_status(conn: &mut Conn) -> Result<Option<mysql_async::Row>, mysql_async::Error> {
+    match conn.query_first("SHOW MASTER STATUS").await {
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => {
+            conn.query_first("SHOW BINARY LOG STATUS").await
+        }
+        other => other,
+    }
+}
+
+/// The binlog's end (file number, offset) now; `None` when the server does not say (an
+/// XA COMMIT of a prepare the stream never read then stops it, as before this was known).
 async fn binlog_end(conn: &mut Conn) -> Result<Option<(u32, u64)>, CaptureError> {
-    let row: Option<mysql_async::Row> = match conn.query_first("SHOW MASTER STATUS").await {
+    let row: Option<mysql_async::Row> = match binlog_status(conn).await {
         Ok(row) => row,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the binlog's end (SHOW MASTER STATUS)");
