@@ -1086,6 +1086,7 @@ pub async fn snapshot_create(
                     pg,
                     state,
                     pg.snapshot_chunk_rows,
+                    backup.snapshot_sessions,
                     &mut rows,
                 )
                 .await?;

@@ -50,6 +50,10 @@ pub struct BackupConfig {
     /// Snapshots: a table goes on in a new object past this many bytes.
     #[serde(default = "default_snapshot_object_bytes")]
     pub snapshot_object_bytes: u64,
+    /// Snapshots of PostgreSQL sources: sessions that copy parts of one table at once
+    /// (every table of 8 MB or more is cut into this many page ranges).
+    #[serde(default = "default_snapshot_sessions")]
+    pub snapshot_sessions: usize,
     /// File sets (`[backup.files.<name>]`): directories, files and SQLite databases
     /// snapshotted with the sources.
     #[serde(default)]
@@ -294,6 +298,10 @@ fn default_snapshot_object_bytes() -> u64 {
     64 << 20
 }
 
+fn default_snapshot_sessions() -> usize {
+    2
+}
+
 impl BackupConfig {
     /// Settings for a store at `store` with every other setting at its default.
     pub fn at(store: impl Into<String>) -> Self {
@@ -308,6 +316,7 @@ impl BackupConfig {
             max_backups: None,
             max_age: None,
             snapshot_object_bytes: default_snapshot_object_bytes(),
+            snapshot_sessions: default_snapshot_sessions(),
             files: Default::default(),
             store: store.into(),
             s3_endpoint: None,
@@ -340,6 +349,12 @@ impl BackupConfig {
             return Err(format!(
                 "backup.zstd_level: {} is outside 1..=22",
                 self.zstd_level
+            ));
+        }
+        if !(1..=64).contains(&self.snapshot_sessions) {
+            return Err(format!(
+                "backup.snapshot_sessions: {} is outside 1..=64",
+                self.snapshot_sessions
             ));
         }
         if self.segment_bytes < 4096 {

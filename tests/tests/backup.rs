@@ -876,3 +876,77 @@ async fn wait_for_source_events(store: &Store, source: &str, events: u64) -> any
     )
     .await
 }
+
+/// A table of 8 MB or more is copied by `snapshot_sessions` sessions at once, one range
+/// of pages each, all in the slot's exported snapshot: the snapshot holds every row once
+/// (rows deleted, and rows updated onto other pages, before it included), and a restore
+/// gives the table back whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_table_is_copied_in_page_ranges_by_several_sessions() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    pg.execute(
+        &src,
+        "CREATE TABLE big (id int PRIMARY KEY, v text NOT NULL); \
+         INSERT INTO big SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 100000) g; \
+         DELETE FROM big WHERE id % 7 = 0; \
+         UPDATE big SET v = 'moved ' || id WHERE id % 11 = 0",
+    )
+    .await?;
+    let summary = |db: String| {
+        let pg = &pg;
+        async move {
+            let row = pg
+                .client(&db)
+                .await?
+                .query_one(
+                    "SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)), \
+                     pg_relation_size('big') / 8192 FROM big",
+                    &[],
+                )
+                .await?;
+            anyhow::Ok((
+                row.get::<_, i64>(0),
+                row.get::<_, String>(1),
+                row.get::<_, i64>(2),
+            ))
+        }
+    };
+    let (rows, checksum, pages) = summary(src.clone()).await?;
+    assert!(pages >= 1024, "the table has {pages} pages");
+    let state = tempfile::tempdir()?;
+    let dir = tempfile::tempdir()?;
+    let config = config(
+        state.path(),
+        &pg.url(&src),
+        &format!("store = {:?}\nsnapshot_sessions = 3\n", dir.path()),
+    );
+    let taken = runtime::snapshot_create(&config, Some("hq"), None).await?;
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].rows, rows as u64);
+    let store = Store::open(config.backup.as_ref().expect("configured"))?;
+    assert_eq!(
+        verify_snapshot(
+            &store,
+            "hq",
+            &taken[0],
+            Some(tributary_capture::postgres::relations::decode_copy_line)
+        )
+        .await?,
+        rows as u64
+    );
+    let restored = pg.create_database("restored").await?;
+    let (_, report) = runtime::restore(
+        &config,
+        Some("hq"),
+        &options("latest"),
+        Some(&pg.url(&restored)),
+        None,
+    )
+    .await?;
+    assert_eq!(report.snapshot_rows, rows as u64, "{report:?}");
+    let (restored_rows, restored_checksum, _) = summary(restored).await?;
+    assert_eq!((restored_rows, restored_checksum), (rows, checksum));
+    Ok(())
+}

@@ -93,6 +93,9 @@ pub struct SnapshotPlan<'a> {
     pub restart: bool,
     /// Rows per snapshot transaction.
     pub chunk_rows: usize,
+    /// Sessions that copy one table's page ranges at once, for an output that takes COPY
+    /// text from a named exported snapshot (each session imports it); 1: one at a time.
+    pub copy_sessions: usize,
 }
 
 struct Chunk {
@@ -133,6 +136,31 @@ pub async fn run(
             ))
             .await
             .map_err(|e| CaptureError::pg("importing the slot's snapshot", e))?;
+    }
+
+    // Helper sessions in the same snapshot, which copy parts of the bigger tables.
+    let mut helpers = Vec::new();
+    if publisher.wants_copy_text() && !plan.snapshot_name.is_empty() && plan.copy_sessions > 1 {
+        let version: i32 = client
+            .query_one("SELECT current_setting('server_version_num')::int4", &[])
+            .await
+            .map_err(|e| CaptureError::pg("reading the server version", e))?
+            .get(0);
+        // Before PostgreSQL 14 a ctid range is no index: each session would read it all.
+        if version >= 140_000 {
+            for _ in 1..plan.copy_sessions {
+                let helper = Catalog::connect(plan.url).await?;
+                helper
+                    .client()
+                    .batch_execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+                        plan.snapshot_name
+                    ))
+                    .await
+                    .map_err(|e| CaptureError::pg("importing the slot's snapshot", e))?;
+                helpers.push(helper);
+            }
+        }
     }
 
     let mut states = HashMap::new();
@@ -188,7 +216,13 @@ pub async fn run(
 
     for t in plan.tables {
         let state = &states[&t.oid];
-        copy_table(&plan, client, state, &mut chunk, publisher).await?;
+        if publisher.wants_copy_text() {
+            let mut sessions = vec![client];
+            sessions.extend(helpers.iter().map(|h| h.client()));
+            copy_table_text(t.oid, &state.schema, &sessions, publisher).await?;
+        } else {
+            copy_table(&plan, client, state, &mut chunk, publisher).await?;
+        }
     }
     close_chunk(&mut chunk, publisher).await?;
     publisher.finish().await?;
@@ -237,11 +271,6 @@ async fn copy_table(
         .await
         .map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
     futures::pin_mut!(stream);
-    if publisher.wants_copy_text() {
-        let rows = pass_copy_text(schema, stream, publisher).await?;
-        tracing::info!(table = %schema.table, rows, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot of table done");
-        return Ok(());
-    }
     let mut pending: Vec<u8> = Vec::new();
     let mut rows: u64 = 0;
     while let Some(bytes) = stream.next().await {
@@ -288,40 +317,128 @@ async fn copy_table(
 /// Bytes of COPY text handed on at once.
 const COPY_TEXT_BYTES: usize = 1 << 20;
 
-/// Hands `stream`'s COPY text to `out` in whole lines, about [`COPY_TEXT_BYTES`] at a
-/// time; returns the rows. The server sends one row per message, but nothing here
-/// relies on it: a line cut across messages waits for its end.
+/// Pages (8 kB) below which a table is copied by one session.
+const SPLIT_PAGES: i64 = 1024;
+
+/// Copies table `oid` (`schema`) to `out` as COPY text. A table of [`SPLIT_PAGES`] or
+/// more is cut into one range of pages (`ctid`) per session, all copied at once: every
+/// session holds the same snapshot, and the order of a snapshot's rows does not matter.
+async fn copy_table_text(
+    oid: u32,
+    schema: &TableSchema,
+    sessions: &[&tokio_postgres::Client],
+    out: &mut (dyn SnapshotOutput + '_),
+) -> Result<(), CaptureError> {
+    let started = Instant::now();
+    let what = || format!("copying {}", schema.table);
+    let pages: i64 = if sessions.len() > 1 {
+        sessions[0]
+            .query_one(
+                "SELECT pg_relation_size($1::oid) / current_setting('block_size')::int8",
+                &[&oid],
+            )
+            .await
+            .map_err(|e| CaptureError::pg(what(), e))?
+            .get(0)
+    } else {
+        0
+    };
+    let parts = if pages >= SPLIT_PAGES {
+        sessions.len()
+    } else {
+        1
+    };
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    let select = format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_ident(&schema.table.schema),
+        quote_ident(&schema.table.name)
+    );
+    let mut streams = Vec::with_capacity(parts);
+    for (i, session) in sessions.iter().take(parts).enumerate() {
+        // Pages [from, to) of the table as the copy started; the last range is open, so
+        // nothing the snapshot sees is left out.
+        let from = pages * i as i64 / parts as i64;
+        let to = pages * (i as i64 + 1) / parts as i64;
+        let range = match (i, i + 1 == parts) {
+            (0, true) => String::new(),
+            (0, false) => format!(" WHERE ctid < '({to},0)'"),
+            (_, true) => format!(" WHERE ctid >= '({from},0)'"),
+            _ => format!(" WHERE ctid >= '({from},0)' AND ctid < '({to},0)'"),
+        };
+        let stream = session
+            .copy_out(&format!("COPY ({select}{range}) TO STDOUT"))
+            .await
+            .map_err(|e| CaptureError::pg(what(), e))?;
+        streams.push(Box::pin(stream));
+    }
+    let rows = pass_copy_text(schema, streams, out).await?;
+    tracing::info!(table = %schema.table, rows, sessions = parts, elapsed_ms = started.elapsed().as_millis() as u64, "snapshot of table done");
+    Ok(())
+}
+
+/// Hands the COPY text of `streams` (parts of one table) to `out` in whole lines, about
+/// [`COPY_TEXT_BYTES`] at a time, as each part delivers it; returns the rows. The
+/// server sends one row per message, but nothing here relies on it: each part keeps a
+/// line cut across messages until its end comes.
 async fn pass_copy_text(
     schema: &TableSchema,
-    mut stream: std::pin::Pin<&mut tokio_postgres::CopyOutStream>,
+    streams: Vec<std::pin::Pin<Box<tokio_postgres::CopyOutStream>>>,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<u64, CaptureError> {
-    let mut buf: Vec<u8> = Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10));
+    struct Part {
+        buf: Vec<u8>,
+        rows: u64,
+    }
+    let mut parts: Vec<Part> = streams
+        .iter()
+        .map(|_| Part {
+            buf: Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10)),
+            rows: 0,
+        })
+        .collect();
+    let mut merged = futures::stream::select_all(
+        streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.map(move |b| (i, b))),
+    );
     let mut rows: u64 = 0;
-    let mut pending_rows: u64 = 0;
-    while let Some(bytes) = stream.next().await {
+    while let Some((i, bytes)) = merged.next().await {
         let bytes = bytes.map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
-        pending_rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        buf.extend_from_slice(&bytes);
-        if buf.len() >= COPY_TEXT_BYTES {
-            let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let part = &mut parts[i];
+        part.rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        part.buf.extend_from_slice(&bytes);
+        if part.buf.len() >= COPY_TEXT_BYTES {
+            let end = part
+                .buf
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map_or(0, |i| i + 1);
             if end > 0 {
-                out.copy_text(schema, &buf[..end], pending_rows).await?;
-                rows += pending_rows;
-                buf.drain(..end);
-                pending_rows = 0;
+                out.copy_text(schema, &part.buf[..end], part.rows).await?;
+                rows += part.rows;
+                part.buf.drain(..end);
+                part.rows = 0;
             }
         }
     }
-    if !buf.ends_with(b"\n") && !buf.is_empty() {
-        return Err(CaptureError::Decode(format!(
-            "table {}: the COPY output ends inside a line",
-            schema.table
-        )));
-    }
-    if !buf.is_empty() {
-        out.copy_text(schema, &buf, pending_rows).await?;
-        rows += pending_rows;
+    for part in parts {
+        if !part.buf.is_empty() && !part.buf.ends_with(b"\n") {
+            return Err(CaptureError::Decode(format!(
+                "table {}: the COPY output ends inside a line",
+                schema.table
+            )));
+        }
+        if !part.buf.is_empty() {
+            out.copy_text(schema, &part.buf, part.rows).await?;
+            rows += part.rows;
+        }
     }
     Ok(rows)
 }

@@ -41,6 +41,7 @@ pub async fn copy_tables(
     config: &PostgresSourceConfig,
     store: &StateStore,
     chunk_rows: usize,
+    copy_sessions: usize,
     out: &mut (dyn snapshot::SnapshotOutput + '_),
 ) -> Result<(u64, i64), CaptureError> {
     let mut catalog = Catalog::connect(&config.url).await?;
@@ -96,6 +97,7 @@ pub async fn copy_tables(
             tables: &tables,
             restart: false,
             chunk_rows,
+            copy_sessions,
         },
         &mut catalog,
         store,
@@ -127,6 +129,7 @@ pub async fn read_tables(
             tables: &tables,
             restart: false,
             chunk_rows: config.snapshot_chunk_rows,
+            copy_sessions: 1,
         },
         &mut catalog,
         store,
@@ -235,6 +238,7 @@ impl PostgresCapture {
                         tables: &tables,
                         restart,
                         chunk_rows: self.config.snapshot_chunk_rows,
+                        copy_sessions: 1,
                     },
                     &mut catalog,
                     &self.store,
