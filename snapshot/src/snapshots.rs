@@ -124,6 +124,8 @@ struct Open {
     blocks: Vec<u8>,
     /// Datums (Avro) or lines (COPY text) not compressed yet.
     datums: Vec<u8>,
+    /// The block being compressed.
+    compressing: Option<tokio::task::JoinHandle<Result<Vec<u8>, String>>>,
     count: u64,
     rows: u64,
 }
@@ -145,6 +147,7 @@ impl Open {
             sync: ocf::new_sync(),
             blocks: Vec::new(),
             datums: Vec::new(),
+            compressing: None,
             count: 0,
             rows: 0,
         }
@@ -252,7 +255,7 @@ impl SnapshotWriter {
         open.rows += rows;
         self.rows += rows;
         if open.datums.len() >= BLOCK_BYTES {
-            self.compress()?;
+            self.compress(false).await?;
             if self
                 .open
                 .as_ref()
@@ -279,30 +282,40 @@ impl SnapshotWriter {
         Ok(())
     }
 
-    fn compress(&mut self) -> Result<(), BackupError> {
+    /// Compresses the open object's pending datums on a blocking thread while rows go on
+    /// coming (at most one block in flight: the previous one is appended first); `last`:
+    /// waits for it too.
+    async fn compress(&mut self, last: bool) -> Result<(), BackupError> {
         let Some(o) = self.open.as_mut() else {
             return Ok(());
         };
-        if o.datums.is_empty() {
-            return Ok(());
+        if let Some(task) = o.compressing.take() {
+            let block = task.await.map_err(|e| e.to_string()).and_then(|r| r);
+            o.blocks.extend_from_slice(&block.map_err(|message| BackupError::Spool {
+                path: format!("snapshot {}", self.id),
+                message,
+            })?);
         }
-        let block = if o.copy.is_some() {
-            zstd::bulk::compress(&o.datums, self.level).map_err(|e| e.to_string())
-        } else {
-            ocf::block(&o.datums, o.count, self.level, &o.sync).map_err(|e| e.to_string())
+        if !o.datums.is_empty() {
+            let datums = std::mem::take(&mut o.datums);
+            let (count, level, sync, copy) = (o.count, self.level, o.sync, o.copy.is_some());
+            o.count = 0;
+            o.compressing = Some(tokio::task::spawn_blocking(move || {
+                if copy {
+                    zstd::bulk::compress(&datums, level).map_err(|e| e.to_string())
+                } else {
+                    ocf::block(&datums, count, level, &sync).map_err(|e| e.to_string())
+                }
+            }));
         }
-        .map_err(|message| BackupError::Spool {
-            path: format!("snapshot {}", self.id),
-            message,
-        })?;
-        o.blocks.extend_from_slice(&block);
-        o.datums.clear();
-        o.count = 0;
+        if last {
+            Box::pin(self.compress(false)).await?;
+        }
         Ok(())
     }
 
     async fn put_open(&mut self) -> Result<(), BackupError> {
-        self.compress()?;
+        self.compress(true).await?;
         let Some(o) = self.open.take() else {
             return Ok(());
         };

@@ -746,6 +746,8 @@ fn main() -> anyhow::Result<()> {
         // `cargo test --benches` probes bench targets; nothing to list.
         return Ok(());
     }
+    // RUST_LOG=info shows the stages' own logs (their times) beside the figures.
+    tributary_tests::init_tracing();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

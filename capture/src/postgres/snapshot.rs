@@ -383,64 +383,69 @@ async fn copy_table_text(
 }
 
 /// Hands the COPY text of `streams` (parts of one table) to `out` in whole lines, about
-/// [`COPY_TEXT_BYTES`] at a time, as each part delivers it; returns the rows. The
-/// server sends one row per message, but nothing here relies on it: each part keeps a
-/// line cut across messages until its end comes.
+/// [`COPY_TEXT_BYTES`] at a time, as each part delivers it; returns the rows. Each part
+/// is read by a task of its own, beside its connection's task (one row per message
+/// would otherwise cost a wake-up across threads each), and keeps a line cut across
+/// messages until its end comes.
 async fn pass_copy_text(
     schema: &TableSchema,
     streams: Vec<std::pin::Pin<Box<tokio_postgres::CopyOutStream>>>,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<u64, CaptureError> {
-    struct Part {
-        buf: Vec<u8>,
-        rows: u64,
+    let (tx, mut rx) = tokio::sync::mpsc::channel(2 * streams.len());
+    for stream in streams {
+        let tx = tx.clone();
+        let table = schema.table.clone();
+        tokio::spawn(async move {
+            if let Err(e) = read_part(stream, &table, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
     }
-    let mut parts: Vec<Part> = streams
-        .iter()
-        .map(|_| Part {
-            buf: Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10)),
-            rows: 0,
-        })
-        .collect();
-    let mut merged = futures::stream::select_all(
-        streams
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| s.map(move |b| (i, b))),
-    );
+    drop(tx);
+    let mut rows = 0;
+    while let Some(lines) = rx.recv().await {
+        let (lines, n): (Vec<u8>, u64) = lines?;
+        out.copy_text(schema, &lines, n).await?;
+        rows += n;
+    }
+    Ok(rows)
+}
+
+/// Reads one part of a table's COPY text into `tx`, in whole lines with their count.
+async fn read_part(
+    mut stream: std::pin::Pin<Box<tokio_postgres::CopyOutStream>>,
+    table: &TableId,
+    tx: &tokio::sync::mpsc::Sender<Result<(Vec<u8>, u64), CaptureError>>,
+) -> Result<(), CaptureError> {
+    let closed = || CaptureError::Setup(format!("copying {table}: the snapshot stopped"));
+    let mut buf: Vec<u8> = Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10));
     let mut rows: u64 = 0;
-    while let Some((i, bytes)) = merged.next().await {
-        let bytes = bytes.map_err(|e| CaptureError::pg(format!("copying {}", schema.table), e))?;
-        let part = &mut parts[i];
-        part.rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
-        part.buf.extend_from_slice(&bytes);
-        if part.buf.len() >= COPY_TEXT_BYTES {
-            let end = part
-                .buf
-                .iter()
-                .rposition(|&b| b == b'\n')
-                .map_or(0, |i| i + 1);
+    while let Some(bytes) = stream.next().await {
+        let bytes = bytes.map_err(|e| CaptureError::pg(format!("copying {table}"), e))?;
+        rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        buf.extend_from_slice(&bytes);
+        if buf.len() >= COPY_TEXT_BYTES {
+            let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
             if end > 0 {
-                out.copy_text(schema, &part.buf[..end], part.rows).await?;
-                rows += part.rows;
-                part.buf.drain(..end);
-                part.rows = 0;
+                let mut rest = Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10));
+                rest.extend_from_slice(&buf[end..]);
+                buf.truncate(end);
+                let full = std::mem::replace(&mut buf, rest);
+                tx.send(Ok((full, rows))).await.map_err(|_| closed())?;
+                rows = 0;
             }
         }
     }
-    for part in parts {
-        if !part.buf.is_empty() && !part.buf.ends_with(b"\n") {
-            return Err(CaptureError::Decode(format!(
-                "table {}: the COPY output ends inside a line",
-                schema.table
-            )));
-        }
-        if !part.buf.is_empty() {
-            out.copy_text(schema, &part.buf, part.rows).await?;
-            rows += part.rows;
-        }
+    if !buf.is_empty() && !buf.ends_with(b"\n") {
+        return Err(CaptureError::Decode(format!(
+            "table {table}: the COPY output ends inside a line"
+        )));
     }
-    Ok(rows)
+    if !buf.is_empty() {
+        tx.send(Ok((buf, rows))).await.map_err(|_| closed())?;
+    }
+    Ok(())
 }
 
 /// Microseconds since the Unix epoch now.
