@@ -291,10 +291,11 @@ impl SnapshotWriter {
         };
         if let Some(task) = o.compressing.take() {
             let block = task.await.map_err(|e| e.to_string()).and_then(|r| r);
-            o.blocks.extend_from_slice(&block.map_err(|message| BackupError::Spool {
-                path: format!("snapshot {}", self.id),
-                message,
-            })?);
+            o.blocks
+                .extend_from_slice(&block.map_err(|message| BackupError::Spool {
+                    path: format!("snapshot {}", self.id),
+                    message,
+                })?);
         }
         if !o.datums.is_empty() {
             let datums = std::mem::take(&mut o.datums);

@@ -254,17 +254,7 @@ async fn copy_table(
     publisher: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
     let schema = &state.schema;
-    let columns: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect();
-    let sql = format!(
-        "COPY (SELECT {} FROM {}.{}) TO STDOUT",
-        columns.join(", "),
-        quote_ident(&schema.table.schema),
-        quote_ident(&schema.table.name)
-    );
+    let sql = format!("COPY ({}) TO STDOUT", select_all(schema));
     let started = Instant::now();
     let stream = client
         .copy_out(&sql)
@@ -314,6 +304,21 @@ async fn copy_table(
     Ok(())
 }
 
+/// `SELECT <every column> FROM <table>`.
+fn select_all(schema: &TableSchema) -> String {
+    let columns: Vec<String> = schema
+        .columns
+        .iter()
+        .map(|c| quote_ident(&c.name))
+        .collect();
+    format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_ident(&schema.table.schema),
+        quote_ident(&schema.table.name)
+    )
+}
+
 /// Bytes of COPY text handed on at once.
 const COPY_TEXT_BYTES: usize = 1 << 20;
 
@@ -348,17 +353,7 @@ async fn copy_table_text(
     } else {
         1
     };
-    let columns: Vec<String> = schema
-        .columns
-        .iter()
-        .map(|c| quote_ident(&c.name))
-        .collect();
-    let select = format!(
-        "SELECT {} FROM {}.{}",
-        columns.join(", "),
-        quote_ident(&schema.table.schema),
-        quote_ident(&schema.table.name)
-    );
+    let select = select_all(schema);
     let mut streams = Vec::with_capacity(parts);
     for (i, session) in sessions.iter().take(parts).enumerate() {
         // Pages [from, to) of the table as the copy started; the last range is open, so

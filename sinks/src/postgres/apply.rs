@@ -107,12 +107,7 @@ impl TableWriter {
         let statement = match &self.copy {
             Some(s) => s.clone(),
             None => {
-                let mut columns: Vec<String> = self
-                    .schema
-                    .columns
-                    .iter()
-                    .map(|c| quote_ident(&c.name))
-                    .collect();
+                let mut columns = self.columns();
                 columns.push(quote_ident(OP_COLUMN));
                 let sql = format!("COPY {} ({}) FROM STDIN", self.stage, columns.join(", "));
                 let s = client
@@ -220,12 +215,7 @@ impl TableWriter {
         if let Some(s) = &self.upsert {
             return Ok(s.clone());
         }
-        let columns: Vec<String> = self
-            .schema
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect();
+        let columns = self.columns();
         let key: Vec<String> = self
             .schema
             .key_columns()
@@ -360,13 +350,11 @@ impl TableWriter {
         client: &Client,
         lines: bytes::Bytes,
     ) -> Result<bool, SinkError> {
-        let columns: Vec<String> = self
-            .schema
-            .columns
-            .iter()
-            .map(|c| quote_ident(&c.name))
-            .collect();
-        let sql = format!("COPY {} ({}) FROM STDIN", self.target, columns.join(", "));
+        let sql = format!(
+            "COPY {} ({}) FROM STDIN",
+            self.target,
+            self.columns().join(", ")
+        );
         client
             .batch_execute("SAVEPOINT tributary_copy")
             .await
@@ -400,6 +388,15 @@ impl TableWriter {
             debug!(table = %self.label, error = %e, "the target refused COPY text; applying the rows as events");
         }
         Ok(refused.is_none())
+    }
+
+    /// The schema's columns, quoted, in order.
+    fn columns(&self) -> Vec<String> {
+        self.schema
+            .columns
+            .iter()
+            .map(|c| quote_ident(&c.name))
+            .collect()
     }
 
     fn error(&self, action: &'static str, err: tokio_postgres::Error) -> SinkError {
