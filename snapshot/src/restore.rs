@@ -335,12 +335,9 @@ async fn load_snapshot(
             if let (RowBlock::CopyText(lines, n), Some(s)) = (&block, sink.as_deref_mut()) {
                 if s.load_copy_text(&table, lines).await.map_err(err)? {
                     object_rows += n;
-                    in_tx += *n as usize;
-                    if in_tx >= options.max_tx_events {
-                        s.commit_data().await.map_err(err)?;
-                        s.begin().await.map_err(err)?;
-                        in_tx = 0;
-                    }
+                    loaded(s, &mut in_tx, *n as usize, options.max_tx_events)
+                        .await
+                        .map_err(err)?;
                     continue;
                 }
             }
@@ -351,12 +348,9 @@ async fn load_snapshot(
             };
             for chunk in events.chunks(options.batch_rows.max(1)) {
                 s.apply(&table, chunk).await.map_err(err)?;
-                in_tx += chunk.len();
-                if in_tx >= options.max_tx_events {
-                    s.commit_data().await.map_err(err)?;
-                    s.begin().await.map_err(err)?;
-                    in_tx = 0;
-                }
+                loaded(s, &mut in_tx, chunk.len(), options.max_tx_events)
+                    .await
+                    .map_err(err)?;
             }
         }
         rows += object_rows;
@@ -366,6 +360,23 @@ async fn load_snapshot(
         s.commit(source, snap.position).await.map_err(err)?;
     }
     Ok(rows)
+}
+
+/// After `rows` more rows went into the open transaction of a snapshot load (`in_tx` so
+/// far): commits it and opens the next once it holds `max_tx_events`.
+async fn loaded(
+    sink: &mut (dyn Sink + '_),
+    in_tx: &mut usize,
+    rows: usize,
+    max_tx_events: usize,
+) -> Result<(), tributary_sinks::SinkError> {
+    *in_tx += rows;
+    if *in_tx >= max_tx_events {
+        sink.commit_data().await?;
+        sink.begin().await?;
+        *in_tx = 0;
+    }
+    Ok(())
 }
 
 fn sink_err(source: &str, e: tributary_sinks::SinkError) -> BackupError {
