@@ -45,6 +45,9 @@ pub(crate) struct Entry<'a> {
     pub key: Vec<Value>,
     /// What to do.
     pub effect: Effect<'a>,
+    /// Whether the key's first event in the batch made a new row (an insert or a snapshot
+    /// read): the target, if it agrees with the source, has no row with this key yet.
+    pub fresh: bool,
 }
 
 /// The outcome of folding one event.
@@ -124,14 +127,14 @@ impl<'a> Batch<'a> {
                     ));
                 }
                 let (key, row) = new_key(table, event, after)?;
-                self.set(key, Effect::Upsert(row));
+                self.set(key, Effect::Upsert(row), true);
                 Ok(Folded::Batched)
             }
             Op::Update => self.fold_update(table, event),
             Op::Delete => {
                 let key = deleted_key(table, event)?;
                 self.bytes += approx_size(&key);
-                self.set(key, Effect::Delete);
+                self.set(key, Effect::Delete, false);
                 Ok(Folded::Batched)
             }
         }
@@ -164,8 +167,8 @@ impl<'a> Batch<'a> {
                     })
                 }
             };
-            self.set(old_key, Effect::Delete);
-            self.set(key, Effect::Upsert(row));
+            self.set(old_key, Effect::Delete, false);
+            self.set(key, Effect::Upsert(row), false);
             return Ok(Folded::Batched);
         }
         let effect = match (partial, pending) {
@@ -176,7 +179,7 @@ impl<'a> Batch<'a> {
             // Updating a row this batch deleted changes nothing.
             (true, Some(Effect::Delete)) => return Ok(Folded::Batched),
         };
-        self.set(key, effect);
+        self.set(key, effect, false);
         Ok(Folded::Batched)
     }
 
@@ -186,7 +189,8 @@ impl<'a> Batch<'a> {
             .map(|&i| &self.entries[i].effect)
     }
 
-    fn set(&mut self, key: Vec<Value>, effect: Effect<'a>) {
+    /// Sets `key`'s effect; `fresh` says whether a key not in the batch yet makes a new row.
+    fn set(&mut self, key: Vec<Value>, effect: Effect<'a>, fresh: bool) {
         if let Effect::Upsert(row) | Effect::Patch(row) = &effect {
             self.bytes += approx_size(row);
         }
@@ -195,7 +199,7 @@ impl<'a> Batch<'a> {
             Some(&i) => self.entries[i].effect = effect,
             None => {
                 self.index.insert(id, self.entries.len());
-                self.entries.push(Entry { key, effect });
+                self.entries.push(Entry { key, effect, fresh });
             }
         }
     }

@@ -565,6 +565,99 @@ async fn copy_text_loads_new_rows_and_refuses_the_rest() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A batch of new rows only goes straight into the target with COPY; a batch holding a
+/// key the target already has (it is ahead of the source, as after a restart) is refused
+/// whole and upserted the staged way, and so are the next batches for a while; past 32
+/// direct copies in one transaction, batches go the staged way (each direct copy is a
+/// subtransaction). A trigger records which statement wrote each row.
+#[tokio::test]
+async fn new_rows_are_copied_straight_in_and_rows_already_there_upserted() -> anyhow::Result<()> {
+    let pg = Postgres::start().await?;
+    let db = pg.create_database("sink_direct").await?;
+    let client = pg.client(&db).await?;
+    let schema = docs_schema(1);
+    let mut ev = Events::new(&schema);
+    let inserts = |ev: &mut Events, ids: std::ops::RangeInclusive<i64>, name: &str| {
+        ids.map(|i| ev.insert(doc_row(i, &format!("{name} {i}"), Some("d"), i as f64)))
+            .collect::<Vec<_>>()
+    };
+    let mut sink = sink(&pg, &db, 100).await?;
+    let first = inserts(&mut ev, 1..=1, "first");
+    transaction(&mut sink, &schema, &first, Position::pg(1, 1)).await?;
+    client
+        .batch_execute(
+            "CREATE TABLE audit (id bigint, op text, statement text);
+             CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+                 INSERT INTO audit VALUES (NEW.id, TG_OP, split_part(current_query(), ' ', 1));
+                 RETURN NULL;
+             END $$;
+             CREATE TRIGGER audit AFTER INSERT OR UPDATE ON docs
+                 FOR EACH ROW EXECUTE FUNCTION audit();",
+        )
+        .await?;
+    let audit = |ids: &str| {
+        format!("SELECT op, statement, count(*) FROM audit WHERE {ids} GROUP BY 1, 2 ORDER BY 1, 2")
+    };
+
+    // Two batches of new rows: copied.
+    let new = inserts(&mut ev, 2..=201, "new");
+    transaction(&mut sink, &schema, &new, Position::pg(2, 1)).await?;
+    assert_eq!(
+        table(&client, &audit("id BETWEEN 2 AND 201")).await?,
+        expect(&[&["INSERT", "COPY", "200"]])
+    );
+
+    // Inserts of keys the target has (150..=201) are refused whole and upserted; the
+    // next batch of new rows waits out the refusal the staged way too.
+    let mut again = inserts(&mut ev, 150..=249, "again");
+    again.extend(inserts(&mut ev, 300..=399, "later"));
+    transaction(&mut sink, &schema, &again, Position::pg(3, 1)).await?;
+    assert_eq!(
+        table(
+            &client,
+            &audit("id >= 150 AND id < 1000 AND statement <> 'COPY'")
+        )
+        .await?,
+        expect(&[&["INSERT", "INSERT", "148"], &["UPDATE", "INSERT", "52"]])
+    );
+    drop(sink);
+
+    // 40 batches of 10 new rows in one transaction: 32 copied, the rest staged.
+    let mut sink = self::sink(&pg, &db, 10).await?;
+    let many = inserts(&mut ev, 1000..=1399, "many");
+    transaction(&mut sink, &schema, &many, Position::pg(4, 1)).await?;
+    assert_eq!(
+        table(&client, &audit("id >= 1000")).await?,
+        expect(&[&["INSERT", "COPY", "320"], &["INSERT", "INSERT", "80"]])
+    );
+
+    assert_eq!(
+        table(
+            &client,
+            "SELECT count(*), count(*) FILTER (WHERE name LIKE 'again %'), min(id), max(id) \
+             FROM docs"
+        )
+        .await?,
+        expect(&[&["749", "100", "1", "1399"]])
+    );
+    assert_eq!(
+        table(
+            &client,
+            "SELECT name FROM docs WHERE id IN (149, 150, 201, 249, 300) ORDER BY id"
+        )
+        .await?,
+        expect(&[
+            &["new 149"],
+            &["again 150"],
+            &["again 201"],
+            &["again 249"],
+            &["later 300"]
+        ])
+    );
+    Ok(())
+}
+
 #[tokio::test]
 async fn misuse_and_bad_events_are_rejected() -> anyhow::Result<()> {
     let pg = Postgres::start().await?;

@@ -2,8 +2,8 @@
 //!
 //! Each row is one line of tab-separated fields ending in a newline. A field is the
 //! value's PostgreSQL text input ([`tributary_schemas::pg_text`]) with backslash, tab,
-//! newline and carriage return backslash-escaped; `\N` is NULL. The last field of every
-//! staging row is the integer operation code.
+//! newline and carriage return backslash-escaped; `\N` is NULL. The last field of a
+//! staging row is the integer operation code, unless every row of a batch is an upsert.
 
 use bytes::BytesMut;
 use tributary_schemas::pg_text::write_text;
@@ -16,14 +16,18 @@ pub(crate) struct CopyWriter {
 }
 
 impl CopyWriter {
-    /// Appends one line: `fields` (`None`, NULL and unchanged are all `\N`), then `op`.
+    /// Appends one line: `fields` (`None`, NULL and unchanged are all `\N`), then `op`
+    /// when there is one.
     pub(crate) fn row<'a>(
         &mut self,
         out: &mut BytesMut,
         fields: impl IntoIterator<Item = Option<&'a Value>>,
-        op: i32,
+        op: Option<i32>,
     ) {
-        for field in fields {
+        for (i, field) in fields.into_iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b"\t");
+            }
             match field {
                 None | Some(Value::Null | Value::Unchanged) => out.extend_from_slice(b"\\N"),
                 Some(value) => {
@@ -32,9 +36,11 @@ impl CopyWriter {
                     escape_into(out, self.scratch.as_bytes());
                 }
             }
-            out.extend_from_slice(b"\t");
         }
-        out.extend_from_slice(op.to_string().as_bytes());
+        if let Some(op) = op {
+            out.extend_from_slice(b"\t");
+            out.extend_from_slice(op.to_string().as_bytes());
+        }
         out.extend_from_slice(b"\n");
     }
 }
@@ -82,12 +88,13 @@ mod tests {
                 Some(&Value::Unchanged),
                 Some(&bytes),
             ],
-            2,
+            Some(2),
         );
-        writer.row(&mut out, [Some(&Value::Null)], 0);
+        writer.row(&mut out, [Some(&Value::Null)], Some(0));
+        writer.row(&mut out, [Some(&Value::Int32(1)), None], None);
         assert_eq!(
             std::str::from_utf8(&out).unwrap(),
-            "7\ta\\tb\\nc\\rd\\\\e\t\\N\t\\N\t\\\\xdead\t2\n\\N\t0\n"
+            "7\ta\\tb\\nc\\rd\\\\e\t\\N\t\\N\t\\\\xdead\t2\n\\N\t0\n1\t\\N\n"
         );
     }
 
@@ -95,7 +102,7 @@ mod tests {
     fn array_literals_keep_their_backslashes_escaped_once_more() {
         let mut out = BytesMut::new();
         let array = Value::Array(vec![Value::Text("x\"y".into())]);
-        CopyWriter::default().row(&mut out, [Some(&array)], 0);
+        CopyWriter::default().row(&mut out, [Some(&array)], Some(0));
         assert_eq!(std::str::from_utf8(&out).unwrap(), "{\"x\\\\\"y\"}\t0\n");
     }
 }

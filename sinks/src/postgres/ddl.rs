@@ -296,14 +296,19 @@ pub(crate) async fn lock_ddl(client: &Client, label: &str) -> Result<(), SinkErr
 }
 
 /// The statement creating the temporary staging table `stage` for `schema`'s rows plus the
-/// integer column `op_column` saying what to do with each row.
+/// integer column `op_column` saying what to do with each row (default 0, upsert, for
+/// batches of upserts only, copied without it).
 pub(crate) fn create_stage_sql(stage: &str, schema: &TableSchema, op_column: &str) -> String {
     let mut defs: Vec<String> = schema
         .columns
         .iter()
         .map(|c| format!("{} {}", quote_ident(&c.name), column_type_sql(c)))
         .collect();
-    defs.push(format!("{} integer NOT NULL", quote_ident(op_column)));
+    defs.push(format!(
+        "{} integer NOT NULL DEFAULT {}",
+        quote_ident(op_column),
+        crate::postgres::stage::OP_UPSERT
+    ));
     format!(
         "CREATE TEMP TABLE IF NOT EXISTS {} ({}) ON COMMIT DELETE ROWS",
         quote_ident(stage),

@@ -26,6 +26,11 @@ use tributary_schemas::{ChangeEvent, Position, TableId, TableSchema};
 /// A source table at one schema version.
 type WriterKey = (TableId, u32);
 
+/// Direct copies (savepoints) at most per transaction. A transaction with more than 64
+/// subtransactions overflows the server's per-backend cache of them, which slows every
+/// other session's snapshots while it runs; later batches go the staged way.
+const MAX_DIRECT_COPIES: usize = 32;
+
 /// A flush running on its own task, holding its writer until it is done.
 struct InFlight {
     key: WriterKey,
@@ -53,6 +58,9 @@ pub struct PostgresSink {
     failed: bool,
     /// Whether writes carry the origin (false without the rights to set it up).
     tagged: bool,
+    /// Batches copied straight into their target (each in a savepoint) in the open
+    /// transaction.
+    direct_copies: usize,
 }
 
 impl PostgresSink {
@@ -75,6 +83,7 @@ impl PostgresSink {
             origin: None,
             failed: false,
             tagged: true,
+            direct_copies: 0,
         })
     }
 
@@ -143,12 +152,15 @@ impl PostgresSink {
             .writers
             .remove(&key)
             .expect("the writer is prepared before its first step");
+        let direct =
+            staged.fresh && self.direct_copies < MAX_DIRECT_COPIES && writer.direct_ready();
+        self.direct_copies += usize::from(direct);
         let client = Arc::clone(&self.client);
         let rows = staged.upserts + staged.deletes + staged.patches;
         let span = info_span!("sink_flush", table = %key.0, rows);
         let task = tokio::spawn(
             async move {
-                let result = writer.flush(&client, &staged).await;
+                let result = writer.flush(&client, &staged, direct).await;
                 (writer, result)
             }
             .instrument(span),
@@ -237,6 +249,7 @@ impl PostgresSink {
     fn transaction_ended(&mut self) {
         self.in_transaction = false;
         self.failed = false;
+        self.direct_copies = 0;
         for writer in self.writers.values_mut() {
             writer.transaction_ended();
         }
@@ -442,9 +455,12 @@ impl Sink for PostgresSink {
         self.ready(&format!("loading {}", table.table)).await?;
         let result = match self.ensure_writer(table).await {
             Ok(()) => {
-                let writer = &self.writers[&(table.table.clone(), table.version)];
+                let writer = self
+                    .writers
+                    .get_mut(&(table.table.clone(), table.version))
+                    .expect("writer ensured above");
                 writer
-                    .copy_into_target(&self.client, bytes::Bytes::copy_from_slice(lines))
+                    .copy_into_target(&self.client, &[bytes::Bytes::copy_from_slice(lines)])
                     .await
             }
             Err(e) => Err(e),

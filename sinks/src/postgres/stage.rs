@@ -4,7 +4,9 @@
 //! encodes the batch as COPY text for the staging table ([`Staged`]). Each staging row
 //! carries an operation code in its last column: [`OP_UPSERT`] for full rows,
 //! [`OP_DELETE`] for keys to delete (other columns NULL), and from [`FIRST_PATCH_GROUP`]
-//! one code per distinct set of sent columns for partial rows.
+//! one code per distinct set of sent columns for partial rows. A batch of upserts only
+//! leaves the code out (the column's default is [`OP_UPSERT`]), so that the same text
+//! fits the target table, which a batch of new rows only is copied into directly.
 //!
 //! Because this is CPU work only, the writer runs it for the next batch while the server
 //! executes the statements of the current one.
@@ -40,6 +42,11 @@ pub(crate) struct Staged {
     pub patches: usize,
     /// Sent-column mask and operation code of each group of partial rows.
     pub patch_groups: Vec<(Vec<bool>, i32)>,
+    /// Whether the rows carry no operation code: every one is an upsert.
+    pub upserts_only: bool,
+    /// Whether every row is an upsert of a key whose first event in the batch made a
+    /// new row, so the rows may be copied straight into the target.
+    pub fresh: bool,
 }
 
 /// What the writer must do next.
@@ -117,7 +124,17 @@ impl<'a> Steps<'a> {
 
 /// Encodes `batch` as staging rows.
 fn encode(schema: &TableSchema, batch: &Batch<'_>) -> Staged {
-    let mut staged = Staged::default();
+    let upserts_only = batch
+        .entries()
+        .iter()
+        .all(|e| matches!(e.effect, Effect::Upsert(_)));
+    let mut staged = Staged {
+        upserts_only,
+        fresh: upserts_only && batch.entries().iter().all(|e| e.fresh),
+        ..Staged::default()
+    };
+    // No operation code when every row is an upsert.
+    let code = |op: i32| (!upserts_only).then_some(op);
     let mut groups: HashMap<Vec<bool>, i32> = HashMap::new();
     let mut writer = CopyWriter::default();
     let mut buf = BytesMut::with_capacity(CHUNK_BYTES + 64 * 1024);
@@ -126,7 +143,7 @@ fn encode(schema: &TableSchema, batch: &Batch<'_>) -> Staged {
         match &entry.effect {
             Effect::Upsert(row) => {
                 staged.upserts += 1;
-                writer.row(&mut buf, row.iter().map(Some), OP_UPSERT);
+                writer.row(&mut buf, row.iter().map(Some), code(OP_UPSERT));
             }
             Effect::Delete => {
                 staged.deletes += 1;
@@ -134,14 +151,14 @@ fn encode(schema: &TableSchema, batch: &Batch<'_>) -> Staged {
                 for (&i, value) in schema.primary_key.iter().zip(&entry.key) {
                     fields[i] = Some(value);
                 }
-                writer.row(&mut buf, fields, OP_DELETE);
+                writer.row(&mut buf, fields, code(OP_DELETE));
             }
             Effect::Patch(row) => {
                 staged.patches += 1;
                 let mask: Vec<bool> = row.iter().map(|v| !matches!(v, Value::Unchanged)).collect();
                 let next = FIRST_PATCH_GROUP + groups.len() as i32;
                 let group = *groups.entry(mask).or_insert(next);
-                writer.row(&mut buf, row.iter().map(Some), group);
+                writer.row(&mut buf, row.iter().map(Some), code(group));
             }
         }
         if buf.len() >= CHUNK_BYTES {
@@ -229,13 +246,13 @@ mod tests {
         assert_eq!(
             all,
             vec![
-                "1\t10\t100\t0\n",
+                "1\t10\t100\n",
                 "2\t20\t\\N\t2\n",
                 "3\t\\N\t300\t2\n",
                 "4\t\\N\t\\N\t1\n",
                 "Truncate",
-                "5\t50\t500\t0\n",
-                "6\t60\t600\t0\n",
+                "5\t50\t500\n",
+                "6\t60\t600\n",
             ]
         );
 
@@ -244,10 +261,41 @@ mod tests {
             panic!("expected one flush");
         };
         assert_eq!((staged.upserts, staged.deletes, staged.patches), (1, 1, 2));
+        assert!(!staged.upserts_only && !staged.fresh);
         assert_eq!(
             staged.patch_groups,
             vec![(vec![true, true, false], 2), (vec![true, false, true], 3)]
         );
         assert!(steps.next_step().unwrap().is_none());
+    }
+
+    #[test]
+    fn only_batches_of_new_rows_may_skip_the_staging_table() {
+        let i = |n| Value::Int32(n);
+        let full = |n| Some(vec![i(n), i(n), i(n)]);
+        let staged = |events: &[ChangeEvent]| {
+            let schema = schema();
+            let mut steps = Steps::new(&schema, events, 100);
+            let Some(Step::Flush(staged)) = steps.next_step().unwrap() else {
+                panic!("expected one flush");
+            };
+            (staged.upserts_only, staged.fresh)
+        };
+        // Inserted, then updated in the same batch: still a row the target lacks.
+        let new_rows = [
+            event(Op::Insert, 1, full(1)),
+            event(Op::Update, 1, Some(vec![i(1), i(5), i(5)])),
+            event(Op::Read, 2, full(2)),
+        ];
+        assert_eq!(staged(&new_rows), (true, true));
+        // A full-row update of a row from before the batch: an upsert, not a new row.
+        let updated = [event(Op::Insert, 1, full(1)), event(Op::Update, 2, full(2))];
+        assert_eq!(staged(&updated), (true, false));
+        // Deleted, then inserted again: the target may still hold the old row.
+        let reinserted = [event(Op::Delete, 1, None), event(Op::Insert, 1, full(1))];
+        assert_eq!(staged(&reinserted), (true, false));
+        // Inserted, then deleted: a delete in the batch.
+        let gone = [event(Op::Insert, 1, full(1)), event(Op::Delete, 1, None)];
+        assert_eq!(staged(&gone), (false, false));
     }
 }
