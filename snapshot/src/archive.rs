@@ -24,12 +24,14 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tributary_schemas::{encode_value, AvroSchemas, ChangeEvent, Position, TableId, TableSchema};
 use tributary_sinks::{Sink, SinkError};
 
+/// The suffix of an object's file being sealed, next to its spool file.
+const STORED_SUFFIX: &str = ".stored";
 /// Datums buffered per file before a block is written (the last block of a commit may
 /// be smaller).
 const BLOCK_BYTES: usize = 1 << 20;
@@ -160,6 +162,19 @@ pub(crate) fn stored_container(
     sync: &ocf::Sync,
     blocks: &[u8],
 ) -> Result<Vec<u8>, BackupError> {
+    let mut object = container_header(source, table, extra, sync);
+    object.extend_from_slice(blocks);
+    store.seal(object)
+}
+
+/// The header of the Avro container of table version `table` (its id, schema version and
+/// envelope schema) of `source`, whose metadata also holds `extra`.
+fn container_header(
+    source: &str,
+    table: (&TableId, u32, &str),
+    extra: (&str, String),
+    sync: &ocf::Sync,
+) -> Vec<u8> {
     let (id, version, value_text) = table;
     let metadata = BTreeMap::from([
         ("tributary.source".to_string(), source.to_string()),
@@ -167,9 +182,71 @@ pub(crate) fn stored_container(
         ("tributary.schema_version".to_string(), version.to_string()),
         (extra.0.to_string(), extra.1),
     ]);
-    let mut object = ocf::header(value_text, &metadata, sync);
-    object.extend_from_slice(blocks);
-    store.seal(object)
+    ocf::header(value_text, &metadata, sync)
+}
+
+/// Writes an object as stored to file `out`: `header`, then the first `len` bytes of spool
+/// file `blocks`, encrypted when `store` encrypts, a piece at a time (whatever the size of
+/// the transactions in it). Returns the object's size and sha256.
+fn write_stored_file(
+    store: &Store,
+    header: &[u8],
+    blocks: &Path,
+    len: u64,
+    out: &Path,
+) -> Result<(u64, String), BackupError> {
+    let mut input = std::fs::File::open(blocks).map_err(|e| spool_err(blocks, e))?;
+    let actual = input.metadata().map_err(|e| spool_err(blocks, e))?.len();
+    if actual < len {
+        return Err(spool_err(
+            blocks,
+            format!("holds {actual} bytes but {len} were committed: the spool was damaged"),
+        ));
+    }
+    let file = std::fs::File::create(out).map_err(|e| spool_err(out, e))?;
+    let hashing = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let mut writer = store.seal_to(hashing)?;
+    writer.write_all(header).map_err(|e| spool_err(out, e))?;
+    std::io::copy(&mut (&mut input).take(len), &mut writer).map_err(|e| spool_err(out, e))?;
+    let hashing = writer.finish().map_err(|e| spool_err(out, e))?;
+    let (mut file, size, sha256) = hashing.finish();
+    file.flush().map_err(|e| spool_err(out, e))?;
+    Ok((size, sha256))
+}
+
+/// A writer that counts and hashes (sha256) what goes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    size: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// The inner writer, the byte count and the sha256 (hex).
+    fn finish(self) -> (W, u64, String) {
+        (self.inner, self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// `spool.json`: the open segment and the archive's watermark.
@@ -382,7 +459,8 @@ impl ArchiveSink {
         for entry in std::fs::read_dir(&self.dir).map_err(|e| spool_err(&self.dir, e))? {
             let entry = entry.map_err(|e| spool_err(&self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.ends_with(".blocks") && !known.contains(&name.as_str()) {
+            let stale = name.ends_with(".blocks") && !known.contains(&name.as_str());
+            if stale || name.ends_with(STORED_SUFFIX) {
                 std::fs::remove_file(entry.path()).map_err(|e| spool_err(&entry.path(), e))?;
             }
         }
@@ -511,26 +589,24 @@ impl ArchiveSink {
             if f.events == 0 {
                 continue;
             }
-            let path = self.dir.join(&f.file);
-            let blocks = std::fs::read(&path).map_err(|e| spool_err(&path, e))?;
-            let blocks = blocks.get(..f.bytes as usize).ok_or_else(|| {
-                spool_err(
-                    &path,
-                    format!(
-                        "holds {} bytes but {} were committed: the spool was damaged",
-                        blocks.len(),
-                        f.bytes
-                    ),
-                )
-            })?;
-            let object = stored_container(
-                &self.store,
+            let header = container_header(
                 &self.source,
                 (&f.table, f.schema_version, &f.value_text),
                 ("tributary.segment", seq.to_string()),
                 &f.sync_marker(&self.dir)?,
-                blocks,
-            )?;
+            );
+            // The object is written to a file next to the spool and uploaded from it, so
+            // a segment holding one huge transaction never sits in memory whole.
+            let blocks = self.dir.join(&f.file);
+            let stored = self.dir.join(format!("{}{STORED_SUFFIX}", f.file));
+            let (bytes, sha256) = {
+                let (store, stored, len) = (self.store.clone(), stored.clone(), f.bytes);
+                tokio::task::spawn_blocking(move || {
+                    write_stored_file(&store, &header, &blocks, len, &stored)
+                })
+                .await
+                .map_err(|e| spool_err(&self.dir, e))??
+            };
             let name = format!(
                 "archive/{}/segments/{seq:012}/{i:03}-{}.{}.avro",
                 self.source,
@@ -546,14 +622,18 @@ impl ArchiveSink {
                 table: f.table.clone(),
                 schema_version: f.schema_version,
                 events: f.events,
-                bytes: object.len() as u64,
-                sha256: sha256_hex(&object),
+                bytes,
+                sha256,
                 first_position,
                 last_position,
                 first_commit_micros: f.first_commit_micros,
                 last_commit_micros: f.last_commit_micros,
             });
-            self.store.put(&name, object.into()).await?;
+            let put = self.store.put_file(&name, &stored).await;
+            if let Err(e) = std::fs::remove_file(&stored) {
+                tracing::warn!(file = %stored.display(), error = %e, "removing a sealed object's file failed");
+            }
+            put?;
         }
         let manifest = Manifest {
             format: 1,

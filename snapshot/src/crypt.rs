@@ -103,8 +103,23 @@ impl Crypt {
 
     /// Encrypts `plain` (unchanged without encryption).
     pub fn seal(&self, plain: Vec<u8>) -> Result<Vec<u8>, BackupError> {
+        if let Crypt::None = self {
+            return Ok(plain);
+        }
+        let mut writer = self.seal_to(Vec::with_capacity(plain.len() + 256))?;
+        writer
+            .write_all(&plain)
+            .map_err(|e| BackupError::Config(format!("age: {e}")))?;
+        writer
+            .finish()
+            .map_err(|e| BackupError::Config(format!("age: {e}")))
+    }
+
+    /// A writer that encrypts what is written to it into `out` (passes it through without
+    /// encryption); [`SealWriter::finish`] ends it.
+    pub fn seal_to<W: Write>(&self, out: W) -> Result<SealWriter<W>, BackupError> {
         let encryptor = match self {
-            Crypt::None => return Ok(plain),
+            Crypt::None => return Ok(SealWriter::Plain(out)),
             Crypt::Keys { identities, .. } => {
                 let recipients: Vec<age::x25519::Recipient> =
                     identities.iter().map(|i| i.to_public()).collect();
@@ -115,28 +130,85 @@ impl Crypt {
                 age::Encryptor::with_user_passphrase(passphrase.clone())
             }
         };
-        let mut out = Vec::with_capacity(plain.len() + 256);
-        let mut writer = encryptor
-            .wrap_output(&mut out)
+        let writer = encryptor
+            .wrap_output(out)
             .map_err(|e| BackupError::Config(format!("age: {e}")))?;
-        writer
-            .write_all(&plain)
-            .and_then(|_| writer.finish().map(drop))
-            .map_err(|e| BackupError::Config(format!("age: {e}")))?;
-        Ok(out)
+        Ok(SealWriter::Age(writer))
     }
 
     /// Decrypts stored object `name` of `store` (`stored` as read); plain objects come
     /// back as they are when no encryption is configured.
     pub fn open(&self, store: &str, name: &str, stored: &[u8]) -> Result<Vec<u8>, BackupError> {
+        let Some(mut reader) =
+            self.open_reader(store, name, stored.starts_with(AGE_MAGIC), stored)?
+        else {
+            return Ok(stored.to_vec());
+        };
+        let mut plain = Vec::with_capacity(stored.len());
+        reader
+            .read_to_end(&mut plain)
+            .map_err(|e| BackupError::Corrupt {
+                store: store.to_string(),
+                object: name.to_string(),
+                message: format!("decrypting: {e}"),
+            })?;
+        Ok(plain)
+    }
+
+    /// Decrypts stored object `name` of `store` from file `stored` into a new temporary
+    /// file, a piece at a time; a plain object comes back as it is.
+    pub fn open_file(
+        &self,
+        store: &str,
+        name: &str,
+        stored: tempfile::TempPath,
+    ) -> Result<tempfile::TempPath, BackupError> {
+        let local = |e: std::io::Error| BackupError::Store {
+            store: store.to_string(),
+            what: format!("reading {name} back from {}", stored.display()),
+            message: e.to_string(),
+        };
+        let mut file = std::fs::File::open(&stored).map_err(local)?;
+        let mut magic = Vec::with_capacity(AGE_MAGIC.len());
+        (&mut file)
+            .take(AGE_MAGIC.len() as u64)
+            .read_to_end(&mut magic)
+            .map_err(local)?;
+        let file = std::fs::File::open(&stored).map_err(local)?;
+        let input = std::io::BufReader::with_capacity(1 << 20, file);
+        let Some(mut reader) = self.open_reader(store, name, magic == AGE_MAGIC, input)? else {
+            return Ok(stored);
+        };
+        let mut plain = tempfile::NamedTempFile::new().map_err(local)?;
+        std::io::copy(
+            &mut reader,
+            &mut std::io::BufWriter::new(plain.as_file_mut()),
+        )
+        .map_err(|e| BackupError::Corrupt {
+            store: store.to_string(),
+            object: name.to_string(),
+            message: format!("decrypting: {e}"),
+        })?;
+        Ok(plain.into_temp_path())
+    }
+
+    /// A reader of the plain bytes of stored object `name` (`encrypted`: whether it starts
+    /// like an age file), or `None` when it is plain and no encryption is configured; an
+    /// object that does not match the configuration, or a wrong key, is an error naming it.
+    fn open_reader<'r, R: Read + 'r>(
+        &self,
+        store: &str,
+        name: &str,
+        encrypted: bool,
+        stored: R,
+    ) -> Result<Option<Box<dyn Read + 'r>>, BackupError> {
         let corrupt = |message: String| BackupError::Corrupt {
             store: store.to_string(),
             object: name.to_string(),
             message,
         };
-        let encrypted = stored.starts_with(AGE_MAGIC);
         match (self, encrypted) {
-            (Crypt::None, false) => return Ok(stored.to_vec()),
+            (Crypt::None, false) => return Ok(None),
             (Crypt::None, true) => {
                 return Err(corrupt(
                     "is encrypted (age) but no key is configured: set backup.age_identity_file or backup.age_passphrase_env".into(),
@@ -156,7 +228,7 @@ impl Crypt {
                 "cannot be decrypted with {self:?}: {e} (a wrong key or passphrase?)"
             ))
         };
-        let mut reader: Box<dyn Read> = match self {
+        let reader: Box<dyn Read + 'r> = match self {
             Crypt::Keys { identities, .. } => Box::new(
                 decryptor
                     .decrypt(identities.iter().map(|i| i as &dyn age::Identity))
@@ -172,11 +244,41 @@ impl Crypt {
             }
             Crypt::None => unreachable!("handled above"),
         };
-        let mut plain = Vec::with_capacity(stored.len());
-        reader
-            .read_to_end(&mut plain)
-            .map_err(|e| corrupt(format!("decrypting: {e}")))?;
-        Ok(plain)
+        Ok(Some(reader))
+    }
+}
+
+/// A writer encrypting to an inner writer, or passing bytes through to it.
+pub enum SealWriter<W: Write> {
+    /// No encryption.
+    Plain(W),
+    /// age.
+    Age(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> Write for SealWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            SealWriter::Plain(w) => w.write(buf),
+            SealWriter::Age(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            SealWriter::Plain(w) => w.flush(),
+            SealWriter::Age(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> SealWriter<W> {
+    /// Ends the encryption and hands back the inner writer.
+    pub fn finish(self) -> std::io::Result<W> {
+        match self {
+            SealWriter::Plain(w) => Ok(w),
+            SealWriter::Age(w) => w.finish(),
+        }
     }
 }
 
@@ -231,5 +333,52 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("TRIBUTARY_TEST_UNSET_PASSPHRASE"), "{e}");
+    }
+
+    #[test]
+    fn files_are_decrypted_a_piece_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let right = Crypt::load(Some(&key_file(dir.path(), "a.txt")), None).unwrap();
+        let wrong = Crypt::load(Some(&key_file(dir.path(), "b.txt")), None).unwrap();
+        // Several of age's 64 KiB chunks, and not a multiple of them.
+        let plain: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let stored = |crypt: &Crypt| {
+            let mut file = tempfile::NamedTempFile::new().unwrap();
+            let mut writer = crypt.seal_to(file.as_file_mut()).unwrap();
+            for piece in plain.chunks(100_000) {
+                writer.write_all(piece).unwrap();
+            }
+            writer.finish().unwrap();
+            file.into_temp_path()
+        };
+        let sealed = stored(&right);
+        assert!(std::fs::read(&sealed).unwrap().starts_with(AGE_MAGIC));
+        // What the streaming writer stores, the in-memory reader reads, and back.
+        assert_eq!(
+            right
+                .open("s", "o", &std::fs::read(&sealed).unwrap())
+                .unwrap(),
+            plain
+        );
+        let opened = right.open_file("s", "o", sealed).unwrap();
+        assert_eq!(std::fs::read(&opened).unwrap(), plain);
+        let e = wrong
+            .open_file("s", "big/1.avro", stored(&right))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("big/1.avro") && e.contains("wrong key"), "{e}");
+        // A plain file comes back as it is; one cut short in the middle does not decrypt.
+        let plain_file = stored(&Crypt::None);
+        let path = plain_file.to_path_buf();
+        let same = Crypt::None.open_file("s", "o", plain_file).unwrap();
+        assert_eq!(same.to_path_buf(), path);
+        let cut = stored(&right);
+        let bytes = std::fs::read(&cut).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = right
+            .open_file("s", "cut.avro", cut)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cut.avro") && e.contains("decrypting"), "{e}");
     }
 }

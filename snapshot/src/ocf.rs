@@ -10,6 +10,7 @@
 //! the files back with `apache_avro::Reader`.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 /// The four bytes every container starts with.
 const MAGIC: &[u8; 4] = b"Obj\x01";
@@ -43,30 +44,56 @@ pub fn put_long(out: &mut Vec<u8>, v: i64) {
 
 /// Reads one zig-zag long from the front of `input`.
 pub fn take_long(input: &mut &[u8]) -> Result<i64, OcfError> {
+    read_long(input)?.ok_or_else(|| err("truncated number"))
+}
+
+/// Reads one zig-zag long from `input`; `None` when `input` ends before its first byte.
+fn read_long(input: &mut impl Read) -> Result<Option<i64>, OcfError> {
     let mut n: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&b, rest) = input.split_first().ok_or_else(|| err("truncated number"))?;
-        *input = rest;
-        n |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            return Ok(((n >> 1) as i64) ^ -((n & 1) as i64));
+    for (i, shift) in (0..64).step_by(7).enumerate() {
+        let mut b = [0u8];
+        if let Err(e) = input.read_exact(&mut b) {
+            return match (i, e.kind()) {
+                (0, std::io::ErrorKind::UnexpectedEof) => Ok(None),
+                (_, std::io::ErrorKind::UnexpectedEof) => Err(err("truncated number")),
+                _ => Err(err(format!("reading: {e}"))),
+            };
+        }
+        n |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(((n >> 1) as i64) ^ -((n & 1) as i64)));
         }
     }
     Err(err("number longer than 10 bytes"))
 }
 
-fn take_bytes<'a>(input: &mut &'a [u8], what: &str) -> Result<&'a [u8], OcfError> {
-    let len = take_long(input)?;
-    let len = usize::try_from(len).map_err(|_| err(format!("negative length of {what}")))?;
-    if input.len() < len {
+/// Reads a length and that many bytes (`what`, for messages) from `input`; memory grows
+/// with the bytes actually there, whatever length a damaged file claims.
+fn read_bytes(input: &mut impl Read, what: &str) -> Result<Vec<u8>, OcfError> {
+    let len = read_long(input)?.ok_or_else(|| err(format!("truncated length of {what}")))?;
+    let len = u64::try_from(len).map_err(|_| err(format!("negative length of {what}")))?;
+    let mut value = Vec::new();
+    input
+        .take(len)
+        .read_to_end(&mut value)
+        .map_err(|e| err(format!("reading {what}: {e}")))?;
+    if (value.len() as u64) < len {
         return Err(err(format!(
             "{what} of {len} bytes runs past the end ({} left)",
-            input.len()
+            value.len()
         )));
     }
-    let (value, rest) = input.split_at(len);
-    *input = rest;
     Ok(value)
+}
+
+/// Reads the 16-byte sync marker that ends the header and every block (`what`).
+fn read_sync(input: &mut impl Read, what: &str) -> Result<Sync, OcfError> {
+    let mut sync: Sync = [0; 16];
+    input.read_exact(&mut sync).map_err(|e| match e.kind() {
+        std::io::ErrorKind::UnexpectedEof => err(format!("{what} ends before its sync marker")),
+        _ => err(format!("reading: {e}")),
+    })?;
+    Ok(sync)
 }
 
 /// The container header: `schema` (JSON text), codec `zstandard`, `metadata` (under the
@@ -103,43 +130,48 @@ pub fn block(datums: &[u8], count: u64, level: i32, sync: &Sync) -> Result<Vec<u
     Ok(out)
 }
 
-/// A container read back: its schema text, metadata and blocks, still compressed.
+/// A container read back from `R` (a byte slice, a file): its schema text and metadata;
+/// its blocks are read one at a time ([`Container::next_block`]).
 #[derive(Debug)]
-pub struct Container<'a> {
+pub struct Container<R> {
     /// `avro.schema`.
     pub schema: String,
     /// Every metadata entry but `avro.schema` and `avro.codec`.
     pub metadata: BTreeMap<String, String>,
     sync: Sync,
-    rest: &'a [u8],
+    input: R,
 }
 
-/// Opens the container in `bytes`; only the `zstandard` and `null` codecs are read.
-pub fn open(bytes: &[u8]) -> Result<Container<'_>, OcfError> {
-    let mut input = bytes
-        .strip_prefix(MAGIC)
-        .ok_or_else(|| err("not an Avro object container file (bad magic)"))?;
+/// Opens the container `input` holds, reading its header; only the `zstandard` codec is
+/// read.
+pub fn open<R: Read>(mut input: R) -> Result<Container<R>, OcfError> {
+    let mut magic = [0u8; 4];
+    if input.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(err("not an Avro object container file (bad magic)"));
+    }
     let mut schema = None;
     let mut codec = "null".to_string();
     let mut metadata = BTreeMap::new();
     loop {
-        let mut n = take_long(&mut input)?;
+        let mut n = read_long(&mut input)?.ok_or_else(|| err("truncated header"))?;
         if n == 0 {
             break;
         }
         if n < 0 {
             // A negative count is followed by the block's byte size.
-            take_long(&mut input)?;
+            read_long(&mut input)?;
             n = -n;
         }
         for _ in 0..n {
-            let key = String::from_utf8_lossy(take_bytes(&mut input, "metadata key")?).into_owned();
-            let value = take_bytes(&mut input, "metadata value")?;
+            let key = read_bytes(&mut input, "metadata key")?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let value = read_bytes(&mut input, "metadata value")?;
+            let value = String::from_utf8_lossy(&value).into_owned();
             match key.as_str() {
-                "avro.schema" => schema = Some(String::from_utf8_lossy(value).into_owned()),
-                "avro.codec" => codec = String::from_utf8_lossy(value).into_owned(),
+                "avro.schema" => schema = Some(value),
+                "avro.codec" => codec = value,
                 _ => {
-                    metadata.insert(key, String::from_utf8_lossy(value).into_owned());
+                    metadata.insert(key, value);
                 }
             }
         }
@@ -148,11 +180,7 @@ pub fn open(bytes: &[u8]) -> Result<Container<'_>, OcfError> {
         return Err(err(format!("codec {codec:?} is not supported")));
     }
     let schema = schema.ok_or_else(|| err("the header has no avro.schema"))?;
-    if input.len() < 16 {
-        return Err(err("the header ends before its sync marker"));
-    }
-    let (sync, rest) = input.split_at(16);
-    let sync: Sync = sync.try_into().expect("16 bytes");
+    let sync = read_sync(&mut input, "the header")?;
     if codec == "null" {
         return Err(err("codec null is not what Tributary writes"));
     }
@@ -160,24 +188,23 @@ pub fn open(bytes: &[u8]) -> Result<Container<'_>, OcfError> {
         schema,
         metadata,
         sync,
-        rest,
+        input,
     })
 }
 
-impl Container<'_> {
+impl<R: Read> Container<R> {
     /// The next block, decompressed: its datum count and datums; `None` at the end.
     pub fn next_block(&mut self) -> Result<Option<(u64, Vec<u8>)>, OcfError> {
-        if self.rest.is_empty() {
+        let Some(count) = read_long(&mut self.input)? else {
             return Ok(None);
-        }
-        let count = take_long(&mut self.rest)?;
+        };
         let count = u64::try_from(count).map_err(|_| err("negative datum count"))?;
-        let data = take_bytes(&mut self.rest, "block")?;
-        if self.rest.len() < 16 || self.rest[..16] != self.sync {
+        let data = read_bytes(&mut self.input, "block")?;
+        if read_sync(&mut self.input, "a block")? != self.sync {
             return Err(err("a block does not end with the file's sync marker"));
         }
-        self.rest = &self.rest[16..];
-        let datums = zstd::stream::decode_all(data).map_err(|e| err(format!("zstd: {e}")))?;
+        let datums =
+            zstd::stream::decode_all(data.as_slice()).map_err(|e| err(format!("zstd: {e}")))?;
         Ok(Some((count, datums)))
     }
 }
@@ -244,7 +271,7 @@ mod tests {
             .collect();
         assert_eq!(read, expected);
 
-        let mut c = open(&file).unwrap();
+        let mut c = open(file.as_slice()).unwrap();
         assert_eq!(c.schema, schema_text);
         assert_eq!(c.metadata["tributary.source"], "hq");
         let mut blocks = 0;
@@ -255,10 +282,16 @@ mod tests {
         }
         assert_eq!(blocks, 3);
 
+        // Cut short inside the last block: named, not taken for the end.
+        let mut c = open(&file[..file.len() - 20]).unwrap();
+        let outcome = std::iter::from_fn(|| c.next_block().transpose()).last();
+        let message = outcome.unwrap().unwrap_err().to_string();
+        assert!(message.contains("runs past the end"), "{message}");
+
         // A flipped byte in a sync marker is found.
         let at = file.len() - 5;
         file[at] ^= 0xff;
-        let mut c = open(&file).unwrap();
+        let mut c = open(std::io::Cursor::new(&file)).unwrap();
         let mut failed = false;
         while !failed {
             match c.next_block() {

@@ -1,5 +1,10 @@
 //! Where backups live: a local directory or an S3-compatible bucket, through the
 //! `object_store` crate. Objects are named by `/`-separated paths under the store's root.
+//!
+//! Objects larger than `memory_object_bytes` (an archive segment holding one huge
+//! transaction) never sit in memory whole: they are uploaded from a file in parts
+//! ([`Store::put_file`], S3 multipart) and downloaded into a temporary file while their
+//! sha256 is computed ([`Store::get_to_file`]).
 
 use crate::crypt::Crypt;
 use crate::error::BackupError;
@@ -50,6 +55,10 @@ pub struct BackupConfig {
     /// Snapshots: a table goes on in a new object past this many bytes.
     #[serde(default = "default_snapshot_object_bytes")]
     pub snapshot_object_bytes: u64,
+    /// Objects larger than this are uploaded in parts and read back through temporary
+    /// files, so memory holds pieces of them only (at least 1 MiB).
+    #[serde(default = "default_memory_object_bytes")]
+    pub memory_object_bytes: u64,
     /// Snapshots of PostgreSQL sources: sessions that copy parts of one table at once
     /// (every table of 8 MB or more is cut into this many page ranges).
     #[serde(default = "default_snapshot_sessions")]
@@ -82,6 +91,8 @@ pub struct Store {
     prefix: String,
     describe: String,
     crypt: Crypt,
+    /// Larger objects are moved in parts through files.
+    memory_object_bytes: u64,
 }
 
 impl std::fmt::Debug for Store {
@@ -148,6 +159,7 @@ impl Store {
                 prefix: prefix.trim_matches('/').to_string(),
                 describe: url.to_string(),
                 crypt,
+                memory_object_bytes: config.memory_object_bytes,
             });
         }
         let dir = std::path::Path::new(url);
@@ -163,6 +175,7 @@ impl Store {
             prefix: String::new(),
             describe: url.to_string(),
             crypt,
+            memory_object_bytes: config.memory_object_bytes,
         })
     }
 
@@ -174,6 +187,33 @@ impl Store {
     /// Data object `name` as stored, decrypted.
     pub fn unseal(&self, name: &str, stored: &[u8]) -> Result<Vec<u8>, BackupError> {
         self.crypt.open(&self.describe, name, stored)
+    }
+
+    /// A writer storing what is written to it into `out` as a data object is stored:
+    /// encrypted when encryption is configured.
+    pub fn seal_to<W: std::io::Write>(
+        &self,
+        out: W,
+    ) -> Result<crate::crypt::SealWriter<W>, BackupError> {
+        self.crypt.seal_to(out)
+    }
+
+    /// Data object `name` as stored in file `stored`, decrypted into a new temporary file
+    /// a piece at a time (on a blocking thread); a plain object's file comes back as is.
+    pub async fn unseal_file(
+        &self,
+        name: &str,
+        stored: tempfile::TempPath,
+    ) -> Result<tempfile::TempPath, BackupError> {
+        let (crypt, describe, name) = (self.crypt.clone(), self.describe.clone(), name.to_string());
+        tokio::task::spawn_blocking(move || crypt.open_file(&describe, &name, stored))
+            .await
+            .map_err(|e| BackupError::Config(format!("decrypting: {e}")))?
+    }
+
+    /// Objects larger than this are moved in parts through files.
+    pub fn memory_object_bytes(&self) -> u64 {
+        self.memory_object_bytes
     }
 
     /// The store's description, for messages.
@@ -204,6 +244,97 @@ impl Store {
             .await
             .map_err(|e| self.failed(format!("writing {name}"), e))?;
         Ok(())
+    }
+
+    /// Writes file `path` as object `name` (replacing it): in one request when it is at
+    /// most `memory_object_bytes`, otherwise in parts (S3 multipart; parts of 5 to 16 MiB,
+    /// two in flight), reading the file a piece at a time.
+    pub async fn put_file(&self, name: &str, path: &std::path::Path) -> Result<(), BackupError> {
+        use std::io::Read;
+        let local = |e: std::io::Error| self.failed(format!("reading {}", path.display()), e);
+        let size = std::fs::metadata(path).map_err(local)?.len();
+        if size <= self.memory_object_bytes {
+            let bytes = std::fs::read(path).map_err(local)?;
+            return self.put(name, bytes.into()).await;
+        }
+        let what = || format!("writing {name} in parts");
+        let upload = self
+            .inner
+            .put_multipart(&self.path(name))
+            .await
+            .map_err(|e| self.failed(what(), e))?;
+        let part = self.memory_object_bytes.clamp(5 << 20, 16 << 20) as usize;
+        let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
+        let mut file = std::fs::File::open(path).map_err(local)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let written = async {
+            loop {
+                let n = file.read(&mut buf).map_err(local)?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer
+                    .wait_for_capacity(2)
+                    .await
+                    .map_err(|e| self.failed(what(), e))?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        match written {
+            Ok(()) => {
+                writer.finish().await.map_err(|e| self.failed(what(), e))?;
+                Ok(())
+            }
+            Err(e) => {
+                // Parts already sent would otherwise linger (and be billed) on S3.
+                if let Err(abort) = writer.abort().await {
+                    tracing::warn!(object = name, error = %abort, "aborting a multipart upload failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads object `name` into a new temporary file a piece at a time; `None` when there
+    /// is none. Returns the file, the object's size and its sha256 (hex).
+    pub async fn get_to_file(
+        &self,
+        name: &str,
+    ) -> Result<Option<(tempfile::TempPath, u64, String)>, BackupError> {
+        use sha2::Digest;
+        use std::io::Write;
+        let what = || format!("reading {name}");
+        let result = match self.inner.get(&self.path(name)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.failed(what(), e)),
+        };
+        let file = tempfile::NamedTempFile::new()
+            .map_err(|e| self.failed(format!("{}: a temporary file", what()), e))?;
+        let local = |e: std::io::Error| {
+            self.failed(format!("{} into {}", what(), file.path().display()), e)
+        };
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file.as_file());
+        let mut hasher = sha2::Sha256::new();
+        let mut size = 0u64;
+        let mut stream = result.into_stream();
+        while let Some(chunk) = stream
+            .try_next()
+            .await
+            .map_err(|e| self.failed(what(), e))?
+        {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            out.write_all(&chunk).map_err(local)?;
+        }
+        out.flush().map_err(local)?;
+        drop(out);
+        Ok(Some((
+            file.into_temp_path(),
+            size,
+            hex::encode(hasher.finalize()),
+        )))
     }
 
     /// Reads object `name`; `None` when there is none.
@@ -294,6 +425,10 @@ fn default_zstd_level() -> i32 {
     3
 }
 
+fn default_memory_object_bytes() -> u64 {
+    64 << 20
+}
+
 fn default_snapshot_object_bytes() -> u64 {
     64 << 20
 }
@@ -316,6 +451,7 @@ impl BackupConfig {
             max_backups: None,
             max_age: None,
             snapshot_object_bytes: default_snapshot_object_bytes(),
+            memory_object_bytes: default_memory_object_bytes(),
             snapshot_sessions: default_snapshot_sessions(),
             files: Default::default(),
             store: store.into(),
@@ -363,6 +499,12 @@ impl BackupConfig {
                 self.segment_bytes
             ));
         }
+        if self.memory_object_bytes < 1 << 20 {
+            return Err(format!(
+                "backup.memory_object_bytes: {} is below 1 MiB (1048576)",
+                self.memory_object_bytes
+            ));
+        }
         if self.segment_seconds == 0 {
             return Err("backup.segment_seconds: must be at least 1".into());
         }
@@ -379,5 +521,43 @@ impl BackupConfig {
             return Err("backup.store is empty: give a directory or s3://bucket/prefix".into());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sha2::Digest;
+
+    #[tokio::test]
+    async fn large_objects_go_up_in_parts_and_come_down_into_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BackupConfig::at(dir.path().join("store").display().to_string());
+        config.memory_object_bytes = 1 << 20;
+        config.validate().unwrap();
+        let store = Store::open(&config).unwrap();
+        // 12 MiB: three parts of 5 MiB (the smallest S3 takes), the last one shorter.
+        let data: Vec<u8> = (0..12u32 << 20).map(|i| (i % 251) as u8).collect();
+        let small: Vec<u8> = data[..1000].to_vec();
+        for (name, bytes) in [("big/object", &data), ("small/object", &small)] {
+            let file = dir.path().join("upload");
+            std::fs::write(&file, bytes).unwrap();
+            store.put_file(name, &file).await.unwrap();
+            let (path, size, sha) = store.get_to_file(name).await.unwrap().unwrap();
+            assert_eq!(size, bytes.len() as u64, "{name}");
+            assert_eq!(sha, hex::encode(sha2::Sha256::digest(bytes)), "{name}");
+            assert_eq!(&std::fs::read(&path).unwrap(), bytes, "{name}");
+        }
+        assert!(store.get_to_file("none").await.unwrap().is_none());
+        // A file that cannot be read names itself.
+        let e = store
+            .put_file("x", &dir.path().join("missing"))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing"), "{e}");
+        config.memory_object_bytes = 1000;
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("backup.memory_object_bytes"), "{e}");
     }
 }

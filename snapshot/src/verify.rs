@@ -190,8 +190,55 @@ pub struct CheckedObject {
     store: String,
     name: String,
     events: u64,
-    bytes: Vec<u8>,
+    plain: Plain,
     schemas: AvroSchemas,
+}
+
+/// Where a checked object's plain (decrypted) bytes are.
+enum Plain {
+    /// In memory.
+    Memory(Vec<u8>),
+    /// In a temporary file: an object larger than the store's `memory_object_bytes`.
+    File(tempfile::TempPath),
+}
+
+impl Plain {
+    /// A reader of the bytes from the start.
+    fn reader(&self) -> std::io::Result<Box<dyn std::io::Read + '_>> {
+        Ok(match self {
+            Plain::Memory(bytes) => Box::new(bytes.as_slice()),
+            Plain::File(path) => Box::new(std::io::BufReader::with_capacity(
+                1 << 20,
+                std::fs::File::open(path)?,
+            )),
+        })
+    }
+}
+
+/// Checks object `name` as read (`size` bytes with sha256 `sha`) against the `bytes` and
+/// `sha256` its manifest gives.
+fn check_stored(
+    store: &Store,
+    name: &str,
+    (size, sha): (u64, &str),
+    bytes: u64,
+    sha256: &str,
+) -> Result<(), BackupError> {
+    if size != bytes {
+        return Err(corrupt(
+            store,
+            name,
+            format!("holds {size} bytes but the manifest says {bytes}"),
+        ));
+    }
+    if sha != sha256 {
+        return Err(corrupt(
+            store,
+            name,
+            format!("sha256 is {sha} but the manifest says {sha256}: the object is damaged"),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads data object `name`, checks it against the `bytes` and `sha256` its manifest
@@ -205,23 +252,33 @@ pub(crate) async fn read_stored(
     let stored = store
         .get(name)
         .await?
-        .ok_or_else(|| corrupt(store, name, "missing, though its manifest lists it"))?;
-    if stored.len() as u64 != bytes {
-        return Err(corrupt(
-            store,
-            name,
-            format!("holds {} bytes but the manifest says {bytes}", stored.len()),
-        ));
-    }
+        .ok_or_else(|| corrupt(store, name, MISSING))?;
     let sha = sha256_hex(&stored);
-    if sha != sha256 {
-        return Err(corrupt(
-            store,
-            name,
-            format!("sha256 is {sha} but the manifest says {sha256}: the object is damaged"),
+    check_stored(store, name, (stored.len() as u64, &sha), bytes, sha256)?;
+    store.unseal(name, &stored)
+}
+
+const MISSING: &str = "missing, though its manifest lists it";
+
+/// Reads data object `name` as [`read_stored`] does, into memory when it is at most the
+/// store's `memory_object_bytes`, else into a temporary file a piece at a time.
+async fn read_plain(
+    store: &Store,
+    name: &str,
+    bytes: u64,
+    sha256: &str,
+) -> Result<Plain, BackupError> {
+    if bytes <= store.memory_object_bytes() {
+        return Ok(Plain::Memory(
+            read_stored(store, name, bytes, sha256).await?,
         ));
     }
-    store.unseal(name, &stored)
+    let (file, size, sha) = store
+        .get_to_file(name)
+        .await?
+        .ok_or_else(|| corrupt(store, name, MISSING))?;
+    check_stored(store, name, (size, sha.as_str()), bytes, sha256)?;
+    Ok(Plain::File(store.unseal_file(name, file).await?))
 }
 
 /// Reads object `expected` of source `source` and checks its size, sha256 and header.
@@ -231,8 +288,11 @@ pub async fn read_checked(
     expected: Expected<'_>,
 ) -> Result<CheckedObject, BackupError> {
     let name = expected.name;
-    let bytes = read_stored(store, name, expected.bytes, expected.sha256).await?;
-    let schema = ocf::open(&bytes)
+    let plain = read_plain(store, name, expected.bytes, expected.sha256).await?;
+    let reader = plain
+        .reader()
+        .map_err(|e| corrupt(store, name, format!("reading it back: {e}")))?;
+    let schema = ocf::open(reader)
         .map_err(|e| corrupt(store, name, e.to_string()))?
         .schema;
     let schemas = AvroSchemas::from_value_text(source, &schema)
@@ -241,7 +301,7 @@ pub async fn read_checked(
         store: store.describe().to_string(),
         name: name.to_string(),
         events: expected.events,
-        bytes,
+        plain,
         schemas,
     })
 }
@@ -262,8 +322,12 @@ impl CheckedObject {
 
     /// Each block's events, in order; the last item checks the total.
     pub fn blocks(&self) -> Result<Blocks<'_>, BackupError> {
+        let reader = self
+            .plain
+            .reader()
+            .map_err(|e| self.bad(format!("reading it back: {e}")))?;
         Ok(Blocks {
-            container: ocf::open(&self.bytes).map_err(|e| self.bad(e))?,
+            container: ocf::open(reader).map_err(|e| self.bad(e))?,
             object: self,
             total: 0,
             done: false,
@@ -283,7 +347,7 @@ impl CheckedObject {
 /// The blocks of a [`CheckedObject`], decoded.
 pub struct Blocks<'a> {
     object: &'a CheckedObject,
-    container: ocf::Container<'a>,
+    container: ocf::Container<Box<dyn std::io::Read + 'a>>,
     total: u64,
     done: bool,
 }
