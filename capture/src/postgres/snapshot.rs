@@ -418,10 +418,11 @@ async fn read_part(
     let mut rows: u64 = 0;
     while let Some(bytes) = stream.next().await {
         let bytes = bytes.map_err(|e| CaptureError::pg(format!("copying {table}"), e))?;
-        rows += bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+        // One row a message as the server sends it, but counted: nothing promises that.
+        rows += memchr::memchr_iter(b'\n', &bytes).count() as u64;
         buf.extend_from_slice(&bytes);
         if buf.len() >= COPY_TEXT_BYTES {
-            let end = buf.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let end = memchr::memrchr(b'\n', &buf).map_or(0, |i| i + 1);
             if end > 0 {
                 let mut rest = Vec::with_capacity(COPY_TEXT_BYTES + (64 << 10));
                 rest.extend_from_slice(&buf[end..]);
