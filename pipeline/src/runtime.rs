@@ -261,7 +261,10 @@ pub async fn run(
 
 async fn producer(config: &Config) -> Result<Arc<dyn Producer>, PipelineError> {
     Ok(match &config.transport {
-        TransportConfig::Embedded(_) => Arc::new(EmbeddedProducer::open(&config.log_dir())?),
+        // A run restarted in this process finds the last one's writer finishing its queue.
+        TransportConfig::Embedded(_) => Arc::new(
+            EmbeddedProducer::open_when_free(&config.log_dir(), Duration::from_secs(10)).await?,
+        ),
         TransportConfig::Kafka(k) => Arc::new(KafkaProducer::connect(k).await?),
     })
 }

@@ -143,7 +143,8 @@ async fn malformed_message_goes_to_dead_letters_and_the_rest_applies() -> anyhow
     // A foreign writer appends a garbage message, announced by a transaction marker far
     // beyond anything the capture will write.
     {
-        let producer = EmbeddedProducer::open(&log_dir)?;
+        // The capture's writer lets the lock go once its queue is written.
+        let producer = EmbeddedProducer::open_when_free(&log_dir, Duration::from_secs(10)).await?;
         let far = Position::pg(u64::MAX / 2, 1);
         producer
             .send(Record {

@@ -18,6 +18,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 const HEADER: usize = 8;
@@ -234,14 +235,39 @@ struct Append {
 }
 
 /// Appends records to the files of a log directory; the single writer of that directory.
+///
+/// The directory's `LOCK` is held by the writer thread, which outlives the producer until
+/// it has written every batch queued: a producer opened again in the same process (a run
+/// restarted) waits for it ([`EmbeddedProducer::open_when_free`]) instead of cutting, as
+/// a torn tail, a record the old thread is still writing.
 pub struct EmbeddedProducer {
     tx: mpsc::Sender<Append>,
-    _lock: File,
 }
 
 impl EmbeddedProducer {
-    /// Opens (creating) the log directory and takes its writer lock.
+    /// Opens (creating) the log directory and takes its writer lock; an error when another
+    /// writer holds it.
     pub fn open(dir: &Path) -> Result<Self, TransportError> {
+        Self::try_open(dir)?.ok_or_else(|| busy(dir))
+    }
+
+    /// [`EmbeddedProducer::open`], waiting up to `patience` for the writer lock (the last
+    /// writes of a producer of this process just dropped).
+    pub async fn open_when_free(dir: &Path, patience: Duration) -> Result<Self, TransportError> {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(producer) = Self::try_open(dir)? {
+                return Ok(producer);
+            }
+            if started.elapsed() >= patience {
+                return Err(busy(dir));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Opens the log for writing, or `None` when its lock is held.
+    fn try_open(dir: &Path) -> Result<Option<Self>, TransportError> {
         std::fs::create_dir_all(dir).map_err(|e| TransportError::log(dir, e))?;
         let lock_path = dir.join("LOCK");
         let lock = OpenOptions::new()
@@ -250,23 +276,31 @@ impl EmbeddedProducer {
             .write(true)
             .open(&lock_path)
             .map_err(|e| TransportError::log(&lock_path, e))?;
-        lock.try_lock().map_err(|_| {
-            TransportError::log(
-                dir,
-                "another process is writing this embedded log (its LOCK is held); run one capture per log directory",
-            )
-        })?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(TransportError::log(&lock_path, e)),
+        }
         let (tx, rx) = mpsc::channel(QUEUED_BATCHES);
         let dir = dir.to_path_buf();
         std::thread::Builder::new()
             .name("embedded-log-writer".into())
-            .spawn(move || write_loop(dir, rx))
+            .spawn(move || write_loop(dir, rx, lock))
             .map_err(|e| TransportError::log(&lock_path, e))?;
-        Ok(EmbeddedProducer { tx, _lock: lock })
+        Ok(Some(EmbeddedProducer { tx }))
     }
 }
 
-fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Append>) {
+fn busy(dir: &Path) -> TransportError {
+    TransportError::log(
+        dir,
+        "another process is writing this embedded log (its LOCK is held); run one capture per log directory",
+    )
+}
+
+/// Writes queued batches until every producer handle is gone and the queue is empty,
+/// holding the directory's `lock` (released when this returns).
+fn write_loop(dir: PathBuf, mut rx: mpsc::Receiver<Append>, _lock: File) {
     let mut files: HashMap<String, BufWriter<File>> = HashMap::new();
     while let Some(first) = rx.blocking_recv() {
         let size = |a: &Append| a.records.iter().map(|(_, f)| f.len()).sum::<usize>();
@@ -423,7 +457,10 @@ mod tests {
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&encode(&rec("t", None, b"two"))[..6]).unwrap();
         drop(f);
-        let producer = EmbeddedProducer::open(dir.path()).unwrap();
+        // The first writer's thread lets the lock go once it is done.
+        let producer = EmbeddedProducer::open_when_free(dir.path(), Duration::from_secs(30))
+            .await
+            .unwrap();
         producer
             .send(rec("t", None, b"three"))
             .await
@@ -434,6 +471,49 @@ mod tests {
         assert_eq!(reader.try_next().unwrap().unwrap().value, b"one");
         assert_eq!(reader.try_next().unwrap().unwrap().value, b"three");
         assert!(reader.try_next().unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_producer_opened_again_waits_for_the_last_writes_of_the_one_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let producer = EmbeddedProducer::open(dir.path()).unwrap();
+        let mut acks = Vec::new();
+        for i in 0..2000u32 {
+            let value = format!("v{i:04}").repeat(64);
+            acks.push(
+                producer
+                    .send(rec("t", None, value.as_bytes()))
+                    .await
+                    .unwrap(),
+            );
+        }
+        drop(producer);
+        // The old writer may still be writing what was queued; the new one waits for it.
+        let again = EmbeddedProducer::open_when_free(dir.path(), Duration::from_secs(30))
+            .await
+            .unwrap();
+        again
+            .send(rec("t", None, b"after"))
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        for ack in acks {
+            ack.await.unwrap();
+        }
+        let mut reader = LogReader::new(dir.path(), "t", 0);
+        for i in 0..2000u32 {
+            let r = reader.try_next().unwrap().expect("record present");
+            assert_eq!(r.value, format!("v{i:04}").repeat(64).into_bytes());
+        }
+        assert_eq!(reader.try_next().unwrap().unwrap().value, b"after");
+        assert!(reader.try_next().unwrap().is_none());
+        // Held, the lock makes a plain open fail and a patient one give up in time.
+        let e = EmbeddedProducer::open_when_free(dir.path(), Duration::from_millis(50))
+            .await
+            .err()
+            .expect("the lock is held");
+        assert!(e.to_string().contains("LOCK is held"), "{e}");
     }
 
     #[test]
