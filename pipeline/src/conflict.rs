@@ -650,8 +650,11 @@ pub fn merge(
             entry.changed = true;
             let base = &events[entry.last];
             merged.writes.push(ChangeEvent {
+                // A full image to upsert, as an update without a before image: the row may
+                // be in the target already, so it is not an insert (which a sink may copy
+                // straight in as a new row).
                 op: if row.is_some() {
-                    Op::Insert
+                    Op::Update
                 } else {
                     Op::Delete
                 },
@@ -926,7 +929,7 @@ mod tests {
             ops,
             [
                 (Op::Delete, "[\"1\"]".to_string()),
-                (Op::Insert, "[\"2\"]".to_string())
+                (Op::Update, "[\"2\"]".to_string())
             ]
         );
     }

@@ -86,6 +86,24 @@ async fn concurrent_edits_on_both_sides_converge_with_counted_quantities() -> an
             |seen| seen.iter().all(|rows| *rows == initial),
         )
         .await?;
+    // The store's capture has taken its snapshot once it streams the binlog (its binlog
+    // dump shows in the server's process list). A sale made before that snapshot would be
+    // in it only, as a row image, and the merge takes a later source's snapshot image as
+    // no change (its counters' deltas are unknown).
+    wait_until(
+        "the store's capture streaming the binlog",
+        Duration::from_secs(60),
+        || async {
+            let dumps = maria
+                .query(
+                    &store,
+                    "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'",
+                )
+                .await?;
+            Ok(dumps.trim() != "0")
+        },
+    )
+    .await?;
 
     // Both sides sell and reprice the same rows at the same time. Each statement is a
     // transaction of its own.

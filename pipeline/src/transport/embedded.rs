@@ -1,13 +1,17 @@
 //! Readers over the embedded log; offsets in a JSON file per consumer group.
 //!
 //! The offsets file is replaced atomically (write, fsync, rename), so a crash leaves
-//! either the old or the new offsets, both safe: the sink's watermark skips replays.
+//! either the old or the new offsets, both safe: the sink's watermark skips replays. Each
+//! write goes through a temporary file of its own: a write still finishing on a blocking
+//! thread after its run stopped (a run restarted in the same process) must not take the
+//! temporary file of the next run's write from under it.
 
 use super::{Consumed, Consumer, TopicReader};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tributary_capture::transport::log::LogReader;
@@ -29,6 +33,17 @@ impl EmbeddedConsumer {
         let offsets_dir = dir.join("consumers");
         std::fs::create_dir_all(&offsets_dir).map_err(|e| log_err(&offsets_dir, e))?;
         let offsets_path = offsets_dir.join(format!("{group}.json"));
+        // Temporary files a crashed process left behind (this process's own may belong to
+        // a write still finishing).
+        let stale = format!("{group}.json.");
+        let own = format!("{group}.json.{}-", std::process::id());
+        for entry in std::fs::read_dir(&offsets_dir).map_err(|e| log_err(&offsets_dir, e))? {
+            let entry = entry.map_err(|e| log_err(&offsets_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&stale) && name.ends_with(".tmp") && !name.starts_with(&own) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let offsets = match std::fs::read(&offsets_path) {
             Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| log_err(&offsets_path, e))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
@@ -108,8 +123,10 @@ impl Consumer for EmbeddedConsumer {
             current.clone()
         };
         let path = self.offsets_path.clone();
+        static WRITES: AtomicU64 = AtomicU64::new(0);
+        let n = WRITES.fetch_add(1, Ordering::Relaxed);
         tokio::task::spawn_blocking(move || {
-            let tmp = path.with_extension("json.tmp");
+            let tmp = path.with_extension(format!("json.{}-{n}.tmp", std::process::id()));
             let mut f = std::fs::File::create(&tmp).map_err(|e| log_err(&tmp, e))?;
             f.write_all(&serde_json::to_vec(&snapshot).expect("offsets serialise"))
                 .map_err(|e| log_err(&tmp, e))?;
