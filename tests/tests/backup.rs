@@ -231,9 +231,7 @@ async fn archive_scenario(pg: &Postgres, src: &str, backup_toml: &str) -> anyhow
     let config = cfg;
     let mut reports = Vec::new();
     for (i, (at, expected)) in instants.iter().enumerate() {
-        let db = pg.create_database("restored").await?;
-        let (_, report) =
-            runtime::restore(&config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
+        let (db, report) = restore_hq(&config, pg, "restored", at).await?;
         // The last instant follows the last change: the report says the archive ends first.
         assert_eq!(
             report.archive_ends_before_target,
@@ -259,6 +257,20 @@ struct Scenario {
     instants: Vec<(String, Tables)>,
     /// The restore of each instant.
     reports: Vec<tributary_snapshot::RestoreReport>,
+}
+
+/// Restores source `hq` of `config` to `at` (RFC 3339 or `latest`) into a new database of
+/// `pg` named after `prefix`; returns the database and the report.
+async fn restore_hq(
+    config: &Config,
+    pg: &Postgres,
+    prefix: &str,
+    at: &str,
+) -> anyhow::Result<(String, tributary_snapshot::RestoreReport)> {
+    let db = pg.create_database(prefix).await?;
+    let (_, report) =
+        runtime::restore(config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
+    Ok((db, report))
 }
 
 fn options(at: &str) -> RestoreOptions {
@@ -656,15 +668,7 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     // from the one snapshot left (a scheduled one may follow the last instant, so only
     // instants after it are in the window); the first instant is out of the window now.
     let expected = &instants[2].1;
-    let db = pg.create_database("after_prune").await?;
-    let (_, report) = runtime::restore(
-        &config,
-        Some("hq"),
-        &options("latest"),
-        Some(&pg.url(&db)),
-        None,
-    )
-    .await?;
+    let (db, report) = restore_hq(&config, &pg, "after_prune", "latest").await?;
     assert_eq!(report.snapshot.as_deref(), Some(left[0].id.as_str()));
     assert_eq!(&source_tables(&pg, &db).await?, expected);
     let db = pg.create_database("before_window").await?;
@@ -936,15 +940,7 @@ async fn a_large_table_is_copied_in_page_ranges_by_several_sessions() -> anyhow:
         .await?,
         rows as u64
     );
-    let restored = pg.create_database("restored").await?;
-    let (_, report) = runtime::restore(
-        &config,
-        Some("hq"),
-        &options("latest"),
-        Some(&pg.url(&restored)),
-        None,
-    )
-    .await?;
+    let (restored, report) = restore_hq(&config, &pg, "restored", "latest").await?;
     assert_eq!(report.snapshot_rows, rows as u64, "{report:?}");
     let (restored_rows, restored_checksum, _) = summary(restored).await?;
     assert_eq!((restored_rows, restored_checksum), (rows, checksum));
@@ -1017,15 +1013,7 @@ async fn a_transaction_larger_than_memory_goes_to_s3_in_parts() -> anyhow::Resul
     let expected = summary(src.clone()).await?;
     assert_eq!(expected.0, 10_001);
     let cfg = config(state.path(), &pg.url(&src), &backup_toml);
-    let restored = pg.create_database("restored").await?;
-    let (_, report) = runtime::restore(
-        &cfg,
-        Some("hq"),
-        &options("latest"),
-        Some(&pg.url(&restored)),
-        None,
-    )
-    .await?;
+    let (restored, report) = restore_hq(&cfg, &pg, "restored", "latest").await?;
     assert_eq!(report.events, 10_001, "{report:?}");
     assert_eq!(summary(restored).await?, expected);
 
