@@ -586,6 +586,10 @@ impl ArchiveSink {
         }
         let mut objects = Vec::new();
         for (i, f) in self.spool.files.iter().enumerate() {
+            let (Some(first_position), Some(last_position)) = (f.first_position, f.last_position)
+            else {
+                continue;
+            };
             if f.events == 0 {
                 continue;
             }
@@ -613,10 +617,6 @@ impl ArchiveSink {
                 safe(&f.table.schema),
                 safe(&f.table.name)
             );
-            let (Some(first_position), Some(last_position)) = (f.first_position, f.last_position)
-            else {
-                continue;
-            };
             objects.push(ObjectEntry {
                 name: name.clone(),
                 table: f.table.clone(),

@@ -179,16 +179,16 @@ impl Crypt {
         let Some(mut reader) = self.open_reader(store, name, magic == AGE_MAGIC, input)? else {
             return Ok(stored);
         };
-        let mut plain = tempfile::NamedTempFile::new().map_err(local)?;
-        std::io::copy(
-            &mut reader,
-            &mut std::io::BufWriter::new(plain.as_file_mut()),
-        )
-        .map_err(|e| BackupError::Corrupt {
+        let plain = tempfile::NamedTempFile::new().map_err(local)?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, plain.as_file());
+        std::io::copy(&mut reader, &mut out).map_err(|e| BackupError::Corrupt {
             store: store.to_string(),
             object: name.to_string(),
             message: format!("decrypting: {e}"),
         })?;
+        // A write error (a full disk) must not pass for a short object.
+        out.flush().map_err(local)?;
+        drop(out);
         Ok(plain.into_temp_path())
     }
 

@@ -147,28 +147,26 @@ impl TableWriter {
 
     /// Replaces the staging table's contents with the staged batch.
     async fn load(&mut self, client: &Client, staged: &Staged) -> Result<(), SinkError> {
-        let cached = match staged.upserts_only {
-            true => &mut self.copy_plain,
-            false => &mut self.copy,
-        };
+        let plain = staged.upserts_only;
+        let cached = if plain { &self.copy_plain } else { &self.copy };
         let statement = match cached {
             Some(s) => s.clone(),
             None => {
-                let mut columns = self
-                    .schema
-                    .columns
-                    .iter()
-                    .map(|c| quote_ident(&c.name))
-                    .collect::<Vec<_>>();
-                if !staged.upserts_only {
+                let mut columns = self.columns();
+                if !plain {
                     columns.push(quote_ident(OP_COLUMN));
                 }
                 let sql = format!("COPY {} ({}) FROM STDIN", self.stage, columns.join(", "));
                 let s = client
                     .prepare(&sql)
                     .await
-                    .map_err(|e| SinkError::postgres("preparing COPY", &self.label, e))?;
-                cached.insert(s).clone()
+                    .map_err(|e| self.error("preparing COPY", e))?;
+                let slot = if plain {
+                    &mut self.copy_plain
+                } else {
+                    &mut self.copy
+                };
+                slot.insert(s).clone()
             }
         };
         // The truncate of an earlier batch's rows and the COPY are pipelined: one round trip.
