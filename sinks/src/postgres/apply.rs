@@ -147,7 +147,7 @@ impl TableWriter {
 
     /// Replaces the staging table's contents with the staged batch.
     async fn load(&mut self, client: &Client, staged: &Staged) -> Result<(), SinkError> {
-        let plain = staged.upserts_only;
+        let plain = staged.upserts_only();
         let cached = if plain { &self.copy_plain } else { &self.copy };
         let statement = match cached {
             Some(s) => s.clone(),

@@ -42,11 +42,16 @@ pub(crate) struct Staged {
     pub patches: usize,
     /// Sent-column mask and operation code of each group of partial rows.
     pub patch_groups: Vec<(Vec<bool>, i32)>,
-    /// Whether the rows carry no operation code: every one is an upsert.
-    pub upserts_only: bool,
     /// Whether every row is an upsert of a key whose first event in the batch made a
     /// new row, so the rows may be copied straight into the target.
     pub fresh: bool,
+}
+
+impl Staged {
+    /// Whether the rows carry no operation code: every one is an upsert.
+    pub(crate) fn upserts_only(&self) -> bool {
+        self.deletes == 0 && self.patches == 0
+    }
 }
 
 /// What the writer must do next.
@@ -129,7 +134,6 @@ fn encode(schema: &TableSchema, batch: &Batch<'_>) -> Staged {
         .iter()
         .all(|e| matches!(e.effect, Effect::Upsert(_)));
     let mut staged = Staged {
-        upserts_only,
         fresh: upserts_only && batch.entries().iter().all(|e| e.fresh),
         ..Staged::default()
     };
@@ -261,7 +265,7 @@ mod tests {
             panic!("expected one flush");
         };
         assert_eq!((staged.upserts, staged.deletes, staged.patches), (1, 1, 2));
-        assert!(!staged.upserts_only && !staged.fresh);
+        assert!(!staged.upserts_only() && !staged.fresh);
         assert_eq!(
             staged.patch_groups,
             vec![(vec![true, true, false], 2), (vec![true, false, true], 3)]
@@ -279,7 +283,7 @@ mod tests {
             let Some(Step::Flush(staged)) = steps.next_step().unwrap() else {
                 panic!("expected one flush");
             };
-            (staged.upserts_only, staged.fresh)
+            (staged.upserts_only(), staged.fresh)
         };
         // Inserted, then updated in the same batch: still a row the target lacks.
         let new_rows = [
