@@ -204,7 +204,8 @@ fn write_stored_file(
         ));
     }
     let file = std::fs::File::create(out).map_err(|e| spool_err(out, e))?;
-    let hashing = HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
+    let hashing =
+        crate::store::HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file));
     let mut writer = store.seal_to(hashing)?;
     writer.write_all(header).map_err(|e| spool_err(out, e))?;
     std::io::copy(&mut (&mut input).take(len), &mut writer).map_err(|e| spool_err(out, e))?;
@@ -212,41 +213,6 @@ fn write_stored_file(
     let (mut file, size, sha256) = hashing.finish();
     file.flush().map_err(|e| spool_err(out, e))?;
     Ok((size, sha256))
-}
-
-/// A writer that counts and hashes (sha256) what goes through it.
-struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    size: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            size: 0,
-        }
-    }
-
-    /// The inner writer, the byte count and the sha256 (hex).
-    fn finish(self) -> (W, u64, String) {
-        (self.inner, self.size, hex::encode(self.hasher.finalize()))
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.size += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// `spool.json`: the open segment and the archive's watermark.

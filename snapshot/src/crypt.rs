@@ -8,7 +8,7 @@
 //! before decrypting; a wrong key is reported as such, naming the object.
 
 use crate::error::BackupError;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, Write};
 use std::path::PathBuf;
 
 /// How objects are encrypted, if at all.
@@ -174,7 +174,7 @@ impl Crypt {
             .take(AGE_MAGIC.len() as u64)
             .read_to_end(&mut magic)
             .map_err(local)?;
-        let file = std::fs::File::open(&stored).map_err(local)?;
+        file.seek(std::io::SeekFrom::Start(0)).map_err(local)?;
         let input = std::io::BufReader::with_capacity(1 << 20, file);
         let Some(mut reader) = self.open_reader(store, name, magic == AGE_MAGIC, input)? else {
             return Ok(stored);

@@ -15,6 +15,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
 use serde::Deserialize;
+use sha2::Digest;
 use std::sync::Arc;
 
 /// The `[backup]` settings: the store, and how the event log is archived.
@@ -302,7 +303,6 @@ impl Store {
         &self,
         name: &str,
     ) -> Result<Option<(tempfile::TempPath, u64, String)>, BackupError> {
-        use sha2::Digest;
         use std::io::Write;
         let what = || format!("reading {name}");
         let result = match self.inner.get(&self.path(name)).await {
@@ -315,26 +315,20 @@ impl Store {
         let local = |e: std::io::Error| {
             self.failed(format!("{} into {}", what(), file.path().display()), e)
         };
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, file.as_file());
-        let mut hasher = sha2::Sha256::new();
-        let mut size = 0u64;
+        let mut out =
+            HashingWriter::new(std::io::BufWriter::with_capacity(1 << 20, file.as_file()));
         let mut stream = result.into_stream();
         while let Some(chunk) = stream
             .try_next()
             .await
             .map_err(|e| self.failed(what(), e))?
         {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
             out.write_all(&chunk).map_err(local)?;
         }
-        out.flush().map_err(local)?;
-        drop(out);
-        Ok(Some((
-            file.into_temp_path(),
-            size,
-            hex::encode(hasher.finalize()),
-        )))
+        let (mut written, size, sha256) = out.finish();
+        written.flush().map_err(local)?;
+        drop(written);
+        Ok(Some((file.into_temp_path(), size, sha256)))
     }
 
     /// Reads object `name`; `None` when there is none.
@@ -423,6 +417,41 @@ fn default_segment_seconds() -> u64 {
 
 fn default_zstd_level() -> i32 {
     3
+}
+
+/// A writer that counts and hashes (sha256) what goes through it.
+pub(crate) struct HashingWriter<W> {
+    inner: W,
+    hasher: sha2::Sha256,
+    size: u64,
+}
+
+impl<W: std::io::Write> HashingWriter<W> {
+    pub(crate) fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: sha2::Sha256::new(),
+            size: 0,
+        }
+    }
+
+    /// The inner writer, the byte count and the sha256 (hex).
+    pub(crate) fn finish(self) -> (W, u64, String) {
+        (self.inner, self.size, hex::encode(self.hasher.finalize()))
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn default_memory_object_bytes() -> u64 {
@@ -527,7 +556,6 @@ impl BackupConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::Digest;
 
     #[tokio::test]
     async fn large_objects_go_up_in_parts_and_come_down_into_files() {
