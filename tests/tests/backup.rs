@@ -259,6 +259,27 @@ struct Scenario {
     reports: Vec<tributary_snapshot::RestoreReport>,
 }
 
+/// The row count of `table` (keyed `id`) in `db`, and the md5 of every `id:<column>` in
+/// key order.
+async fn digest(
+    pg: &Postgres,
+    db: &str,
+    table: &str,
+    column: &str,
+) -> anyhow::Result<(i64, String)> {
+    let row = pg
+        .client(db)
+        .await?
+        .query_one(
+            &format!(
+                "SELECT count(*), md5(string_agg(id || ':' || {column}, ',' ORDER BY id)) FROM {table}"
+            ),
+            &[],
+        )
+        .await?;
+    Ok((row.get(0), row.get(1)))
+}
+
 /// Restores source `hq` of `config` to `at` (RFC 3339 or `latest`) into a new database of
 /// `pg` named after `prefix`; returns the database and the report.
 async fn restore_hq(
@@ -898,26 +919,13 @@ async fn a_large_table_is_copied_in_page_ranges_by_several_sessions() -> anyhow:
          UPDATE big SET v = 'moved ' || id WHERE id % 11 = 0",
     )
     .await?;
-    let summary = |db: String| {
-        let pg = &pg;
-        async move {
-            let row = pg
-                .client(&db)
-                .await?
-                .query_one(
-                    "SELECT count(*), md5(string_agg(id || ':' || v, ',' ORDER BY id)), \
-                     pg_relation_size('big') / 8192 FROM big",
-                    &[],
-                )
-                .await?;
-            anyhow::Ok((
-                row.get::<_, i64>(0),
-                row.get::<_, String>(1),
-                row.get::<_, i64>(2),
-            ))
-        }
-    };
-    let (rows, checksum, pages) = summary(src.clone()).await?;
+    let (rows, checksum) = digest(&pg, &src, "big", "v").await?;
+    let pages: i64 = pg
+        .client(&src)
+        .await?
+        .query_one("SELECT pg_relation_size('big') / 8192", &[])
+        .await?
+        .get(0);
     assert!(pages >= 1024, "the table has {pages} pages");
     let state = tempfile::tempdir()?;
     let dir = tempfile::tempdir()?;
@@ -942,8 +950,7 @@ async fn a_large_table_is_copied_in_page_ranges_by_several_sessions() -> anyhow:
     );
     let (restored, report) = restore_hq(&config, &pg, "restored", "latest").await?;
     assert_eq!(report.snapshot_rows, rows as u64, "{report:?}");
-    let (restored_rows, restored_checksum, _) = summary(restored).await?;
-    assert_eq!((restored_rows, restored_checksum), (rows, checksum));
+    assert_eq!(digest(&pg, &restored, "big", "v").await?, (rows, checksum));
     Ok(())
 }
 
@@ -996,26 +1003,12 @@ async fn a_transaction_larger_than_memory_goes_to_s3_in_parts() -> anyhow::Resul
         big.bytes
     );
     verify_archive(&store, "hq").await?;
-    let summary = |db: String| {
-        let pg = &pg;
-        async move {
-            let row = pg
-                .client(&db)
-                .await?
-                .query_one(
-                    "SELECT count(*), md5(string_agg(id || ':' || body, ',' ORDER BY id)) FROM docs",
-                    &[],
-                )
-                .await?;
-            anyhow::Ok((row.get::<_, i64>(0), row.get::<_, String>(1)))
-        }
-    };
-    let expected = summary(src.clone()).await?;
+    let expected = digest(&pg, &src, "docs", "body").await?;
     assert_eq!(expected.0, 10_001);
     let cfg = config(state.path(), &pg.url(&src), &backup_toml);
     let (restored, report) = restore_hq(&cfg, &pg, "restored", "latest").await?;
     assert_eq!(report.events, 10_001, "{report:?}");
-    assert_eq!(summary(restored).await?, expected);
+    assert_eq!(digest(&pg, &restored, "docs", "body").await?, expected);
 
     // One flipped byte in the middle of it.
     let path = s3.bucket_dir().join("big").join(&big.name);
