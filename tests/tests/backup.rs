@@ -200,6 +200,20 @@ async fn archive_scenario(pg: &Postgres, src: &str, backup_toml: &str) -> anyhow
                 >= 3)
         })
         .await?;
+        // And every file set in at least two ticks of the schedule.
+        for set in backup.files.keys() {
+            wait_until(
+                "scheduled files snapshots",
+                Duration::from_secs(60),
+                || async {
+                    Ok(tributary_snapshot::list_file_snapshots(&store, set)
+                        .await?
+                        .len()
+                        >= 2)
+                },
+            )
+            .await?;
+        }
     }
     running.stop().await?;
 
