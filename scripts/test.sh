@@ -25,5 +25,8 @@ echo "test: S3S_FS_BIN=$S3S_FS_BIN"
 echo "test: cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
 
+echo "test: bash scripts/check-docker.sh (the image's toolchain, user and configuration)"
+bash scripts/check-docker.sh
+
 echo "test: cargo nextest run --workspace --no-fail-fast"
 cargo nextest run --workspace --no-fail-fast
