@@ -9,7 +9,7 @@ SECONDS_OF_LOAD=${SECONDS_OF_LOAD:-15}
 
 TRIBUTARY_SKIP_TEST_TOOLS=1 bash scripts/install-deps.sh
 echo "== building tributary"
-cargo build --quiet -p tributary-pipeline --bin tributary
+cargo build --quiet -p tributary --bin tributary
 
 PGBIN=/usr/lib/postgresql/15/bin
 [ -x "$PGBIN/postgres" ] || PGBIN=$(pg_config --bindir)

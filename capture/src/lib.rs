@@ -14,7 +14,11 @@ pub mod mysql;
 pub mod postgres;
 pub mod publisher;
 pub mod registry;
+pub mod snapshot;
+pub mod source;
 pub mod state;
+pub mod table;
 pub mod transport;
 
 pub use error::{CaptureError, TransportError};
+pub use source::{SourceConfig, SourceProgress, SourceStatus, WriteBack};

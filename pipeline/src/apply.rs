@@ -36,7 +36,7 @@ use tributary_schemas::{
     decode_tx_end, decode_value, unframe, AvroSchemas, ChangeEvent, Op, Position, TableId,
     TableSchema, TxEnd,
 };
-use tributary_sinks::Sink;
+use tributary_sinks::{MergeStates, Sink};
 
 /// Default events per sink batch.
 pub const DEFAULT_BATCH_ROWS: usize = 5_000;
@@ -509,13 +509,17 @@ impl Applier {
             };
             if !rows.is_empty() {
                 let keys = conflict::keys(table, rows);
-                let stored = self.sink.lock_merge_states(table, &keys).await?;
+                let stored = merge_states(self.sink.as_mut(), table)?
+                    .lock_merge_states(table, &keys)
+                    .await?;
                 let merged = conflict::merge(table, policy, rows, mode, &keys, stored)?;
                 if !merged.writes.is_empty() {
                     self.sink.apply(table, &merged.writes).await?;
                 }
                 if !merged.states.is_empty() {
-                    self.sink.store_merge_states(table, &merged.states).await?;
+                    merge_states(self.sink.as_mut(), table)?
+                        .store_merge_states(table, &merged.states)
+                        .await?;
                 }
                 self.stats
                     .merged_rows
@@ -537,7 +541,9 @@ impl Applier {
                 // and rows merged since must keep theirs.
                 let echo = mode == conflict::Mode::Own && truncate.written_by_tributary().is_some();
                 if !echo {
-                    self.sink.clear_merge_states(table).await?;
+                    merge_states(self.sink.as_mut(), table)?
+                        .clear_merge_states(table)
+                        .await?;
                 }
             }
         }
@@ -553,6 +559,19 @@ impl Applier {
         let event = decode_value(&schemas, datum)?;
         Ok((schemas, event))
     }
+}
+
+/// The merge states of `sink`: a table that merges needs a sink that keeps them.
+fn merge_states<'a>(
+    sink: &'a mut dyn Sink,
+    table: &TableSchema,
+) -> Result<&'a mut dyn MergeStates, PipelineError> {
+    sink.merge_states().ok_or_else(|| {
+        PipelineError::Config(format!(
+            "this sink keeps no merge state, so {} cannot be merged",
+            table.table
+        ))
+    })
 }
 
 #[cfg(test)]
@@ -615,6 +634,11 @@ mod tests {
             r.commits.push((keys, position));
             r.watermark = Some(position);
             Ok(())
+        }
+        async fn commit_data(&mut self) -> Result<(), SinkError> {
+            Err(SinkError::Protocol(
+                "the recording sink takes no dead-letter replays".into(),
+            ))
         }
         async fn rollback(&mut self) -> Result<(), SinkError> {
             self.0.lock().unwrap().open.clear();

@@ -111,7 +111,7 @@ impl DeadLetters {
 
 /// Appends `text` to the file at `path` (creating it and its directory) and syncs it, so
 /// what a queue or log holds survives a crash.
-pub(crate) fn append_synced(path: &Path, text: &str) -> Result<(), PipelineError> {
+pub fn append_synced(path: &Path, text: &str) -> Result<(), PipelineError> {
     let io = |e: std::io::Error| PipelineError::Io {
         path: path.display().to_string(),
         message: e.to_string(),

@@ -13,6 +13,7 @@
 //! as a property, so a consumer can rebuild the exact column types from the schema alone.
 //! The fixed parts of the envelope live in `schemas/avro/*.avsc`.
 
+mod address;
 mod avro;
 mod error;
 mod event;
@@ -22,6 +23,7 @@ mod position;
 mod table;
 mod value;
 
+pub use address::{redact_url, DatabaseIdentity};
 pub use avro::{
     decode_key, decode_tx_end, decode_value, decode_value_from, encode_key, encode_tx_end,
     encode_value, frame, schema_id, unframe, AvroSchemas, SchemaId, TX_END_SCHEMA,

@@ -11,8 +11,19 @@
 //! Failures are classified by [`SinkError::is_transient`]: after a transient error the
 //! caller rolls back and retries the same transaction; a definite error will repeat.
 //!
-//! Implementations: [`postgres`] and [`mysql`] (MySQL and MariaDB).
+//! The [`Sink`] trait is a small core; abilities only some sinks have (merge states,
+//! loading COPY text, tagging writes as Tributary's own) are [`MergeStates`], [`CopyLoad`]
+//! and [`OriginTag`], which a sink offers through [`Sink::merge_states`],
+//! [`Sink::copy_load`] and [`Sink::origin_tag`].
+//!
+//! Implementations: [`postgres`] and [`mysql`] (MySQL and MariaDB), one folder per kind.
+//! [`SinkConfig`] is the one place that matches on a kind: it builds a sink from its
+//! configuration or URL; [`admin`] does what operators and restore tests need of a sink's
+//! server outside the apply path.
 
+pub mod admin;
+mod capability;
+mod config;
 mod error;
 pub mod mysql;
 mod plan;
@@ -21,6 +32,9 @@ pub mod postgres;
 use async_trait::async_trait;
 use tributary_schemas::{ChangeEvent, Position, TableSchema};
 
+pub use admin::{SinkStatus, SourceWatermark};
+pub use capability::{CopyLoad, MergeStates, OriginTag};
+pub use config::{SinkConfig, SinkKind};
 pub use error::{ServerDetail, SinkError};
 pub use mysql::{MySqlSink, MySqlSinkConfig};
 pub use postgres::{PostgresSink, PostgresSinkConfig};
@@ -46,6 +60,8 @@ pub use postgres::{PostgresSink, PostgresSinkConfig};
 /// - After any error inside a transaction the transaction is unusable: the caller calls
 ///   [`Sink::rollback`] (or drops the sink) and, if [`SinkError::is_transient`], retries.
 /// - Calls are sequential (`&mut self`); a sink owns one connection and is not shared.
+/// - [`Sink::commit_data`] commits without moving the watermark, for changes replayed
+///   from the dead-letter queue (they lie below it).
 #[async_trait]
 pub trait Sink: Send {
     /// Highest position applied from `source`, if any.
@@ -53,21 +69,6 @@ pub trait Sink: Send {
 
     /// Opens a transaction.
     async fn begin(&mut self) -> Result<(), SinkError>;
-
-    /// Marks every later write as Tributary's own, under `name`, so a capture of this
-    /// database knows them and a bidirectional setup does not send them back (PostgreSQL:
-    /// a replication origin; MySQL: a row of `tributary.echo` written first in each
-    /// transaction).
-    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
-        let _ = name;
-        Ok(())
-    }
-
-    /// Whether the writes carry the name [`Sink::tag_origin`] gave (a sink without the
-    /// rights to tag them warns and writes untagged).
-    fn tagged(&self) -> bool {
-        true
-    }
 
     /// Whether events of `table` can be applied in the open transaction without a schema
     /// change the database would commit on its own.
@@ -89,74 +90,12 @@ pub trait Sink: Send {
     async fn apply(&mut self, table: &TableSchema, events: &[ChangeEvent])
         -> Result<(), SinkError>;
 
-    /// Locks, until the open transaction ends, the merge states of rows `keys` (the
-    /// pipeline's key texts) of the table `table` is written to, and returns each one's
-    /// stored state (`None` for a row never merged) in `keys` order.
-    ///
-    /// Conflict resolution reads a row's state, merges a change into it, writes the row
-    /// and stores the state, all in the transaction that also stores the watermark: the
-    /// state and the row never disagree, and apply loops of other sources into the same
-    /// sink wait for the lock instead of merging into a stale state.
-    async fn lock_merge_states(
-        &mut self,
-        table: &TableSchema,
-        keys: &[String],
-    ) -> Result<Vec<Option<String>>, SinkError> {
-        let _ = keys;
-        Err(SinkError::Protocol(format!(
-            "this sink keeps no merge state, so {} cannot be merged",
-            table.table
-        )))
-    }
-
-    /// Stores merge states `(key, state)` of `table`'s target in the open transaction.
-    async fn store_merge_states(
-        &mut self,
-        table: &TableSchema,
-        states: &[(String, String)],
-    ) -> Result<(), SinkError> {
-        let _ = states;
-        Err(SinkError::Protocol(format!(
-            "this sink keeps no merge state, so {} cannot be merged",
-            table.table
-        )))
-    }
-
-    /// Forgets every merge state of `table`'s target (after a truncate) in the open
-    /// transaction.
-    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        Err(SinkError::Protocol(format!(
-            "this sink keeps no merge state, so {} cannot be merged",
-            table.table
-        )))
-    }
+    /// Stores `position` as the watermark of `source` and commits.
+    async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError>;
 
     /// Commits without storing a watermark (changes replayed from the dead-letter queue,
     /// which lie below it).
-    async fn commit_data(&mut self) -> Result<(), SinkError> {
-        Err(SinkError::Protocol(
-            "this sink cannot commit without a watermark".into(),
-        ))
-    }
-
-    /// Loads `lines`, whole lines of PostgreSQL `COPY ... TO STDOUT` text output holding
-    /// rows of `table` (in its column order, printed with `DateStyle=ISO`,
-    /// `IntervalStyle=iso_8601`, `TimeZone=UTC`), into the open transaction as new rows,
-    /// as they are, when this sink can. `Ok(false)`: it did not load them and the
-    /// transaction is as it was (the caller applies them as events instead): the sink
-    /// takes no COPY text, or the target refused it (a row already there, a value its
-    /// column does not take).
-    async fn load_copy_text(
-        &mut self,
-        table: &TableSchema,
-        lines: &[u8],
-    ) -> Result<bool, SinkError> {
-        let _ = (table, lines);
-        Ok(false)
-    }
-
-    /// Stores `position` as the watermark of `source` and commits.
-    async fn commit(&mut self, source: &str, position: Position) -> Result<(), SinkError>;
+    async fn commit_data(&mut self) -> Result<(), SinkError>;
 
     /// Rolls back the open transaction, if any.
     async fn rollback(&mut self) -> Result<(), SinkError>;
@@ -166,5 +105,21 @@ pub trait Sink: Send {
     /// open segment when it is old enough).
     async fn idle(&mut self) -> Result<(), SinkError> {
         Ok(())
+    }
+
+    /// Its merge states, when this sink keeps them beside the rows (tables that merge
+    /// the changes of several sources need them).
+    fn merge_states(&mut self) -> Option<&mut dyn MergeStates> {
+        None
+    }
+
+    /// Its COPY text loading, when this sink takes PostgreSQL `COPY` text as it is.
+    fn copy_load(&mut self) -> Option<&mut dyn CopyLoad> {
+        None
+    }
+
+    /// Its origin tagging, when this sink can mark its writes as Tributary's own.
+    fn origin_tag(&mut self) -> Option<&mut dyn OriginTag> {
+        None
     }
 }

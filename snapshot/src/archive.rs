@@ -773,6 +773,13 @@ impl Sink for ArchiveSink {
         Ok(())
     }
 
+    async fn commit_data(&mut self) -> Result<(), SinkError> {
+        Err(SinkError::Protocol(format!(
+            "the archive of source {} keeps transactions in position order only: it takes no transaction without a position",
+            self.source
+        )))
+    }
+
     async fn rollback(&mut self) -> Result<(), SinkError> {
         self.next = None;
         self.pending.clear();

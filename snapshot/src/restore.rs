@@ -333,7 +333,11 @@ async fn load_snapshot(
             // COPY text goes into the target as it is when the sink can take it (the
             // rows are new there); otherwise it is parsed into events.
             if let (RowBlock::CopyText(lines, n), Some(s)) = (&block, sink.as_deref_mut()) {
-                if s.load_copy_text(&table, lines).await.map_err(err)? {
+                let copied = match s.copy_load() {
+                    Some(c) => c.load_copy_text(&table, lines).await.map_err(err)?,
+                    None => false,
+                };
+                if copied {
                     object_rows += n;
                     loaded(s, &mut in_tx, *n as usize, options.max_tx_events)
                         .await

@@ -453,10 +453,17 @@ async fn upsert_through(
                     continue;
                 };
                 let keys = conflict::keys(&schema, &batch);
-                let stored = sink.lock_merge_states(&schema, &keys).await?;
+                let stored = sink
+                    .merge_states()
+                    .context("the sink keeps merge states")?
+                    .lock_merge_states(&schema, &keys)
+                    .await?;
                 let merged = conflict::merge(&schema, policy, &batch, Mode::Apply, &keys, stored)?;
                 sink.apply(&schema, &merged.writes).await?;
-                sink.store_merge_states(&schema, &merged.states).await?;
+                sink.merge_states()
+                    .context("the sink keeps merge states")?
+                    .store_merge_states(&schema, &merged.states)
+                    .await?;
             }
             sink.commit("bench", Position::pg(1 + balance as u64, aid as u64))
                 .await?;
@@ -597,13 +604,13 @@ async fn mysql_apply_bench(rows: i64) -> anyhow::Result<()> {
 
 /// Restores source `bench` of `config` into `target`; the seconds it took and the report.
 async fn timed_restore(
-    config: &tributary_pipeline::Config,
+    config: &tributary::Config,
     options: &tributary_snapshot::RestoreOptions,
     target: &str,
 ) -> anyhow::Result<(f64, tributary_snapshot::RestoreReport)> {
     let started = Instant::now();
     let (_, report) =
-        tributary_pipeline::runtime::restore(config, Some("bench"), options, Some(target), None)
+        tributary::commands::restore::restore(config, Some("bench"), options, Some(target), None)
             .await?;
     Ok((started.elapsed().as_secs_f64(), report))
 }
@@ -630,7 +637,7 @@ async fn backup_bench(rows: i64) -> anyhow::Result<()> {
     let mb = bytes as f64 / 1e6;
     let dir = tempfile::tempdir()?;
     let store_dir = dir.path().join("store");
-    let config = tributary_pipeline::Config::parse(
+    let config = tributary::Config::parse(
         &format!(
             "state_dir = {:?}\n[sources.bench]\nkind = \"postgres\"\nurl = {:?}\n[backup]\nstore = {:?}\n{}\n",
             dir.path().join("state"),
@@ -664,7 +671,7 @@ async fn backup_bench(rows: i64) -> anyhow::Result<()> {
         let started = Instant::now();
         let cpu = cpu_secs();
         let taken =
-            tributary_pipeline::runtime::snapshot_create(&config, Some("bench"), None).await?;
+            tributary::commands::backup::snapshot_create(&config, Some("bench"), None).await?;
         let snap_secs = started.elapsed().as_secs_f64();
         let snap_cpu = cpu_secs() - cpu;
         stored = taken[0].bytes;

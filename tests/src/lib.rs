@@ -30,7 +30,7 @@ mod wait;
 pub use kafka::Kafka;
 pub use mariadb::MariaDb;
 pub use port::free_port;
-pub use postgres::Postgres;
+pub use postgres::{table_digest, Postgres};
 pub use running::Running;
 pub use s3::{ACCESS_KEY, BUCKET, S3, SECRET_KEY};
 pub use wait::{wait_until, wait_until_every};

@@ -301,6 +301,18 @@ fn identifier_stem(prefix: &str) -> String {
     stem
 }
 
+/// Row count and a digest of the whole content of `table`, as the demo compares them.
+pub async fn table_digest(
+    client: &tokio_postgres::Client,
+    table: &str,
+) -> anyhow::Result<(i64, String)> {
+    let row = client
+        .query_one(&tributary_sinks::postgres::digest_sql(table), &[])
+        .await
+        .with_context(|| format!("reading {table}"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::{identifier_stem, Postgres};

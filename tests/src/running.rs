@@ -4,8 +4,8 @@
 use anyhow::Context;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tributary_pipeline::runtime::{self, Roles, Stats};
-use tributary_pipeline::{Config, PipelineError};
+use tributary::runtime::{self, Roles, Stats};
+use tributary::{Config, PipelineError};
 
 /// Capture and pipeline (and, when asked, the registry endpoint) of one configuration.
 pub struct Running {

@@ -11,7 +11,8 @@ use mysql_async::prelude::Queryable;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
-use tributary_pipeline::{runtime, Config};
+use tributary::commands::{backup, restore, restore_test};
+use tributary::Config;
 use tributary_schemas::{ChangeEvent, Op, Position, Value};
 use tributary_snapshot::archive::{manifest_name, Manifest};
 use tributary_snapshot::verify::{chain, read_events};
@@ -163,7 +164,7 @@ async fn archive_scenario(pg: &Postgres, src: &str, backup_toml: &str) -> anyhow
         }
         if r == 7 {
             // A manual snapshot under load.
-            runtime::snapshot_create(&cfg, Some("hq"), None).await?;
+            backup::snapshot_create(&cfg, Some("hq"), None).await?;
         }
     }
     wait_for_events(&store, 100 + 10 * PER_ROUND).await?;
@@ -177,7 +178,7 @@ async fn archive_scenario(pg: &Postgres, src: &str, backup_toml: &str) -> anyhow
     }
     instants.push(instant(pg, src).await?);
     // A snapshot while Tributary is down (it needs only the source).
-    runtime::snapshot_create(&cfg, Some("hq"), None).await?;
+    backup::snapshot_create(&cfg, Some("hq"), None).await?;
     let running = Running::start(config(state.path(), &url, backup_toml), false);
     for r in 15..20 {
         pg.execute(src, &round(r)).await?;
@@ -304,7 +305,7 @@ async fn restore_hq(
 ) -> anyhow::Result<(String, tributary_snapshot::RestoreReport)> {
     let db = pg.create_database(prefix).await?;
     let (_, report) =
-        runtime::restore(config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
+        restore::restore(config, Some("hq"), &options(at), Some(&pg.url(&db)), None).await?;
     Ok((db, report))
 }
 
@@ -407,7 +408,7 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     let restore_cut = |at: &str| {
         let options = options(at);
         let (config, url) = (&config, &cut_url);
-        async move { runtime::restore(config, Some("hq"), &options, Some(url), None).await }
+        async move { restore::restore(config, Some("hq"), &options, Some(url), None).await }
     };
     restore_cut(&instants[1].0).await?;
     pg.execute(&cut, "DELETE FROM tributary.watermarks WHERE source = 'hq'")
@@ -422,7 +423,7 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     assert_eq!(source_tables(&pg, &cut).await?, instants[1].1, "rerun");
     // The restore test: a new scratch database holds, table by table, what the archive
     // says (a schema change happened on the way), and is dropped after.
-    let tested = runtime::restore_test(&config, Some("hq"), &pg.url("postgres")).await?;
+    let tested = restore_test::restore_test(&config, Some("hq"), &pg.url("postgres")).await?;
     assert_eq!(tested.len(), 1);
     let t = &tested[0];
     assert!(t.ok(), "{t:?}");
@@ -493,7 +494,7 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     let mut only_orders = options(at);
     only_orders.tables = vec!["public.ord*".into()];
     let (_, report) =
-        runtime::restore(&config, None, &only_orders, Some(&maria.url(&db)), None).await?;
+        restore::restore(&config, None, &only_orders, Some(&maria.url(&db)), None).await?;
     assert_eq!(report.tables.keys().collect::<Vec<_>>(), ["public.orders"]);
     let rows: BTreeMap<String, String> = maria
         .query(
@@ -530,7 +531,7 @@ async fn archive_into_s3_survives_a_restart_and_verify_names_damage() -> anyhow:
     );
     // A restore through it stops, naming it, before writing anything of that segment.
     let db = pg.create_database("damaged").await?;
-    let e = runtime::restore(&config, None, &options("latest"), Some(&pg.url(&db)), None)
+    let e = restore::restore(&config, None, &options("latest"), Some(&pg.url(&db)), None)
         .await
         .unwrap_err()
         .to_string();
@@ -619,8 +620,7 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     );
     let into = dir.path().join("restored");
     let report =
-        runtime::files_restore(&config, "docs", &Target::parse("latest")?, Some(&into), &[])
-            .await?;
+        backup::files_restore(&config, "docs", &Target::parse("latest")?, Some(&into), &[]).await?;
     assert_eq!(report.snapshot, files.last().expect("some").id);
     assert_eq!((report.files, report.others), (3, 2), "{report:?}");
     let back = |p: &Path| into.join(p.strip_prefix("/").expect("absolute"));
@@ -707,7 +707,7 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
     assert_eq!(report.snapshot.as_deref(), Some(left[0].id.as_str()));
     assert_eq!(&source_tables(&pg, &db).await?, expected);
     let db = pg.create_database("before_window").await?;
-    let e = runtime::restore(
+    let e = restore::restore(
         &config,
         Some("hq"),
         &options(&instants[0].0),
@@ -721,7 +721,7 @@ async fn archive_into_a_directory_encrypted_with_scheduled_snapshots() -> anyhow
 
     // A second pruning after a new snapshot moves the start again, and the chain
     // still verifies.
-    runtime::snapshot_create(&config, Some("hq"), None).await?;
+    backup::snapshot_create(&config, Some("hq"), None).await?;
     let later = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_micros() as i64;
@@ -818,7 +818,7 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
             ] {
                 xa.query_drop(sql).await?;
             }
-            let taken = runtime::snapshot_create(&config, Some("store"), None).await?;
+            let taken = backup::snapshot_create(&config, Some("store"), None).await?;
             assert_eq!(taken.len(), 1, "{taken:?}");
             assert_eq!(taken[0].rows, 100 + 6 * 20, "{:?}", taken[0]);
             manual = Some(taken.into_iter().next().expect("one"));
@@ -851,7 +851,7 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
     // into another database of that server, starts from the beginning too (the server's
     // one watermark table keys restores by database).
     for _ in 0..2 {
-        let tested = runtime::restore_test(&config, Some("store"), &maria.url("")).await?;
+        let tested = restore_test::restore_test(&config, Some("store"), &maria.url("")).await?;
         assert!(tested.len() == 1 && tested[0].ok(), "{tested:?}");
         assert_eq!(
             tested[0]
@@ -876,7 +876,7 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
     );
     for (n, (at, expected)) in instants.iter().enumerate() {
         let target = pg.create_database("restored").await?;
-        let (_, report) = runtime::restore(
+        let (_, report) = restore::restore(
             &config,
             None,
             &options(at),
@@ -948,7 +948,7 @@ async fn a_large_table_is_copied_in_page_ranges_by_several_sessions() -> anyhow:
         &pg.url(&src),
         &format!("store = {:?}\nsnapshot_sessions = 3\n", dir.path()),
     );
-    let taken = runtime::snapshot_create(&config, Some("hq"), None).await?;
+    let taken = backup::snapshot_create(&config, Some("hq"), None).await?;
     assert_eq!(taken.len(), 1);
     assert_eq!(taken[0].rows, rows as u64);
     let store = Store::open(config.backup.as_ref().expect("configured"))?;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tributary_pipeline::Config;
+use tributary::Config;
 use tributary_tests::{wait_until, MariaDb, Postgres, Running};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

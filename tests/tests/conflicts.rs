@@ -7,7 +7,8 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
-use tributary_pipeline::{queue, Config};
+use tributary::commands::conflicts as queue;
+use tributary::Config;
 use tributary_tests::{wait_until, MariaDb, Postgres, Running};
 
 const ROWS: i64 = 10;

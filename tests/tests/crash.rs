@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tributary_pipeline::demo::table_digest;
+use tributary_tests::table_digest;
 use tributary_tests::{wait_until, Kafka, MariaDb, Postgres};
 
 /// The `tributary` binary next to this test's target directory (built by scripts/test.sh).
@@ -21,7 +21,7 @@ fn tributary_bin() -> anyhow::Result<PathBuf> {
     let bin = dir.join("tributary");
     anyhow::ensure!(
         bin.exists(),
-        "{} not found: run `cargo build -p tributary-pipeline` first (scripts/test.sh does)",
+        "{} not found: run `cargo build -p tributary` first (scripts/test.sh does)",
         bin.display()
     );
     Ok(bin)

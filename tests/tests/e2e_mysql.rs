@@ -7,7 +7,7 @@
 
 use anyhow::Context;
 use std::time::Duration;
-use tributary_pipeline::Config;
+use tributary::Config;
 use tributary_tests::{wait_until, Kafka, MariaDb, Postgres, Running};
 
 /// `(MariaDB expression, PostgreSQL expression)` rendering one column the same way.

@@ -6,9 +6,11 @@
 use anyhow::Context;
 use std::path::Path;
 use std::time::Duration;
-use tributary_pipeline::demo::table_digest;
-use tributary_pipeline::Config;
-use tributary_tests::{wait_until, Kafka, Postgres, Running};
+use tributary::commands::status;
+use tributary::Config;
+use tributary_capture::{SourceProgress, SourceStatus};
+use tributary_sinks::{SinkStatus, SourceWatermark};
+use tributary_tests::{table_digest, wait_until, Kafka, Postgres, Running};
 
 /// The transport a scenario runs on.
 enum Transport {
@@ -214,6 +216,50 @@ async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
     )
     .await?;
     converge(pg, src, dst, &tables, &running).await?;
+
+    // `tributary status` while it runs: the slot is read and confirmed, the sink has
+    // applied the source; a sink that cannot be reached is reported as such.
+    let mut config = config(
+        scene.state.path(),
+        &scene.transport,
+        &pg.url(src),
+        &pg.url(dst),
+    );
+    let report = status::report(&config).await;
+    let text = report.to_string();
+    assert!(
+        matches!(
+            &report.sources[..],
+            [SourceStatus {
+                progress: SourceProgress::Slot {
+                    active: true,
+                    confirmed: Some(_),
+                    ..
+                },
+                ..
+            }]
+        ),
+        "{text}"
+    );
+    assert!(
+        matches!(
+            &report.sinks[..],
+            [SinkStatus { sources, unreachable: None, .. }]
+                if matches!(&sources[..], [SourceWatermark { applied: Ok(Some(_)), .. }])
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("source src: slot ") && text.contains("sink dst: source src applied up to "),
+        "{text}"
+    );
+    config.sinks.get_mut("dst").expect("the sink").url =
+        "postgres://u:secret@127.0.0.1:1/db".into();
+    let text = status::report(&config).await.to_string();
+    assert!(
+        text.contains("sink dst: unreachable at postgres://u:***@127.0.0.1:1/db"),
+        "{text}"
+    );
     running.stop().await
 }
 
@@ -353,7 +399,7 @@ async fn registry_endpoint_serves_the_schemas_of_the_messages() -> anyhow::Resul
         &scene.pg.url(&scene.src),
         &scene.pg.url(&scene.dst),
     );
-    config.registry = Some(tributary_pipeline::config::RegistryConfig {
+    config.registry = Some(tributary::config::RegistryConfig {
         listen: ([127, 0, 0, 1], port).into(),
     });
     let running = start(config);

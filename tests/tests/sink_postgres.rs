@@ -8,7 +8,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tributary_schemas::{
     ChangeEvent, Column, ColumnType, Interval, Position, TableId, TableSchema, Value,
 };
-use tributary_sinks::{PostgresSink, PostgresSinkConfig, Sink, SinkError};
+use tributary_sinks::{CopyLoad, PostgresSink, PostgresSinkConfig, Sink, SinkError};
 use tributary_tests::Postgres;
 
 mod common;

@@ -5,7 +5,8 @@
 
 use anyhow::Context;
 use std::time::Duration;
-use tributary_pipeline::{runtime, Config};
+use tributary::commands::dead_letters;
+use tributary::Config;
 use tributary_tests::{wait_until, Postgres, Running};
 
 const DDL: &str = "CREATE TABLE medicines (
@@ -163,7 +164,7 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
 
     // Replaying the dead letters while the rule still rejects them applies nothing and
     // keeps them, with the reason.
-    let report = runtime::replay_dead_letters(&config, "dst", "src").await?;
+    let report = dead_letters::replay_dead_letters(&config, "dst", "src").await?;
     assert_eq!(report.applied, 0);
     assert_eq!(report.kept.len(), 1, "{report:?}");
     assert!(
@@ -187,7 +188,7 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
     let before = watermark().await?;
     let fixed = fixed.replace("check = \"quantity >= 0\"", "check = \"quantity >= -10\"");
     let config = Config::parse(&fixed, |_| None).map_err(anyhow::Error::msg)?;
-    let report = runtime::replay_dead_letters(&config, "dst", "src").await?;
+    let report = dead_letters::replay_dead_letters(&config, "dst", "src").await?;
     assert_eq!((report.applied, report.kept.len()), (1, 0), "{report:?}");
     assert_eq!(sink_rows(&pg, &dst).await?, "1:9:4.50 2:1:12.00 3:-5:3.00");
     assert_eq!(watermark().await?, before);

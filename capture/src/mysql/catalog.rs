@@ -4,12 +4,12 @@
 use super::config::MySqlSourceConfig;
 use super::types::{describe, MyColumn};
 use crate::error::CaptureError;
-use crate::postgres::relations::TableState;
 use crate::state::{table_key, StateStore};
+use crate::table::TableState;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use tributary_schemas::{AvroSchemas, Column, TableId, TableSchema};
+use tributary_schemas::{AvroSchemas, Column, TableId, TableSchema, Value};
 
 /// A captured table: its current shape and how to read its columns.
 #[derive(Debug, Clone)]
@@ -18,6 +18,18 @@ pub struct MyTable {
     pub state: TableState,
     /// Columns in table order.
     pub columns: Vec<MyColumn>,
+}
+
+impl MyTable {
+    /// The primary-key values of `row`.
+    pub fn key(&self, row: &tributary_schemas::Row) -> Vec<Value> {
+        self.state
+            .schema
+            .primary_key
+            .iter()
+            .map(|&i| row.0[i].clone())
+            .collect()
+    }
 }
 
 /// Opens a connection to the source, naming the endpoint in errors.

@@ -14,13 +14,22 @@
 //! only passing through older states on the way. Progress (tables done, last durable key)
 //! is stored once the transport holds a chunk, so a restarted capture resumes after the last
 //! durable chunk instead of copying everything again; see [`ChunkProgress`].
+//!
+//! Where streaming starts is decided here too: from the stored checkpoint once the
+//! snapshot is done; else after the snapshot, which a restart finishes (its events
+//! numbered above those of the interrupted run) or, when an older version left no
+//! progress, takes again after a truncate of every table. The copies for a backup
+//! ([`copy_tables`]) and for a restore test ([`read_tables`]) read each table whole
+//! inside one consistent-snapshot transaction instead, and store no progress.
 
 use super::catalog::{connect, load_tables, preflight, quote_ident, MyTable};
+use super::chunk::chunk_sql;
 use super::config::MySqlSourceConfig;
-use super::types::{self, Kind};
-use super::{file_seq, key_of, now_micros, statement, MySqlCapture};
+use super::stream::file_seq;
+use super::types;
+use super::{statement, MySqlCapture};
 use crate::error::CaptureError;
-use crate::postgres::snapshot::SnapshotOutput;
+use crate::snapshot::{now_micros, SnapshotOutput};
 use crate::state::{BinlogCheckpoint, ChunkProgress, SnapshotState, StateStore};
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
@@ -250,7 +259,7 @@ async fn binlog_end(conn: &mut Conn) -> Result<Option<(u32, u64)>, CaptureError>
     };
     let file: String = row.take(0).unwrap_or_default();
     let pos: Option<u64> = row.take(1);
-    Ok(match (super::file_seq(&file), pos) {
+    Ok(match (file_seq(&file), pos) {
         (Ok(n), Some(pos)) => Some((n, pos)),
         _ => None,
     })
@@ -261,8 +270,71 @@ async fn binlog_end(conn: &mut Conn) -> Result<Option<(u32, u64)>, CaptureError>
 const RUN_SHIFT: u32 = 40;
 
 impl MySqlCapture {
+    /// Where streaming starts: the stored checkpoint once the snapshot is done; else the
+    /// start of the snapshot, which this first takes, or finishes after its last durable
+    /// chunk, copying `tables`.
+    pub(super) async fn stream_start(
+        &mut self,
+        tables: &BTreeMap<TableId, MyTable>,
+    ) -> Result<BinlogCheckpoint, CaptureError> {
+        let source = self.source.clone();
+        let state = self.store.snapshot(&source)?;
+        if let Some(SnapshotState::Done { .. }) = state {
+            let cp = self.store.binlog_checkpoint(&source)?.ok_or_else(|| {
+                self.store.invalid(format!(
+                    "source {source}: the snapshot is done but no binlog checkpoint is stored; \
+                     remove the source's state to take a new snapshot"
+                ))
+            })?;
+            tracing::info!(
+                source,
+                file = cp.file,
+                pos = cp.pos,
+                "resuming from the binlog checkpoint"
+            );
+            return Ok(cp);
+        }
+        let (progress, truncate_first) = match state {
+            Some(SnapshotState::Chunks(mut progress)) => {
+                progress.run += 1;
+                tracing::info!(
+                    source,
+                    tables_done = progress.done.len(),
+                    "resuming the interrupted snapshot after its last durable chunk"
+                );
+                (progress, false)
+            }
+            // No snapshot yet, or one of a version that kept no progress.
+            other => {
+                self.store.xa_forget(&source)?;
+                let start = self.snapshot_start().await?;
+                let progress = ChunkProgress {
+                    start,
+                    done: Vec::new(),
+                    current: None,
+                    run: 0,
+                };
+                (progress, other.is_some())
+            }
+        };
+        self.store
+            .set_snapshot(&source, &SnapshotState::Chunks(progress.clone()))?;
+        let cp = progress.start.clone();
+        self.copy(tables, progress, truncate_first).await?;
+        self.store.set_binlog_checkpoint(&source, &cp)?;
+        self.store
+            .set_snapshot(&source, &SnapshotState::Done { lsn: 0 })?;
+        tracing::info!(
+            source,
+            file = cp.file,
+            pos = cp.pos,
+            "snapshot finished; streaming the binlog"
+        );
+        Ok(cp)
+    }
+
     /// The binlog position a new snapshot starts from, with the GTID state there.
-    pub(super) async fn snapshot_start(&self) -> Result<BinlogCheckpoint, CaptureError> {
+    async fn snapshot_start(&self) -> Result<BinlogCheckpoint, CaptureError> {
         let mut conn = connect(&self.config.url).await?;
         let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
         let before_xa = self.prepared_xids(&mut conn).await;
@@ -375,7 +447,7 @@ impl MySqlCapture {
     /// Copies the tables `progress` has not finished, in primary-key chunks, recording
     /// progress as chunks become durable. `truncate_first` first empties the sink tables
     /// (after a snapshot of an older version that kept no progress).
-    pub(super) async fn copy(
+    async fn copy(
         &mut self,
         tables: &BTreeMap<TableId, MyTable>,
         mut progress: ChunkProgress,
@@ -535,7 +607,7 @@ impl EventMaker {
             table: table.state.schema.table.clone(),
             schema_version: table.state.schema.version,
             op,
-            key: row.as_ref().map(|r| key_of(table, r)).unwrap_or_default(),
+            key: row.as_ref().map(|r| table.key(r)).unwrap_or_default(),
             before: None,
             after: row,
             position,
@@ -546,199 +618,5 @@ impl EventMaker {
             },
             origin: None,
         }
-    }
-}
-
-/// The statement reading the chunk of `table` after primary key `after` (from the start
-/// when `None`): `k1 >= v1 AND (k1 > v1 OR (k2 >= v2 AND (k2 > v2 OR …)))`, a form the
-/// optimizer turns into one range scan of the primary key.
-fn chunk_sql(
-    id: &TableId,
-    table: &MyTable,
-    after: Option<&[Vec<u8>]>,
-    limit: usize,
-) -> Result<String, CaptureError> {
-    let key: Vec<usize> = table.state.schema.primary_key.clone();
-    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let order: Vec<String> = key
-        .iter()
-        .map(|&i| quote_ident(&table.columns[i].name))
-        .collect();
-    let mut sql = format!(
-        "SELECT {} FROM {}.{}",
-        columns.join(", "),
-        quote_ident(&id.schema),
-        quote_ident(&id.name)
-    );
-    if let Some(after) = after {
-        if after.len() != key.len() {
-            return Err(CaptureError::State {
-                path: format!("snapshot progress of {id}"),
-                message: format!(
-                    "the stored key has {} values, the primary key has {} columns now; \
-                     remove the source's state to take a new snapshot",
-                    after.len(),
-                    key.len()
-                ),
-            });
-        }
-        let mut condition = String::new();
-        for (n, (&i, value)) in key.iter().zip(after).enumerate().rev() {
-            let column = &table.columns[i];
-            let literal = key_literal(&column.kind, value)
-                .map_err(|m| types::value_error(&id.to_string(), column, m))?;
-            let name = quote_ident(&column.name);
-            condition = if n + 1 == key.len() {
-                format!("{name} > {literal}")
-            } else {
-                format!("{name} >= {literal} AND ({name} > {literal} OR ({condition}))")
-            };
-        }
-        sql.push_str(" WHERE ");
-        sql.push_str(&condition);
-    }
-    sql.push_str(&format!(" ORDER BY {} LIMIT {limit}", order.join(", ")));
-    Ok(sql)
-}
-
-/// A key value (text-protocol bytes) as a literal that compares the way the column orders.
-fn key_literal(kind: &Kind, value: &[u8]) -> Result<String, String> {
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02X}")).collect::<String>();
-    let text = || std::str::from_utf8(value).map_err(|_| "key value is not UTF-8".to_string());
-    Ok(match kind {
-        Kind::Int { .. } | Kind::Decimal | Kind::Float | Kind::Double | Kind::Year => {
-            let t = text()?;
-            let numeric = !t.is_empty()
-                && t.chars()
-                    .all(|c| c.is_ascii_digit() || matches!(c, '-' | '+' | '.' | 'e' | 'E'));
-            if !numeric {
-                return Err(format!("key value {t:?} is not a number"));
-            }
-            t.to_string()
-        }
-        // Text arrives in the session's utf8mb4; the column's collation decides the order.
-        Kind::Text { .. } => format!("_utf8mb4 X'{}'", hex(value)),
-        Kind::Binary | Kind::Bit { .. } => format!("X'{}'", hex(value)),
-        Kind::Date | Kind::Time | Kind::DateTime | Kind::Timestamp => {
-            let t = text()?;
-            if !t.chars().all(|c| c.is_ascii_digit() || " -:.".contains(c)) {
-                return Err(format!("key value {t:?} is not a date or time"));
-            }
-            format!("'{t}'")
-        }
-        // Enums and sets order by their number, not their label.
-        Kind::Enum { labels } => {
-            let t = text()?;
-            let index = labels
-                .iter()
-                .position(|l| l == t)
-                .map(|i| i + 1)
-                .unwrap_or(0);
-            index.to_string()
-        }
-        Kind::Set { members } => {
-            let t = text()?;
-            let mask = t
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(|m| {
-                    members
-                        .iter()
-                        .position(|x| x == m)
-                        .map(|i| 1u64 << i.min(63))
-                        .ok_or_else(|| format!("set member {m:?} is not declared"))
-                })
-                .sum::<Result<u64, String>>()?;
-            mask.to_string()
-        }
-        Kind::Json => return Err("a JSON column cannot be a key for chunked reads".into()),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mysql::types::{describe, MyColumn};
-    use crate::postgres::relations::TableState;
-    use tributary_schemas::{AvroSchemas, Column, TableSchema};
-
-    fn table(cols: &[(&str, &str, &str)], key: Vec<usize>) -> MyTable {
-        let columns: Vec<MyColumn> = cols
-            .iter()
-            .map(|(name, dt, ct)| {
-                let (kind, ty) =
-                    describe(name, dt, ct, Some("utf8mb4"), None, None, false).unwrap();
-                MyColumn {
-                    name: name.to_string(),
-                    column_type: ct.to_string(),
-                    kind,
-                    ty,
-                    nullable: false,
-                    default: None,
-                }
-            })
-            .collect();
-        let schema = TableSchema {
-            table: TableId::new("db", "t"),
-            columns: columns
-                .iter()
-                .map(|c| Column {
-                    name: c.name.clone(),
-                    ty: c.ty.clone(),
-                    source_type: c.column_type.clone(),
-                    nullable: false,
-                    missing: None,
-                })
-                .collect(),
-            primary_key: key,
-            version: 1,
-        };
-        let avro = AvroSchemas::generate("s", &schema).unwrap();
-        MyTable {
-            state: TableState { schema, avro },
-            columns,
-        }
-    }
-
-    #[test]
-    fn chunks_follow_the_primary_key() {
-        let t = table(
-            &[
-                ("store", "varchar", "varchar(10)"),
-                ("v", "int", "int(11)"),
-                ("id", "bigint", "bigint(20)"),
-            ],
-            vec![0, 2],
-        );
-        let id = TableId::new("db", "t");
-        assert_eq!(
-            chunk_sql(&id, &t, None, 100).unwrap(),
-            "SELECT `store`, `v`, `id` FROM `db`.`t` ORDER BY `store`, `id` LIMIT 100"
-        );
-        assert_eq!(
-            chunk_sql(&id, &t, Some(&[b"a'b".to_vec(), b"-7".to_vec()]), 5).unwrap(),
-            "SELECT `store`, `v`, `id` FROM `db`.`t` WHERE `store` >= _utf8mb4 X'612762' \
-             AND (`store` > _utf8mb4 X'612762' OR (`id` > -7)) ORDER BY `store`, `id` LIMIT 5"
-        );
-        assert!(chunk_sql(&id, &t, Some(&[b"x".to_vec()]), 5).is_err());
-        assert!(chunk_sql(&id, &t, Some(&[b"x".to_vec(), b"1; DROP".to_vec()]), 5).is_err());
-    }
-
-    #[test]
-    fn key_literals_compare_like_the_column() {
-        let e = Kind::Enum {
-            labels: vec!["low".into(), "high".into()],
-        };
-        assert_eq!(key_literal(&e, b"high").unwrap(), "2");
-        let s = Kind::Set {
-            members: vec!["a".into(), "b".into(), "c".into()],
-        };
-        assert_eq!(key_literal(&s, b"a,c").unwrap(), "5");
-        assert_eq!(key_literal(&Kind::Binary, &[0, 255]).unwrap(), "X'00FF'");
-        assert_eq!(
-            key_literal(&Kind::DateTime, b"2024-01-02 03:04:05.5").unwrap(),
-            "'2024-01-02 03:04:05.5'"
-        );
-        assert!(key_literal(&Kind::Date, b"2024'").is_err());
     }
 }

@@ -10,6 +10,7 @@
 //! everything up to it. After a crash the slot resends what was not confirmed; sinks skip
 //! what they already applied by position.
 
+pub mod admin;
 pub mod catalog;
 pub mod config;
 pub mod copy_text;

@@ -11,16 +11,8 @@ use super::pgoutput::TupleValue;
 use super::types::{column_type, parse_text, source_type_name};
 use crate::error::CaptureError;
 use crate::state::StateStore;
+use crate::table::TableState;
 use tributary_schemas::{AvroSchemas, Column, Row, TableId, TableSchema, Value};
-
-/// A captured table's current schema and its Avro form.
-#[derive(Debug, Clone)]
-pub struct TableState {
-    /// Table metadata at its current version.
-    pub schema: TableSchema,
-    /// Avro schemas of that version.
-    pub avro: AvroSchemas,
-}
 
 /// Builds the versioned schema of `table` from its columns and key.
 pub async fn table_schema(

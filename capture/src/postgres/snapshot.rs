@@ -9,73 +9,15 @@
 //! attempt copied and that were deleted since do not survive in the sinks.
 
 use super::catalog::{quote_ident, Catalog, CatalogTable};
-use super::relations::{copy_line_row, key_of, table_schema, TableState};
+use super::relations::{copy_line_row, key_of, table_schema};
 use crate::error::CaptureError;
-use crate::publisher::Publisher;
+use crate::snapshot::{now_micros, SnapshotOutput};
 use crate::state::StateStore;
+use crate::table::TableState;
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Instant;
-use tributary_schemas::{AvroSchemas, ChangeEvent, Op, Position, TableId, TableSchema, TxMeta};
-
-/// Where snapshot rows go: the publisher (the capture's initial snapshot) or a backup.
-#[async_trait::async_trait]
-pub trait SnapshotOutput: Send {
-    /// One event (a row read, or a truncate) of the open chunk.
-    async fn event(
-        &mut self,
-        schemas: &AvroSchemas,
-        event: &ChangeEvent,
-    ) -> Result<(), CaptureError>;
-    /// Closes the open chunk (a snapshot transaction), which holds events.
-    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
-        Ok(())
-    }
-    /// After the last chunk: returns once everything is durable.
-    async fn finish(&mut self) -> Result<(), CaptureError> {
-        Ok(())
-    }
-    /// Whether it takes each table's rows as the server's COPY text
-    /// ([`SnapshotOutput::copy_text`]) instead of one event per row: a backup stores that
-    /// text as it comes, as `pg_dump` does, and parses it only when restoring.
-    fn wants_copy_text(&self) -> bool {
-        false
-    }
-    /// Whole lines (each ending in a newline) of `table`'s `COPY ... TO STDOUT` text
-    /// output, holding `rows` rows, under the capture's session settings.
-    async fn copy_text(
-        &mut self,
-        table: &TableSchema,
-        lines: &[u8],
-        rows: u64,
-    ) -> Result<(), CaptureError> {
-        let _ = (lines, rows);
-        Err(CaptureError::Setup(format!(
-            "table {}: this snapshot output takes no COPY text",
-            table.table
-        )))
-    }
-}
-
-#[async_trait::async_trait]
-impl SnapshotOutput for Publisher {
-    async fn event(
-        &mut self,
-        schemas: &AvroSchemas,
-        event: &ChangeEvent,
-    ) -> Result<(), CaptureError> {
-        Publisher::event(self, schemas, event).await
-    }
-
-    async fn close_chunk(&mut self) -> Result<(), CaptureError> {
-        self.commit(None).await.map(drop)
-    }
-
-    async fn finish(&mut self) -> Result<(), CaptureError> {
-        let mark = self.commit(None).await?;
-        self.wait_for(mark).await
-    }
-}
+use tributary_schemas::{ChangeEvent, Op, Position, TableId, TableSchema, TxMeta};
 
 /// What the snapshot needs to know.
 pub struct SnapshotPlan<'a> {
@@ -442,9 +384,4 @@ async fn read_part(
         tx.send(Ok((buf, rows))).await.map_err(|_| closed())?;
     }
     Ok(())
-}
-
-/// Microseconds since the Unix epoch now.
-pub fn now_micros() -> i64 {
-    chrono::Utc::now().timestamp_micros()
 }

@@ -3,11 +3,13 @@
 use super::catalog::{endpoint, quote_ident, Catalog, SESSION_SETTINGS};
 use super::config::PostgresSourceConfig;
 use super::pgoutput::{decode, Message};
-use super::relations::{key_of, table_schema, tuple_row, TableState};
+use super::relations::{key_of, table_schema, tuple_row};
 use super::snapshot::{self, SnapshotPlan};
 use crate::error::CaptureError;
 use crate::publisher::Publisher;
+use crate::snapshot::SnapshotOutput;
 use crate::state::{SnapshotState, StateStore};
+use crate::table::TableState;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -42,7 +44,7 @@ pub async fn copy_tables(
     store: &StateStore,
     chunk_rows: usize,
     copy_sessions: usize,
-    out: &mut (dyn snapshot::SnapshotOutput + '_),
+    out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(u64, i64), CaptureError> {
     let mut catalog = Catalog::connect(&config.url).await?;
     catalog.preflight().await?;
@@ -116,7 +118,7 @@ pub async fn read_tables(
     source: &str,
     config: &PostgresSourceConfig,
     store: &StateStore,
-    out: &mut (dyn snapshot::SnapshotOutput + '_),
+    out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
     let mut catalog = Catalog::connect(&config.url).await?;
     let tables = catalog.tables(config).await?;

@@ -86,15 +86,8 @@ pub(crate) fn address(opts: &Opts) -> String {
 impl fmt::Debug for MySqlSinkConfig {
     /// Shows the URL without its password.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let url = match self.url.split_once('@') {
-            Some((userinfo, rest)) => match userinfo.rsplit_once(':') {
-                Some((user, _)) if user.contains("://") => format!("{user}:***@{rest}"),
-                _ => self.url.clone(),
-            },
-            None => self.url.clone(),
-        };
         f.debug_struct("MySqlSinkConfig")
-            .field("url", &url)
+            .field("url", &tributary_schemas::redact_url(&self.url))
             .field("target_schema", &self.target_schema)
             .field("batch_rows", &self.batch_rows)
             .finish()

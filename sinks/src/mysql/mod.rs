@@ -40,10 +40,13 @@
 //! transient (roll back, reconnect on the next `begin`, retry); constraint, type and
 //! privilege errors are definite.
 
+mod admin;
 mod config;
 mod ddl;
 mod literal;
+mod merge_state;
 mod sink;
 
+pub(crate) use admin::Session;
 pub use config::{MySqlSinkConfig, DEFAULT_BATCH_ROWS};
 pub use sink::MySqlSink;

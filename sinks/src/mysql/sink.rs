@@ -5,7 +5,7 @@ use crate::mysql::config::{address, MySqlSinkConfig};
 use crate::mysql::ddl::{self, quote_ident, quote_table, TargetColumn};
 use crate::mysql::literal;
 use crate::plan::{Batch, Effect, Folded};
-use crate::Sink;
+use crate::{MergeStates, OriginTag, Sink};
 use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, OptsBuilder};
@@ -20,7 +20,6 @@ const WATERMARK_TABLE: &str = "tributary.watermarks";
 /// `Sink::tag_origin`); a MySQL capture drops the transactions that write it.
 pub const ECHO_TABLE: &str = "tributary.echo";
 /// Each merged row's conflict-resolution state.
-const MERGE_STATE_TABLE: &str = "tributary.merge_state";
 /// Statements sent on every new connection.
 const SESSION: [&str; 4] = [
     "SET NAMES utf8mb4",
@@ -160,7 +159,7 @@ impl Target {
 pub struct MySqlSink {
     config: MySqlSinkConfig,
     address: String,
-    conn: Option<Conn>,
+    pub(super) conn: Option<Conn>,
     /// Collation of created tables.
     collation: String,
     /// Largest statement to build.
@@ -172,11 +171,11 @@ pub struct MySqlSink {
     targets: HashMap<TargetKey, Target>,
     in_transaction: bool,
     /// Whether the open transaction has written anything.
-    wrote: bool,
+    pub(super) wrote: bool,
     /// The name written to `tributary.echo` first in each transaction, if any.
     origin: Option<String>,
     /// Whether a call failed in the open transaction, which then may only be rolled back.
-    failed: bool,
+    pub(super) failed: bool,
 }
 
 impl MySqlSink {
@@ -227,7 +226,7 @@ impl MySqlSink {
     }
 
     /// Runs `sql` in the open transaction; an error makes the transaction unusable.
-    async fn run(
+    pub(super) async fn run(
         &mut self,
         action: &'static str,
         table: &str,
@@ -377,7 +376,7 @@ impl MySqlSink {
     }
 
     /// Checks that a transaction is open and usable before `what`.
-    fn ready(&self, what: &str) -> Result<(), SinkError> {
+    pub(super) fn ready(&self, what: &str) -> Result<(), SinkError> {
         if !self.in_transaction {
             return Err(SinkError::Protocol(format!("{what} outside a transaction")));
         }
@@ -390,7 +389,7 @@ impl MySqlSink {
     }
 
     /// The merge-state name of the table `table` is written to.
-    fn merge_target(&self, table: &TableId) -> String {
+    pub(super) fn merge_target(&self, table: &TableId) -> String {
         self.target_id(table).to_string()
     }
 
@@ -586,17 +585,12 @@ impl MySqlSink {
 
 #[async_trait]
 impl Sink for MySqlSink {
-    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
-        let conn = self.conn().await?;
-        conn.query_drop(
-            "CREATE TABLE IF NOT EXISTS tributary.echo (\
-                 writer VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, \
-                 n BIGINT NOT NULL) ENGINE=InnoDB",
-        )
-        .await
-        .map_err(|e| SinkError::mysql("creating the table", ECHO_TABLE, e))?;
-        self.origin = Some(name.to_string());
-        Ok(())
+    fn merge_states(&mut self) -> Option<&mut dyn MergeStates> {
+        Some(self)
+    }
+
+    fn origin_tag(&mut self) -> Option<&mut dyn OriginTag> {
+        Some(self)
     }
 
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
@@ -657,108 +651,6 @@ impl Sink for MySqlSink {
         result
     }
 
-    async fn lock_merge_states(
-        &mut self,
-        table: &TableSchema,
-        keys: &[String],
-    ) -> Result<Vec<Option<String>>, SinkError> {
-        self.ready("locking merge states")?;
-        let target = self.merge_target(&table.table);
-        let mut sorted: Vec<&String> = keys.iter().collect();
-        sorted.sort();
-        sorted.dedup();
-        if sorted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut insert =
-            String::from("INSERT IGNORE INTO tributary.merge_state (target, k) VALUES ");
-        let mut list = String::new();
-        for (i, key) in sorted.iter().enumerate() {
-            if i > 0 {
-                insert.push_str(", ");
-                list.push_str(", ");
-            }
-            insert.push('(');
-            literal::quote(&target, &mut insert);
-            insert.push_str(", ");
-            literal::quote(key, &mut insert);
-            insert.push(')');
-            literal::quote(key, &mut list);
-        }
-        self.run("locking merge states", MERGE_STATE_TABLE, insert)
-            .await?;
-        let mut select = String::from("SELECT k, state FROM tributary.merge_state WHERE target = ");
-        literal::quote(&target, &mut select);
-        select.push_str(" AND k IN (");
-        select.push_str(&list);
-        select.push_str(") ORDER BY k FOR UPDATE");
-        let conn = self
-            .conn
-            .as_mut()
-            .ok_or_else(|| SinkError::ConnectionLost {
-                action: "locking merge states",
-                table: MERGE_STATE_TABLE.to_string(),
-                cause: "no connection".into(),
-            })?;
-        let rows: Result<Vec<(String, Option<String>)>, _> = conn.query(select).await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.failed = true;
-                return Err(SinkError::mysql(
-                    "locking merge states",
-                    MERGE_STATE_TABLE,
-                    e,
-                ));
-            }
-        };
-        let found: HashMap<String, Option<String>> = rows.into_iter().collect();
-        Ok(keys
-            .iter()
-            .map(|k| found.get(k).cloned().flatten())
-            .collect())
-    }
-
-    async fn store_merge_states(
-        &mut self,
-        table: &TableSchema,
-        states: &[(String, String)],
-    ) -> Result<(), SinkError> {
-        self.ready("storing merge states")?;
-        if states.is_empty() {
-            return Ok(());
-        }
-        let target = self.merge_target(&table.table);
-        let mut sql = String::from("INSERT INTO tributary.merge_state (target, k, state) VALUES ");
-        for (i, (key, state)) in states.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            sql.push('(');
-            literal::quote(&target, &mut sql);
-            sql.push_str(", ");
-            literal::quote(key, &mut sql);
-            sql.push_str(", ");
-            literal::quote(state, &mut sql);
-            sql.push(')');
-        }
-        sql.push_str(" ON DUPLICATE KEY UPDATE state = VALUES(state)");
-        self.run("storing merge states", MERGE_STATE_TABLE, sql)
-            .await?;
-        self.wrote = true;
-        Ok(())
-    }
-
-    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        self.ready("clearing merge states")?;
-        let mut sql = String::from("DELETE FROM tributary.merge_state WHERE target = ");
-        literal::quote(&self.merge_target(&table.table), &mut sql);
-        self.run("clearing merge states", MERGE_STATE_TABLE, sql)
-            .await?;
-        self.wrote = true;
-        Ok(())
-    }
-
     async fn commit_data(&mut self) -> Result<(), SinkError> {
         self.ready("committing")?;
         self.run("committing", "-", "COMMIT".into()).await?;
@@ -812,8 +704,28 @@ impl Sink for MySqlSink {
     }
 }
 
+#[async_trait]
+impl OriginTag for MySqlSink {
+    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
+        let conn = self.conn().await?;
+        conn.query_drop(
+            "CREATE TABLE IF NOT EXISTS tributary.echo (\
+                 writer VARCHAR(255) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL PRIMARY KEY, \
+                 n BIGINT NOT NULL) ENGINE=InnoDB",
+        )
+        .await
+        .map_err(|e| SinkError::mysql("creating the table", ECHO_TABLE, e))?;
+        self.origin = Some(name.to_string());
+        Ok(())
+    }
+
+    fn tagged(&self) -> bool {
+        true
+    }
+}
+
 /// Opens a connection with the sink's session settings.
-async fn open(config: &MySqlSinkConfig, address: &str) -> Result<Conn, SinkError> {
+pub(crate) async fn open(config: &MySqlSinkConfig, address: &str) -> Result<Conn, SinkError> {
     let opts = OptsBuilder::from_opts(config.opts()?).init(SESSION.to_vec());
     match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
         Ok(result) => result.map_err(|e| SinkError::mysql_connect(address, e)),

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 use tokio_postgres::config::Host;
-use tributary_schemas::TableId;
+use tributary_schemas::{redact_url, TableId};
 
 /// Default number of rows (net changes) per set-based statement.
 pub const DEFAULT_BATCH_ROWS: usize = 5_000;
@@ -100,7 +100,7 @@ impl PostgresSinkConfig {
 impl fmt::Debug for PostgresSinkConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresSinkConfig")
-            .field("url", &redact_password(&self.url))
+            .field("url", &redact_url(&self.url))
             .field("target_schema", &self.target_schema)
             .field("batch_rows", &self.batch_rows)
             .finish()
@@ -135,35 +135,6 @@ pub(crate) fn address(config: &tokio_postgres::Config) -> String {
         })
         .collect::<Vec<_>>()
         .join(",")
-}
-
-/// The connection string with its password replaced by `***` (URL and `key=value` forms).
-fn redact_password(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            if let Some(colon) = rest[..at].find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &rest[..colon],
-                    &rest[at..]
-                );
-            }
-        }
-        return url.to_string();
-    }
-    url.split_whitespace()
-        .map(|part| {
-            if part.starts_with("password=") {
-                "password=***"
-            } else {
-                part
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]
@@ -214,7 +185,7 @@ mod tests {
         assert!(!text.contains("secret"), "{text}");
         assert!(text.contains("postgres://u:***@h:5432/db"), "{text}");
         assert_eq!(
-            redact_password("host=h password=secret user=u"),
+            tributary_schemas::redact_url("host=h password=secret user=u"),
             "host=h password=*** user=u"
         );
     }

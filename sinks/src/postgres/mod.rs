@@ -33,6 +33,7 @@
 //! at or below the watermark, and every statement is an idempotent upsert, delete or
 //! update by key.
 
+mod admin;
 mod apply;
 mod config;
 mod copy;
@@ -42,6 +43,8 @@ mod sink;
 mod stage;
 mod watermark;
 
+pub use admin::digest_sql;
+pub(crate) use admin::Session;
 pub use config::{
     PostgresSinkConfig, DEFAULT_APPLICATION_NAME, DEFAULT_BATCH_ROWS, DEFAULT_CONNECT_TIMEOUT,
     MAX_BATCH_ROWS,

@@ -14,7 +14,7 @@ use crate::postgres::config::{address, PostgresSinkConfig};
 use crate::postgres::merge_state;
 use crate::postgres::stage::{Staged, Step, Steps};
 use crate::postgres::watermark::{self, WATERMARK_TABLE};
-use crate::Sink;
+use crate::{CopyLoad, MergeStates, OriginTag, Sink};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -257,7 +257,7 @@ impl PostgresSink {
 }
 
 /// Opens a connection and spawns the task that drives it.
-async fn open(config: &PostgresSinkConfig) -> Result<(Client, String), SinkError> {
+pub(crate) async fn open(config: &PostgresSinkConfig) -> Result<(Client, String), SinkError> {
     let pg = config.connection()?;
     let address = address(&pg);
     let (client, connection) = pg
@@ -339,15 +339,16 @@ async fn setup_origin(client: &Client, name: &str, address: &str) -> Result<bool
 
 #[async_trait]
 impl Sink for PostgresSink {
-    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
-        self.reconnect_if_closed().await?;
-        self.tagged = setup_origin(&self.client, name, &self.address).await?;
-        self.origin = Some(name.to_string());
-        Ok(())
+    fn merge_states(&mut self) -> Option<&mut dyn MergeStates> {
+        Some(self)
     }
 
-    fn tagged(&self) -> bool {
-        self.tagged
+    fn copy_load(&mut self) -> Option<&mut dyn CopyLoad> {
+        Some(self)
+    }
+
+    fn origin_tag(&mut self) -> Option<&mut dyn OriginTag> {
+        Some(self)
     }
 
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
@@ -414,60 +415,6 @@ impl Sink for PostgresSink {
         result
     }
 
-    async fn lock_merge_states(
-        &mut self,
-        table: &TableSchema,
-        keys: &[String],
-    ) -> Result<Vec<Option<String>>, SinkError> {
-        self.ready("locking merge states").await?;
-        let target = self.config.target_table(&table.table).to_string();
-        let result = merge_state::lock(&self.client, &target, keys).await;
-        self.mark(result)
-    }
-
-    async fn store_merge_states(
-        &mut self,
-        table: &TableSchema,
-        states: &[(String, String)],
-    ) -> Result<(), SinkError> {
-        self.ready("storing merge states").await?;
-        let target = self.config.target_table(&table.table).to_string();
-        let result = merge_state::store(&self.client, &target, states).await;
-        self.mark(result)
-    }
-
-    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
-        self.ready("clearing merge states").await?;
-        let target = self.config.target_table(&table.table).to_string();
-        let result = merge_state::clear(&self.client, &target).await;
-        self.mark(result)
-    }
-
-    async fn load_copy_text(
-        &mut self,
-        table: &TableSchema,
-        lines: &[u8],
-    ) -> Result<bool, SinkError> {
-        if table.primary_key.is_empty() {
-            // The events' path names the problem.
-            return Ok(false);
-        }
-        self.ready(&format!("loading {}", table.table)).await?;
-        let result = match self.ensure_writer(table).await {
-            Ok(()) => {
-                let writer = self
-                    .writers
-                    .get_mut(&(table.table.clone(), table.version))
-                    .expect("writer ensured above");
-                writer
-                    .copy_into_target(&self.client, &[bytes::Bytes::copy_from_slice(lines)])
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        self.mark(result)
-    }
-
     async fn commit_data(&mut self) -> Result<(), SinkError> {
         self.ready("committing").await?;
         if let Err(e) = self.client.batch_execute("COMMIT").await {
@@ -527,5 +474,79 @@ impl Sink for PostgresSink {
                 other => Err(other),
             },
         }
+    }
+}
+
+#[async_trait]
+impl OriginTag for PostgresSink {
+    async fn tag_origin(&mut self, name: &str) -> Result<(), SinkError> {
+        self.reconnect_if_closed().await?;
+        self.tagged = setup_origin(&self.client, name, &self.address).await?;
+        self.origin = Some(name.to_string());
+        Ok(())
+    }
+
+    fn tagged(&self) -> bool {
+        self.tagged
+    }
+}
+
+#[async_trait]
+impl MergeStates for PostgresSink {
+    async fn lock_merge_states(
+        &mut self,
+        table: &TableSchema,
+        keys: &[String],
+    ) -> Result<Vec<Option<String>>, SinkError> {
+        self.ready("locking merge states").await?;
+        let target = self.config.target_table(&table.table).to_string();
+        let result = merge_state::lock(&self.client, &target, keys).await;
+        self.mark(result)
+    }
+
+    async fn store_merge_states(
+        &mut self,
+        table: &TableSchema,
+        states: &[(String, String)],
+    ) -> Result<(), SinkError> {
+        self.ready("storing merge states").await?;
+        let target = self.config.target_table(&table.table).to_string();
+        let result = merge_state::store(&self.client, &target, states).await;
+        self.mark(result)
+    }
+
+    async fn clear_merge_states(&mut self, table: &TableSchema) -> Result<(), SinkError> {
+        self.ready("clearing merge states").await?;
+        let target = self.config.target_table(&table.table).to_string();
+        let result = merge_state::clear(&self.client, &target).await;
+        self.mark(result)
+    }
+}
+
+#[async_trait]
+impl CopyLoad for PostgresSink {
+    async fn load_copy_text(
+        &mut self,
+        table: &TableSchema,
+        lines: &[u8],
+    ) -> Result<bool, SinkError> {
+        if table.primary_key.is_empty() {
+            // The events' path names the problem.
+            return Ok(false);
+        }
+        self.ready(&format!("loading {}", table.table)).await?;
+        let result = match self.ensure_writer(table).await {
+            Ok(()) => {
+                let writer = self
+                    .writers
+                    .get_mut(&(table.table.clone(), table.version))
+                    .expect("writer ensured above");
+                writer
+                    .copy_into_target(&self.client, &[bytes::Bytes::copy_from_slice(lines)])
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        self.mark(result)
     }
 }

@@ -18,8 +18,6 @@
 //! Errors use Confluent's codes (40401 subject, 40402 version, 40403 schema not found,
 //! 42202 invalid version, 40501 method not allowed: this registry is fed only by captures).
 
-use crate::error::PipelineError;
-use crate::transport::Consumer;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -33,6 +31,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
 use tributary_capture::registry::{schema_topic, RegisteredSchema};
+use tributary_pipeline::transport::Consumer;
+use tributary_pipeline::PipelineError;
 use tributary_schemas::SchemaId;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";

@@ -2,21 +2,20 @@
 //! (`tributary conflicts`, `tributary conflicts resolve`).
 //!
 //! Every sink records the conflicts it meets in `<state_dir>/conflicts/<sink>-<source>.manual.jsonl`
-//! (see [`crate::conflict`]); one conflict can appear in several files, from each sink
+//! (see [`tributary_pipeline::conflict`]); one conflict can appear in several files, from each sink
 //! that merged it. A person resolves it by choosing a value: Tributary writes that value
 //! into the source database the queued change came from, as an ordinary update, so the
 //! choice is the newest change of the column and reaches every sink like any other. The
 //! resolution is recorded in `resolved.jsonl` next to the queues, and every queued entry
 //! of the same table name, key and column older than it leaves the list.
 
-use crate::config::{Config, SourceConfig};
-use crate::dead_letter::append_synced;
-use crate::error::PipelineError;
-use mysql_async::prelude::Queryable;
+use crate::config::Config;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use tributary_schemas::pg_text::write_text;
-use tributary_schemas::Value;
+use tributary_capture::WriteBack;
+use tributary_pipeline::dead_letter::append_synced;
+use tributary_pipeline::PipelineError;
+use tributary_schemas::{TableId, Value};
 
 fn dir(config: &Config) -> PathBuf {
     config.state_dir.join("conflicts")
@@ -143,90 +142,25 @@ pub async fn resolve(config: &Config, id: &str, take: &str) -> Result<(), Pipeli
                 .collect()
         })
         .unwrap_or_default();
-    let text = |v: &Value| -> Option<String> {
-        if matches!(v, Value::Null) {
-            return None;
-        }
-        let mut s = String::new();
-        write_text(v, &mut s);
-        Some(s)
+    let Some(source_config) = config.sources.get(source) else {
+        return Err(PipelineError::Config(format!(
+            "conflict {id} came from source {source:?}, which is not configured"
+        )));
     };
-    let changed = match config.sources.get(source) {
-        Some(SourceConfig::Postgres(c)) => {
-            let (client, connection) = tokio_postgres::connect(&c.url, tokio_postgres::NoTls)
-                .await
-                .map_err(|e| {
-                    PipelineError::Config(format!("sources.{source}: cannot connect: {e}"))
-                })?;
-            tokio::spawn(connection);
-            let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-            let target = format!("{}.{}", ident(schema), ident(name));
-            let ty: String = client
-                .query_one(
-                    "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::text::regclass AND attname = $2::text",
-                    &[&target, &column],
-                )
-                .await
-                .map_err(|e| PipelineError::Config(format!("{table}.{column} in source {source}: {e}")))?
-                .get(0);
-            let mut sql = format!(
-                "UPDATE {target} SET {} = $1::text::{ty} WHERE ",
-                ident(column)
-            );
-            let mut params: Vec<Option<String>> = vec![text(&value)];
-            for (i, (c, v)) in key.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(" AND ");
-                }
-                sql.push_str(&format!("{}::text = ${}", ident(c), i + 2));
-                params.push(text(v));
-            }
-            let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
-                .iter()
-                .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-                .collect();
-            client.execute(&sql, &refs).await.map_err(|e| {
-                PipelineError::Config(format!(
-                    "writing the choice into {table} of source {source}: {e}"
-                ))
-            })?
-        }
-        Some(SourceConfig::Mysql(c)) => {
-            let opts = mysql_async::Opts::from_url(&c.url)
-                .map_err(|e| PipelineError::Config(format!("sources.{source}.url: {e}")))?;
-            let mut conn = mysql_async::Conn::new(opts).await.map_err(|e| {
-                PipelineError::Config(format!("sources.{source}: cannot connect: {e}"))
-            })?;
-            let ident = |s: &str| format!("`{}`", s.replace('`', "``"));
-            let mut sql = format!(
-                "UPDATE {}.{} SET {} = ? WHERE ",
-                ident(schema),
-                ident(name),
-                ident(column)
-            );
-            let mut params: Vec<mysql_async::Value> = vec![text(&value).into()];
-            for (i, (c, v)) in key.iter().enumerate() {
-                if i > 0 {
-                    sql.push_str(" AND ");
-                }
-                sql.push_str(&format!("{} = ?", ident(c)));
-                params.push(text(v).into());
-            }
-            conn.exec_drop(&sql, params).await.map_err(|e| {
-                PipelineError::Config(format!(
-                    "writing the choice into {table} of source {source}: {e}"
-                ))
-            })?;
-            let n = conn.affected_rows();
-            let _ = conn.disconnect().await;
-            n
-        }
-        None => {
-            return Err(PipelineError::Config(format!(
-                "conflict {id} came from source {source:?}, which is not configured"
-            )))
-        }
-    };
+    let table_id = TableId::new(schema, name);
+    let changed = source_config
+        .write_back(&WriteBack {
+            table: &table_id,
+            key: &key,
+            column,
+            value: &value,
+        })
+        .await
+        .map_err(|e| {
+            PipelineError::Config(format!(
+                "writing the choice into {table} of source {source}: {e}"
+            ))
+        })?;
     if changed == 0 {
         return Err(PipelineError::Config(format!(
             "conflict {id}: the row is no longer in {table} of source {source}"
@@ -247,4 +181,32 @@ pub async fn resolve(config: &Config, id: &str, take: &str) -> Result<(), Pipeli
         "resolved_at_micros": now,
     });
     append_synced(&dir(config).join("resolved.jsonl"), &format!("{record}\n"))
+}
+
+/// The conflicts waiting for a person, as `tributary conflicts` lists them.
+#[derive(Debug, Clone)]
+pub struct WaitingReport(pub Vec<serde_json::Value>);
+
+impl std::fmt::Display for WaitingReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            writeln!(f, "no conflict is waiting")?;
+        }
+        for e in &self.0 {
+            writeln!(
+                f,
+                "{}\n  {} key {} column {}: current {} / incoming {} (from {} at {}); now {}",
+                e["id"].as_str().unwrap_or_default(),
+                e["table"].as_str().unwrap_or_default(),
+                e["key"],
+                e["column"].as_str().unwrap_or_default(),
+                e["current"],
+                e["incoming"],
+                e["source"].as_str().unwrap_or_default(),
+                e["position"].as_str().unwrap_or_default(),
+                e["result"],
+            )?;
+        }
+        Ok(())
+    }
 }

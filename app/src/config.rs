@@ -28,16 +28,16 @@
 //! listen = "0.0.0.0:8081"
 //! ```
 
-use crate::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
-use crate::conflict::{ConflictConfig, Conflicts};
-use crate::error::PipelineError;
-use crate::validate::{RuleConfig, Rules};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tributary_capture::mysql::MySqlSourceConfig;
-use tributary_capture::postgres::PostgresSourceConfig;
 use tributary_capture::transport::kafka::KafkaSettings;
+pub use tributary_capture::SourceConfig;
+use tributary_pipeline::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
+use tributary_pipeline::conflict::{ConflictConfig, Conflicts};
+use tributary_pipeline::validate::{RuleConfig, Rules};
+use tributary_pipeline::PipelineError;
+use tributary_sinks::{SinkConfig, SinkKind};
 use tributary_snapshot::BackupConfig;
 
 /// Default directory for local state, relative to the working directory.
@@ -58,7 +58,7 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// Sinks by name.
     #[serde(default)]
-    pub sinks: BTreeMap<String, SinkConfig>,
+    pub sinks: BTreeMap<String, SinkSection>,
     /// The Confluent-compatible schema registry endpoint; not served when absent.
     #[serde(default)]
     pub registry: Option<RegistryConfig>,
@@ -113,40 +113,11 @@ pub struct EmbeddedConfig {
     pub path: Option<PathBuf>,
 }
 
-/// A source.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SourceConfig {
-    /// PostgreSQL through logical replication.
-    Postgres(PostgresSourceConfig),
-    /// MySQL or MariaDB through the binary log.
-    Mysql(MySqlSourceConfig),
-}
-
-impl SourceConfig {
-    /// The topic prefix of source `name`.
-    pub fn prefix(&self, name: &str) -> String {
-        match self {
-            SourceConfig::Postgres(c) => c.prefix(name),
-            SourceConfig::Mysql(c) => c.prefix(name),
-        }
-    }
-}
-
-/// Kinds of sink.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// PostgreSQL.
-    Postgres,
-    /// MySQL or MariaDB.
-    Mysql,
-}
-
-/// A sink.
+/// A sink: where it writes (`kind`, `url`, `target_schema`, `batch_rows`, which the sinks
+/// crate turns into a [`SinkConfig`]) and what it applies.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
-pub struct SinkConfig {
+pub struct SinkSection {
     /// Kind of database.
     pub kind: SinkKind,
     /// Connection URL.
@@ -178,7 +149,17 @@ fn default_max_tx_events() -> usize {
     DEFAULT_MAX_TX_EVENTS
 }
 
-impl SinkConfig {
+impl SinkSection {
+    /// The sink's database and how it writes there.
+    pub fn target(&self) -> SinkConfig {
+        SinkConfig::new(
+            self.kind,
+            &self.url,
+            self.target_schema.clone(),
+            self.batch_rows,
+        )
+    }
+
     /// The sources this sink applies, given all configured sources.
     /// A source named in `database_of` is never among them; by default (no `sources`
     /// list) neither is a source whose own tables this sink would write (its database,
@@ -203,53 +184,14 @@ impl SinkConfig {
     }
 
     /// Whether this sink writes into the database of source `name`: `database_of` says
-    /// so, or both URLs name the same server (host, with `localhost` taken as 127.0.0.1,
-    /// and port) and database.
+    /// so, or both URLs name the same database of the same server (host, with `localhost`
+    /// taken as 127.0.0.1, and port).
     pub fn writes_into(&self, name: &str, source: &SourceConfig) -> bool {
         if self.database_of.as_deref() == Some(name) {
             return true;
         }
-        let sink = match self.kind {
-            SinkKind::Postgres => postgres_identity(&self.url),
-            SinkKind::Mysql => mysql_identity(&self.url),
-        };
-        let source = match source {
-            SourceConfig::Postgres(c) if self.kind == SinkKind::Postgres => {
-                postgres_identity(&c.url)
-            }
-            SourceConfig::Mysql(c) if self.kind == SinkKind::Mysql => mysql_identity(&c.url),
-            _ => return false,
-        };
-        sink.is_some() && sink == source
-    }
-}
-
-/// `(host, port, database)` a PostgreSQL URL connects to.
-fn postgres_identity(url: &str) -> Option<(String, u16, String)> {
-    let c: tokio_postgres::Config = url.parse().ok()?;
-    let host = match c.get_hosts().first()? {
-        tokio_postgres::config::Host::Tcp(h) => same_host(h),
-        tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-    };
-    let port = c.get_ports().first().copied().unwrap_or(5432);
-    let db = c.get_dbname().or(c.get_user())?.to_string();
-    Some((host, port, db))
-}
-
-/// `(host, port, database)` a MySQL URL connects to.
-fn mysql_identity(url: &str) -> Option<(String, u16, String)> {
-    let o = mysql_async::Opts::from_url(url).ok()?;
-    Some((
-        same_host(o.ip_or_hostname()),
-        o.tcp_port(),
-        o.db_name()?.to_string(),
-    ))
-}
-
-fn same_host(host: &str) -> String {
-    match host.to_ascii_lowercase().as_str() {
-        "localhost" | "::1" | "[::1]" => "127.0.0.1".into(),
-        h => h.into(),
+        let sink = self.target().identity();
+        sink.is_some() && sink == source.identity()
     }
 }
 
@@ -304,7 +246,7 @@ impl Config {
     /// The apply loops of sink `sink`: each source it applies, with `false`; and, when
     /// some table merges, each source whose database it writes into, with `true` (that
     /// loop folds the database's own changes into the merge states, see
-    /// [`crate::conflict`]).
+    /// [`tributary_pipeline::conflict`]).
     pub fn loops(&self, sink: &str) -> Vec<(String, bool)> {
         let Some(s) = self.sinks.get(sink) else {
             return Vec::new();
@@ -347,7 +289,7 @@ impl Config {
         if let Some(backup) = &self.backup {
             backup.validate()?;
             if let Some(schedule) = &backup.snapshot_schedule {
-                crate::runtime::parse_schedule(schedule).map_err(|e| e.to_string())?;
+                crate::schedule::parse_schedule(schedule).map_err(|e| e.to_string())?;
             }
             for set in backup.files.keys() {
                 if self.sources.contains_key(set) {
@@ -367,7 +309,8 @@ impl Config {
         }
         self.conflict_settings()?;
         if let Some(url) = &self.notify_conflicts {
-            crate::notify::check_url(url).map_err(|e| format!("notify_conflicts: {e}"))?;
+            tributary_pipeline::notify::check_url(url)
+                .map_err(|e| format!("notify_conflicts: {e}"))?;
         }
         for (name, source) in &self.sources {
             if name.is_empty()
@@ -379,14 +322,9 @@ impl Config {
                     "sources.{name}: a source name may only hold letters, digits, '_' and '-'"
                 ));
             }
-            match source {
-                SourceConfig::Postgres(c) => c
-                    .validate(&format!("sources.{name}"))
-                    .map_err(|e| e.to_string())?,
-                SourceConfig::Mysql(c) => c
-                    .validate(&format!("sources.{name}"))
-                    .map_err(|e| e.to_string())?,
-            }
+            source
+                .validate(&format!("sources.{name}"))
+                .map_err(|e| e.to_string())?;
         }
         let mut prefixes: BTreeMap<String, &str> = BTreeMap::new();
         for (name, source) in &self.sources {
@@ -398,24 +336,15 @@ impl Config {
             }
         }
         for (name, sink) in &self.sinks {
-            match sink.kind {
-                SinkKind::Postgres => {
-                    if sink.url.parse::<tokio_postgres::Config>().is_err() {
-                        return Err(format!("sinks.{name}.url: not a PostgreSQL URL"));
-                    }
-                }
-                SinkKind::Mysql => {
-                    let config = tributary_sinks::MySqlSinkConfig {
-                        url: sink.url.clone(),
-                        target_schema: sink.target_schema.clone(),
-                        batch_rows: sink.batch_rows.max(1),
-                    };
-                    if let Err(tributary_sinks::SinkError::Config { field, reason }) =
-                        config.validate()
-                    {
-                        return Err(format!("sinks.{name}.{field}: {reason}"));
-                    }
-                }
+            // `batch_rows = 0` is named below, with this file's wording.
+            let target = SinkConfig::new(
+                sink.kind,
+                &sink.url,
+                sink.target_schema.clone(),
+                sink.batch_rows.max(1),
+            );
+            if let Err(tributary_sinks::SinkError::Config { field, reason }) = target.validate() {
+                return Err(format!("sinks.{name}.{field}: {reason}"));
             }
             for s in &sink.sources {
                 if !self.sources.contains_key(s) {
@@ -446,6 +375,12 @@ impl Config {
         Ok(())
     }
 
+    /// The configuration as `tributary check` prints it: every setting, passwords and
+    /// the S3 secret key hidden.
+    pub fn describe(&self) -> String {
+        redact(&format!("{self:#?}"))
+    }
+
     /// Directory of the embedded log.
     pub fn log_dir(&self) -> PathBuf {
         match &self.transport {
@@ -453,6 +388,46 @@ impl Config {
             _ => self.state_dir.join("log"),
         }
     }
+}
+
+/// `text` with the passwords of URLs (`scheme://user:password@host`) and the S3 secret
+/// key replaced by `***`: what `check` prints must not hold secrets.
+fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_secret = false;
+    for line in text.lines() {
+        if in_secret {
+            // The secret's value spread over the lines up to its closing parenthesis.
+            in_secret = !line.trim_start().starts_with(')');
+            continue;
+        }
+        if line.trim_start().starts_with("s3_secret_access_key: Some(") {
+            let indent = &line[..line.len() - line.trim_start().len()];
+            out.push_str(indent);
+            out.push_str("s3_secret_access_key: Some(\"***\"),\n");
+            in_secret = !line.trim_end().ends_with("),");
+            continue;
+        }
+        let mut rest = line;
+        while let Some(at) = rest.find("://") {
+            let (head, tail) = rest.split_at(at + 3);
+            out.push_str(head);
+            let end = tail.find(['"', ' ', '/']).unwrap_or(tail.len());
+            let authority = &tail[..end];
+            match (authority.rfind('@'), authority.find(':')) {
+                (Some(a), Some(c)) if c < a => {
+                    out.push_str(&authority[..=c]);
+                    out.push_str("***");
+                    out.push_str(&authority[a..]);
+                }
+                _ => out.push_str(authority),
+            }
+            rest = &tail[end..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
 }
 
 /// Replaces `${NAME}` with the variable's value.
@@ -526,10 +501,8 @@ listen = "127.0.0.1:8081"
     #[test]
     fn parses_a_full_file_with_env_secrets() {
         let c = Config::parse(GOOD, env).unwrap();
-        let SourceConfig::Postgres(pg) = &c.sources["head_office"] else {
-            panic!("a postgres source")
-        };
-        assert_eq!(pg.url, "postgres://u:secret@h/db");
+        assert_eq!(c.sources["head_office"].protocol(), "postgres");
+        assert_eq!(c.sources["head_office"].url(), "postgres://u:secret@h/db");
         assert!(
             matches!(c.transport, TransportConfig::Kafka(ref k) if k.brokers == "127.0.0.1:9092")
         );
@@ -647,7 +620,7 @@ target_schema = "reporting"
             env,
         )
         .unwrap();
-        assert!(matches!(c.sources["store"], SourceConfig::Mysql(_)));
+        assert_eq!(c.sources["store"].protocol(), "mysql");
         let e = Config::parse("[sources.store]\nkind = \"mysql\"\nurl = \"x\"\n", env).unwrap_err();
         assert!(e.starts_with("sources.store.url:"), "{e}");
         let c = Config::parse(
@@ -655,7 +628,7 @@ target_schema = "reporting"
             env,
         )
         .unwrap();
-        assert_eq!(c.sinks["copy"].kind, SinkKind::Mysql);
+        assert_eq!(c.sinks["copy"].target().protocol(), "mysql");
         let e = Config::parse(
             "[sinks.copy]\nkind = \"mysql\"\nurl = \"postgres://h/db\"\n",
             env,
@@ -674,6 +647,23 @@ target_schema = "reporting"
         assert!(
             e.contains("transport") && e.contains("carrier-pigeon"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn check_output_holds_no_password() {
+        let text = "url: \"postgres://tributary:s3cr%40t@head-office:5432/pharmacy\",\n    s3_secret_access_key: Some(\n        \"abc\",\n    ),\n    s3_secret_access_key: Some(\"abc\"),\n    url: \"mysql://root@h/db\",";
+        let out = redact(text);
+        assert!(
+            out.contains("postgres://tributary:***@head-office:5432/pharmacy"),
+            "{out}"
+        );
+        assert!(out.contains("mysql://root@h/db"), "{out}");
+        assert!(!out.contains("s3cr") && !out.contains("abc"), "{out}");
+        assert_eq!(
+            out.matches("s3_secret_access_key: Some(\"***\")").count(),
+            2,
+            "{out}"
         );
     }
 }

@@ -15,7 +15,9 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
+use tributary_schemas::redact_url;
+use tributary_sinks::admin::Session;
+use tributary_sinks::SinkConfig;
 
 /// Arguments of `tributary demo`.
 #[derive(Debug, Clone, Args)]
@@ -84,38 +86,24 @@ const WORKLOAD: &[&str] = &[
     "DELETE FROM sales WHERE id = (SELECT min(id) FROM sales)",
 ];
 
-async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+/// A session on the database at `url` (`what` names it in errors).
+async fn connect(url: &str, what: &str) -> anyhow::Result<Session> {
+    SinkConfig::from_url(url, None, 1, what)?
+        .session()
         .await
-        .with_context(|| format!("connecting to {}", crate::status::redact(url)))?;
-    tokio::spawn(connection);
-    Ok(client)
-}
-
-/// Row count and a digest of the whole content of `table`.
-pub async fn table_digest(client: &Client, table: &str) -> anyhow::Result<(i64, String)> {
-    let row = client
-        .query_one(
-            &format!(
-                "SELECT count(*), coalesce(md5(string_agg(whole_row::text, '|' ORDER BY whole_row::text)), '') FROM {table} AS whole_row"
-            ),
-            &[],
-        )
-        .await
-        .with_context(|| format!("reading {table}"))?;
-    Ok((row.get(0), row.get(1)))
+        .with_context(|| format!("connecting to {}", redact_url(url)))
 }
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    let source = connect(&args.source_url).await?;
-    let sink = connect(&args.sink_url).await?;
+    let mut source = connect(&args.source_url, "--source-url").await?;
+    let mut sink = connect(&args.sink_url, "--sink-url").await?;
     println!("loading the pharmacy dataset into the head office database …");
     source
-        .batch_execute(SCHEMA)
+        .execute(SCHEMA)
         .await
         .context("loading the dataset")?;
-    sink.batch_execute(
+    sink.execute(
         "DROP SCHEMA IF EXISTS tributary CASCADE; DROP TABLE IF EXISTS suppliers, medicines, inventory, users, sales, orders CASCADE",
     )
     .await
@@ -163,7 +151,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             break;
         }
         source
-            .batch_execute(WORKLOAD[step % WORKLOAD.len()])
+            .execute(WORKLOAD[step % WORKLOAD.len()])
             .await
             .context("writing to the head office")?;
         step += 1;
@@ -189,8 +177,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     while Instant::now() < deadline && !pipeline.is_finished() {
         let mut all = true;
         for t in TABLES {
-            let want = table_digest(&source, t).await?;
-            let have = table_digest(&sink, t).await.unwrap_or_default();
+            let want = source.table_digest(t).await?;
+            let have = sink.table_digest(t).await.unwrap_or_default();
             all &= want == have;
         }
         if all {
@@ -209,14 +197,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     println!("\nreplica equals head office:");
     for t in TABLES {
-        let (rows, digest) = table_digest(&sink, t).await?;
+        let (rows, digest) = sink.table_digest(t).await?;
         println!("  {t:<10} {rows:>6} rows  md5 {digest}");
     }
     println!(
         "\napplied {} events in {} transactions.\nreplica:       {}\nconfiguration: {}\nstate and embedded log: {}",
         apply.events.load(Ordering::Relaxed),
         apply.transactions.load(Ordering::Relaxed),
-        crate::status::redact(&args.sink_url),
+        redact_url(&args.sink_url),
         config_path.display(),
         args.dir.join("state").display()
     );

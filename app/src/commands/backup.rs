@@ -1,0 +1,211 @@
+//! `tributary snapshot create | prune` and the file sets: backup snapshots of the archived
+//! sources and of the `[backup.files.<set>]` sets, and retention.
+
+use crate::config::Config;
+use tributary_capture::snapshot::SnapshotOutput;
+use tributary_capture::state::StateStore;
+use tributary_capture::CaptureError;
+use tributary_pipeline::PipelineError;
+
+/// The `[backup]` section, which the backup commands need.
+pub fn backup_of(config: &Config) -> Result<&tributary_snapshot::BackupConfig, PipelineError> {
+    config
+        .backup
+        .as_ref()
+        .ok_or_else(|| PipelineError::Config("the configuration has no [backup] section".into()))
+}
+
+/// The archived sources, or only `only`, which must be one of them.
+pub fn archived_selection(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<String>, PipelineError> {
+    let archived = config.archived_sources();
+    let sets = file_sets(config, None);
+    match only {
+        None => Ok(archived),
+        Some(s) if archived.iter().any(|a| a == s) => Ok(vec![s.to_string()]),
+        Some(s) if sets.iter().any(|a| a == s) => Ok(Vec::new()),
+        Some(s) => Err(PipelineError::Config(format!(
+            "--source {s}: neither an archived source (archived: {}) nor a file set (backup.files: {})",
+            archived.join(", "),
+            sets.join(", ")
+        ))),
+    }
+}
+
+/// The `[backup.files.<name>]` sets, or only `only` when it names one (none when it
+/// names a source).
+pub fn file_sets(config: &Config, only: Option<&str>) -> Vec<String> {
+    let Some(backup) = &config.backup else {
+        return Vec::new();
+    };
+    backup
+        .files
+        .keys()
+        .filter(|s| only.is_none_or(|o| o == s.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Takes a files snapshot of each file set (or only `only`) into the `[backup]` store.
+pub async fn files_snapshot_create(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<Vec<tributary_snapshot::FilesManifest>, PipelineError> {
+    let backup = backup_of(config)?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    let mut out = Vec::new();
+    for set in file_sets(config, only) {
+        out.push(
+            tributary_snapshot::snapshot_files(
+                &store,
+                &set,
+                &backup.files[&set],
+                backup.zstd_level,
+                backup.snapshot_object_bytes as usize,
+            )
+            .await?,
+        );
+    }
+    Ok(out)
+}
+
+/// Restores the newest files snapshot of set `set` taken at or before `to` (a time or
+/// `latest`) under directory `into`; only paths starting with one of `only`, when given.
+pub async fn files_restore(
+    config: &Config,
+    set: &str,
+    to: &tributary_snapshot::Target,
+    into: Option<&std::path::Path>,
+    only: &[String],
+) -> Result<tributary_snapshot::FilesRestoreReport, PipelineError> {
+    let store = tributary_snapshot::Store::open(backup_of(config)?)?;
+    let at = match to {
+        tributary_snapshot::Target::Latest => i64::MAX,
+        tributary_snapshot::Target::Time(t) => *t,
+        tributary_snapshot::Target::Position(_) => {
+            return Err(PipelineError::Config(format!(
+                "--to: file set {set} is restored to a time or `latest`, not a source position"
+            )))
+        }
+    };
+    let snapshots = tributary_snapshot::list_file_snapshots(&store, set).await?;
+    let Some(snap) = snapshots.iter().rev().find(|s| s.taken_at_micros <= at) else {
+        return Err(PipelineError::Config(format!(
+            "file set {set}: no files snapshot taken at or before that time ({} in the store{})",
+            snapshots.len(),
+            snapshots
+                .first()
+                .map(|s| format!(", the oldest {}", s.finished_at))
+                .unwrap_or_default()
+        )));
+    };
+    let dry = into.is_none();
+    let into = into.unwrap_or(std::path::Path::new("/nonexistent"));
+    Ok(tributary_snapshot::restore_files(&store, snap, into, only, dry).await?)
+}
+
+/// Where a backup snapshot's rows go: the snapshot writer.
+struct SnapshotRows(Option<tributary_snapshot::SnapshotWriter>);
+
+#[async_trait::async_trait]
+impl SnapshotOutput for SnapshotRows {
+    async fn event(
+        &mut self,
+        schemas: &tributary_schemas::AvroSchemas,
+        event: &tributary_schemas::ChangeEvent,
+    ) -> Result<(), CaptureError> {
+        let writer = self.0.as_mut().expect("the writer lives until finish");
+        writer
+            .row(schemas, event)
+            .await
+            .map_err(|e| CaptureError::Setup(e.to_string()))
+    }
+
+    fn wants_copy_text(&self) -> bool {
+        true
+    }
+
+    async fn copy_text(
+        &mut self,
+        table: &tributary_schemas::TableSchema,
+        lines: &[u8],
+        rows: u64,
+    ) -> Result<(), CaptureError> {
+        let writer = self.0.as_mut().expect("the writer lives until finish");
+        writer
+            .copy_text(table, lines, rows)
+            .await
+            .map_err(|e| CaptureError::Setup(e.to_string()))
+    }
+}
+
+/// Takes a snapshot of each archived source (or only `only`) into the `[backup]` store:
+/// its captured tables, consistent with one position of its log. Table versions are
+/// registered in `state` (the capture's, when this process runs it) or in a scratch store.
+pub async fn snapshot_create(
+    config: &Config,
+    only: Option<&str>,
+    state: Option<&StateStore>,
+) -> Result<Vec<tributary_snapshot::SnapshotManifest>, PipelineError> {
+    let backup = backup_of(config)?;
+    let selected = archived_selection(config, only)?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    let scratch;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            scratch = tempfile::tempdir().map_err(|e| PipelineError::Io {
+                path: "a scratch directory".into(),
+                message: e.to_string(),
+            })?;
+            &StateStore::open(scratch.path())?
+        }
+    };
+    let mut out = Vec::new();
+    for name in &selected {
+        let source = &config.sources[name];
+        let mut rows = SnapshotRows(Some(tributary_snapshot::SnapshotWriter::new(
+            store.clone(),
+            name,
+            backup.zstd_level,
+            backup.snapshot_object_bytes as usize,
+        )));
+        let copied = source
+            .copy_tables(name, state, backup.snapshot_sessions, &mut rows)
+            .await?;
+        let writer = rows.0.take().expect("present until here");
+        out.push(writer.finish(copied.position, copied.at_micros).await?);
+    }
+    Ok(out)
+}
+
+/// Applies the `[backup]` retention settings to each archived source (or only `only`);
+/// `dry`: only reports. Returns each source's report.
+pub async fn prune(
+    config: &Config,
+    only: Option<&str>,
+    dry: bool,
+) -> Result<Vec<(String, tributary_snapshot::PruneReport)>, PipelineError> {
+    let backup = backup_of(config)?;
+    let retention = backup.retention().map_err(PipelineError::Config)?;
+    let store = tributary_snapshot::Store::open(backup)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut out = Vec::new();
+    for set in file_sets(config, only) {
+        let report = tributary_snapshot::prune_files(&store, &set, retention, now, dry).await?;
+        if !dry && !report.snapshots.is_empty() {
+            tracing::info!(set, snapshots = ?report.snapshots, anchor = ?report.anchor, "retention pruned files snapshots");
+        }
+        out.push((set, report));
+    }
+    for name in archived_selection(config, only)? {
+        let report = tributary_snapshot::prune(&store, &name, retention, now, dry).await?;
+        if !dry && (report.segments > 0 || !report.snapshots.is_empty()) {
+            tracing::info!(source = name, snapshots = ?report.snapshots, segments = report.segments, anchor = ?report.anchor, "retention pruned");
+        }
+        out.push((name, report));
+    }
+    Ok(out)
+}

@@ -1,0 +1,213 @@
+//! `tributary restore`: point-in-time restore of an archived source into a database.
+
+use crate::commands::backup::{archived_selection, backup_of, file_sets, files_restore};
+use crate::config::Config;
+use tributary_pipeline::PipelineError;
+use tributary_sinks::{Sink, SinkConfig};
+
+/// Restores the archive of `source` (default: the only archived source) into the
+/// database at `target` (`postgres://…` or `mysql://…`; `None`: a dry run), tables into
+/// `target_schema` when given. Returns the source's name and what was done.
+pub async fn restore(
+    config: &Config,
+    source: Option<&str>,
+    options: &tributary_snapshot::RestoreOptions,
+    target: Option<&str>,
+    target_schema: Option<String>,
+) -> Result<(String, tributary_snapshot::RestoreReport), PipelineError> {
+    let backup = backup_of(config)?;
+    let source = match archived_selection(config, source)?.as_slice() {
+        [one] => one.clone(),
+        several => {
+            return Err(PipelineError::Config(format!(
+                "several sources are archived ({}): name one with --source",
+                several.join(", ")
+            )))
+        }
+    };
+    let store = tributary_snapshot::Store::open(backup)?;
+    let mut sink = match target {
+        None => None,
+        Some(url) => {
+            let target = SinkConfig::from_url(url, target_schema, options.batch_rows, "--target")?;
+            Some(target_sink(&target, &source).await?)
+        }
+    };
+    let mut wrapped = sink
+        .as_mut()
+        .map(|(inner, key)| tributary_snapshot::RestoreSink {
+            inner: inner.as_mut(),
+            watermark_key: key.clone(),
+            test: None,
+        });
+    let report = tributary_snapshot::restore(
+        &store,
+        &source,
+        options,
+        wrapped.as_mut().map(|s| s as &mut dyn Sink),
+    )
+    .await?;
+    Ok((source, report))
+}
+
+/// The sink a restore writes through into database `url` (postgres:// or mysql://), and
+/// the key its watermark is kept under (see `SinkConfig::restore_watermark_key`).
+pub(crate) async fn target_sink(
+    target: &SinkConfig,
+    source: &str,
+) -> Result<(Box<dyn Sink>, Option<String>), PipelineError> {
+    Ok((
+        target.connect().await?,
+        target.restore_watermark_key(source),
+    ))
+}
+
+/// What `tributary restore` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RestoreRequest {
+    /// How far: a time, `latest`, or a source position (as given).
+    pub to: String,
+    /// The database (or, for a file set, the directory) to restore into; `None`: a dry
+    /// run.
+    pub target: Option<String>,
+    /// The archived source or file set (default: the only archived source).
+    pub source: Option<String>,
+    /// Only these tables (or, for a file set, paths).
+    pub tables: Vec<String>,
+    /// Schema (MySQL: database) every table is restored into.
+    pub target_schema: Option<String>,
+}
+
+/// What `tributary restore` did (or, dry, would do).
+#[derive(Debug, Clone)]
+pub enum RestoreOutcome {
+    /// A file set restored under a directory.
+    Files {
+        /// The file set.
+        set: String,
+        /// How far, as asked.
+        to: String,
+        /// The directory, unless dry.
+        into: Option<std::path::PathBuf>,
+        /// What was written.
+        report: tributary_snapshot::FilesRestoreReport,
+    },
+    /// A source restored into a database.
+    Source {
+        /// The source.
+        source: String,
+        /// How far, as asked.
+        to: String,
+        /// Whether nothing was written.
+        dry: bool,
+        /// Seconds it took.
+        seconds: f64,
+        /// What was applied.
+        report: tributary_snapshot::RestoreReport,
+    },
+}
+
+/// Restores a file set or an archived source as `request` says.
+pub async fn run(
+    config: &Config,
+    request: &RestoreRequest,
+) -> Result<RestoreOutcome, PipelineError> {
+    let to = tributary_snapshot::Target::parse(&request.to)?;
+    if let Some(set) = request
+        .source
+        .as_deref()
+        .filter(|s| file_sets(config, Some(s)).len() == 1)
+    {
+        if request.target_schema.is_some() {
+            return Err(PipelineError::Config(format!(
+                "--target-schema: file set {set} is restored into a directory (--target), not a schema"
+            )));
+        }
+        let into = request.target.as_deref().map(std::path::Path::new);
+        let report = files_restore(config, set, &to, into, &request.tables).await?;
+        return Ok(RestoreOutcome::Files {
+            set: set.to_string(),
+            to: request.to.clone(),
+            into: into.map(|p| p.to_path_buf()),
+            report,
+        });
+    }
+    let options = tributary_snapshot::RestoreOptions {
+        target: to,
+        tables: request.tables.clone(),
+        max_tx_events: 10_000,
+        batch_rows: 5_000,
+        copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
+    };
+    let started = std::time::Instant::now();
+    let (source, report) = restore(
+        config,
+        request.source.as_deref(),
+        &options,
+        request.target.as_deref(),
+        request.target_schema.clone(),
+    )
+    .await?;
+    Ok(RestoreOutcome::Source {
+        source,
+        to: request.to.clone(),
+        dry: request.target.is_none(),
+        seconds: started.elapsed().as_secs_f64(),
+        report,
+    })
+}
+
+impl std::fmt::Display for RestoreOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RestoreOutcome::Files {
+                set,
+                to,
+                into,
+                report: r,
+            } => writeln!(
+                f,
+                "restore of file set {set} to {to}: from files snapshot {}: {} {} files ({} bytes) and {} directories and links{}",
+                r.snapshot,
+                if into.is_none() { "would write" } else { "wrote" },
+                r.files,
+                r.bytes,
+                r.others,
+                into.as_ref().map(|d| format!(" under {}", d.display())).unwrap_or_default()
+            ),
+            RestoreOutcome::Source {
+                source,
+                to,
+                dry,
+                seconds,
+                report: r,
+            } => {
+                writeln!(
+                    f,
+                    "restore of {source} to {to}: {} {} events in {} transactions from {} segments in {seconds:.1} s ({} already in the target)",
+                    if *dry { "would apply" } else { "applied" },
+                    r.events,
+                    r.transactions,
+                    r.segments,
+                    r.already
+                )?;
+                for (table, n) in &r.tables {
+                    writeln!(f, "  {table}: {n} events")?;
+                }
+                if let (Some(p), Some(t)) = (r.last_position, r.last_commit_micros) {
+                    let at = chrono::DateTime::from_timestamp_micros(t)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default();
+                    writeln!(f, "  last: {p}, committed {at}")?;
+                }
+                if r.archive_ends_before_target {
+                    writeln!(
+                        f,
+                        "  note: the archive ends before {to}; everything archived was restored"
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! `tributary snapshot create | prune | list | verify`: what the `[backup]` store holds, as
+//! typed reports the command line prints.
+
+use crate::commands::backup::{self, archived_selection, backup_of, file_sets};
+use crate::commands::restore_test::{restore_test, RestoreTestResult};
+use crate::config::Config;
+use std::fmt;
+use tributary_pipeline::PipelineError;
+use tributary_snapshot::{
+    ArchiveReport, FilesManifest, PruneReport, SnapshotManifest, Store, TableCheck,
+};
+
+/// The store and what `--source` selects in it: archived sources and file sets.
+struct Selection {
+    store: Store,
+    sources: Vec<String>,
+    sets: Vec<String>,
+}
+
+fn select(config: &Config, only: Option<&str>) -> Result<Selection, PipelineError> {
+    Ok(Selection {
+        store: Store::open(backup_of(config)?)?,
+        sources: archived_selection(config, only)?,
+        sets: file_sets(config, only),
+    })
+}
+
+/// What `snapshot create` took.
+#[derive(Debug, Clone)]
+pub struct CreateReport {
+    /// One files snapshot per file set.
+    pub files: Vec<FilesManifest>,
+    /// One snapshot per archived source.
+    pub snapshots: Vec<SnapshotManifest>,
+}
+
+/// Takes a snapshot of each file set and each archived source (or only `only`).
+pub async fn create(config: &Config, only: Option<&str>) -> Result<CreateReport, PipelineError> {
+    Ok(CreateReport {
+        files: backup::files_snapshot_create(config, only).await?,
+        snapshots: backup::snapshot_create(config, only, None).await?,
+    })
+}
+
+impl fmt::Display for CreateReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for m in &self.files {
+            writeln!(
+                f,
+                "files snapshot {} of set {}: {} entries, {} bytes ({} stored in {} objects)",
+                m.id,
+                m.set,
+                m.files.len(),
+                m.bytes,
+                m.stored_bytes,
+                m.packs.len()
+            )?;
+        }
+        for m in &self.snapshots {
+            writeln!(
+                f,
+                "snapshot {} of {}: {} rows, {} bytes in {} objects, at {}",
+                m.id,
+                m.source,
+                m.rows,
+                m.bytes,
+                m.objects.len(),
+                m.position
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What `snapshot prune` deleted (or, dry, would delete).
+#[derive(Debug, Clone)]
+pub struct PruneReports {
+    /// Whether nothing was deleted.
+    pub dry: bool,
+    /// Each file set's report.
+    pub sets: Vec<(String, PruneReport)>,
+    /// Each archived source's report.
+    pub sources: Vec<(String, PruneReport)>,
+}
+
+/// Applies the retention settings to each file set and archived source (or only `only`).
+pub async fn prune(
+    config: &Config,
+    only: Option<&str>,
+    dry: bool,
+) -> Result<PruneReports, PipelineError> {
+    let sets = file_sets(config, only);
+    let (sets, sources) = backup::prune(config, only, dry)
+        .await?
+        .into_iter()
+        .partition(|(name, _)| sets.contains(name));
+    Ok(PruneReports { dry, sets, sources })
+}
+
+impl fmt::Display for PruneReports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = if self.dry { "would delete" } else { "deleted" };
+        for (name, r) in &self.sets {
+            writeln!(
+                f,
+                "set {name}: {verb} {} files snapshots [{}], {} objects; the oldest kept is {}",
+                r.snapshots.len(),
+                r.snapshots.join(", "),
+                r.objects,
+                r.anchor
+                    .as_deref()
+                    .unwrap_or("the oldest (no retention setting applies)")
+            )?;
+        }
+        for (name, r) in &self.sources {
+            let oldest = match &r.anchor {
+                Some(id) => format!("snapshot {id}"),
+                None => "the archive's start (no retention setting applies)".to_string(),
+            };
+            writeln!(
+                f,
+                "{name}: {verb} {} snapshots [{}] and {} archive segments, {} objects; the oldest restorable instant is {oldest}",
+                r.snapshots.len(),
+                r.snapshots.join(", "),
+                r.segments,
+                r.objects,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// What `snapshot list` finds in the store.
+#[derive(Debug, Clone)]
+pub struct ListReport {
+    /// Each file set's snapshots, oldest first.
+    pub sets: Vec<(String, Vec<FilesManifest>)>,
+    /// Each archived source's snapshots, oldest first.
+    pub sources: Vec<(String, Vec<SnapshotManifest>)>,
+}
+
+/// Lists the snapshots of each file set and archived source (or only `only`).
+pub async fn list(config: &Config, only: Option<&str>) -> Result<ListReport, PipelineError> {
+    let sel = select(config, only)?;
+    let mut report = ListReport {
+        sets: Vec::new(),
+        sources: Vec::new(),
+    };
+    for set in sel.sets {
+        let found = tributary_snapshot::list_file_snapshots(&sel.store, &set).await?;
+        report.sets.push((set, found));
+    }
+    for source in sel.sources {
+        let found = tributary_snapshot::list_snapshots(&sel.store, &source).await?;
+        report.sources.push((source, found));
+    }
+    Ok(report)
+}
+
+impl fmt::Display for ListReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (set, found) in &self.sets {
+            for m in found {
+                writeln!(
+                    f,
+                    "set {set} {}: {} entries, {} bytes ({} stored), finished {}",
+                    m.id,
+                    m.files.len(),
+                    m.bytes,
+                    m.stored_bytes,
+                    m.finished_at
+                )?;
+            }
+        }
+        for (name, found) in &self.sources {
+            for m in found {
+                writeln!(
+                    f,
+                    "{name} {}: {} rows, {} bytes, at {}, finished {}",
+                    m.id, m.rows, m.bytes, m.position, m.finished_at
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What `snapshot verify` checked; any damage is an error instead.
+#[derive(Debug)]
+pub struct VerifyReport {
+    /// Each files snapshot checked, with its count of files.
+    pub files: Vec<(FilesManifest, u64)>,
+    /// Each archived source's archive.
+    pub archives: Vec<(String, ArchiveReport)>,
+    /// Each snapshot checked, with its count of rows.
+    pub snapshots: Vec<(String, SnapshotManifest, u64)>,
+    /// The restore tests, when asked for.
+    pub restore_tests: Vec<RestoreTestResult>,
+}
+
+impl VerifyReport {
+    /// Whether every restore test checked out.
+    pub fn ok(&self) -> bool {
+        self.restore_tests.iter().all(RestoreTestResult::ok)
+    }
+}
+
+/// Re-reads everything the store holds for each file set and archived source (or only
+/// `only`) and, with `scratch`, restore-tests each source on that server.
+pub async fn verify(
+    config: &Config,
+    only: Option<&str>,
+    scratch: Option<&str>,
+) -> Result<VerifyReport, PipelineError> {
+    let sel = select(config, only)?;
+    let mut report = VerifyReport {
+        files: Vec::new(),
+        archives: Vec::new(),
+        snapshots: Vec::new(),
+        restore_tests: Vec::new(),
+    };
+    for set in &sel.sets {
+        for m in tributary_snapshot::list_file_snapshots(&sel.store, set).await? {
+            let files = tributary_snapshot::verify_files(&sel.store, &m).await?;
+            report.files.push((m, files as u64));
+        }
+    }
+    for name in &sel.sources {
+        let archive = tributary_snapshot::verify_archive(&sel.store, name).await?;
+        report.archives.push((name.clone(), archive));
+        for snap in tributary_snapshot::list_snapshots(&sel.store, name).await? {
+            let rows = tributary_snapshot::verify_snapshot(
+                &sel.store,
+                name,
+                &snap,
+                Some(tributary_capture::postgres::relations::decode_copy_line),
+            )
+            .await?;
+            report.snapshots.push((name.clone(), snap, rows as u64));
+        }
+    }
+    if let Some(scratch) = scratch {
+        report.restore_tests = restore_test(config, only, scratch).await?;
+    }
+    Ok(report)
+}
+
+impl fmt::Display for VerifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (m, files) in &self.files {
+            writeln!(
+                f,
+                "files snapshot {} {}: OK: {} objects, {files} files, {} bytes",
+                m.set,
+                m.id,
+                m.packs.len(),
+                m.bytes
+            )?;
+        }
+        for (name, r) in &self.archives {
+            match &r.to {
+                None => writeln!(f, "archive {name}: OK: empty (nothing archived yet)")?,
+                Some(to) => writeln!(
+                    f,
+                    "archive {name}: OK: {} segments, {} objects, {} events, {} bytes, from {} to {to}",
+                    r.segments,
+                    r.objects,
+                    r.events,
+                    r.bytes,
+                    r.from
+                        .map_or("the source's first event".to_string(), |p| format!("after {p}")),
+                )?,
+            }
+        }
+        for (name, snap, rows) in &self.snapshots {
+            writeln!(
+                f,
+                "snapshot {name} {}: OK: {} objects, {rows} rows, at {}",
+                snap.id,
+                snap.objects.len(),
+                snap.position
+            )?;
+        }
+        for r in &self.restore_tests {
+            write!(f, "{r}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Display for RestoreTestResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "restore test {}: {} snapshot rows{} and {} archived events restored into {}",
+            self.source,
+            self.report.snapshot_rows,
+            self.report
+                .snapshot
+                .as_deref()
+                .map(|s| format!(" (snapshot {s})"))
+                .unwrap_or_default(),
+            self.report.events,
+            self.database
+        )?;
+        for t in &self.tables {
+            write_check(f, t)?;
+        }
+        Ok(())
+    }
+}
+
+fn write_check(f: &mut fmt::Formatter<'_>, t: &TableCheck) -> fmt::Result {
+    let verdict = if t.ok() { "OK" } else { "DIFFERS" };
+    writeln!(
+        f,
+        "  {} {verdict}: {} rows, checksum {} (the archive says {} rows, checksum {})",
+        t.table, t.restored_rows, t.restored_checksum, t.expected_rows, t.expected_checksum
+    )?;
+    for d in &t.differences {
+        writeln!(f, "    {d}")?;
+    }
+    Ok(())
+}

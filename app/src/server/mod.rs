@@ -1,0 +1,4 @@
+//! The HTTP endpoints a running Tributary serves: today the Confluent-compatible schema
+//! registry.
+
+pub mod registry;

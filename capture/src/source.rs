@@ -1,0 +1,341 @@
+//! A configured source of any kind: the one place that matches on a source kind.
+//!
+//! The application holds a [`SourceConfig`] per `[sources.<name>]` table of its
+//! configuration file and asks it for everything kind-specific: checking the settings,
+//! running the capture agent, copying the tables for a backup snapshot, reading tables back
+//! for a restore test, the source's progress for `tributary status`, and writing a
+//! person's choice back for the conflict queue. Adding a source kind means a folder beside
+//! `postgres/` and `mysql/` and one variant here.
+
+use crate::error::CaptureError;
+use crate::mysql::{self, MySqlCapture, MySqlSourceConfig};
+use crate::postgres::{self, PostgresCapture, PostgresSourceConfig};
+use crate::publisher::Publisher;
+use crate::snapshot::SnapshotOutput;
+use crate::state::StateStore;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use tributary_schemas::pg_text::write_text;
+use tributary_schemas::{redact_url, DatabaseIdentity, Position, TableId, Value};
+
+/// A source, by kind (`kind = "postgres"` or `kind = "mysql"` in the configuration).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SourceConfig {
+    /// PostgreSQL through logical replication.
+    Postgres(PostgresSourceConfig),
+    /// MySQL or MariaDB through the binary log.
+    Mysql(MySqlSourceConfig),
+}
+
+/// A consistent copy of a source's tables: where the source's log goes on after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopiedTables {
+    /// Every transaction before this position is in the copy; the copy's rows sort just
+    /// below it.
+    pub position: Position,
+    /// The server's clock at the copy's consistent point (microseconds since the Unix
+    /// epoch): every copied transaction committed before it.
+    pub at_micros: i64,
+}
+
+/// How far a source's capture has come, as the server tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum SourceProgress {
+    /// A PostgreSQL replication slot and the server's current WAL position.
+    Slot {
+        /// The slot's name.
+        slot: String,
+        /// Up to where the slot is confirmed (`None` before the first confirmation).
+        confirmed: Option<String>,
+        /// The server's current WAL position.
+        current: String,
+        /// WAL bytes between the two.
+        behind_bytes: i64,
+        /// Whether a capture is connected to the slot.
+        active: bool,
+    },
+    /// The slot is not created yet (the capture has not started).
+    NoSlot {
+        /// The slot's name.
+        slot: String,
+    },
+    /// The position is the binlog checkpoint kept in the state directory.
+    LocalCheckpoint,
+    /// The server could not be asked.
+    Unreachable {
+        /// Why.
+        error: String,
+    },
+}
+
+/// One source's line of `tributary status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    /// The source's name.
+    pub source: String,
+    /// What kind of server it is, for people.
+    pub server: &'static str,
+    /// Its URL, password hidden.
+    pub url: String,
+    /// How far its capture has come.
+    pub progress: SourceProgress,
+}
+
+impl std::fmt::Display for SourceStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let name = &self.source;
+        match &self.progress {
+            SourceProgress::Slot {
+                slot,
+                confirmed,
+                current,
+                behind_bytes,
+                active,
+            } => write!(
+                f,
+                "source {name}: slot {slot} confirmed {} of {current} (behind {behind_bytes} bytes), {}",
+                confirmed.as_deref().unwrap_or_default(),
+                if *active { "capturing" } else { "idle" }
+            ),
+            SourceProgress::NoSlot { slot } => {
+                write!(f, "source {name}: slot {slot} does not exist yet")
+            }
+            SourceProgress::LocalCheckpoint => write!(
+                f,
+                "source {name}: {} at {} (binlog checkpoint in the state_dir)",
+                self.server, self.url
+            ),
+            SourceProgress::Unreachable { error } => {
+                write!(f, "source {name}: unreachable at {}: {error}", self.url)
+            }
+        }
+    }
+}
+
+/// A person's choice for one column of one row, to be written into a source as an
+/// ordinary update (the conflict queue).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WriteBack<'a> {
+    /// The table.
+    pub table: &'a TableId,
+    /// The row's primary key, column by column.
+    pub key: &'a [(String, Value)],
+    /// The column to set.
+    pub column: &'a str,
+    /// The value to set it to.
+    pub value: &'a Value,
+}
+
+impl WriteBack<'_> {
+    /// The value as PostgreSQL text (`None` for NULL), which both kinds cast from.
+    pub(crate) fn value_text(&self) -> Option<String> {
+        text(self.value)
+    }
+
+    /// The key columns with their values as text.
+    pub(crate) fn key_texts(&self) -> Vec<(&str, Option<String>)> {
+        self.key
+            .iter()
+            .map(|(c, v)| (c.as_str(), text(v)))
+            .collect()
+    }
+}
+
+fn text(v: &Value) -> Option<String> {
+    if matches!(v, Value::Null) {
+        return None;
+    }
+    let mut s = String::new();
+    write_text(v, &mut s);
+    Some(s)
+}
+
+impl SourceConfig {
+    /// A source of the kind `url`'s scheme names (`postgres://`, `postgresql://`,
+    /// `mysql://`, `mariadb://`), capturing the tables `include` names, with defaults for
+    /// everything else; `flag` names the option the URL came from in errors.
+    pub fn from_url(url: &str, include: Vec<String>, flag: &str) -> Result<Self, CaptureError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let mut c = PostgresSourceConfig::new(url);
+            c.include = include;
+            Ok(SourceConfig::Postgres(c))
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            let mut c = MySqlSourceConfig::new(url.replacen("mariadb://", "mysql://", 1));
+            c.include = include;
+            Ok(SourceConfig::Mysql(c))
+        } else {
+            Err(CaptureError::Setup(format!(
+                "{flag} {:?}: give a postgres:// or mysql:// URL",
+                redact_url(url)
+            )))
+        }
+    }
+
+    /// The topic prefix of source `name`.
+    pub fn prefix(&self, name: &str) -> String {
+        match self {
+            SourceConfig::Postgres(c) => c.prefix(name),
+            SourceConfig::Mysql(c) => c.prefix(name),
+        }
+    }
+
+    /// Checks the settings; errors start with `key_path` and the bad key.
+    pub fn validate(&self, key_path: &str) -> Result<(), CaptureError> {
+        match self {
+            SourceConfig::Postgres(c) => c.validate(key_path),
+            SourceConfig::Mysql(c) => c.validate(key_path),
+        }
+    }
+
+    /// The database the source's URL connects to.
+    pub fn identity(&self) -> Option<DatabaseIdentity> {
+        match self {
+            SourceConfig::Postgres(c) => {
+                let c: tokio_postgres::Config = c.url.parse().ok()?;
+                let host = match c.get_hosts().first()? {
+                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
+                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+                };
+                let port = c.get_ports().first().copied().unwrap_or(5432);
+                let db = c.get_dbname().or(c.get_user())?;
+                Some(DatabaseIdentity::new("postgres", &host, port, db))
+            }
+            SourceConfig::Mysql(c) => {
+                let o = mysql_async::Opts::from_url(&c.url).ok()?;
+                Some(DatabaseIdentity::new(
+                    "mysql",
+                    o.ip_or_hostname(),
+                    o.tcp_port(),
+                    o.db_name()?,
+                ))
+            }
+        }
+    }
+
+    /// The wire protocol of the source's server (`"postgres"`, `"mysql"`): values restored
+    /// into a database of the same protocol compare exactly.
+    pub fn protocol(&self) -> &'static str {
+        match self {
+            SourceConfig::Postgres(_) => "postgres",
+            SourceConfig::Mysql(_) => "mysql",
+        }
+    }
+
+    /// The source's URL.
+    pub fn url(&self) -> &str {
+        match self {
+            SourceConfig::Postgres(c) => &c.url,
+            SourceConfig::Mysql(c) => &c.url,
+        }
+    }
+
+    /// The source's URL, password hidden.
+    pub fn redacted_url(&self) -> String {
+        redact_url(self.url())
+    }
+
+    /// Runs the capture agent of source `name` until `shutdown` turns true: the initial
+    /// snapshot when there is none yet, then the change stream, into `publisher`.
+    pub async fn run(
+        &self,
+        name: &str,
+        store: StateStore,
+        publisher: Publisher,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<(), CaptureError> {
+        match self {
+            SourceConfig::Postgres(c) => {
+                PostgresCapture::new(name, c.clone(), store, publisher)
+                    .run(shutdown)
+                    .await
+            }
+            SourceConfig::Mysql(c) => {
+                MySqlCapture::new(name, c.clone(), store, publisher)
+                    .run(shutdown)
+                    .await
+            }
+        }
+    }
+
+    /// Copies the tables source `name` captures into `out`, consistent with one position
+    /// of its log (a backup snapshot); PostgreSQL copies a large table in `sessions`
+    /// page ranges at once. Table versions are registered in `store`.
+    pub async fn copy_tables(
+        &self,
+        name: &str,
+        store: &StateStore,
+        sessions: usize,
+        out: &mut (dyn SnapshotOutput + '_),
+    ) -> Result<CopiedTables, CaptureError> {
+        match self {
+            SourceConfig::Postgres(c) => {
+                let (lsn, at_micros) = postgres::stream::copy_tables(
+                    name,
+                    c,
+                    store,
+                    c.snapshot_chunk_rows,
+                    sessions,
+                    out,
+                )
+                .await?;
+                // Every transaction committed before the consistent point is in the
+                // copy, and the copy's rows sit just below it, as the initial snapshot's
+                // do.
+                Ok(CopiedTables {
+                    position: Position::pg(lsn.saturating_sub(1), u64::MAX),
+                    at_micros,
+                })
+            }
+            SourceConfig::Mysql(c) => {
+                let copy = mysql::copy_tables(name, c, store, out).await?;
+                // Every transaction before the binlog position is in the copy; the events
+                // of the next one are numbered after it.
+                let file = mysql::file_seq(&copy.start.file)?;
+                Ok(CopiedTables {
+                    position: Position::mysql(file, copy.start.pos, u64::MAX),
+                    at_micros: copy.at_micros,
+                })
+            }
+        }
+    }
+
+    /// Reads every table this configuration captures into `out` as `Read` events, in one
+    /// consistent transaction of its own (no slot, no position): how a restore test reads
+    /// back what it restored.
+    pub async fn read_tables(
+        &self,
+        name: &str,
+        store: &StateStore,
+        out: &mut (dyn SnapshotOutput + '_),
+    ) -> Result<(), CaptureError> {
+        match self {
+            SourceConfig::Postgres(c) => postgres::stream::read_tables(name, c, store, out).await,
+            SourceConfig::Mysql(c) => mysql::read_tables(name, c, store, out).await,
+        }
+    }
+
+    /// How far the capture of source `name` has come, as its server tells it.
+    pub async fn status(&self, name: &str) -> SourceStatus {
+        let (server, progress) = match self {
+            SourceConfig::Postgres(c) => ("PostgreSQL", postgres::admin::progress(name, c).await),
+            SourceConfig::Mysql(_) => ("MySQL/MariaDB", SourceProgress::LocalCheckpoint),
+        };
+        SourceStatus {
+            source: name.to_string(),
+            server,
+            url: self.redacted_url(),
+            progress,
+        }
+    }
+
+    /// Writes `change` into the source database as an ordinary update, so it reaches
+    /// every sink like any other change; returns the rows it changed.
+    pub async fn write_back(&self, change: &WriteBack<'_>) -> Result<u64, CaptureError> {
+        match self {
+            SourceConfig::Postgres(c) => postgres::admin::write_back(c, change).await,
+            SourceConfig::Mysql(c) => mysql::admin::write_back(c, change).await,
+        }
+    }
+}
