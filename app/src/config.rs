@@ -31,7 +31,6 @@
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tributary_capture::transport::kafka::KafkaSettings;
 pub use tributary_capture::SourceConfig;
 use tributary_pipeline::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
 use tributary_pipeline::conflict::{ConflictConfig, Conflicts};
@@ -39,6 +38,7 @@ use tributary_pipeline::validate::{RuleConfig, Rules};
 use tributary_pipeline::PipelineError;
 use tributary_sinks::{SinkConfig, SinkKind};
 use tributary_snapshot::BackupConfig;
+pub use tributary_transport::{EmbeddedConfig, TransportConfig};
 
 /// Default directory for local state, relative to the working directory.
 pub const DEFAULT_STATE_DIR: &str = ".tributary";
@@ -86,31 +86,6 @@ pub struct RegistryConfig {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(DEFAULT_STATE_DIR)
-}
-
-/// The transport.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum TransportConfig {
-    /// An on-disk log on this machine; no broker needed.
-    Embedded(EmbeddedConfig),
-    /// Kafka (or any Kafka-protocol broker).
-    Kafka(KafkaSettings),
-}
-
-impl Default for TransportConfig {
-    fn default() -> Self {
-        TransportConfig::Embedded(EmbeddedConfig::default())
-    }
-}
-
-/// The embedded log's settings.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct EmbeddedConfig {
-    /// Directory of the log; default `<state_dir>/log`.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
 }
 
 /// A sink: where it writes (`kind`, `url`, `target_schema`, `batch_rows`, which the sinks
@@ -367,11 +342,7 @@ impl Config {
                 return Err(format!("sinks.{name}.max_tx_events: must be at least 1"));
             }
         }
-        if let TransportConfig::Kafka(k) = &self.transport {
-            if k.brokers.trim().is_empty() {
-                return Err("transport.brokers: must list at least one host:port".into());
-            }
-        }
+        self.transport.validate()?;
         Ok(())
     }
 
@@ -383,10 +354,7 @@ impl Config {
 
     /// Directory of the embedded log.
     pub fn log_dir(&self) -> PathBuf {
-        match &self.transport {
-            TransportConfig::Embedded(EmbeddedConfig { path: Some(p) }) => p.clone(),
-            _ => self.state_dir.join("log"),
-        }
+        self.transport.log_dir(&self.state_dir)
     }
 }
 

@@ -6,6 +6,7 @@
 
 use thiserror::Error;
 use tributary_schemas::SchemaError;
+use tributary_transport::TransportError;
 
 /// Why capture failed.
 #[derive(Debug, Error)]
@@ -128,54 +129,6 @@ impl CaptureError {
             context: context.into(),
             message,
             transient,
-        }
-    }
-}
-
-/// Why the transport failed.
-#[derive(Debug, Error)]
-pub enum TransportError {
-    /// Kafka refused or failed an operation.
-    #[error("kafka {context}: {message}")]
-    Kafka {
-        /// What was being done.
-        context: String,
-        /// librdkafka's message.
-        message: String,
-    },
-    /// The embedded log could not be read or written.
-    #[error("embedded log {path}: {message}")]
-    Log {
-        /// File or directory concerned.
-        path: String,
-        /// What went wrong.
-        message: String,
-    },
-    /// The embedded log holds a damaged record.
-    #[error("embedded log {path} is corrupt at byte {offset}: {message}")]
-    Corrupt {
-        /// File concerned.
-        path: String,
-        /// Byte offset of the damaged record.
-        offset: u64,
-        /// What is wrong.
-        message: String,
-    },
-    /// The transport was shut down.
-    #[error("transport closed")]
-    Closed,
-}
-
-impl TransportError {
-    /// Whether retrying may succeed.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, TransportError::Kafka { .. } | TransportError::Closed)
-    }
-
-    pub(crate) fn log(path: &std::path::Path, err: impl std::fmt::Display) -> Self {
-        TransportError::Log {
-            path: path.display().to_string(),
-            message: err.to_string(),
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! A source agent ([`postgres`], [`mysql`]) takes an initial snapshot consistent with its
 //! replication stream, then streams changes. Events go through a [`publisher::Publisher`]
-//! to a [`transport`] (Kafka or the embedded log). The source's checkpoint (the PostgreSQL
+//! to the transport (`tributary_transport`: Kafka or the embedded log). The source's checkpoint (the PostgreSQL
 //! slot's confirmed position; for MySQL/MariaDB the binlog file and offset kept in local
 //! [`state`]) is advanced only to positions whose records are durable in the transport;
 //! local state also keeps whether the snapshot finished and the versions of each table's
@@ -13,12 +13,10 @@ mod filter;
 pub mod mysql;
 pub mod postgres;
 pub mod publisher;
-pub mod registry;
 pub mod snapshot;
 pub mod source;
 pub mod state;
 pub mod table;
-pub mod transport;
 
-pub use error::{CaptureError, TransportError};
+pub use error::CaptureError;
 pub use source::{SourceConfig, SourceProgress, SourceStatus, WriteBack};

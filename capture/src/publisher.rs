@@ -15,9 +15,7 @@
 //! nothing is skipped. The FIFOs' bounds plus the transport's queue bound the memory in
 //! flight whatever the transaction size.
 
-use crate::error::{CaptureError, TransportError};
-use crate::registry::{schema_topic, table_topic, transactions_topic, RegisteredSchema};
-use crate::transport::{Delivery, Producer, Record};
+use crate::error::CaptureError;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -25,6 +23,11 @@ use tributary_schemas::{
     encode_key, encode_tx_end, encode_value, schema_id, AvroSchemas, ChangeEvent, Position,
     SchemaId, TopicCount, TxEnd, TX_END_SCHEMA,
 };
+use tributary_transport::topics::{
+    schema_topic, table_topic, transactions_topic, RegisteredSchema,
+};
+use tributary_transport::TransportError;
+use tributary_transport::{Delivery, Producer, Record};
 
 /// Records that may be in flight before `event` waits.
 const IN_FLIGHT: usize = 65_536;

@@ -24,19 +24,19 @@ use crate::error::PipelineError;
 use crate::merge::TablePolicy;
 use crate::notify::Notifier;
 use crate::registry::SchemaCache;
-use crate::transport::{Consumer, TopicReader};
 use crate::validate::{OnFail, Rules};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tributary_capture::registry::transactions_topic;
 use tributary_schemas::{
     decode_tx_end, decode_value, unframe, AvroSchemas, ChangeEvent, Op, Position, TableId,
     TableSchema, TxEnd,
 };
 use tributary_sinks::{MergeStates, Sink};
+use tributary_transport::topics::transactions_topic;
+use tributary_transport::{Consumer, TopicReader};
 
 /// Default events per sink batch.
 pub const DEFAULT_BATCH_ROWS: usize = 5_000;
@@ -579,12 +579,12 @@ mod tests {
     //! The apply loop over a real embedded log, with a sink that records what it is asked
     //! to do (the sink itself is tested against PostgreSQL in `tests/`).
     use super::*;
-    use crate::transport::embedded::EmbeddedConsumer;
     use std::sync::Mutex;
     use tributary_capture::publisher::Publisher;
-    use tributary_capture::transport::log::EmbeddedProducer;
     use tributary_schemas::{Column, ColumnType, Op, Row, TableId, TableSchema, TxMeta, Value};
     use tributary_sinks::SinkError;
+    use tributary_transport::log::EmbeddedConsumer;
+    use tributary_transport::log::EmbeddedProducer;
 
     #[derive(Default)]
     struct Recorded {

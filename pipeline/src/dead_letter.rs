@@ -9,13 +9,13 @@
 //! loop moves past the message only afterwards, so nothing is dropped silently.
 
 use crate::error::PipelineError;
-use crate::transport::Consumed;
 use crate::validate::Violation;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tributary_capture::transport::{Producer, Record};
 use tributary_schemas::ChangeEvent;
+use tributary_transport::Consumed;
+use tributary_transport::{Producer, Record};
 
 /// Keeps undecodable messages and rejected events.
 pub struct DeadLetters {

@@ -5,9 +5,10 @@
 //! applied) stop the task with a message saying what to fix, so nothing spins.
 
 use thiserror::Error;
-use tributary_capture::{CaptureError, TransportError};
+use tributary_capture::CaptureError;
 use tributary_schemas::SchemaError;
 use tributary_sinks::SinkError;
+use tributary_transport::TransportError;
 
 /// Why the pipeline failed.
 #[derive(Debug, Error)]

@@ -13,7 +13,6 @@ pub mod error;
 pub mod merge;
 pub mod notify;
 pub mod registry;
-pub mod transport;
 pub mod validate;
 
 pub use error::PipelineError;

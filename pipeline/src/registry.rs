@@ -2,12 +2,12 @@
 //! source's `_schemas` topic from the beginning.
 
 use crate::error::PipelineError;
-use crate::transport::{Consumer, TopicReader};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tributary_capture::registry::{schema_topic, RegisteredSchema};
 use tributary_schemas::{AvroSchemas, SchemaId};
+use tributary_transport::topics::{schema_topic, RegisteredSchema};
+use tributary_transport::{Consumer, TopicReader};
 
 /// How long the schema topic may stay silent before an id is declared unknown. A marker
 /// is durable only after every schema its events use, so by the time the apply loop

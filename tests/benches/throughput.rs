@@ -40,7 +40,6 @@ use tokio::sync::watch;
 use tributary_capture::postgres::{PostgresCapture, PostgresSourceConfig};
 use tributary_capture::publisher::Publisher;
 use tributary_capture::state::StateStore;
-use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
 use tributary_pipeline::conflict::{self, ConflictConfig, Conflicts, Mode};
 use tributary_pipeline::merge::{DeletePolicy, Strategy, TablePolicy};
 use tributary_schemas::{
@@ -49,6 +48,7 @@ use tributary_schemas::{
 use tributary_sinks::postgres::{PostgresSink, PostgresSinkConfig};
 use tributary_sinks::{MySqlSink, MySqlSinkConfig, Sink};
 use tributary_tests::{Kafka, MariaDb, Postgres};
+use tributary_transport::kafka::{KafkaProducer, KafkaSettings};
 
 /// The allocator the `tributary` binary uses.
 #[global_allocator]
@@ -96,12 +96,12 @@ async fn capture_bench(rows: i64) -> anyhow::Result<()> {
     let store = StateStore::open(&state.path().join("capture"))?;
     let mut source = PostgresSourceConfig::new(pg.url(&db));
     source.heartbeat_secs = 0;
-    let producer: Arc<dyn tributary_capture::transport::Producer> =
+    let producer: Arc<dyn tributary_transport::Producer> =
         Arc::new(KafkaProducer::connect(&kafka_settings(&kafka)).await?);
 
     // Initial snapshot, then stop.
     let run_capture = |store: StateStore,
-                       producer: Arc<dyn tributary_capture::transport::Producer>,
+                       producer: Arc<dyn tributary_transport::Producer>,
                        source: PostgresSourceConfig| {
         let publisher = Publisher::new(producer, "bench", "bench");
         let acked = publisher.acked();
@@ -224,9 +224,9 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     let store = StateStore::open(&state.path().join("capture"))?;
     let mut source = MySqlSourceConfig::new(maria.url(&db));
     source.include = vec![format!("{db}.*")];
-    let producer: Arc<dyn tributary_capture::transport::Producer> =
+    let producer: Arc<dyn tributary_transport::Producer> =
         Arc::new(KafkaProducer::connect(&kafka_settings(&kafka)).await?);
-    let run_capture_to = |producer: Arc<dyn tributary_capture::transport::Producer>,
+    let run_capture_to = |producer: Arc<dyn tributary_transport::Producer>,
                           store: StateStore,
                           source: MySqlSourceConfig| {
         let publisher = Publisher::new(producer, "mbench", "mbench");
@@ -294,7 +294,7 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     anyhow::ensure!(end_file == file, "the binlog rotated during the benchmark");
 
     // Seconds a capture into `producer` takes from the stored checkpoint to the binlog end.
-    let catch_up = async |producer: Arc<dyn tributary_capture::transport::Producer>,
+    let catch_up = async |producer: Arc<dyn tributary_transport::Producer>,
                           what: &str|
            -> anyhow::Result<f64> {
         let started = Instant::now();
@@ -315,8 +315,8 @@ async fn mariadb_capture_bench(rows: i64) -> anyhow::Result<()> {
     // The same catch-up into the embedded log: separates decoding and encoding from Kafka.
     store.set_binlog_checkpoint("mbench", &before)?;
     let log = tempfile::tempdir()?;
-    let embedded: Arc<dyn tributary_capture::transport::Producer> = Arc::new(
-        tributary_capture::transport::log::EmbeddedProducer::open(log.path())?,
+    let embedded: Arc<dyn tributary_transport::Producer> = Arc::new(
+        tributary_transport::log::EmbeddedProducer::open(log.path())?,
     );
     let ours_embedded = catch_up(embedded, "embedded capture caught up").await?;
     println!(

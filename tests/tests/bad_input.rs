@@ -5,12 +5,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tributary::runtime::{self, Roles};
 use tributary::Config;
-use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
-use tributary_capture::transport::log::EmbeddedProducer;
-use tributary_capture::transport::{Producer, Record};
 use tributary_schemas::{encode_tx_end, Position, TopicCount, TxEnd};
 use tributary_tests::table_digest;
 use tributary_tests::{free_port, wait_until, MariaDb, Postgres};
+use tributary_transport::kafka::{KafkaProducer, KafkaSettings};
+use tributary_transport::log::EmbeddedProducer;
+use tributary_transport::{Producer, Record};
 
 fn config(state: &std::path::Path, source_url: &str, sink_url: &str) -> Config {
     let text = format!(

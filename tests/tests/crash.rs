@@ -233,11 +233,10 @@ impl Processes {
 
 /// Prints offset and position of every record of a topic (diagnostics on failure).
 async fn dump_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
-    use tributary_pipeline::transport::Consumer as _;
-    let settings = tributary_capture::transport::kafka::KafkaSettings::new(brokers);
+    use tributary_transport::Consumer as _;
+    let settings = tributary_transport::kafka::KafkaSettings::new(brokers);
     let consumer =
-        tributary_pipeline::transport::kafka::KafkaConsumer::connect(&settings, "crash-dump")
-            .await?;
+        tributary_transport::kafka::KafkaConsumer::connect(&settings, "crash-dump").await?;
     let mut reader = consumer.reader_from_start(topic).await?;
     let mut schemas =
         tributary_pipeline::registry::SchemaCache::open(&consumer, "src", "src").await?;

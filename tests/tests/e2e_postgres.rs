@@ -408,12 +408,12 @@ async fn registry_endpoint_serves_the_schemas_of_the_messages() -> anyhow::Resul
     let Transport::Kafka(kafka) = &scene.transport else {
         unreachable!("started with Kafka")
     };
-    let consumer = tributary_pipeline::transport::kafka::KafkaConsumer::connect(
-        &tributary_capture::transport::kafka::KafkaSettings::new(kafka.bootstrap()),
+    let consumer = tributary_transport::kafka::KafkaConsumer::connect(
+        &tributary_transport::kafka::KafkaSettings::new(kafka.bootstrap()),
         "registry-test",
     )
     .await?;
-    use tributary_pipeline::transport::Consumer;
+    use tributary_transport::Consumer;
     let mut reader = consumer.reader_from_start("src.public.medicines").await?;
     let record = reader
         .next(Some(Duration::from_secs(30)))

@@ -2,13 +2,13 @@
 //! for both transports.
 
 use std::time::Duration;
-use tributary_capture::transport::kafka::{KafkaProducer, KafkaSettings};
-use tributary_capture::transport::log::EmbeddedProducer;
-use tributary_capture::transport::{Producer, Record};
-use tributary_pipeline::transport::embedded::EmbeddedConsumer;
-use tributary_pipeline::transport::kafka::KafkaConsumer;
-use tributary_pipeline::transport::Consumer;
 use tributary_tests::Kafka;
+use tributary_transport::kafka::KafkaConsumer;
+use tributary_transport::kafka::{KafkaProducer, KafkaSettings};
+use tributary_transport::log::EmbeddedConsumer;
+use tributary_transport::log::EmbeddedProducer;
+use tributary_transport::Consumer;
+use tributary_transport::{Producer, Record};
 
 const TOPICS: [&str; 3] = ["t.a", "t.b", "t.c"];
 

@@ -229,9 +229,9 @@ fn bad_rules_are_configuration_errors() {
 /// (`<prefix>.dead_letters`, JSON keyed by the sink), durably before the loop moves on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_events_reach_the_kafka_dead_letter_topic() -> anyhow::Result<()> {
-    use tributary_capture::transport::kafka::KafkaSettings;
-    use tributary_pipeline::transport::kafka::KafkaConsumer;
-    use tributary_pipeline::transport::Consumer;
+    use tributary_transport::kafka::KafkaConsumer;
+    use tributary_transport::kafka::KafkaSettings;
+    use tributary_transport::Consumer;
     let kafka = tributary_tests::Kafka::start().await?;
     let Scene {
         pg,

@@ -4,18 +4,16 @@
 
 use super::consumer;
 use crate::commands::backup::backup_of;
-use crate::config::{Config, TransportConfig};
+use crate::config::Config;
 use std::sync::Arc;
 use tokio::sync::watch;
-use tributary_capture::registry::dead_letters_topic;
-use tributary_capture::transport::kafka::KafkaProducer;
-use tributary_capture::transport::Producer;
 use tributary_pipeline::apply::{Applier, ApplySettings, ApplyStats};
 use tributary_pipeline::conflict::{ConflictLog, Conflicts};
 use tributary_pipeline::dead_letter::DeadLetters;
 use tributary_pipeline::notify::Notifier;
 use tributary_pipeline::validate::Rules;
 use tributary_pipeline::PipelineError;
+use tributary_transport::topics::dead_letters_topic;
 
 /// The name the event-log archive goes by among the sinks (stats, consumer groups).
 pub const ARCHIVE: &str = "archive";
@@ -90,8 +88,8 @@ pub(crate) async fn applier(
     );
     // Over Kafka, entries also go to the source's dead-letter topic. (The embedded log has
     // one writer, the capture; there the file is the queue.)
-    if let TransportConfig::Kafka(k) = &config.transport {
-        let producer: Arc<dyn Producer> = Arc::new(KafkaProducer::connect(k).await?);
+    if config.transport.shared() {
+        let producer = config.transport.producer(&config.state_dir).await?;
         dead = dead.with_topic(sink_name, producer, dead_letters_topic(&prefix));
     }
     Applier::new(
@@ -143,7 +141,7 @@ pub(crate) async fn archiver(
         })?;
     let sink = tributary_snapshot::ArchiveSink::open(backup, &config.state_dir, source).await?;
     if sink.resumed_from_store() {
-        if let TransportConfig::Kafka(_) = &config.transport {
+        if config.transport.shared() {
             return Err(PipelineError::Config(format!(
                 "the archive of source {source} goes on from the store, but this machine has no spool ({}): events spooled and not sealed before may be missing. Reset the consumer group tributary-{ARCHIVE}-{source} to the earliest offsets Kafka keeps (events the archive holds are skipped), then start again",
                 config.state_dir.join("archive").join(source).display()

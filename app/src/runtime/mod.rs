@@ -11,7 +11,7 @@ mod loops;
 pub use loops::ARCHIVE;
 pub(crate) use loops::{applier, Loop};
 
-use crate::config::{Config, TransportConfig};
+use crate::config::Config;
 use crate::server::registry::{self as registry_server, RegistryView};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -21,15 +21,10 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tributary_capture::publisher::Publisher;
 use tributary_capture::state::StateStore;
-use tributary_capture::transport::kafka::KafkaProducer;
-use tributary_capture::transport::log::EmbeddedProducer;
-use tributary_capture::transport::Producer;
 use tributary_pipeline::apply::ApplyStats;
 use tributary_pipeline::notify::Notifier;
-use tributary_pipeline::transport::embedded::EmbeddedConsumer;
-use tributary_pipeline::transport::kafka::KafkaConsumer;
-use tributary_pipeline::transport::Consumer;
 use tributary_pipeline::PipelineError;
+use tributary_transport::Consumer;
 
 /// Which parts of the configuration a process runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +88,7 @@ pub async fn run(
     };
 
     if roles.capture && !config.sources.is_empty() {
-        let producer = producer(&config).await?;
+        let producer = config.transport.producer(&config.state_dir).await?;
         let store = StateStore::open(&config.state_dir.join("capture"))?;
         for (name, source) in &config.sources {
             let (name, source, producer, store) = (
@@ -249,24 +244,12 @@ pub async fn run(
     first_error.map_or(Ok(()), Err)
 }
 
-pub(crate) async fn producer(config: &Config) -> Result<Arc<dyn Producer>, PipelineError> {
-    Ok(match &config.transport {
-        // A run restarted in this process finds the last one's writer finishing its queue.
-        TransportConfig::Embedded(_) => Arc::new(
-            EmbeddedProducer::open_when_free(&config.log_dir(), Duration::from_secs(10)).await?,
-        ),
-        TransportConfig::Kafka(k) => Arc::new(KafkaProducer::connect(k).await?),
-    })
-}
-
+/// The consumer of consumer group `group` on the configured transport.
 pub(crate) async fn consumer(
     config: &Config,
     group: &str,
 ) -> Result<Arc<dyn Consumer>, PipelineError> {
-    Ok(match &config.transport {
-        TransportConfig::Embedded(_) => Arc::new(EmbeddedConsumer::open(&config.log_dir(), group)?),
-        TransportConfig::Kafka(k) => Arc::new(KafkaConsumer::connect(k, group).await?),
-    })
+    Ok(config.transport.consumer(&config.state_dir, group).await?)
 }
 
 /// Runs `make()` again after transient failures, with backoff.

@@ -30,10 +30,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
-use tributary_capture::registry::{schema_topic, RegisteredSchema};
-use tributary_pipeline::transport::Consumer;
 use tributary_pipeline::PipelineError;
 use tributary_schemas::SchemaId;
+use tributary_transport::topics::{schema_topic, RegisteredSchema};
+use tributary_transport::Consumer;
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 

@@ -10,8 +10,8 @@
 //! disk. After a crash a torn last record is cut off when the writer reopens the file.
 //! Readers tail the files; a short record at the end is simply not written yet.
 
-use crate::error::TransportError;
-use crate::transport::{Delivery, Producer, Record};
+use crate::TransportError;
+use crate::{Delivery, Producer, Record};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -141,11 +141,6 @@ impl LogReader {
             offset,
             damaged_reads: 0,
         }
-    }
-
-    /// The offset of the next record to read.
-    pub fn offset(&self) -> u64 {
-        self.offset
     }
 
     /// The next record, or `None` if none is complete yet.

@@ -11,8 +11,8 @@
 //! fifth of the capture thread's time, and it now runs beside it. One thread keeps the
 //! order in which batches were sent.
 
-use crate::error::TransportError;
-use crate::transport::{Delivery, Producer, Record};
+use crate::TransportError;
+use crate::{Delivery, Producer, Record};
 use async_trait::async_trait;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;

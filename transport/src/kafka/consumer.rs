@@ -5,7 +5,9 @@
 //! from the start and skipping the records before it (see `KafkaConsumer::reader`). Every topic Tributary writes has one partition, so a
 //! topic is totally ordered. Offsets are committed explicitly, never automatically.
 
-use super::{Consumed, Consumer, TopicReader};
+use super::{check_reachable, KafkaSettings, TracingContext};
+use crate::TransportError;
+use crate::{Consumed, Consumer, TopicReader};
 use async_trait::async_trait;
 use rdkafka::consumer::stream_consumer::StreamPartitionQueue;
 use rdkafka::consumer::{CommitMode, Consumer as _, StreamConsumer};
@@ -14,8 +16,6 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
 use std::time::Duration;
-use tributary_capture::transport::kafka::{check_reachable, KafkaSettings, TracingContext};
-use tributary_capture::TransportError;
 
 type Inner = StreamConsumer<TracingContext>;
 

@@ -6,7 +6,9 @@
 //! thread after its run stopped (a run restarted in the same process) must not take the
 //! temporary file of the next run's write from under it.
 
-use super::{Consumed, Consumer, TopicReader};
+use super::LogReader;
+use crate::TransportError;
+use crate::{Consumed, Consumer, TopicReader};
 use async_trait::async_trait;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,8 +16,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tributary_capture::transport::log::LogReader;
-use tributary_capture::TransportError;
 
 /// How often a reader at the end of a file looks for new records.
 const POLL: Duration = Duration::from_millis(10);
