@@ -8,7 +8,7 @@
 //! becomes an Avro object container (the table version's envelope schema in its header)
 //! in the store, then a manifest that lists them with their sha256, sizes, event counts and
 //! position ranges, and holds the sha256 of the previous manifest; then `HEAD.json`, which
-//! names the newest manifest and its sha256. The manifests form a hash chain, and each
+//! names the newest manifest and its sha256 (both in [`crate::manifests`]). The manifests form a hash chain, and each
 //! covers the positions after its predecessor's end up to its own: a changed, missing or
 //! reordered object, or a gap, is found by [`crate::verify`].
 //!
@@ -17,13 +17,19 @@
 //! - `archive/<source>/manifests/<seq>.json`
 //! - `archive/<source>/HEAD.json`
 
+use crate::config::BackupConfig;
 use crate::error::BackupError;
+use crate::manifests::no_orphan_manifests;
+/// The manifests the archive seals, defined in [`crate::manifests`].
+pub use crate::manifests::{
+    head_name, manifest_name, read_head, Head, Link, Manifest, ObjectEntry,
+};
+use crate::object::{container_header, safe, sha256_hex};
 use crate::ocf;
-use crate::store::{BackupConfig, Store};
+use crate::store::Store;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -35,94 +41,6 @@ const STORED_SUFFIX: &str = ".stored";
 /// Datums buffered per file before a block is written (the last block of a commit may
 /// be smaller).
 const BLOCK_BYTES: usize = 1 << 20;
-
-/// One object of a segment: a table version's events.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ObjectEntry {
-    /// Object name in the store.
-    pub name: String,
-    /// The table.
-    pub table: TableId,
-    /// The table's schema version.
-    pub schema_version: u32,
-    /// Events in it.
-    pub events: u64,
-    /// Size of the object.
-    pub bytes: u64,
-    /// Its sha256, hex.
-    pub sha256: String,
-    /// Position of its first event.
-    pub first_position: Position,
-    /// Position of its last event.
-    pub last_position: Position,
-    /// Commit time of its first event, microseconds since the Unix epoch.
-    pub first_commit_micros: i64,
-    /// Commit time of its last event.
-    pub last_commit_micros: i64,
-}
-
-/// The previous manifest, as a manifest or `HEAD.json` names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Link {
-    /// Its sequence number.
-    pub seq: u64,
-    /// The sha256 of its bytes, hex.
-    pub sha256: String,
-    /// The last position it covers.
-    pub to: Position,
-}
-
-/// One sealed segment's manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// Format version of this manifest.
-    pub format: u32,
-    /// The source.
-    pub source: String,
-    /// Sequence number, from 0, one more than the previous manifest's.
-    pub seq: u64,
-    /// When it was sealed (RFC 3339).
-    pub sealed_at: String,
-    /// The segment holds every event after `from` (exclusive; `None`: from the source's
-    /// first event) up to `to` (inclusive).
-    pub from: Option<Position>,
-    /// See `from`.
-    pub to: Position,
-    /// Events in the segment.
-    pub events: u64,
-    /// Source transactions in the segment.
-    pub transactions: u64,
-    /// Commit time of the first event, microseconds since the Unix epoch.
-    pub first_commit_micros: i64,
-    /// Commit time of the last event.
-    pub last_commit_micros: i64,
-    /// The segment's objects.
-    pub objects: Vec<ObjectEntry>,
-    /// The previous manifest.
-    pub prev: Option<Link>,
-}
-
-/// `HEAD.json`: the newest manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Head {
-    /// The newest manifest.
-    pub manifest: Link,
-}
-
-/// Object name of source `source`'s `HEAD.json`.
-pub fn head_name(source: &str) -> String {
-    format!("archive/{source}/HEAD.json")
-}
-
-/// Object name of manifest `seq`.
-pub fn manifest_name(source: &str, seq: u64) -> String {
-    format!("archive/{source}/manifests/{seq:012}.json")
-}
-
-/// Hex sha256 of `bytes`.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// A spool file: the open segment's events of one table version.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,40 +67,6 @@ impl SpoolFile {
             .and_then(|s| s.try_into().ok())
             .ok_or_else(|| spool_err(&dir.join(&self.file), "bad sync marker in spool.json"))
     }
-}
-
-/// An object as stored: the Avro container of table version `table` (its id, schema
-/// version and envelope schema) of `source`, with `blocks` after the header, whose
-/// metadata also holds `extra`; encrypted when the store encrypts.
-pub(crate) fn stored_container(
-    store: &Store,
-    source: &str,
-    table: (&TableId, u32, &str),
-    extra: (&str, String),
-    sync: &ocf::Sync,
-    blocks: &[u8],
-) -> Result<Vec<u8>, BackupError> {
-    let mut object = container_header(source, table, extra, sync);
-    object.extend_from_slice(blocks);
-    store.seal(object)
-}
-
-/// The header of the Avro container of table version `table` (its id, schema version and
-/// envelope schema) of `source`, whose metadata also holds `extra`.
-fn container_header(
-    source: &str,
-    table: (&TableId, u32, &str),
-    extra: (&str, String),
-    sync: &ocf::Sync,
-) -> Vec<u8> {
-    let (id, version, value_text) = table;
-    let metadata = BTreeMap::from([
-        ("tributary.source".to_string(), source.to_string()),
-        ("tributary.table".to_string(), id.to_string()),
-        ("tributary.schema_version".to_string(), version.to_string()),
-        (extra.0.to_string(), extra.1),
-    ]);
-    ocf::header(value_text, &metadata, sync)
 }
 
 /// Writes an object as stored to file `out`: `header`, then the first `len` bytes of spool
@@ -302,19 +186,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), BackupError> {
     Ok(())
 }
 
-/// A file-name-safe rendering of `text`.
-pub(crate) fn safe(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 impl ArchiveSink {
     /// Opens the archive of `source`: its spool under `state_dir/archive/<source>`, and the
     /// store `config` names. A spool whose segment the store already holds (a stop between
@@ -391,7 +262,7 @@ impl ArchiveSink {
                 sink.cleared(head.manifest)?;
             }
             (None, None) => {
-                crate::verify::no_orphan_manifests(&sink.store, source).await?;
+                no_orphan_manifests(&sink.store, source).await?;
                 sink.write_spool()?;
             }
         }
@@ -664,11 +535,6 @@ impl ArchiveSink {
     pub fn resumed_from_store(&self) -> bool {
         self.resumed_from_store
     }
-}
-
-/// Reads source `source`'s `HEAD.json`, if any.
-pub async fn read_head(store: &Store, source: &str) -> Result<Option<Head>, BackupError> {
-    store.get_json(&head_name(source), "a HEAD record").await
 }
 
 #[async_trait]

@@ -14,56 +14,15 @@
 //! Store layout: `files/<set>/<id>/<n>.pack` and `files/<set>/<id>/manifest.json`, where
 //! `<id>` is the UTC time it was taken (`20261202T020000Z`), so names sort by age.
 
-use crate::archive::sha256_hex;
+use crate::config::{FileSetConfig, Retention};
 use crate::error::BackupError;
-use crate::retention::{retention_conflict, PruneReport, Retention};
+use crate::object::{corrupt, read_stored, sha256_hex};
+use crate::retention::{retention_conflict, PruneReport};
 use crate::store::Store;
-use crate::verify::{corrupt, read_stored};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-
-/// A `[backup.files.<name>]` set.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct FileSetConfig {
-    /// Files and directories (recursively) to back up.
-    #[serde(default)]
-    pub paths: Vec<PathBuf>,
-    /// SQLite database files, copied with SQLite's online backup.
-    #[serde(default)]
-    pub sqlite: Vec<PathBuf>,
-}
-
-impl FileSetConfig {
-    /// Checks set `name`'s settings.
-    pub fn validate(&self, name: &str) -> Result<(), String> {
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
-            return Err(format!(
-                "backup.files.{name}: a set name is letters, digits, '_' and '-'"
-            ));
-        }
-        if self.paths.is_empty() && self.sqlite.is_empty() {
-            return Err(format!(
-                "backup.files.{name}: lists no paths and no sqlite databases"
-            ));
-        }
-        for p in self.paths.iter().chain(&self.sqlite) {
-            if !p.is_absolute() {
-                return Err(format!(
-                    "backup.files.{name}: {} is not an absolute path",
-                    p.display()
-                ));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// What a manifest entry is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -774,7 +733,7 @@ pub async fn prune_files(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::BackupConfig;
+    use crate::config::BackupConfig;
 
     #[tokio::test]
     async fn a_set_round_trips_with_links_modes_times_and_a_sqlite_database() {

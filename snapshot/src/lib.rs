@@ -4,9 +4,12 @@
 //! file sets (directories, SQLite databases); retention; point-in-time restore.
 
 pub mod archive;
+mod config;
 mod crypt;
 mod error;
 pub mod files;
+pub mod manifests;
+pub mod object;
 pub mod ocf;
 pub mod restore;
 pub mod restore_test;
@@ -15,17 +18,19 @@ pub mod snapshots;
 mod store;
 pub mod verify;
 
-pub use archive::{ArchiveSink, Manifest};
+pub use archive::ArchiveSink;
+pub use config::{parse_age, BackupConfig, FileSetConfig, Retention};
 pub use error::BackupError;
 pub use files::{
-    list_file_snapshots, prune_files, restore_files, snapshot_files, verify_files, FileSetConfig,
-    FilesManifest, FilesRestoreReport,
+    list_file_snapshots, prune_files, restore_files, snapshot_files, verify_files, FilesManifest,
+    FilesRestoreReport,
 };
+pub use manifests::Manifest;
 pub use restore::{restore, RestoreOptions, RestoreReport, Target};
 pub use restore_test::{RestoreSink, RestoreTest, TableCheck};
-pub use retention::{parse_age, prune, PruneReport, Retention};
+pub use retention::{prune, PruneReport};
 pub use snapshots::{
     list_snapshots, CopyDecoder, ObjectFormat, SnapshotManifest, SnapshotObject, SnapshotWriter,
 };
-pub use store::{BackupConfig, Store};
+pub use store::Store;
 pub use verify::{verify_archive, verify_snapshot, ArchiveReport};

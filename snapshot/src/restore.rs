@@ -7,11 +7,12 @@
 //! target keeps the source's watermark like any sink, so a restore that stopped half way
 //! goes on where it stopped when run again, and an apply loop can continue from it.
 
-use crate::archive::Manifest;
 use crate::error::BackupError;
+use crate::manifests::Manifest;
+use crate::object::read_checked;
 use crate::snapshots::{list_snapshots, read_snapshot_object, RowBlock, SnapshotManifest};
 use crate::store::Store;
-use crate::verify::{chain, read_checked};
+use crate::verify::chain;
 use std::collections::{BTreeMap, VecDeque};
 use tributary_schemas::{ChangeEvent, Position, TableSchema};
 use tributary_sinks::Sink;

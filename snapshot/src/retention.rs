@@ -12,63 +12,12 @@
 //! accepts the shortened chain and a restore knows where the window begins. A snapshot's
 //! manifest is deleted before its objects, so a half-deleted snapshot is never listed.
 
-use crate::archive::{manifest_name, Manifest};
+use crate::config::Retention;
 use crate::error::BackupError;
+use crate::manifests::{manifest_name, read_start, start_name, Manifest, Start};
 use crate::snapshots::{list_snapshots, snapshot_manifest_name, SnapshotManifest};
 use crate::store::Store;
 use crate::verify::chain;
-use serde::{Deserialize, Serialize};
-
-/// `START.json`: the archive's chain starts at `seq`; what came before was pruned and is
-/// covered by snapshot `snapshot`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Start {
-    /// The first segment kept.
-    pub seq: u64,
-    /// The snapshot that holds everything before it.
-    pub snapshot: String,
-}
-
-/// Name of source `source`'s `START.json`.
-pub fn start_name(source: &str) -> String {
-    format!("archive/{source}/START.json")
-}
-
-/// The retention settings.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Retention {
-    /// Snapshots kept at most.
-    pub max_backups: Option<usize>,
-    /// The restore window, in seconds.
-    pub max_age_secs: Option<u64>,
-}
-
-/// Reads a duration such as `30d`, `12h`, `90m`, `45s` or `2w`; the number of seconds.
-pub fn parse_age(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} has no unit: write 30d, 12h, 90m, 45s or 2w"))?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("{text:?}: no number before the unit"))?;
-    let unit = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        "w" => 604_800,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (s, m, h, d or w)"
-            ))
-        }
-    };
-    n.checked_mul(unit)
-        .filter(|s| *s > 0)
-        .ok_or_else(|| format!("{text:?} is not a positive duration"))
-}
 
 /// What pruning did (or, dry, would do).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -186,25 +135,4 @@ pub async fn prune(
         store.delete(&manifest_name(source, m.seq)).await?;
     }
     Ok(report)
-}
-
-/// Reads source `source`'s `START.json`, if any.
-pub async fn read_start(store: &Store, source: &str) -> Result<Option<Start>, BackupError> {
-    store.get_json(&start_name(source), "a START record").await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ages_parse() {
-        assert_eq!(parse_age("30d"), Ok(30 * 86_400));
-        assert_eq!(parse_age("12h"), Ok(12 * 3600));
-        assert_eq!(parse_age("2w"), Ok(2 * 604_800));
-        assert_eq!(parse_age("45s"), Ok(45));
-        for bad in ["30", "d", "3x", "0d", ""] {
-            assert!(parse_age(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -17,8 +17,10 @@
 //! `snapshots/<source>/<id>/manifest.json`, where `<id>` is the UTC time it was taken
 //! (`20261202T020000Z`), so names sort by age.
 
-use crate::archive::sha256_hex;
 use crate::error::BackupError;
+use crate::object::{
+    corrupt, read_checked, read_stored, safe, sha256_hex, stored_container, CheckedObject, Expected,
+};
 use crate::ocf;
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
@@ -104,6 +106,17 @@ pub struct SnapshotManifest {
     pub tables: BTreeMap<String, u64>,
     /// The objects, in copy order.
     pub objects: Vec<SnapshotObject>,
+}
+
+impl<'a> From<&'a SnapshotObject> for Expected<'a> {
+    fn from(o: &'a SnapshotObject) -> Self {
+        Expected {
+            name: &o.name,
+            bytes: o.bytes,
+            sha256: &o.sha256,
+            events: o.rows,
+        }
+    }
 }
 
 /// Name of snapshot `id`'s manifest.
@@ -330,7 +343,7 @@ impl SnapshotWriter {
                 "copy.zst",
             ),
             None => (
-                crate::archive::stored_container(
+                stored_container(
                     &self.store,
                     &self.source,
                     (&o.table, o.schema_version, &o.value_text),
@@ -347,8 +360,8 @@ impl SnapshotWriter {
             self.source,
             self.id,
             self.objects.len(),
-            crate::archive::safe(&o.table.schema),
-            crate::archive::safe(&o.table.name)
+            safe(&o.table.schema),
+            safe(&o.table.name)
         );
         self.objects.push(SnapshotObject {
             name: name.clone(),
@@ -452,7 +465,7 @@ pub(crate) struct SnapshotObjectRows<'a> {
 }
 
 enum ObjectData {
-    Avro(Box<crate::verify::CheckedObject>),
+    Avro(Box<CheckedObject>),
     Copy(Vec<u8>, TableSchema),
 }
 
@@ -464,19 +477,17 @@ pub(crate) async fn read_snapshot_object<'a>(
 ) -> Result<SnapshotObjectRows<'a>, BackupError> {
     let data = match object.format {
         ObjectFormat::Avro => ObjectData::Avro(Box::new(
-            crate::verify::read_checked(store, &snap.source, object.into()).await?,
+            read_checked(store, &snap.source, object.into()).await?,
         )),
         ObjectFormat::PgCopyText => {
             let columns = object.columns.clone().ok_or_else(|| {
-                crate::verify::corrupt(
+                corrupt(
                     store,
                     &snapshot_manifest_name(&snap.source, &snap.id),
                     format!("lists COPY text object {} without its columns", object.name),
                 )
             })?;
-            let bytes =
-                crate::verify::read_stored(store, &object.name, object.bytes, &object.sha256)
-                    .await?;
+            let bytes = read_stored(store, &object.name, object.bytes, &object.sha256).await?;
             ObjectData::Copy(bytes, columns)
         }
     };
@@ -583,7 +594,7 @@ impl SnapshotObjectRows<'_> {
     }
 
     fn bad(&self, message: impl Into<String>) -> BackupError {
-        crate::verify::corrupt(self.store, &self.object.name, message)
+        corrupt(self.store, &self.object.name, message)
     }
 }
 

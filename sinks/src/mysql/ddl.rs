@@ -14,22 +14,10 @@
 //! see the sink for how it is ordered around it.
 
 use crate::error::SinkError;
+use crate::mysql::literal::{self, TargetColumn};
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
 use tributary_schemas::{Column, ColumnType, TableId, TableSchema};
-
-/// One column of a target table, as the catalog describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct TargetColumn {
-    /// Name as stored.
-    pub name: String,
-    /// `DATA_TYPE`, lower case (`decimal`, `varchar`, ...).
-    pub data_type: String,
-    /// `NUMERIC_PRECISION`, for numbers.
-    pub precision: Option<u64>,
-    /// `NUMERIC_SCALE`, for numbers.
-    pub scale: Option<u64>,
-}
 
 /// `name` as a quoted identifier.
 pub(crate) fn quote_ident(name: &str) -> String {
@@ -332,9 +320,9 @@ fn missing_literal(ty: &ColumnType, text: &str) -> String {
             out.push('\'');
         }
         (ColumnType::TimestampTz, t) => {
-            crate::mysql::literal::quote(t.strip_suffix("+00").unwrap_or(t), &mut out)
+            literal::quote(t.strip_suffix("+00").unwrap_or(t), &mut out)
         }
-        (_, t) => crate::mysql::literal::quote(t, &mut out),
+        (_, t) => literal::quote(t, &mut out),
     }
     out
 }

@@ -10,7 +10,6 @@
 //! the target column keeps): MySQL would round or reject some of them with a note only,
 //! and a sink must not lose data quietly. [`write`] then cannot fail.
 
-use crate::mysql::ddl::TargetColumn;
 use chrono::DateTime;
 use std::fmt::Write;
 use tributary_schemas::pg_text::format_text;
@@ -20,6 +19,19 @@ const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
 /// MySQL's TIME range: ±838:59:59.999999.
 const MAX_TIME_MICROS: i64 = (838 * 3600 + 59 * 60 + 59) * MICROS_PER_SECOND + 999_999;
+
+/// One column of a target table, as the catalog describes it: what [`check`] checks against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TargetColumn {
+    /// Name as stored.
+    pub name: String,
+    /// `DATA_TYPE`, lower case (`decimal`, `varchar`, ...).
+    pub data_type: String,
+    /// `NUMERIC_PRECISION`, for numbers.
+    pub precision: Option<u64>,
+    /// `NUMERIC_SCALE`, for numbers.
+    pub scale: Option<u64>,
+}
 
 /// Why `value` cannot be stored in `target` without loss, if it cannot.
 pub(crate) fn check(value: &Value, target: &TargetColumn) -> Result<(), String> {

@@ -2,8 +2,8 @@
 
 use crate::error::SinkError;
 use crate::mysql::config::{address, MySqlSinkConfig};
-use crate::mysql::ddl::{self, quote_ident, quote_table, TargetColumn};
-use crate::mysql::literal;
+use crate::mysql::ddl::{self, quote_ident, quote_table};
+use crate::mysql::literal::{self, TargetColumn};
 use crate::plan::{Batch, Effect, Folded};
 use crate::{MergeStates, OriginTag, Sink};
 use async_trait::async_trait;
