@@ -1,3 +1,4 @@
 //! Helpers shared by several test files.
 
+pub mod backend;
 pub mod events;
