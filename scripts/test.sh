@@ -28,5 +28,8 @@ cargo build --workspace --all-targets
 echo "test: bash scripts/check-docker.sh (the image's toolchain, user and configuration)"
 bash scripts/check-docker.sh
 
+echo "test: python3 scripts/module-cycles.py (no import cycle between the modules of a crate)"
+python3 scripts/module-cycles.py
+
 echo "test: cargo nextest run --workspace --no-fail-fast"
 cargo nextest run --workspace --no-fail-fast

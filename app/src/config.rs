@@ -36,6 +36,7 @@ use tributary_pipeline::apply::{DEFAULT_BATCH_ROWS, DEFAULT_MAX_TX_EVENTS};
 use tributary_pipeline::conflict::{ConflictConfig, Conflicts};
 use tributary_pipeline::validate::{RuleConfig, Rules};
 use tributary_pipeline::PipelineError;
+use tributary_schemas::SecretUrl;
 use tributary_sinks::{SinkConfig, SinkKind};
 use tributary_snapshot::BackupConfig;
 pub use tributary_transport::{EmbeddedConfig, TransportConfig};
@@ -96,7 +97,7 @@ pub struct SinkSection {
     /// Kind of database.
     pub kind: SinkKind,
     /// Connection URL.
-    pub url: String,
+    pub url: SecretUrl,
     /// Sources applied to this sink; default all.
     #[serde(default)]
     pub sources: Vec<String>,
@@ -129,7 +130,7 @@ impl SinkSection {
     pub fn target(&self) -> SinkConfig {
         SinkConfig::new(
             self.kind,
-            &self.url,
+            self.url.expose(),
             self.target_schema.clone(),
             self.batch_rows,
         )
@@ -252,6 +253,43 @@ impl Config {
         }
     }
 
+    /// The `[backup]` section, which the backup commands need.
+    pub fn backup_section(&self) -> Result<&BackupConfig, PipelineError> {
+        self.backup.as_ref().ok_or_else(|| {
+            PipelineError::Config("the configuration has no [backup] section".into())
+        })
+    }
+
+    /// The archived sources, or only `only`, which must be one of them.
+    pub fn archived_selection(&self, only: Option<&str>) -> Result<Vec<String>, PipelineError> {
+        let archived = self.archived_sources();
+        let sets = self.file_sets(None);
+        match only {
+            None => Ok(archived),
+            Some(s) if archived.iter().any(|a| a == s) => Ok(vec![s.to_string()]),
+            Some(s) if sets.iter().any(|a| a == s) => Ok(Vec::new()),
+            Some(s) => Err(PipelineError::Config(format!(
+                "--source {s}: neither an archived source (archived: {}) nor a file set (backup.files: {})",
+                archived.join(", "),
+                sets.join(", ")
+            ))),
+        }
+    }
+
+    /// The `[backup.files.<name>]` sets, or only `only` when it names one (none when it
+    /// names a source).
+    pub fn file_sets(&self, only: Option<&str>) -> Vec<String> {
+        let Some(backup) = &self.backup else {
+            return Vec::new();
+        };
+        backup
+            .files
+            .keys()
+            .filter(|s| only.is_none_or(|o| o == s.as_str()))
+            .cloned()
+            .collect()
+    }
+
     /// The conflict settings, checked.
     pub fn conflict_settings(&self) -> Result<Conflicts, String> {
         let names: Vec<&str> = self.sources.keys().map(String::as_str).collect();
@@ -264,7 +302,7 @@ impl Config {
         if let Some(backup) = &self.backup {
             backup.validate()?;
             if let Some(schedule) = &backup.snapshot_schedule {
-                crate::schedule::parse_schedule(schedule).map_err(|e| e.to_string())?;
+                parse_schedule(schedule).map_err(|e| e.to_string())?;
             }
             for set in backup.files.keys() {
                 if self.sources.contains_key(set) {
@@ -314,7 +352,7 @@ impl Config {
             // `batch_rows = 0` is named below, with this file's wording.
             let target = SinkConfig::new(
                 sink.kind,
-                &sink.url,
+                sink.url.expose(),
                 sink.target_schema.clone(),
                 sink.batch_rows.max(1),
             );
@@ -346,10 +384,10 @@ impl Config {
         Ok(())
     }
 
-    /// The configuration as `tributary check` prints it: every setting, passwords and
-    /// the S3 secret key hidden.
+    /// The configuration as `tributary check` prints it: every setting; secrets are typed
+    /// (`SecretUrl`, `Secret`, Kafka's secret properties) and print as `***`.
     pub fn describe(&self) -> String {
-        redact(&format!("{self:#?}"))
+        format!("{self:#?}\n")
     }
 
     /// Directory of the embedded log.
@@ -358,44 +396,17 @@ impl Config {
     }
 }
 
-/// `text` with the passwords of URLs (`scheme://user:password@host`) and the S3 secret
-/// key replaced by `***`: what `check` prints must not hold secrets.
-fn redact(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut in_secret = false;
-    for line in text.lines() {
-        if in_secret {
-            // The secret's value spread over the lines up to its closing parenthesis.
-            in_secret = !line.trim_start().starts_with(')');
-            continue;
-        }
-        if line.trim_start().starts_with("s3_secret_access_key: Some(") {
-            let indent = &line[..line.len() - line.trim_start().len()];
-            out.push_str(indent);
-            out.push_str("s3_secret_access_key: Some(\"***\"),\n");
-            in_secret = !line.trim_end().ends_with("),");
-            continue;
-        }
-        let mut rest = line;
-        while let Some(at) = rest.find("://") {
-            let (head, tail) = rest.split_at(at + 3);
-            out.push_str(head);
-            let end = tail.find(['"', ' ', '/']).unwrap_or(tail.len());
-            let authority = &tail[..end];
-            match (authority.rfind('@'), authority.find(':')) {
-                (Some(a), Some(c)) if c < a => {
-                    out.push_str(&authority[..=c]);
-                    out.push_str("***");
-                    out.push_str(&authority[a..]);
-                }
-                _ => out.push_str(authority),
-            }
-            rest = &tail[end..];
-        }
-        out.push_str(rest);
-        out.push('\n');
-    }
-    out
+/// The cron expression `text`, parsed: five fields (minute hour day month weekday), or
+/// six with seconds first; UTC.
+pub fn parse_schedule(text: &str) -> Result<croner::Cron, PipelineError> {
+    croner::Cron::new(text)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| {
+            PipelineError::Config(format!(
+                "backup.snapshot_schedule {text:?}: {e} (a cron expression such as \"0 2 * * *\")"
+            ))
+        })
 }
 
 /// Replaces `${NAME}` with the variable's value.
@@ -619,19 +630,34 @@ target_schema = "reporting"
     }
 
     #[test]
-    fn check_output_holds_no_password() {
-        let text = "url: \"postgres://tributary:s3cr%40t@head-office:5432/pharmacy\",\n    s3_secret_access_key: Some(\n        \"abc\",\n    ),\n    s3_secret_access_key: Some(\"abc\"),\n    url: \"mysql://root@h/db\",";
-        let out = redact(text);
+    fn check_output_holds_no_secret() {
+        let text = r#"
+[transport]
+kind = "kafka"
+brokers = "b:9092"
+properties = { "sasl.password" = "kafkapw", "security.protocol" = "SASL_SSL" }
+[sources.hq]
+kind = "postgres"
+url = "postgres://tributary:s3cr%40t@head-office:5432/pharmacy"
+[sources.store]
+kind = "mysql"
+url = "mysql://root:mypw@h:3306/db"
+[sinks.copy]
+kind = "mysql"
+url = "mysql://writer:sinkpw@h:3306/copy"
+[backup]
+store = "s3://bucket/x"
+s3_secret_access_key = "s3key"
+"#;
+        let out = Config::parse(text, env).unwrap().describe();
+        for secret in ["s3cr", "kafkapw", "mypw", "sinkpw", "s3key"] {
+            assert!(!out.contains(secret), "{secret} in {out}");
+        }
         assert!(
             out.contains("postgres://tributary:***@head-office:5432/pharmacy"),
             "{out}"
         );
-        assert!(out.contains("mysql://root@h/db"), "{out}");
-        assert!(!out.contains("s3cr") && !out.contains("abc"), "{out}");
-        assert_eq!(
-            out.matches("s3_secret_access_key: Some(\"***\")").count(),
-            2,
-            "{out}"
-        );
+        assert!(out.contains("mysql://writer:***@h:3306/copy"), "{out}");
+        assert!(out.contains("SASL_SSL") && out.contains("\"***\""), "{out}");
     }
 }

@@ -6,6 +6,7 @@
 //! (the apply engine), `tributary_sinks` (target databases), `tributary_snapshot`
 //! (continuous backup). This crate never matches on a database kind.
 
+pub mod backup;
 pub mod commands;
 pub mod config;
 pub mod runtime;

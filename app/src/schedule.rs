@@ -1,24 +1,11 @@
 //! The schedule: backup snapshots of every archived source and file set at the times a cron
 //! expression names, with retention applied after each round.
 
-use crate::commands::backup;
+use crate::backup;
 use crate::config::Config;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tributary_pipeline::PipelineError;
-
-/// The cron expression `text`, parsed: five fields (minute hour day month weekday), or
-/// six with seconds first; UTC.
-pub fn parse_schedule(text: &str) -> Result<croner::Cron, PipelineError> {
-    croner::Cron::new(text)
-        .with_seconds_optional()
-        .parse()
-        .map_err(|e| {
-            PipelineError::Config(format!(
-                "backup.snapshot_schedule {text:?}: {e} (a cron expression such as \"0 2 * * *\")"
-            ))
-        })
-}
 
 /// Takes the snapshots `schedule` asks for until shutdown. A failed snapshot is logged
 /// and tried again at the next occasion; it does not stop the run.
@@ -27,7 +14,7 @@ pub(crate) async fn scheduled_snapshots(
     schedule: String,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
-    let cron = parse_schedule(&schedule)?;
+    let cron = crate::config::parse_schedule(&schedule)?;
     loop {
         let now = chrono::Utc::now();
         let next = cron.find_next_occurrence(&now, false).map_err(|e| {

@@ -8,6 +8,7 @@
 //! local state also keeps whether the snapshot finished and the versions of each table's
 //! schema.
 
+pub mod admin;
 pub mod error;
 mod filter;
 pub mod mysql;
@@ -18,5 +19,6 @@ pub mod source;
 pub mod state;
 pub mod table;
 
+pub use admin::{SourceProgress, SourceStatus, WriteBack};
 pub use error::CaptureError;
-pub use source::{SourceConfig, SourceProgress, SourceStatus, WriteBack};
+pub use source::SourceConfig;

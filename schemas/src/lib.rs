@@ -20,6 +20,7 @@ mod event;
 mod hlc;
 pub mod pg_text;
 mod position;
+mod secret;
 mod table;
 mod value;
 
@@ -32,5 +33,6 @@ pub use error::SchemaError;
 pub use event::{ChangeEvent, Op, TopicCount, TxEnd, TxMeta};
 pub use hlc::{Hlc, Stamp};
 pub use position::{PgPosition, Position};
+pub use secret::{Secret, SecretUrl};
 pub use table::{Column, TableId, TableSchema};
 pub use value::{ColumnType, Interval, Row, Value};

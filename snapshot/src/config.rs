@@ -6,6 +6,7 @@
 use crate::crypt::Crypt;
 use serde::Deserialize;
 use std::path::PathBuf;
+use tributary_schemas::Secret;
 
 /// The `[backup]` settings: the store, and how the event log is archived.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -70,7 +71,7 @@ pub struct BackupConfig {
     pub s3_access_key_id: Option<String>,
     /// S3: the secret key (default `AWS_SECRET_ACCESS_KEY`); write it as `${ENV}`.
     #[serde(default)]
-    pub s3_secret_access_key: Option<String>,
+    pub s3_secret_access_key: Option<Secret>,
 }
 
 /// A `[backup.files.<name>]` set.

@@ -68,7 +68,8 @@ impl Store {
                 })?;
             let secret = config
                 .s3_secret_access_key
-                .clone()
+                .as_ref()
+                .map(|s| s.expose().to_string())
                 .or_else(|| env("AWS_SECRET_ACCESS_KEY"))
                 .ok_or_else(|| {
                     BackupError::Config(format!(

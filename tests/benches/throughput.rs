@@ -670,8 +670,7 @@ async fn backup_bench(rows: i64) -> anyhow::Result<()> {
         client.batch_execute("CHECKPOINT").await?;
         let started = Instant::now();
         let cpu = cpu_secs();
-        let taken =
-            tributary::commands::backup::snapshot_create(&config, Some("bench"), None).await?;
+        let taken = tributary::backup::snapshot_create(&config, Some("bench"), None).await?;
         let snap_secs = started.elapsed().as_secs_f64();
         let snap_cpu = cpu_secs() - cpu;
         stored = taken[0].bytes;

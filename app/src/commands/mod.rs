@@ -1,7 +1,6 @@
 //! The commands of the `tributary` command line, each returning a typed report that the
 //! command line prints (and that the HTTP API will serialise).
 
-pub mod backup;
 pub mod conflicts;
 pub mod dead_letters;
 pub mod demo;

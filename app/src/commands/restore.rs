@@ -1,6 +1,6 @@
 //! `tributary restore`: point-in-time restore of an archived source into a database.
 
-use crate::commands::backup::{archived_selection, backup_of, file_sets, files_restore};
+use crate::backup::files_restore;
 use crate::config::Config;
 use tributary_pipeline::PipelineError;
 use tributary_sinks::{Sink, SinkConfig};
@@ -15,8 +15,8 @@ pub async fn restore(
     target: Option<&str>,
     target_schema: Option<String>,
 ) -> Result<(String, tributary_snapshot::RestoreReport), PipelineError> {
-    let backup = backup_of(config)?;
-    let source = match archived_selection(config, source)?.as_slice() {
+    let backup = config.backup_section()?;
+    let source = match config.archived_selection(source)?.as_slice() {
         [one] => one.clone(),
         several => {
             return Err(PipelineError::Config(format!(
@@ -116,7 +116,7 @@ pub async fn run(
     if let Some(set) = request
         .source
         .as_deref()
-        .filter(|s| file_sets(config, Some(s)).len() == 1)
+        .filter(|s| config.file_sets(Some(s)).len() == 1)
     {
         if request.target_schema.is_some() {
             return Err(PipelineError::Config(format!(

@@ -1,7 +1,6 @@
 //! `tributary snapshot verify --restore-test`: restores each archived source into a
 //! scratch database, reads every table back, and compares it with what the archive says.
 
-use crate::commands::backup::{archived_selection, backup_of};
 use crate::commands::restore::target_sink;
 use crate::config::Config;
 use std::collections::BTreeMap;
@@ -64,13 +63,13 @@ pub async fn restore_test(
     only: Option<&str>,
     scratch: &str,
 ) -> Result<Vec<RestoreTestResult>, PipelineError> {
-    let backup = backup_of(config)?;
+    let backup = config.backup_section()?;
     let store = tributary_snapshot::Store::open(backup)?;
     let server = SinkConfig::from_url(scratch, None, 5_000, "--scratch")?;
     let scratch_failed =
         |e: SinkError| PipelineError::Config(format!("--scratch {:?}: {e}", server.redacted_url()));
     let mut out = Vec::new();
-    for source in archived_selection(config, only)? {
+    for source in config.archived_selection(only)? {
         let source_config = &config.sources[&source];
         if source_config.protocol() != server.protocol() {
             return Err(PipelineError::Config(format!(

@@ -1,7 +1,7 @@
 //! `tributary snapshot create | prune | list | verify`: what the `[backup]` store holds, as
 //! typed reports the command line prints.
 
-use crate::commands::backup::{self, archived_selection, backup_of, file_sets};
+use crate::backup;
 use crate::commands::restore_test::{restore_test, RestoreTestResult};
 use crate::config::Config;
 use std::fmt;
@@ -19,9 +19,9 @@ struct Selection {
 
 fn select(config: &Config, only: Option<&str>) -> Result<Selection, PipelineError> {
     Ok(Selection {
-        store: Store::open(backup_of(config)?)?,
-        sources: archived_selection(config, only)?,
-        sets: file_sets(config, only),
+        store: Store::open(config.backup_section()?)?,
+        sources: config.archived_selection(only)?,
+        sets: config.file_sets(only),
     })
 }
 
@@ -89,7 +89,7 @@ pub async fn prune(
     only: Option<&str>,
     dry: bool,
 ) -> Result<PruneReports, PipelineError> {
-    let sets = file_sets(config, only);
+    let sets = config.file_sets(only);
     let (sets, sources) = backup::prune(config, only, dry)
         .await?
         .into_iter()

@@ -3,7 +3,6 @@
 //! `[backup]` store).
 
 use super::consumer;
-use crate::commands::backup::backup_of;
 use crate::config::Config;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -129,7 +128,7 @@ pub(crate) async fn archiver(
     source: &str,
     stats: Arc<ApplyStats>,
 ) -> Result<Applier, PipelineError> {
-    let backup = backup_of(config)?;
+    let backup = config.backup_section()?;
     let prefix = config
         .sources
         .get(source)

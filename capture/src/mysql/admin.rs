@@ -3,8 +3,8 @@
 
 use super::catalog::connect;
 use super::MySqlSourceConfig;
+use crate::admin::WriteBack;
 use crate::error::CaptureError;
-use crate::source::WriteBack;
 use mysql_async::prelude::Queryable;
 
 /// Writes `change` into the source as an ordinary update; returns the rows it changed.
@@ -12,7 +12,7 @@ pub async fn write_back(
     config: &MySqlSourceConfig,
     change: &WriteBack<'_>,
 ) -> Result<u64, CaptureError> {
-    let mut conn = connect(&config.url).await?;
+    let mut conn = connect(config.url.expose()).await?;
     let ident = |s: &str| format!("`{}`", s.replace('`', "``"));
     let mut sql = format!(
         "UPDATE {}.{} SET {} = ? WHERE ",

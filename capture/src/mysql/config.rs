@@ -3,6 +3,7 @@
 use crate::error::CaptureError;
 use crate::filter;
 use serde::Deserialize;
+use tributary_schemas::SecretUrl;
 
 /// Default number of snapshot rows per snapshot transaction.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
@@ -17,7 +18,7 @@ pub const SYSTEM_DATABASES: [&str; 4] =
 #[serde(deny_unknown_fields)]
 pub struct MySqlSourceConfig {
     /// Connection URL, `mysql://user:password@host:port/database` (the database is optional).
-    pub url: String,
+    pub url: SecretUrl,
     /// Prefix of this source's topics (`<prefix>.<database>.<table>`). Default: the source name.
     #[serde(default)]
     pub topic_prefix: Option<String>,
@@ -66,7 +67,7 @@ fn default_heartbeat() -> u64 {
 
 impl MySqlSourceConfig {
     /// A configuration with defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<SecretUrl>) -> Self {
         MySqlSourceConfig {
             url: url.into(),
             topic_prefix: None,
@@ -103,7 +104,7 @@ impl MySqlSourceConfig {
         let bad = |key: &str, message: String| {
             Err(CaptureError::Setup(format!("{key_path}.{key}: {message}")))
         };
-        if let Err(e) = mysql_async::Opts::from_url(&self.url) {
+        if let Err(e) = mysql_async::Opts::from_url(self.url.expose()) {
             return bad(
                 "url",
                 format!("not a MySQL URL (mysql://user:password@host:port/database): {e}"),

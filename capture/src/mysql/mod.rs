@@ -91,7 +91,7 @@ impl MySqlCapture {
     /// finishes) the initial snapshot unless it is done, then streams the binlog from the
     /// stored checkpoint.
     pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), CaptureError> {
-        let mut conn = connect(&self.config.url).await?;
+        let mut conn = connect(self.config.url.expose()).await?;
         preflight(&mut conn).await?;
         let tables = load_tables(&mut conn, &self.config, &self.store, &self.source, None).await?;
         let checkpoint = self.stream_start(&tables).await?;

@@ -116,7 +116,7 @@ pub async fn copy_tables(
     store: &StateStore,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<ConsistentCopy, CaptureError> {
-    let mut conn = connect(&config.url).await?;
+    let mut conn = connect(config.url.expose()).await?;
     preflight(&mut conn).await?;
     for statement in ["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'"] {
         conn.query_drop(statement)
@@ -188,7 +188,7 @@ pub async fn read_tables(
     store: &StateStore,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
-    let mut conn = connect(&config.url).await?;
+    let mut conn = connect(config.url.expose()).await?;
     for statement in [
         "SET NAMES utf8mb4",
         "SET SESSION time_zone = '+00:00'",
@@ -335,7 +335,7 @@ impl MySqlCapture {
 
     /// The binlog position a new snapshot starts from, with the GTID state there.
     async fn snapshot_start(&self) -> Result<BinlogCheckpoint, CaptureError> {
-        let mut conn = connect(&self.config.url).await?;
+        let mut conn = connect(self.config.url.expose()).await?;
         let q = |what: &'static str| move |e| CaptureError::mysql(what, e);
         let before_xa = self.prepared_xids(&mut conn).await;
         let (file, pos) = consistent_transaction(&mut conn).await?;
@@ -454,7 +454,7 @@ impl MySqlCapture {
         truncate_first: bool,
     ) -> Result<(), CaptureError> {
         let source = self.source.clone();
-        let mut conn = connect(&self.config.url).await?;
+        let mut conn = connect(self.config.url.expose()).await?;
         for statement in ["SET NAMES utf8mb4", "SET SESSION time_zone = '+00:00'"] {
             conn.query_drop(statement)
                 .await

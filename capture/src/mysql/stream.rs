@@ -82,7 +82,7 @@ pub(super) async fn request(
     source: &str,
     checkpoint: &BinlogCheckpoint,
 ) -> Result<BinlogStream, CaptureError> {
-    let mut conn = connect(&config.url).await?;
+    let mut conn = connect(config.url.expose()).await?;
     let heartbeat_ns = config.heartbeat_secs.max(1) * 1_000_000_000;
     conn.query_drop(format!(
         "SET @master_heartbeat_period = {heartbeat_ns}, @mariadb_slave_capability = 4"
@@ -420,7 +420,7 @@ impl<'a> BinlogReader<'a> {
     async fn publish_truncate(&mut self, id: &TableId) -> Result<(), CaptureError> {
         let at = Position::mysql(self.file_n, self.pos, 1);
         if !self.tables.contains_key(id) {
-            let mut conn = connect(&self.config.url).await?;
+            let mut conn = connect(self.config.url.expose()).await?;
             self.tables.extend(
                 load_tables(&mut conn, self.config, self.store, self.source, Some(id)).await?,
             );

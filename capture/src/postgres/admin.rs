@@ -3,13 +3,13 @@
 
 use super::catalog::Catalog;
 use super::PostgresSourceConfig;
+use crate::admin::{SourceProgress, WriteBack};
 use crate::error::CaptureError;
-use crate::source::{SourceProgress, WriteBack};
 
 /// The slot of source `name` against the server's current WAL position.
 pub async fn progress(name: &str, config: &PostgresSourceConfig) -> SourceProgress {
     let slot = config.slot_name(name);
-    let catalog = match Catalog::connect(&config.url).await {
+    let catalog = match Catalog::connect(config.url.expose()).await {
         Ok(c) => c,
         Err(e) => {
             return SourceProgress::Unreachable {
@@ -46,7 +46,7 @@ pub async fn write_back(
     config: &PostgresSourceConfig,
     change: &WriteBack<'_>,
 ) -> Result<u64, CaptureError> {
-    let catalog = Catalog::connect(&config.url).await?;
+    let catalog = Catalog::connect(config.url.expose()).await?;
     let client = catalog.client();
     let ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
     let target = format!(

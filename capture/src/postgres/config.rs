@@ -3,6 +3,7 @@
 use crate::error::CaptureError;
 use crate::filter;
 use serde::Deserialize;
+use tributary_schemas::SecretUrl;
 
 /// Default number of snapshot rows per snapshot transaction.
 pub const DEFAULT_SNAPSHOT_CHUNK_ROWS: usize = 10_000;
@@ -14,7 +15,7 @@ pub const DEFAULT_HEARTBEAT_SECS: u64 = 10;
 #[serde(deny_unknown_fields)]
 pub struct PostgresSourceConfig {
     /// Connection URL, `postgres://user:password@host:port/database`.
-    pub url: String,
+    pub url: SecretUrl,
     /// Prefix of this source's topics (`<prefix>.<schema>.<table>`). Default: the source name.
     #[serde(default)]
     pub topic_prefix: Option<String>,
@@ -50,7 +51,7 @@ fn default_heartbeat() -> u64 {
 
 impl PostgresSourceConfig {
     /// A configuration with defaults for `url`.
-    pub fn new(url: impl Into<String>) -> Self {
+    pub fn new(url: impl Into<SecretUrl>) -> Self {
         PostgresSourceConfig {
             url: url.into(),
             topic_prefix: None,
@@ -88,7 +89,7 @@ impl PostgresSourceConfig {
     pub fn validate(&self, key_path: &str) -> Result<(), CaptureError> {
         let bad =
             |key: &str, why: String| Err(CaptureError::Setup(format!("{key_path}.{key}: {why}")));
-        if let Err(e) = self.url.parse::<tokio_postgres::Config>() {
+        if let Err(e) = self.url.expose().parse::<tokio_postgres::Config>() {
             return bad("url", format!("not a PostgreSQL URL: {e}"));
         }
         if let Some(prefix) = &self.topic_prefix {

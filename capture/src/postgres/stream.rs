@@ -46,7 +46,7 @@ pub async fn copy_tables(
     copy_sessions: usize,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(u64, i64), CaptureError> {
-    let mut catalog = Catalog::connect(&config.url).await?;
+    let mut catalog = Catalog::connect(config.url.expose()).await?;
     catalog.preflight().await?;
     let tables = catalog.tables(config).await?;
     // One per copy: a scheduled snapshot and a manual one may run at once.
@@ -57,17 +57,18 @@ pub async fn copy_tables(
         std::process::id(),
         COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
-    let repl_config = replication_config(&config.url, &slot, &config.publication_name(source))?;
+    let repl_config =
+        replication_config(config.url.expose(), &slot, &config.publication_name(source))?;
     let mut client = ReplicationClient::connect_gated(repl_config)
         .await
-        .map_err(|e| repl_error(&config.url, e))?;
+        .map_err(|e| repl_error(config.url.expose(), e))?;
     let rows = client
         .simple_query(&format!(
             "CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput (SNAPSHOT 'export')",
             quote_ident(&slot)
         ))
         .await
-        .map_err(|e| repl_error(&config.url, e))?;
+        .map_err(|e| repl_error(config.url.expose(), e))?;
     let field = |i: usize| -> Result<String, CaptureError> {
         rows.first()
             .and_then(|r| r.get(i).cloned().flatten())
@@ -93,7 +94,7 @@ pub async fn copy_tables(
     let copied = snapshot::run(
         SnapshotPlan {
             source,
-            url: &config.url,
+            url: config.url.expose(),
             snapshot_name: &snapshot_name,
             consistent_lsn: consistent.as_u64(),
             tables: &tables,
@@ -120,12 +121,12 @@ pub async fn read_tables(
     store: &StateStore,
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
-    let mut catalog = Catalog::connect(&config.url).await?;
+    let mut catalog = Catalog::connect(config.url.expose()).await?;
     let tables = catalog.tables(config).await?;
     snapshot::run(
         SnapshotPlan {
             source,
-            url: &config.url,
+            url: config.url.expose(),
             snapshot_name: "",
             consistent_lsn: 0,
             tables: &tables,
@@ -168,7 +169,7 @@ impl PostgresCapture {
     /// Runs until `shutdown` turns true or an error occurs.
     pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), CaptureError> {
         let source = self.source.clone();
-        let mut catalog = Catalog::connect(&self.config.url).await?;
+        let mut catalog = Catalog::connect(self.config.url.expose()).await?;
         catalog.preflight().await?;
         let tables = catalog.tables(&self.config).await?;
         let publication = self.config.publication_name(&source);
@@ -176,7 +177,7 @@ impl PostgresCapture {
         catalog.ensure_publication(&publication, &tables).await?;
         let slot = catalog.slot(&slot_name).await?;
         let state = self.store.snapshot(&source)?;
-        let repl_config = replication_config(&self.config.url, &slot_name, &publication)?;
+        let repl_config = replication_config(self.config.url.expose(), &slot_name, &publication)?;
 
         let mut relations: HashMap<u32, TableState> = HashMap::new();
         let mut client = match (state, slot) {
@@ -196,7 +197,7 @@ impl PostgresCapture {
                 tracing::info!(source, slot = slot_name, "resuming from replication slot");
                 ReplicationClient::connect(repl_config)
                     .await
-                    .map_err(|e| repl_error(&self.config.url, e))?
+                    .map_err(|e| repl_error(self.config.url.expose(), e))?
             }
             (Some(SnapshotState::Done { .. }), None) => {
                 return Err(CaptureError::Setup(format!(
@@ -213,14 +214,14 @@ impl PostgresCapture {
                 self.store.set_snapshot(&source, &SnapshotState::InProgress)?;
                 let mut client = ReplicationClient::connect_gated(repl_config)
                     .await
-                    .map_err(|e| repl_error(&self.config.url, e))?;
+                    .map_err(|e| repl_error(self.config.url.expose(), e))?;
                 let rows = client
                     .simple_query(&format!(
                         "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput (SNAPSHOT 'export')",
                         quote_ident(&slot_name)
                     ))
                     .await
-                    .map_err(|e| repl_error(&self.config.url, e))?;
+                    .map_err(|e| repl_error(self.config.url.expose(), e))?;
                 let field = |i: usize| -> Result<String, CaptureError> {
                     rows.first()
                         .and_then(|r| r.get(i).cloned().flatten())
@@ -234,7 +235,7 @@ impl PostgresCapture {
                 relations = snapshot::run(
                     SnapshotPlan {
                         source: &source,
-                        url: &self.config.url,
+                        url: self.config.url.expose(),
                         snapshot_name: &snapshot_name,
                         consistent_lsn: consistent.as_u64(),
                         tables: &tables,
@@ -254,14 +255,14 @@ impl PostgresCapture {
                     },
                 )?;
                 tracing::info!(source, "snapshot finished; streaming");
-                client.start().await.map_err(|e| repl_error(&self.config.url, e))?;
+                client.start().await.map_err(|e| repl_error(self.config.url.expose(), e))?;
                 client
             }
         };
         client
             .wait_started()
             .await
-            .map_err(|e| repl_error(&self.config.url, e))?;
+            .map_err(|e| repl_error(self.config.url.expose(), e))?;
         // The stream re-describes every table before its first change, so the snapshot's
         // states are only a cache.
         let result = self
@@ -315,7 +316,7 @@ impl PostgresCapture {
                     }
                 }
                 event = client.recv() => {
-                    let event = event.map_err(|e| repl_error(&self.config.url, e))?;
+                    let event = event.map_err(|e| repl_error(self.config.url.expose(), e))?;
                     match event {
                         None => return Err(CaptureError::Replication("the server ended the replication stream".into())),
                         Some(ReplicationEvent::Begin { final_lsn, xid, commit_time_micros }) => {

@@ -36,7 +36,7 @@ const QUEUED_BATCHES: usize = 4;
 pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 15;
 
 /// How to reach Kafka.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     /// Comma-separated `host:port` list.
@@ -58,6 +58,38 @@ fn default_replication() -> i32 {
 
 fn default_connect_timeout() -> u64 {
     DEFAULT_CONNECT_TIMEOUT_SECS
+}
+
+/// Whether librdkafka property `key` holds a secret (`sasl.password`,
+/// `ssl.key.password`, `sasl.oauthbearer.client.secret`, …).
+fn secret_property(key: &str) -> bool {
+    ["password", "secret", "token"]
+        .iter()
+        .any(|word| key.to_ascii_lowercase().contains(word))
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    /// Shows every setting, the values of secret properties as `***`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(k, v)| {
+                let shown = if secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k.as_str(), shown)
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("brokers", &self.brokers)
+            .field("replication_factor", &self.replication_factor)
+            .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl KafkaSettings {

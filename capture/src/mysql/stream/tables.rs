@@ -67,7 +67,7 @@ impl BinlogReader<'_> {
             .map_err(|m| CaptureError::Decode(format!("TABLE_MAP of {id} at {at}: {m}")))?;
         let mut conn = None;
         if !self.tables.contains_key(id) {
-            let c = conn.insert(connect(&self.config.url).await?);
+            let c = conn.insert(connect(self.config.url.expose()).await?);
             self.tables
                 .extend(load_tables(c, self.config, self.store, self.source, Some(id)).await?);
         }
@@ -98,7 +98,7 @@ impl BinlogReader<'_> {
             None => {
                 let c = match conn.as_mut() {
                     Some(c) => c,
-                    None => conn.insert(connect(&self.config.url).await?),
+                    None => conn.insert(connect(self.config.url.expose()).await?),
                 };
                 self.collations.insert(catalog::collations(c).await?)
             }

@@ -1,5 +1,5 @@
-//! `tributary snapshot create | prune` and the file sets: backup snapshots of the archived
-//! sources and of the `[backup.files.<set>]` sets, and retention.
+//! The backup work the schedule and the commands share: snapshots of the archived
+//! sources and of the `[backup.files.<set>]` sets, retention, and restoring a file set.
 
 use crate::config::Config;
 use tributary_capture::snapshot::SnapshotOutput;
@@ -7,56 +7,15 @@ use tributary_capture::state::StateStore;
 use tributary_capture::CaptureError;
 use tributary_pipeline::PipelineError;
 
-/// The `[backup]` section, which the backup commands need.
-pub fn backup_of(config: &Config) -> Result<&tributary_snapshot::BackupConfig, PipelineError> {
-    config
-        .backup
-        .as_ref()
-        .ok_or_else(|| PipelineError::Config("the configuration has no [backup] section".into()))
-}
-
-/// The archived sources, or only `only`, which must be one of them.
-pub fn archived_selection(
-    config: &Config,
-    only: Option<&str>,
-) -> Result<Vec<String>, PipelineError> {
-    let archived = config.archived_sources();
-    let sets = file_sets(config, None);
-    match only {
-        None => Ok(archived),
-        Some(s) if archived.iter().any(|a| a == s) => Ok(vec![s.to_string()]),
-        Some(s) if sets.iter().any(|a| a == s) => Ok(Vec::new()),
-        Some(s) => Err(PipelineError::Config(format!(
-            "--source {s}: neither an archived source (archived: {}) nor a file set (backup.files: {})",
-            archived.join(", "),
-            sets.join(", ")
-        ))),
-    }
-}
-
-/// The `[backup.files.<name>]` sets, or only `only` when it names one (none when it
-/// names a source).
-pub fn file_sets(config: &Config, only: Option<&str>) -> Vec<String> {
-    let Some(backup) = &config.backup else {
-        return Vec::new();
-    };
-    backup
-        .files
-        .keys()
-        .filter(|s| only.is_none_or(|o| o == s.as_str()))
-        .cloned()
-        .collect()
-}
-
 /// Takes a files snapshot of each file set (or only `only`) into the `[backup]` store.
 pub async fn files_snapshot_create(
     config: &Config,
     only: Option<&str>,
 ) -> Result<Vec<tributary_snapshot::FilesManifest>, PipelineError> {
-    let backup = backup_of(config)?;
+    let backup = config.backup_section()?;
     let store = tributary_snapshot::Store::open(backup)?;
     let mut out = Vec::new();
-    for set in file_sets(config, only) {
+    for set in config.file_sets(only) {
         out.push(
             tributary_snapshot::snapshot_files(
                 &store,
@@ -80,7 +39,7 @@ pub async fn files_restore(
     into: Option<&std::path::Path>,
     only: &[String],
 ) -> Result<tributary_snapshot::FilesRestoreReport, PipelineError> {
-    let store = tributary_snapshot::Store::open(backup_of(config)?)?;
+    let store = tributary_snapshot::Store::open(config.backup_section()?)?;
     let at = match to {
         tributary_snapshot::Target::Latest => i64::MAX,
         tributary_snapshot::Target::Time(t) => *t,
@@ -149,8 +108,8 @@ pub async fn snapshot_create(
     only: Option<&str>,
     state: Option<&StateStore>,
 ) -> Result<Vec<tributary_snapshot::SnapshotManifest>, PipelineError> {
-    let backup = backup_of(config)?;
-    let selected = archived_selection(config, only)?;
+    let backup = config.backup_section()?;
+    let selected = config.archived_selection(only)?;
     let store = tributary_snapshot::Store::open(backup)?;
     let scratch;
     let state = match state {
@@ -188,19 +147,19 @@ pub async fn prune(
     only: Option<&str>,
     dry: bool,
 ) -> Result<Vec<(String, tributary_snapshot::PruneReport)>, PipelineError> {
-    let backup = backup_of(config)?;
+    let backup = config.backup_section()?;
     let retention = backup.retention().map_err(PipelineError::Config)?;
     let store = tributary_snapshot::Store::open(backup)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::new();
-    for set in file_sets(config, only) {
+    for set in config.file_sets(only) {
         let report = tributary_snapshot::prune_files(&store, &set, retention, now, dry).await?;
         if !dry && !report.snapshots.is_empty() {
             tracing::info!(set, snapshots = ?report.snapshots, anchor = ?report.anchor, "retention pruned files snapshots");
         }
         out.push((set, report));
     }
-    for name in archived_selection(config, only)? {
+    for name in config.archived_selection(only)? {
         let report = tributary_snapshot::prune(&store, &name, retention, now, dry).await?;
         if !dry && (report.segments > 0 || !report.snapshots.is_empty()) {
             tracing::info!(source = name, snapshots = ?report.snapshots, segments = report.segments, anchor = ?report.anchor, "retention pruned");
