@@ -12,7 +12,7 @@
 #
 # Usage: bash scripts/check-docker.sh [ROOT]
 #   ROOT is the repository to check (default: the one holding this script).
-#   TRIBUTARY_BIN names the binary for check 4 (default: ROOT/target/debug/tributary,
+#   TRIBUTARY_BIN names the binary for check 4 (default: $CARGO_TARGET_DIR or ROOT/target, then debug/tributary,
 #   which `cargo build --workspace` builds).
 set -euo pipefail
 
@@ -21,7 +21,7 @@ dockerfile="$root/docker/Dockerfile"
 cargo_toml="$root/Cargo.toml"
 config="$root/docker/tributary.toml"
 compose="$root/docker/docker-compose.yml"
-bin=${TRIBUTARY_BIN:-"$root/target/debug/tributary"}
+bin=${TRIBUTARY_BIN:-"${CARGO_TARGET_DIR:-$root/target}/debug/tributary"}
 
 failures=0
 say() { echo "check-docker: $*"; }

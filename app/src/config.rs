@@ -37,7 +37,7 @@ use tributary_pipeline::conflict::{ConflictConfig, Conflicts};
 use tributary_pipeline::validate::{RuleConfig, Rules};
 use tributary_pipeline::PipelineError;
 use tributary_schemas::SecretUrl;
-use tributary_sinks::{SinkConfig, SinkKind};
+use tributary_sinks::{database_identity, SinkConfig, SinkKind};
 use tributary_snapshot::BackupConfig;
 pub use tributary_transport::{EmbeddedConfig, TransportConfig};
 
@@ -166,8 +166,9 @@ impl SinkSection {
         if self.database_of.as_deref() == Some(name) {
             return true;
         }
+        // Either side's URL is read as a database address, whatever it is used for.
         let sink = self.target().identity();
-        sink.is_some() && sink == source.identity()
+        sink.is_some() && sink == database_identity(source.url())
     }
 }
 

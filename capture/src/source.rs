@@ -16,7 +16,7 @@ use crate::snapshot::SnapshotOutput;
 use crate::state::StateStore;
 use serde::Deserialize;
 use tokio::sync::watch;
-use tributary_schemas::{redact_url, DatabaseIdentity, Position};
+use tributary_schemas::{redact_url, Position};
 
 /// A source, by kind (`kind = "postgres"` or `kind = "mysql"` in the configuration).
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
@@ -73,31 +73,6 @@ impl SourceConfig {
         match self {
             SourceConfig::Postgres(c) => c.validate(key_path),
             SourceConfig::Mysql(c) => c.validate(key_path),
-        }
-    }
-
-    /// The database the source's URL connects to.
-    pub fn identity(&self) -> Option<DatabaseIdentity> {
-        match self {
-            SourceConfig::Postgres(c) => {
-                let c: tokio_postgres::Config = c.url.expose().parse().ok()?;
-                let host = match c.get_hosts().first()? {
-                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-                };
-                let port = c.get_ports().first().copied().unwrap_or(5432);
-                let db = c.get_dbname().or(c.get_user())?;
-                Some(DatabaseIdentity::new("postgres", &host, port, db))
-            }
-            SourceConfig::Mysql(c) => {
-                let o = mysql_async::Opts::from_url(c.url.expose()).ok()?;
-                Some(DatabaseIdentity::new(
-                    "mysql",
-                    o.ip_or_hostname(),
-                    o.tcp_port(),
-                    o.db_name()?,
-                ))
-            }
         }
     }
 

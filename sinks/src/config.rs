@@ -189,6 +189,18 @@ impl SinkConfig {
     }
 }
 
+/// The database `url` connects to, whatever it is used for (a sink's, a source's): a
+/// MySQL one for `mysql://` and `mariadb://`, else a PostgreSQL one (URL or `key=value`
+/// form).
+pub fn database_identity(url: &str) -> Option<DatabaseIdentity> {
+    let kind = if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        SinkKind::Mysql
+    } else {
+        SinkKind::Postgres
+    };
+    SinkConfig::new(kind, url, None, 1).identity()
+}
+
 /// The database a URL names (its path), if any.
 fn url_database(url: &str) -> Option<String> {
     let base = url.split('?').next().unwrap_or(url);
@@ -252,6 +264,14 @@ mod tests {
         assert_eq!(
             scratch.identity(),
             Some(DatabaseIdentity::new("mysql", "h", 3306, "scratch_1"))
+        );
+        assert_eq!(
+            database_identity("host=localhost port=5433 dbname=shop user=u"),
+            Some(DatabaseIdentity::new("postgres", "127.0.0.1", 5433, "shop"))
+        );
+        assert_eq!(
+            database_identity("mariadb://u@h/db"),
+            scratch.in_database("db").identity()
         );
     }
 }

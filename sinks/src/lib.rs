@@ -34,7 +34,7 @@ use tributary_schemas::{ChangeEvent, Position, TableSchema};
 
 pub use admin::{SinkStatus, SourceWatermark};
 pub use capability::{CopyLoad, MergeStates, OriginTag};
-pub use config::{SinkConfig, SinkKind};
+pub use config::{database_identity, SinkConfig, SinkKind};
 pub use error::{ServerDetail, SinkError};
 pub use mysql::{MySqlSink, MySqlSinkConfig};
 pub use postgres::{PostgresSink, PostgresSinkConfig};
