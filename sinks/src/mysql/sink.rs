@@ -225,6 +225,27 @@ impl MySqlSink {
         Ok(self.conn.as_mut().expect("set above"))
     }
 
+    /// The watermark of `source` as stored.
+    async fn read_watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+        let conn = self.conn().await?;
+        let text: Option<String> = conn
+            .exec_first(
+                "SELECT position FROM tributary.watermarks WHERE source = ?",
+                (source,),
+            )
+            .await
+            .map_err(|e| SinkError::mysql("reading the watermark", WATERMARK_TABLE, e))?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| SinkError::Watermark {
+                source_name: source.to_string(),
+                reason: format!("{text} is not a position: {e}"),
+            })
+    }
+
     /// Runs `sql` in the open transaction; an error makes the transaction unusable.
     pub(super) async fn run(
         &mut self,
@@ -594,23 +615,17 @@ impl Sink for MySqlSink {
     }
 
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
-        let conn = self.conn().await?;
-        let text: Option<String> = conn
-            .exec_first(
-                "SELECT position FROM tributary.watermarks WHERE source = ?",
-                (source,),
-            )
-            .await
-            .map_err(|e| SinkError::mysql("reading the watermark", WATERMARK_TABLE, e))?;
-        let Some(text) = text else {
-            return Ok(None);
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| SinkError::Watermark {
-                source_name: source.to_string(),
-                reason: format!("{text} is not a position: {e}"),
-            })
+        match self.read_watermark(source).await {
+            // A session that ended between transactions (a server restart, an idle
+            // timeout, a killed connection) shows only when it is used: open a new one
+            // and read again, once. Inside a transaction the loss is the caller's to see.
+            Err(e) if e.is_transient() && !self.in_transaction => {
+                warn!(address = %self.address, error = %e, "reading the watermark failed; reconnecting");
+                self.conn = None;
+                self.read_watermark(source).await
+            }
+            other => other,
+        }
     }
 
     async fn begin(&mut self) -> Result<(), SinkError> {

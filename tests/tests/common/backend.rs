@@ -28,9 +28,6 @@ pub trait Backend: Sized {
     /// Whether `apply` may return while its batch is still being written (its error
     /// then comes with the next call of the transaction).
     const WRITES_IN_BACKGROUND: bool;
-    /// Whether `watermark` reconnects when the sink's session ended between transactions
-    /// (otherwise it reports a transient error, and a new connection is needed).
-    const WATERMARK_RECONNECTS: bool;
     /// Whether the sink keeps the NOT NULL of a column that is not part of the key.
     const KEEPS_NOT_NULL: bool;
     /// What the server says to a wrong password: a part of the message and the SQLSTATE.

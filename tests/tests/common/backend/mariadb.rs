@@ -55,7 +55,6 @@ impl Backend for Maria {
     const WRITES_IN_BACKGROUND: bool = false;
     // The sink drops a lost session when a statement of a transaction fails, not when
     // reading the watermark fails.
-    const WATERMARK_RECONNECTS: bool = false;
     const KEEPS_NOT_NULL: bool = false;
     const WRONG_PASSWORD: (&'static str, &'static str) = ("Access denied", "28000");
 

@@ -58,7 +58,6 @@ impl Backend for Pg {
     const SCHEME: &'static str = "postgres";
     const TRANSACTIONAL_DDL: bool = true;
     const WRITES_IN_BACKGROUND: bool = true;
-    const WATERMARK_RECONNECTS: bool = true;
     const KEEPS_NOT_NULL: bool = true;
     const WRONG_PASSWORD: (&'static str, &'static str) =
         ("password authentication failed", "28P01");
