@@ -81,8 +81,10 @@ impl StateStore {
                 .mode(sled::Mode::LowSpace)
                 .open()
             {
+                // (sled reports the lock as an error of kind `Other` naming it.)
                 Err(sled::Error::Io(e))
-                    if e.kind() == std::io::ErrorKind::WouldBlock
+                    if (e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock"))
                         && started.elapsed() < std::time::Duration::from_secs(2) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -497,6 +499,25 @@ mod tests {
             primary_key: vec![0],
             version: 0,
         }
+    }
+
+    #[test]
+    fn a_store_let_go_of_meanwhile_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StateStore::open(dir.path()).unwrap();
+        // Another owner lets go of the store while this one waits for it: the store is
+        // locked when the open starts, and free a moment later.
+        let owner = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            drop(first);
+        });
+        StateStore::open(dir.path()).unwrap();
+        owner.join().unwrap();
+        // Held for good, the store is another capture's: that is an error naming it.
+        let held = StateStore::open(dir.path()).unwrap();
+        let e = StateStore::open(dir.path()).map(drop).unwrap_err();
+        assert!(e.to_string().contains("another capture"), "{e}");
+        drop(held);
     }
 
     #[test]
