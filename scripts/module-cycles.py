@@ -2,7 +2,8 @@
 """Lists the `use crate::…` edges between the modules of each crate and fails on a cycle.
 
 A module is a file (`a/b.rs` and `a/b/mod.rs` are `a::b`); an edge `a -> b` means a file
-of module `a` names `crate::b…` (outside its tests). A child naming its parent, or a
+of module `a` names `crate::b…` or, from a sibling, `super::b…` (outside its tests and
+comments). A child naming its parent, or a
 parent its child, is not an edge: they are one module tree. Run from the workspace root:
 `python3 scripts/module-cycles.py [--list]`.
 """
@@ -42,6 +43,13 @@ for crate in CRATES:
             # Doc links and comments are not imports.
             text = "\n".join(l for l in text.split("\n") if not l.lstrip().startswith("//"))
             here = module_of(src, path)
+            parent = "::".join(here.split("::")[:-1]) if here != "crate" else ""
+            # `super::x` names a sibling of this module: the same as `crate::<parent>::x`.
+            text = re.sub(
+                r'\bsuper::(?!super)',
+                ("crate::" + parent + "::") if parent else "crate::",
+                text,
+            )
             for m in re.finditer(r'crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)', text):
                 target = m.group(1)
                 # The module part: drop a trailing item (lower-case names are modules or
