@@ -2,8 +2,8 @@
 """Lists the `use crate::…` edges between the modules of each crate and fails on a cycle.
 
 A module is a file (`a/b.rs` and `a/b/mod.rs` are `a::b`); an edge `a -> b` means a file
-of module `a` names `crate::b…` or, from a sibling, `super::b…` (outside its tests and
-comments). A child naming its parent, or a
+of module `a` names `crate::b…` (also inside a `crate::{…}` group) or, from a sibling,
+`super::b…` (outside its tests and comments). A child naming its parent, or a
 parent its child, is not an edge: they are one module tree. Run from the workspace root:
 `python3 scripts/module-cycles.py [--list]`.
 """
@@ -50,6 +50,13 @@ for crate in CRATES:
                 ("crate::" + parent + "::") if parent else "crate::",
                 text,
             )
+            # `crate::a::{b, c::d}` names `crate::a::b` and `crate::a::c::d`.
+            def expand(m):
+                prefix, group = m.group(1), m.group(2)
+                items = [i.strip() for i in group.split(",") if i.strip()]
+                return " ".join("crate::" + prefix + i for i in items)
+            for _ in range(3):
+                text = re.sub(r'crate::((?:[a-z_][a-z0-9_]*::)*)\{([^{}]*)\}', expand, text)
             for m in re.finditer(r'crate::((?:[a-z_][a-z0-9_]*::)*[a-z_][a-z0-9_]*)', text):
                 target = m.group(1)
                 # The module part: drop a trailing item (lower-case names are modules or

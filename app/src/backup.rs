@@ -7,6 +7,22 @@ use tributary_capture::state::StateStore;
 use tributary_capture::CaptureError;
 use tributary_pipeline::PipelineError;
 
+/// How a restore (or a restore test) runs: up to `target`, only `tables` (all when
+/// empty), at most 10 000 events per sink transaction and 5 000 rows per batch, the rows
+/// of PostgreSQL snapshots read with the capture's own COPY text reader.
+pub fn restore_options(
+    target: tributary_snapshot::Target,
+    tables: Vec<String>,
+) -> tributary_snapshot::RestoreOptions {
+    tributary_snapshot::RestoreOptions {
+        target,
+        tables,
+        max_tx_events: 10_000,
+        batch_rows: 5_000,
+        copy_decoder: Some(tributary_capture::decode_copy_line),
+    }
+}
+
 /// Takes a files snapshot of each file set (or only `only`) into the `[backup]` store.
 pub async fn files_snapshot_create(
     config: &Config,

@@ -71,7 +71,7 @@ pub struct Config {
     pub conflicts: Vec<ConflictConfig>,
     /// A webhook (http or https URL) that receives every resolved conflict as JSON.
     #[serde(default)]
-    pub notify_conflicts: Option<String>,
+    pub notify_conflicts: Option<SecretUrl>,
     /// Continuous backup: where the event log is archived.
     #[serde(default)]
     pub backup: Option<BackupConfig>,
@@ -322,7 +322,7 @@ impl Config {
             }
         }
         self.conflict_settings()?;
-        if let Some(url) = &self.notify_conflicts {
+        if let Some(url) = self.notify_conflicts.as_ref().map(SecretUrl::expose) {
             tributary_pipeline::notify::check_url(url)
                 .map_err(|e| format!("notify_conflicts: {e}"))?;
         }
@@ -650,8 +650,12 @@ url = "mysql://writer:sinkpw@h:3306/copy"
 store = "s3://bucket/x"
 s3_secret_access_key = "s3key"
 "#;
-        let out = Config::parse(text, env).unwrap().describe();
-        for secret in ["s3cr", "kafkapw", "mypw", "sinkpw", "s3key"] {
+        let text =
+            format!("notify_conflicts = \"https://hook:hookpw@hooks.example/t?token=tok\"\n{text}");
+        let out = Config::parse(&text, env).unwrap().describe();
+        for secret in [
+            "s3cr", "kafkapw", "mypw", "sinkpw", "s3key", "hookpw", "tok\"",
+        ] {
             assert!(!out.contains(secret), "{secret} in {out}");
         }
         assert!(

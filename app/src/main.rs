@@ -229,9 +229,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
         Command::ReplayDeadLetters { sink, source } => {
             let config = Config::load(&cli.config)?;
             let report =
-                dead_letters::replay_all(&config, sink.as_deref(), source.as_deref()).await?;
+                dead_letters::replay_all(&config, sink.as_deref(), source.as_deref()).await;
             print!("{report}");
-            return Ok(());
+            return report.error.map_or(Ok(()), |e| Err(e.into()));
         }
     };
     let config = Config::load(&cli.config)?;
@@ -256,7 +256,11 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
 async fn snapshot(config: &Config, action: &SnapshotAction) -> anyhow::Result<()> {
     match action {
         SnapshotAction::Create { source } => {
-            print!("{}", snapshots::create(config, source.as_deref()).await?);
+            let report = snapshots::create(config, source.as_deref()).await?;
+            print!("{report}");
+            if let Some(e) = report.error {
+                return Err(e.into());
+            }
         }
         SnapshotAction::Prune { source, dry_run } => {
             print!(
@@ -275,6 +279,9 @@ async fn snapshot(config: &Config, action: &SnapshotAction) -> anyhow::Result<()
             let scratch = scratch.as_deref().filter(|_| *restore_test);
             let report = snapshots::verify(config, source.as_deref(), scratch).await?;
             print!("{report}");
+            if let Some(e) = report.error {
+                return Err(e.into());
+            }
             if !report.ok() {
                 let failed: Vec<String> = report
                     .restore_tests

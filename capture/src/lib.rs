@@ -21,4 +21,7 @@ pub mod table;
 
 pub use admin::{SourceProgress, SourceStatus, WriteBack};
 pub use error::CaptureError;
+/// The reader of PostgreSQL `COPY` text rows (what PostgreSQL backup snapshots hold), for
+/// restores into any sink.
+pub use postgres::relations::decode_copy_line;
 pub use source::SourceConfig;

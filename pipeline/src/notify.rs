@@ -24,6 +24,8 @@ impl Notifier {
     /// Starts the task delivering to `url` (checked by [`check_url`]).
     pub fn start(url: String) -> Notifier {
         let (tx, mut rx) = mpsc::channel::<serde_json::Value>(QUEUE);
+        // Logs name the hook without its secrets (reqwest's errors would print the URL).
+        let shown = tributary_schemas::redact_url(&url);
         tokio::spawn(async move {
             let client = match reqwest::Client::builder().timeout(TIMEOUT).build() {
                 Ok(c) => c,
@@ -40,16 +42,17 @@ impl Notifier {
                         .json(&body)
                         .send()
                         .await
-                        .and_then(|r| r.error_for_status());
+                        .and_then(|r| r.error_for_status())
+                        .map_err(reqwest::Error::without_url);
                     match outcome {
                         Ok(_) => break,
                         Err(e) if attempt < 4 => {
-                            tracing::warn!(url, error = %e, attempt, "conflict notification failed; retrying");
+                            tracing::warn!(url = %shown, error = %e, attempt, "conflict notification failed; retrying");
                             tokio::time::sleep(wait).await;
                             wait *= 2;
                         }
                         Err(e) => {
-                            tracing::error!(url, error = %e, "conflict notification not delivered (the conflict log keeps it)");
+                            tracing::error!(url = %shown, error = %e, "conflict notification not delivered (the conflict log keeps it)");
                         }
                     }
                 }
@@ -77,12 +80,13 @@ impl Notifier {
 
 /// Checks a webhook URL: `http://` or `https://` with a host.
 pub fn check_url(url: &str) -> Result<(), String> {
+    let shown = tributary_schemas::redact_url(url);
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(u) => Err(format!(
-            "{url:?} must be an http:// or https:// URL with a host (scheme {:?})",
+            "{shown:?} must be an http:// or https:// URL with a host (scheme {:?})",
             u.scheme()
         )),
-        Err(e) => Err(format!("{url:?} is not a URL: {e}")),
+        Err(e) => Err(format!("{shown:?} is not a URL: {e}")),
     }
 }

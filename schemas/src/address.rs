@@ -36,7 +36,8 @@ impl DatabaseIdentity {
 }
 
 /// `url` with the password of its `scheme://user:password@host` part replaced by `***`;
-/// a `password=` query or key/value parameter is replaced too.
+/// the values of `password=`, `token=` and `secret=` parameters (query or key/value form)
+/// are replaced too.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_string();
     if let Some(scheme_end) = url.find("://") {
@@ -53,15 +54,18 @@ pub fn redact_url(url: &str) -> String {
             }
         }
     }
-    // `?password=…&…` (URL form) and `password=… ` (key/value form).
-    let mut from = 0;
-    while let Some(i) = out[from..].find("password=") {
-        let start = from + i + "password=".len();
-        let end = out[start..]
-            .find(['&', ' '])
-            .map_or(out.len(), |e| start + e);
-        out.replace_range(start..end, "***");
-        from = start + 3;
+    // `?password=…&…` (URL form), `password=… ` (key/value form), and the tokens and
+    // secrets of a webhook's query.
+    for key in ["password=", "token=", "secret="] {
+        let mut from = 0;
+        while let Some(i) = out[from..].find(key) {
+            let start = from + i + key.len();
+            let end = out[start..]
+                .find(['&', ' '])
+                .map_or(out.len(), |e| start + e);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
     }
     out
 }
@@ -84,6 +88,10 @@ mod tests {
         assert_eq!(
             redact_url("postgres://u:p@h/db?options=a@b"),
             "postgres://u:***@h/db?options=a@b"
+        );
+        assert_eq!(
+            redact_url("https://hooks.example/t?token=abc&x=1"),
+            "https://hooks.example/t?token=***&x=1"
         );
         assert_eq!(
             redact_url("host=h password=x user=u"),

@@ -63,7 +63,8 @@ impl SinkConfig {
             sources: Vec::new(),
             unreachable: None,
         };
-        let mut sink = match self.connect().await {
+        // Read only: asking must not create the sink's tables, nor need the rights to.
+        let mut session = match self.session().await {
             Ok(s) => s,
             Err(e) => {
                 status.unreachable = Some(e.to_string());
@@ -73,7 +74,7 @@ impl SinkConfig {
         for source in sources {
             status.sources.push(SourceWatermark {
                 source: source.to_string(),
-                applied: sink.watermark(source).await.map_err(|e| e.to_string()),
+                applied: session.watermark(source).await.map_err(|e| e.to_string()),
             });
         }
         status
@@ -125,6 +126,15 @@ impl Session {
         match &mut self.0 {
             Kind::Postgres(s) => s.drop_database(name).await,
             Kind::Mysql(s) => s.drop_database(name).await,
+        }
+    }
+
+    /// The watermark of `source` (`None`: nothing applied yet), read without creating
+    /// anything.
+    pub async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+        match &mut self.0 {
+            Kind::Postgres(s) => s.watermark(source).await,
+            Kind::Mysql(s) => s.watermark(source).await,
         }
     }
 

@@ -260,6 +260,25 @@ async fn scenario_end_to_end(kafka: bool) -> anyhow::Result<()> {
         text.contains("sink dst: unreachable at postgres://u:***@127.0.0.1:1/db"),
         "{text}"
     );
+    // Asking creates nothing: in a database no sink wrote into, nothing is applied yet,
+    // and no watermark table appears.
+    let fresh = pg.create_database("fresh").await?;
+    config.sinks.get_mut("dst").expect("the sink").url = pg.url(&fresh).as_str().into();
+    let text = status::report(&config).await.to_string();
+    assert!(
+        text.contains("sink dst: source src: nothing applied yet"),
+        "{text}"
+    );
+    let created: bool = pg
+        .client(&fresh)
+        .await?
+        .query_one(
+            "SELECT to_regclass('tributary.watermarks') IS NOT NULL",
+            &[],
+        )
+        .await?
+        .get(0);
+    assert!(!created, "status created the watermark table");
     running.stop().await
 }
 

@@ -124,17 +124,23 @@ pub async fn replay_dead_letters(
     Ok(report)
 }
 
-/// What `tributary replay-dead-letters` did, per sink and source.
-#[derive(Debug, Clone, Default)]
-pub struct ReplayReports(pub Vec<(String, String, ReplayReport)>);
+/// What `tributary replay-dead-letters` did, per sink and source, and the error that
+/// stopped it, if one did (the files replayed before it are reported all the same).
+#[derive(Debug, Default)]
+pub struct ReplayReports {
+    /// Each replayed file: sink, source, what was done.
+    pub done: Vec<(String, String, ReplayReport)>,
+    /// The error that stopped the replay.
+    pub error: Option<PipelineError>,
+}
 
 /// Replays the dead-letter files of every apply loop (or only those of `sink` and
-/// `source`).
+/// `source`), until one fails.
 pub async fn replay_all(
     config: &Config,
     sink: Option<&str>,
     source: Option<&str>,
-) -> Result<ReplayReports, PipelineError> {
+) -> ReplayReports {
     let mut out = ReplayReports::default();
     for name in config.sinks.keys() {
         if sink.is_some_and(|s| s != name) {
@@ -144,16 +150,21 @@ pub async fn replay_all(
             if source.is_some_and(|s| s != from) {
                 continue;
             }
-            let report = replay_dead_letters(config, name, &from).await?;
-            out.0.push((name.clone(), from, report));
+            match replay_dead_letters(config, name, &from).await {
+                Ok(report) => out.done.push((name.clone(), from, report)),
+                Err(e) => {
+                    out.error = Some(e);
+                    return out;
+                }
+            }
         }
     }
-    Ok(out)
+    out
 }
 
 impl std::fmt::Display for ReplayReports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for (sink, source, r) in &self.0 {
+        for (sink, source, r) in &self.done {
             writeln!(
                 f,
                 "sink {sink}, source {source}: {} applied, {} kept ({})",

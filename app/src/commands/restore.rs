@@ -1,6 +1,6 @@
 //! `tributary restore`: point-in-time restore of an archived source into a database.
 
-use crate::backup::files_restore;
+use crate::backup::{files_restore, restore_options};
 use crate::config::Config;
 use tributary_pipeline::PipelineError;
 use tributary_sinks::{Sink, SinkConfig};
@@ -132,13 +132,7 @@ pub async fn run(
             report,
         });
     }
-    let options = tributary_snapshot::RestoreOptions {
-        target: to,
-        tables: request.tables.clone(),
-        max_tx_events: 10_000,
-        batch_rows: 5_000,
-        copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
-    };
+    let options = restore_options(to, request.tables.clone());
     let started = std::time::Instant::now();
     let (source, report) = restore(
         config,

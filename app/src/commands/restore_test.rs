@@ -1,6 +1,7 @@
 //! `tributary snapshot verify --restore-test`: restores each archived source into a
 //! scratch database, reads every table back, and compares it with what the archive says.
 
+use crate::backup::restore_options;
 use crate::commands::restore::target_sink;
 use crate::config::Config;
 use std::collections::BTreeMap;
@@ -93,13 +94,7 @@ pub async fn restore_test(
             .create_database(&database)
             .await
             .map_err(scratch_failed)?;
-        let options = tributary_snapshot::RestoreOptions {
-            target: tributary_snapshot::Target::Latest,
-            tables: Vec::new(),
-            max_tx_events: 10_000,
-            batch_rows: 5_000,
-            copy_decoder: Some(tributary_capture::postgres::relations::decode_copy_line),
-        };
+        let options = restore_options(tributary_snapshot::Target::Latest, Vec::new());
         let mut test = tributary_snapshot::RestoreTest::new()?;
         let (mut sink, watermark_key) = target_sink(&target, &source).await?;
         let report = {

@@ -25,21 +25,46 @@ fn select(config: &Config, only: Option<&str>) -> Result<Selection, PipelineErro
     })
 }
 
-/// What `snapshot create` took.
-#[derive(Debug, Clone)]
+/// What `snapshot create` took, and the error that stopped it, if one did.
+#[derive(Debug)]
 pub struct CreateReport {
     /// One files snapshot per file set.
     pub files: Vec<FilesManifest>,
     /// One snapshot per archived source.
     pub snapshots: Vec<SnapshotManifest>,
+    /// The error that stopped it (what was taken before it is reported all the same).
+    pub error: Option<PipelineError>,
 }
 
-/// Takes a snapshot of each file set and each archived source (or only `only`).
+/// Takes a snapshot of each file set and each archived source (or only `only`), until
+/// one fails.
 pub async fn create(config: &Config, only: Option<&str>) -> Result<CreateReport, PipelineError> {
-    Ok(CreateReport {
-        files: backup::files_snapshot_create(config, only).await?,
-        snapshots: backup::snapshot_create(config, only, None).await?,
-    })
+    let sel = select(config, only)?;
+    let mut report = CreateReport {
+        files: Vec::new(),
+        snapshots: Vec::new(),
+        error: None,
+    };
+    for set in &sel.sets {
+        match backup::files_snapshot_create(config, Some(set)).await {
+            Ok(taken) => report.files.extend(taken),
+            Err(e) => return Ok(report.failed(e)),
+        }
+    }
+    for source in &sel.sources {
+        match backup::snapshot_create(config, Some(source), None).await {
+            Ok(taken) => report.snapshots.extend(taken),
+            Err(e) => return Ok(report.failed(e)),
+        }
+    }
+    Ok(report)
+}
+
+impl CreateReport {
+    fn failed(mut self, e: PipelineError) -> Self {
+        self.error = Some(e);
+        self
+    }
 }
 
 impl fmt::Display for CreateReport {
@@ -185,17 +210,28 @@ impl fmt::Display for ListReport {
     }
 }
 
-/// What `snapshot verify` checked; any damage is an error instead.
+/// What `snapshot verify` checked of one archived source.
+#[derive(Debug)]
+pub struct SourceChecked {
+    /// The source.
+    pub source: String,
+    /// Its archive.
+    pub archive: ArchiveReport,
+    /// Each snapshot checked, with its count of rows.
+    pub snapshots: Vec<(SnapshotManifest, u64)>,
+}
+
+/// What `snapshot verify` checked, in order, and the damage that stopped it, if any.
 #[derive(Debug)]
 pub struct VerifyReport {
     /// Each files snapshot checked, with its count of files.
     pub files: Vec<(FilesManifest, u64)>,
-    /// Each archived source's archive.
-    pub archives: Vec<(String, ArchiveReport)>,
-    /// Each snapshot checked, with its count of rows.
-    pub snapshots: Vec<(String, SnapshotManifest, u64)>,
+    /// Each archived source checked.
+    pub sources: Vec<SourceChecked>,
     /// The restore tests, when asked for.
     pub restore_tests: Vec<RestoreTestResult>,
+    /// The damage or failure that stopped the verification.
+    pub error: Option<PipelineError>,
 }
 
 impl VerifyReport {
@@ -203,10 +239,17 @@ impl VerifyReport {
     pub fn ok(&self) -> bool {
         self.restore_tests.iter().all(RestoreTestResult::ok)
     }
+
+    /// The report so far, stopped by `e`.
+    fn failed(mut self, e: PipelineError) -> Self {
+        self.error = Some(e);
+        self
+    }
 }
 
 /// Re-reads everything the store holds for each file set and archived source (or only
-/// `only`) and, with `scratch`, restore-tests each source on that server.
+/// `only`) and, with `scratch`, restore-tests each source on that server; the first
+/// damage stops it.
 pub async fn verify(
     config: &Config,
     only: Option<&str>,
@@ -215,34 +258,64 @@ pub async fn verify(
     let sel = select(config, only)?;
     let mut report = VerifyReport {
         files: Vec::new(),
-        archives: Vec::new(),
-        snapshots: Vec::new(),
+        sources: Vec::new(),
         restore_tests: Vec::new(),
+        error: None,
     };
     for set in &sel.sets {
-        for m in tributary_snapshot::list_file_snapshots(&sel.store, set).await? {
-            let files = tributary_snapshot::verify_files(&sel.store, &m).await?;
-            report.files.push((m, files as u64));
+        let snapshots = match tributary_snapshot::list_file_snapshots(&sel.store, set).await {
+            Ok(s) => s,
+            Err(e) => return Ok(report.failed(e.into())),
+        };
+        for m in snapshots {
+            match tributary_snapshot::verify_files(&sel.store, &m).await {
+                Ok(files) => report.files.push((m, files)),
+                Err(e) => return Ok(report.failed(e.into())),
+            }
         }
     }
     for name in &sel.sources {
-        let archive = tributary_snapshot::verify_archive(&sel.store, name).await?;
-        report.archives.push((name.clone(), archive));
-        for snap in tributary_snapshot::list_snapshots(&sel.store, name).await? {
-            let rows = tributary_snapshot::verify_snapshot(
-                &sel.store,
-                name,
-                &snap,
-                Some(tributary_capture::postgres::relations::decode_copy_line),
-            )
-            .await?;
-            report.snapshots.push((name.clone(), snap, rows as u64));
+        match verify_source(&sel.store, name, &mut report.sources).await {
+            Ok(()) => {}
+            Err(e) => return Ok(report.failed(e)),
         }
     }
     if let Some(scratch) = scratch {
-        report.restore_tests = restore_test(config, only, scratch).await?;
+        for name in &sel.sources {
+            match restore_test(config, Some(name), scratch).await {
+                Ok(tested) => report.restore_tests.extend(tested),
+                Err(e) => return Ok(report.failed(e)),
+            }
+        }
     }
     Ok(report)
+}
+
+/// Verifies source `name`'s archive and snapshots into `out` (what was checked before a
+/// damage is kept there).
+async fn verify_source(
+    store: &Store,
+    name: &str,
+    out: &mut Vec<SourceChecked>,
+) -> Result<(), PipelineError> {
+    let archive = tributary_snapshot::verify_archive(store, name).await?;
+    out.push(SourceChecked {
+        source: name.to_string(),
+        archive,
+        snapshots: Vec::new(),
+    });
+    let checked = out.last_mut().expect("pushed above");
+    for snap in tributary_snapshot::list_snapshots(store, name).await? {
+        let rows = tributary_snapshot::verify_snapshot(
+            store,
+            name,
+            &snap,
+            Some(tributary_capture::decode_copy_line),
+        )
+        .await?;
+        checked.snapshots.push((snap, rows as u64));
+    }
+    Ok(())
 }
 
 impl fmt::Display for VerifyReport {
@@ -257,7 +330,8 @@ impl fmt::Display for VerifyReport {
                 m.bytes
             )?;
         }
-        for (name, r) in &self.archives {
+        for c in &self.sources {
+            let (name, r) = (&c.source, &c.archive);
             match &r.to {
                 None => writeln!(f, "archive {name}: OK: empty (nothing archived yet)")?,
                 Some(to) => writeln!(
@@ -271,15 +345,15 @@ impl fmt::Display for VerifyReport {
                         .map_or("the source's first event".to_string(), |p| format!("after {p}")),
                 )?,
             }
-        }
-        for (name, snap, rows) in &self.snapshots {
-            writeln!(
-                f,
-                "snapshot {name} {}: OK: {} objects, {rows} rows, at {}",
-                snap.id,
-                snap.objects.len(),
-                snap.position
-            )?;
+            for (snap, rows) in &c.snapshots {
+                writeln!(
+                    f,
+                    "snapshot {name} {}: OK: {} objects, {rows} rows, at {}",
+                    snap.id,
+                    snap.objects.len(),
+                    snap.position
+                )?;
+            }
         }
         for r in &self.restore_tests {
             write!(f, "{r}")?;

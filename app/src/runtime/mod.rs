@@ -148,7 +148,10 @@ pub async fn run(
     }
 
     if roles.pipeline {
-        let notifier = config.notify_conflicts.clone().map(Notifier::start);
+        let notifier = config
+            .notify_conflicts
+            .as_ref()
+            .map(|url| Notifier::start(url.expose().to_string()));
         for sink_name in config.sinks.keys() {
             // The loops into one sink merge one at a time (see `conflict`).
             let merge_lock = Arc::new(tokio::sync::Mutex::new(()));

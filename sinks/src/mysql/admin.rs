@@ -7,6 +7,7 @@ use super::MySqlSinkConfig;
 use crate::SinkError;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
+use tributary_schemas::Position;
 
 /// A connection for administrative statements, with the sink's session settings.
 pub(crate) struct Session {
@@ -44,6 +45,40 @@ impl Session {
     pub(crate) async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
         self.execute(&format!("DROP DATABASE {}", ident(name)))
             .await
+    }
+
+    /// The watermark of `source`, read only (`None` also when no sink wrote on this
+    /// server yet).
+    pub(crate) async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+        let exists: Result<Option<u8>, _> = self
+            .conn
+            .query_first(
+                "SELECT 1 FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = 'tributary' AND TABLE_NAME = 'watermarks'",
+            )
+            .await;
+        if exists
+            .map_err(self.failed("looking for watermarks"))?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let text: Result<Option<String>, _> = self
+            .conn
+            .exec_first(
+                "SELECT position FROM tributary.watermarks WHERE source = ?",
+                (source,),
+            )
+            .await;
+        let Some(text) = text.map_err(self.failed("reading the watermark"))? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| SinkError::Watermark {
+                source_name: source.to_string(),
+                reason: format!("{text} is not a position: {e}"),
+            })
     }
 
     /// Deletes the watermarks stored under `keys` (one `tributary.watermarks` table

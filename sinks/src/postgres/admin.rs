@@ -5,6 +5,7 @@ use super::sink::open;
 use super::PostgresSinkConfig;
 use crate::SinkError;
 use tokio_postgres::Client;
+use tributary_schemas::Position;
 
 /// A connection for administrative statements.
 pub(crate) struct Session {
@@ -39,18 +40,30 @@ impl Session {
             .await
     }
 
-    /// Deletes the watermarks stored under `keys`, when the database has any.
-    pub(crate) async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
-        let exists: bool = self
+    /// Whether the database holds the watermark table (a sink has written there).
+    async fn has_watermarks(&mut self) -> Result<bool, SinkError> {
+        let row = self
             .client
             .query_one(
                 "SELECT to_regclass('tributary.watermarks') IS NOT NULL",
                 &[],
             )
             .await
-            .map_err(|e| SinkError::postgres("looking for watermarks", &self.address, e))?
-            .get(0);
-        if !exists {
+            .map_err(|e| SinkError::postgres("looking for watermarks", &self.address, e))?;
+        Ok(row.get(0))
+    }
+
+    /// The watermark of `source`, read only (`None` also when no sink wrote here yet).
+    pub(crate) async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+        if !self.has_watermarks().await? {
+            return Ok(None);
+        }
+        super::watermark::read(&self.client, source).await
+    }
+
+    /// Deletes the watermarks stored under `keys`, when the database has any.
+    pub(crate) async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
+        if !self.has_watermarks().await? {
             return Ok(());
         }
         self.client
