@@ -88,14 +88,6 @@ impl SinkConfig {
         redact_url(self.url())
     }
 
-    /// The schema every table is written into, when one is set.
-    pub fn target_schema(&self) -> Option<&str> {
-        match self {
-            SinkConfig::Postgres(c) => c.target_schema.as_deref(),
-            SinkConfig::Mysql(c) => c.target_schema.as_deref(),
-        }
-    }
-
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), SinkError> {
         match self {
@@ -158,7 +150,7 @@ impl SinkConfig {
             SinkConfig::Mysql(c) => c
                 .target_schema
                 .clone()
-                .or_else(|| url_database(&c.url))
+                .or_else(|| c.opts().ok()?.db_name().map(str::to_string))
                 .filter(|d| !d.is_empty())
                 .map(|db| format!("{source}@{db}")),
         }
@@ -182,9 +174,9 @@ impl SinkConfig {
 
     /// The table source table `table` is written to.
     pub fn target_table(&self, table: &TableId) -> TableId {
-        match self.target_schema() {
-            Some(schema) => TableId::new(schema, &table.name),
-            None => table.clone(),
+        match self {
+            SinkConfig::Postgres(c) => c.target_table(table),
+            SinkConfig::Mysql(c) => c.target_table(table),
         }
     }
 }
@@ -199,14 +191,6 @@ pub fn database_identity(url: &str) -> Option<DatabaseIdentity> {
         SinkKind::Postgres
     };
     SinkConfig::new(kind, url, None, 1).identity()
-}
-
-/// The database a URL names (its path), if any.
-fn url_database(url: &str) -> Option<String> {
-    let base = url.split('?').next().unwrap_or(url);
-    let rest = &base[base.find("://")? + 3..];
-    let path = &rest[rest.find('/')? + 1..];
-    (!path.is_empty()).then(|| path.to_string())
 }
 
 /// `url` naming database `db` instead of its own.
@@ -257,7 +241,10 @@ mod tests {
         assert_eq!(scratch.restore_watermark_key("hq"), None);
         let t = TableId::new("public", "sales");
         assert_eq!(scratch.target_table(&t), t);
+        let my = SinkConfig::from_url("mysql://u@h/shop", None, 10, "").unwrap();
+        assert_eq!(my.target_table(&t), TableId::new("shop", "sales"));
         let my = SinkConfig::from_url("mysql://u@h", None, 10, "").unwrap();
+        assert_eq!(my.target_table(&t), t);
         let scratch = my.in_database("scratch_1");
         assert_eq!(scratch.url(), "mysql://u@h/scratch_1");
         assert_eq!(scratch.target_table(&t), TableId::new("scratch_1", "sales"));

@@ -123,3 +123,12 @@ pub trait Sink: Send {
         None
     }
 }
+
+/// The position stored as `source`'s watermark (JSON text, whatever the kind), or an error
+/// saying the stored text is not one.
+pub(crate) fn parse_watermark(source: &str, text: &str) -> Result<Position, SinkError> {
+    serde_json::from_str(text).map_err(|e| SinkError::Watermark {
+        source_name: source.to_string(),
+        reason: format!("{text} is not a position: {e}"),
+    })
+}

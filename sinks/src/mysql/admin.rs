@@ -2,7 +2,7 @@
 //! [`crate::admin`]).
 
 use super::config::address;
-use super::sink::open;
+use super::sink::{open, read_watermark};
 use super::MySqlSinkConfig;
 use crate::SinkError;
 use mysql_async::prelude::Queryable;
@@ -63,22 +63,7 @@ impl Session {
         {
             return Ok(None);
         }
-        let text: Result<Option<String>, _> = self
-            .conn
-            .exec_first(
-                "SELECT position FROM tributary.watermarks WHERE source = ?",
-                (source,),
-            )
-            .await;
-        let Some(text) = text.map_err(self.failed("reading the watermark"))? else {
-            return Ok(None);
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| SinkError::Watermark {
-                source_name: source.to_string(),
-                reason: format!("{text} is not a position: {e}"),
-            })
+        read_watermark(&mut self.conn, source).await
     }
 
     /// Deletes the watermarks stored under `keys` (one `tributary.watermarks` table

@@ -4,6 +4,7 @@ use crate::error::SinkError;
 use mysql_async::Opts;
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use tributary_schemas::TableId;
 
 /// Default number of rows (net changes) per batch.
 pub const DEFAULT_BATCH_ROWS: usize = 5_000;
@@ -60,6 +61,17 @@ impl MySqlSinkConfig {
             }
         }
         Ok(())
+    }
+
+    /// Where rows of the source table `source` land: the `target_schema` database, else
+    /// the URL's, else the source's own schema name.
+    pub fn target_table(&self, source: &TableId) -> TableId {
+        let db = self
+            .target_schema
+            .clone()
+            .or_else(|| self.opts().ok()?.db_name().map(str::to_string))
+            .unwrap_or_else(|| source.schema.clone());
+        TableId::new(&db, &source.name)
     }
 
     /// The parsed URL.

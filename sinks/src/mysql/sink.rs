@@ -227,23 +227,7 @@ impl MySqlSink {
 
     /// The watermark of `source` as stored.
     async fn read_watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
-        let conn = self.conn().await?;
-        let text: Option<String> = conn
-            .exec_first(
-                "SELECT position FROM tributary.watermarks WHERE source = ?",
-                (source,),
-            )
-            .await
-            .map_err(|e| SinkError::mysql("reading the watermark", WATERMARK_TABLE, e))?;
-        let Some(text) = text else {
-            return Ok(None);
-        };
-        serde_json::from_str(&text)
-            .map(Some)
-            .map_err(|e| SinkError::Watermark {
-                source_name: source.to_string(),
-                reason: format!("{text} is not a position: {e}"),
-            })
+        read_watermark(self.conn().await?, source).await
     }
 
     /// Runs `sql` in the open transaction; an error makes the transaction unusable.
@@ -274,13 +258,7 @@ impl MySqlSink {
 
     /// The database a source table is written to.
     fn target_id(&self, table: &TableId) -> TableId {
-        let db = self
-            .config
-            .target_schema
-            .clone()
-            .or_else(|| self.config.opts().ok()?.db_name().map(str::to_string))
-            .unwrap_or_else(|| table.schema.clone());
-        TableId::new(&db, &table.name)
+        self.config.target_table(table)
     }
 
     /// Makes the target table fit `schema` (with DDL outside the data transaction).
@@ -750,6 +728,21 @@ pub(crate) async fn open(config: &MySqlSinkConfig, address: &str) -> Result<Conn
             sqlstate: None,
         }),
     }
+}
+
+/// The watermark of `source` as stored in `tributary.watermarks` (`None`: no row).
+pub(crate) async fn read_watermark(
+    conn: &mut Conn,
+    source: &str,
+) -> Result<Option<Position>, SinkError> {
+    let text: Option<String> = conn
+        .exec_first(
+            "SELECT position FROM tributary.watermarks WHERE source = ?",
+            (source,),
+        )
+        .await
+        .map_err(|e| SinkError::mysql("reading the watermark", WATERMARK_TABLE, e))?;
+    text.map(|t| crate::parse_watermark(source, &t)).transpose()
 }
 
 /// Creates `tributary.watermarks` if it is missing.

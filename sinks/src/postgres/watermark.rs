@@ -40,12 +40,7 @@ pub(crate) async fn read(client: &Client, source: &str) -> Result<Option<Positio
         return Ok(None);
     };
     let text: String = row.get(0);
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| SinkError::Watermark {
-            source_name: source.to_string(),
-            reason: format!("{text} is not a position: {e}"),
-        })
+    crate::parse_watermark(source, &text).map(Some)
 }
 
 /// The statements that store `position` for `source` and commit, as one simple query.
