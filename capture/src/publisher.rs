@@ -60,6 +60,26 @@ pub struct Acked {
     pub failed: Option<String>,
 }
 
+impl Acked {
+    /// The acknowledgement `acked` holds after `changed` (what its `changed()` returned),
+    /// or the error that ends a capture: the publisher stopped, or a delivery failed.
+    pub fn take(
+        acked: &mut watch::Receiver<Acked>,
+        changed: Result<(), watch::error::RecvError>,
+    ) -> Result<Acked, CaptureError> {
+        if changed.is_err() {
+            return Err(CaptureError::Replication("publisher stopped".into()));
+        }
+        let a = acked.borrow_and_update().clone();
+        if let Some(message) = a.failed {
+            return Err(CaptureError::Replication(format!(
+                "publishing failed: {message}"
+            )));
+        }
+        Ok(a)
+    }
+}
+
 struct OpenTx {
     id: Option<u64>,
     commit_ts_micros: i64,

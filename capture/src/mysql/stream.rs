@@ -28,7 +28,7 @@ use super::gtid::{self, Gtids, FL_PREPARED_XA, FL_STANDALONE, MARIADB_GTID_EVENT
 use super::rows::RowLayout;
 use super::{catalog, compressed, statement, unread, MySqlCapture};
 use crate::error::CaptureError;
-use crate::publisher::Publisher;
+use crate::publisher::{Acked, Publisher};
 use crate::state::{BinlogCheckpoint, StateStore, XaRun};
 use futures::StreamExt;
 use mysql_async::binlog::events::{Event, EventData, TableMapEvent};
@@ -212,13 +212,7 @@ impl<'a> BinlogReader<'a> {
                 _ = shutdown.wait_for(|s| *s) => None,
                 // Then acknowledgements, so checkpoints are stored as soon as they are durable.
                 changed = acked.changed() => {
-                    if changed.is_err() {
-                        return Err(CaptureError::Replication("publisher stopped".into()));
-                    }
-                    let a = acked.borrow_and_update().clone();
-                    if let Some(message) = a.failed {
-                        return Err(CaptureError::Replication(format!("publishing failed: {message}")));
-                    }
+                    let a = Acked::take(&mut acked, changed)?;
                     self.checkpoints.durable(self.store, self.source, &a)?;
                     continue;
                 }

@@ -6,7 +6,7 @@ use super::pgoutput::{decode, Message};
 use super::relations::{key_of, table_schema, tuple_row};
 use super::snapshot::{self, SnapshotPlan};
 use crate::error::CaptureError;
-use crate::publisher::Publisher;
+use crate::publisher::{Acked, Publisher};
 use crate::snapshot::SnapshotOutput;
 use crate::state::{SnapshotState, StateStore};
 use crate::table::TableState;
@@ -297,13 +297,7 @@ impl PostgresCapture {
                 }
                 // Then acknowledgements, so the slot advances as soon as data is durable.
                 changed = acked.changed() => {
-                    if changed.is_err() {
-                        return Err(CaptureError::Replication("publisher stopped".into()));
-                    }
-                    let a = acked.borrow_and_update().clone();
-                    if let Some(message) = a.failed {
-                        return Err(CaptureError::Replication(format!("publishing failed: {message}")));
-                    }
+                    let a = Acked::take(&mut acked, changed)?;
                     if let Some(lsn) = a.token {
                         client.update_applied_lsn(Lsn::from_u64(lsn));
                     }
