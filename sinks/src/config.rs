@@ -22,6 +22,20 @@ pub enum SinkKind {
     Mysql,
 }
 
+impl SinkKind {
+    /// The kind `url`'s scheme names (`postgres://`, `postgresql://`, `mysql://`,
+    /// `mariadb://`), if any.
+    fn of_scheme(url: &str) -> Option<Self> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(SinkKind::Postgres)
+        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            Some(SinkKind::Mysql)
+        } else {
+            None
+        }
+    }
+}
+
 /// A sink's database and how it writes there.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SinkConfig {
@@ -62,16 +76,10 @@ impl SinkConfig {
         batch_rows: usize,
         flag: &str,
     ) -> Result<Self, SinkError> {
-        let kind = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            SinkKind::Postgres
-        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            SinkKind::Mysql
-        } else {
-            return Err(SinkError::Config {
-                field: flag.to_string(),
-                reason: format!("{:?}: give a postgres:// or mysql:// URL", redact_url(url)),
-            });
-        };
+        let kind = SinkKind::of_scheme(url).ok_or_else(|| SinkError::Config {
+            field: flag.to_string(),
+            reason: format!("{:?}: give a postgres:// or mysql:// URL", redact_url(url)),
+        })?;
         Ok(Self::new(kind, url, target_schema, batch_rows))
     }
 
@@ -185,11 +193,7 @@ impl SinkConfig {
 /// MySQL one for `mysql://` and `mariadb://`, else a PostgreSQL one (URL or `key=value`
 /// form).
 pub fn database_identity(url: &str) -> Option<DatabaseIdentity> {
-    let kind = if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-        SinkKind::Mysql
-    } else {
-        SinkKind::Postgres
-    };
+    let kind = SinkKind::of_scheme(url).unwrap_or(SinkKind::Postgres);
     SinkConfig::new(kind, url, None, 1).identity()
 }
 
