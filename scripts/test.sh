@@ -22,8 +22,13 @@ if [ -z "${S3S_FS_BIN:-}" ] || [ ! -x "${S3S_FS_BIN}" ]; then
 fi
 echo "test: S3S_FS_BIN=$S3S_FS_BIN"
 
+# A clean checkout gains nothing from incremental compilation, and its files are a large
+# part of the target directory.
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+echo "test: disk before the build: $(df -h --output=avail . | tail -1) free"
 echo "test: cargo build --workspace --all-targets"
 cargo build --workspace --all-targets
+echo "test: disk after the build: $(df -h --output=avail . | tail -1) free, target $(du -sh "${CARGO_TARGET_DIR:-target}" 2>/dev/null | cut -f1)"
 
 echo "test: bash scripts/check-docker.sh (the image's toolchain, user and configuration)"
 bash scripts/check-docker.sh
