@@ -1,12 +1,15 @@
-//! The sink kinds the sink contract scenarios run against, behind one [`Backend`] trait.
+//! The sink kinds the scenarios run against, behind one [`Backend`] trait.
 //!
-//! A backend starts a private server of its kind, creates databases on it, builds the
-//! [`SinkConfig`] of one of them (through [`SinkConfig::from_url`], as the application
-//! does), and reads back what the sink wrote: rows in key order as the server prints
-//! them, a table's columns, the stored watermark. Where the kinds legitimately differ
-//! (DDL that commits on its own, columns MySQL leaves nullable, the types each maps to,
-//! the values each server refuses), the backend states the difference and the scenario
-//! asserts it. Adding a sink kind to the scenarios means one more implementation here.
+//! A backend is the harness's private server of its kind ([`Server`]): it creates
+//! databases, builds the [`SinkConfig`] of one of them (through [`SinkConfig::from_url`],
+//! as the application does), and reads back what the sink wrote: rows in key order as the
+//! server prints them, a table's columns, the stored watermark. Where the kinds
+//! legitimately differ (DDL that commits on its own, columns MySQL leaves nullable, the
+//! types each maps to, the values each server refuses, the source types each can hold),
+//! the backend states the difference and the scenario asserts it. The end-to-end
+//! scenarios (`e2e.rs`) also read their sources through a backend, and compare a source
+//! column with the sink's copy by the expressions [`Backend::compared`] gives. Adding a
+//! sink kind to the scenarios means one more implementation here.
 
 #![allow(dead_code)] // each test file uses a part
 
@@ -15,13 +18,57 @@ pub mod postgres;
 
 use tributary_schemas::{ChangeEvent, Column, Position, TableId, TableSchema, Value};
 use tributary_sinks::{Sink, SinkConfig};
+use tributary_tests::{MariaDb, Postgres};
+
+/// The harness's private server of one kind: what a backend starts and makes databases on.
+pub trait Server: Sized {
+    /// Starts a private server for this test.
+    async fn start() -> anyhow::Result<Self>;
+
+    /// Creates a database (unique name from `prefix`) and returns its name.
+    async fn create_database(&self, prefix: &str) -> anyhow::Result<String>;
+
+    /// The URL of database `db`, with the password.
+    fn url(&self, db: &str) -> String;
+
+    /// Runs `sql` (one or more statements) in database `db`.
+    async fn execute(&self, db: &str, sql: &str) -> anyhow::Result<()>;
+}
+
+/// Implements [`Server`] by the harness servers' own methods of the same names.
+macro_rules! harness_servers {
+    ($($server:ident),*) => {$(
+        impl Server for $server {
+            async fn start() -> anyhow::Result<Self> {
+                $server::start().await
+            }
+
+            async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
+                $server::create_database(self, prefix).await
+            }
+
+            fn url(&self, db: &str) -> String {
+                $server::url(self, db)
+            }
+
+            async fn execute(&self, db: &str, sql: &str) -> anyhow::Result<()> {
+                $server::execute(self, db, sql).await
+            }
+        }
+    )*};
+}
+
+harness_servers!(Postgres, MariaDb);
 
 /// A private server of one sink kind, and how to read back what its sink wrote.
 ///
 /// Every read returns each value as the server prints it, NULL as `NULL`.
-pub trait Backend: Sized {
-    /// The URL scheme of the kind.
+pub trait Backend: Server {
+    /// The URL scheme of the kind, also the `kind` of its sources and sinks in a
+    /// configuration.
     const SCHEME: &'static str;
+    /// The user and the password in the harness's URLs (`user:password@`).
+    const USER_PASSWORD: (&'static str, &'static str);
     /// Whether schema changes are transactional: the sink is then ready for every table
     /// version at any time, and a table created in a rolled-back transaction is gone.
     const TRANSACTIONAL_DDL: bool;
@@ -32,18 +79,17 @@ pub trait Backend: Sized {
     const KEEPS_NOT_NULL: bool;
     /// What the server says to a wrong password: a part of the message and the SQLSTATE.
     const WRONG_PASSWORD: (&'static str, &'static str);
-
-    /// Starts a private server for this test.
-    async fn start() -> anyhow::Result<Self>;
-
-    /// Creates a database (unique name from `prefix`) and returns its name.
-    async fn create_database(&self, prefix: &str) -> anyhow::Result<String>;
-
-    /// The URL of database `db`, with the password.
-    fn url(&self, db: &str) -> String;
+    /// Whether each database keeps its own watermarks (else one table serves the server).
+    const WATERMARKS_PER_DATABASE: bool;
 
     /// The URL of database `db` with a wrong password.
-    fn wrong_password_url(&self, db: &str) -> String;
+    fn wrong_password_url(&self, db: &str) -> String {
+        let url = self.url(db);
+        let (user, password) = Self::USER_PASSWORD;
+        let wrong = url.replace(&format!("{user}:{password}@"), &format!("{user}:wrong@"));
+        assert_ne!(wrong, url, "the harness URL carries the password");
+        wrong
+    }
 
     /// The schema (PostgreSQL) or database (MySQL) a sink of `db` writes `table` into
     /// when no target schema is set.
@@ -92,6 +138,18 @@ pub trait Backend: Sized {
 
     /// Rows of the docs table the server refuses, and how.
     fn refusals() -> Vec<Refusal>;
+
+    /// How column `column` of a source of kind `source` (a [`Backend::SCHEME`]), of type
+    /// `source_type` as that source's catalog prints it ([`Backend::columns`]), is
+    /// compared with this kind's copy: `(source expression, sink expression)`, each
+    /// rendering the column as the same text on its side. Panics for a type the kind
+    /// cannot hold.
+    fn compared(source: &str, column: &str, source_type: &str) -> (String, String);
+
+    /// A PostgreSQL source table `all_types` of every type this kind can hold, with rows
+    /// of typical, edge and NULL values: key `id`, columns `i2`, `i4`, `t` and `ai`, and
+    /// `big` (stored out of line) holding 600000 characters in row 1.
+    fn postgres_types() -> &'static str;
 
     /// The configuration of a sink of database `db`.
     fn config(&self, db: &str, target_schema: Option<&str>, batch_rows: usize) -> SinkConfig {

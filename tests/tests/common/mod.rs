@@ -1,4 +1,5 @@
 //! Helpers shared by several test files.
 
 pub mod backend;
+pub mod e2e;
 pub mod events;

@@ -3,12 +3,10 @@
 use super::{Backend, Refusal, TypeCase};
 use crate::common::events::{column, text};
 use tributary_schemas::{ColumnType, Interval, TableId, Value};
-use tributary_tests::MariaDb;
+use tributary_tests::{MariaDb, Postgres};
 
-/// A private MariaDB server.
-pub struct Maria {
-    pub server: MariaDb,
-}
+/// The MySQL backend: the harness's private MariaDB server.
+pub type Maria = MariaDb;
 
 /// Every row of `sql` run in database `db` (none when empty) as the `mariadb` client
 /// prints it (NULL as `NULL`).
@@ -25,11 +23,68 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-impl Maria {
-    /// Every row of `sql` run in database `db` (none when empty).
-    pub async fn query(&self, db: &str, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
-        query(&self.server, db, sql).await
-    }
+/// The powers of ten a `time(n)` column of a MariaDB source is compared in: its
+/// fractional digits (`n`, else none) shifted into the integer part.
+pub fn time_scale(source_type: &str) -> u64 {
+    let digits = source_type
+        .trim_start_matches("time(")
+        .trim_end_matches(')')
+        .parse()
+        .unwrap_or(0);
+    10u64.pow(digits)
+}
+
+/// How a MariaDB source and a MySQL sink print column `column` (of the source type
+/// `source_type`) for comparison with the copy in any sink kind.
+pub fn rendered(column: &str, source_type: &str) -> String {
+    let base = source_type.split('(').next().unwrap_or(source_type);
+    let template = match base {
+        "bit" => "{}+0".to_string(),
+        // Zero dates become NULL (documented rule).
+        "date" => "if({} = '0000-00-00', NULL, {})".into(),
+        "timestamp" => "date_format({}, '%Y-%m-%d %H:%i:%s.%f')".into(),
+        "time" => format!("round(time_to_sec({{}}) * {})", time_scale(source_type)),
+        "tinyblob" | "blob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
+            "hex({})".into()
+        }
+        _ => "{}".into(),
+    };
+    template.replace("{}", &Maria::quote(column))
+}
+
+/// How a PostgreSQL source column of type `source_type` (as `format_type` prints it) and
+/// MySQL's copy of it print alike: `(PostgreSQL template, MySQL template)`, `{}` standing
+/// for the column. Types MySQL cannot hold have none.
+fn from_postgres(source_type: &str) -> Option<(&'static str, &'static str)> {
+    const SAME: (&str, &str) = ("{}", "{}");
+    const MICROS: (&str, &str) = (
+        "round(extract(epoch from {}) * 1000000)",
+        "round(time_to_sec({}) * 1000000)",
+    );
+    let kind = source_type.split('(').next().unwrap_or(source_type);
+    Some(match kind {
+        "boolean" => ("{}::int", "{}"),
+        "numeric" if kind == source_type => (
+            "trim_scale({})",
+            "TRIM(TRAILING '.' FROM TRIM(TRAILING '0' FROM {}))",
+        ),
+        "text" => ("md5({})", "md5({})"),
+        "bytea" => ("upper(encode({}, 'hex'))", "hex({})"),
+        "time without time zone" | "interval" => MICROS,
+        "timestamp without time zone" => (
+            "to_char({}, 'YYYY-MM-DD HH24:MI:SS.US')",
+            "date_format({}, '%Y-%m-%d %H:%i:%s.%f')",
+        ),
+        "timestamp with time zone" => (
+            "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')",
+            "date_format({}, '%Y-%m-%d %H:%i:%s.%f')",
+        ),
+        "integer[]" => ("array_to_json({})", "{}"),
+        // `mood` is the enum of the types table.
+        "smallint" | "integer" | "bigint" | "double precision" | "numeric"
+        | "character varying" | "date" | "uuid" | "jsonb" | "mood" => SAME,
+        _ => return None,
+    })
 }
 
 /// One column of the all-types table (see [`TypeCase`]).
@@ -49,35 +104,16 @@ fn case(
     }
 }
 
-impl Backend for Maria {
+impl Backend for MariaDb {
     const SCHEME: &'static str = "mysql";
+    const USER_PASSWORD: (&'static str, &'static str) = ("root", "root");
     const TRANSACTIONAL_DDL: bool = false;
     const WRITES_IN_BACKGROUND: bool = false;
     // The sink drops a lost session when a statement of a transaction fails, not when
     // reading the watermark fails.
     const KEEPS_NOT_NULL: bool = false;
     const WRONG_PASSWORD: (&'static str, &'static str) = ("Access denied", "28000");
-
-    async fn start() -> anyhow::Result<Self> {
-        Ok(Maria {
-            server: MariaDb::start().await?,
-        })
-    }
-
-    async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
-        self.server.create_database(prefix).await
-    }
-
-    fn url(&self, db: &str) -> String {
-        self.server.url(db)
-    }
-
-    fn wrong_password_url(&self, db: &str) -> String {
-        let url = self.url(db);
-        let wrong = url.replace("root:root@", "root:wrong@");
-        assert_ne!(wrong, url, "the harness URL carries the password");
-        wrong
-    }
+    const WATERMARKS_PER_DATABASE: bool = false;
 
     fn schema_of(&self, db: &str, _table: &TableId) -> String {
         db.to_string()
@@ -105,12 +141,12 @@ impl Backend for Maria {
         exprs: &[String],
     ) -> anyhow::Result<Vec<Vec<String>>> {
         let sql = format!(
-            "SELECT {} FROM {}.{} ORDER BY 1",
+            "SET time_zone = '+00:00'; SELECT {} FROM {}.{} ORDER BY 1",
             exprs.join(", "),
             Self::quote(&table.schema),
             Self::quote(&table.name)
         );
-        self.query("", &sql).await
+        query(self, "", &sql).await
     }
 
     async fn columns(&self, _db: &str, table: &TableId) -> anyhow::Result<Vec<Vec<String>>> {
@@ -121,7 +157,7 @@ impl Backend for Maria {
             literal(&table.schema),
             literal(&table.name)
         );
-        self.query("", &sql).await
+        query(self, "", &sql).await
     }
 
     async fn tables(&self, _db: &str, schema: &str) -> anyhow::Result<Vec<String>> {
@@ -130,7 +166,7 @@ impl Backend for Maria {
              ORDER BY 1",
             literal(schema)
         );
-        let rows = self.query("", &sql).await?;
+        let rows = query(self, "", &sql).await?;
         Ok(rows.into_iter().map(|mut r| r.remove(0)).collect())
     }
 
@@ -143,7 +179,7 @@ impl Backend for Maria {
             "SELECT position FROM tributary.watermarks WHERE source = {}",
             literal(source)
         );
-        let rows = self.query("", &sql).await?;
+        let rows = query(self, "", &sql).await?;
         Ok(rows
             .first()
             .map(|r| serde_json::from_str(&r[0]))
@@ -156,9 +192,9 @@ impl Backend for Maria {
              WHERE DB = {} AND ID <> CONNECTION_ID()",
             literal(db)
         );
-        let ids = self.query("", &sql).await?;
+        let ids = query(self, "", &sql).await?;
         for id in &ids {
-            self.server.execute("", &format!("KILL {}", id[0])).await?;
+            self.execute("", &format!("KILL {}", id[0])).await?;
         }
         Ok(ids.len())
     }
@@ -230,5 +266,43 @@ impl Backend for Maria {
             sqlstate: "22001",
             says: "1406",
         }]
+    }
+
+    fn compared(source: &str, column: &str, source_type: &str) -> (String, String) {
+        match source {
+            "mysql" => {
+                let both = rendered(column, source_type);
+                (both.clone(), both)
+            }
+            "postgres" => {
+                let (pg, mysql) = from_postgres(source_type)
+                    .unwrap_or_else(|| panic!("MySQL holds no PostgreSQL {source_type}"));
+                (
+                    pg.replace("{}", &Postgres::quote(column)),
+                    mysql.replace("{}", &Self::quote(column)),
+                )
+            }
+            other => panic!("no source kind {other}"),
+        }
+    }
+
+    fn postgres_types() -> &'static str {
+        r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE all_types (
+  id int PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, f8 float8, n numeric(12,3), nu numeric,
+  t text, vc varchar(20), by bytea, d date, tm time, ts timestamp, tstz timestamptz, iv interval,
+  u uuid, jb jsonb, ai int[], m mood, big text);
+ALTER TABLE all_types ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO all_types VALUES
+ (1, true, -32768, 2147483647, -9223372036854775808, 1.25, 123456789.123, 12345678901234567890.000000000000000000000000000001,
+  'héllo, "wörld" \ end', 'varchar', '\x00ff10', '2024-02-29', '23:59:59.999999',
+  '2024-02-29 12:34:56.789012', '2024-02-29 12:34:56.789012+05:30', '1 day 02:03:04.000005',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": "x''y"}', '{1,NULL,-3}', 'happy', repeat('toast ', 100000)),
+ (2, false, 0, 0, 0, 0, 0, -1, '', '', '\x', '0001-01-01', '00:00', '1970-01-01 00:00', '9999-12-31 23:59:59.999999+00',
+  '-838:59:59', '00000000-0000-0000-0000-000000000000', '{}', '{}', 'sad', NULL),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL);
+"#
     }
 }

@@ -11,10 +11,8 @@ use tributary_tests::Postgres;
 const READ_SETTINGS: &str =
     "SET TimeZone = 'UTC'; SET IntervalStyle = 'postgres'; SET DateStyle = 'ISO, YMD'; ";
 
-/// A private PostgreSQL server.
-pub struct Pg {
-    pub server: Postgres,
-}
+/// The PostgreSQL backend: the harness's private PostgreSQL server.
+pub type Pg = Postgres;
 
 /// Every row of `sql` (one or more statements), every value as PostgreSQL prints it
 /// (NULL as `NULL`).
@@ -39,49 +37,46 @@ fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-impl Pg {
-    /// Every row of `sql` run in database `db`.
-    pub async fn query(&self, db: &str, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
-        query(&self.server.client(db).await?, sql).await
-    }
+/// Every row of `sql` run in database `db` of `pg`.
+async fn read(pg: &Postgres, db: &str, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    query(&pg.client(db).await?, sql).await
+}
 
-    fn qualified(table: &TableId) -> String {
-        format!(
-            "{}.{}",
-            Self::quote(&table.schema),
-            Self::quote(&table.name)
-        )
+/// `table` qualified by its schema.
+fn qualified(table: &TableId) -> String {
+    format!("{}.{}", Pg::quote(&table.schema), Pg::quote(&table.name))
+}
+
+/// The PostgreSQL expression (`{}` standing for the column) that reads the copy of a
+/// MariaDB column of type `source_type` as [`super::mariadb::rendered`] reads the source.
+fn from_mariadb(source_type: &str) -> String {
+    let base = source_type.split('(').next().unwrap_or(source_type);
+    match base {
+        // MariaDB drops CHAR's trailing spaces; PostgreSQL's character(n) shows them.
+        "char" => "rtrim({})".into(),
+        "bit" if source_type == "bit(1)" => "{}::int".into(),
+        "bit" => "('x' || lpad(encode({}, 'hex'), 16, '0'))::bit(64)::bigint".into(),
+        "timestamp" => "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')".into(),
+        "time" => format!(
+            "round(extract(epoch from {{}}) * {})",
+            super::mariadb::time_scale(source_type)
+        ),
+        "tinyblob" | "blob" | "mediumblob" | "longblob" | "binary" | "varbinary" => {
+            "upper(encode({}, 'hex'))".into()
+        }
+        _ => "{}".into(),
     }
 }
 
-impl Backend for Pg {
+impl Backend for Postgres {
     const SCHEME: &'static str = "postgres";
+    const USER_PASSWORD: (&'static str, &'static str) = ("postgres", "postgres");
     const TRANSACTIONAL_DDL: bool = true;
     const WRITES_IN_BACKGROUND: bool = true;
     const KEEPS_NOT_NULL: bool = true;
     const WRONG_PASSWORD: (&'static str, &'static str) =
         ("password authentication failed", "28P01");
-
-    async fn start() -> anyhow::Result<Self> {
-        Ok(Pg {
-            server: Postgres::start().await?,
-        })
-    }
-
-    async fn create_database(&self, prefix: &str) -> anyhow::Result<String> {
-        self.server.create_database(prefix).await
-    }
-
-    fn url(&self, db: &str) -> String {
-        self.server.url(db)
-    }
-
-    fn wrong_password_url(&self, db: &str) -> String {
-        let url = self.url(db);
-        let wrong = url.replace("postgres:postgres@", "postgres:wrong@");
-        assert_ne!(wrong, url, "the harness URL carries the password");
-        wrong
-    }
+    const WATERMARKS_PER_DATABASE: bool = true;
 
     fn schema_of(&self, _db: &str, table: &TableId) -> String {
         table.schema.clone()
@@ -111,9 +106,9 @@ impl Backend for Pg {
         let sql = format!(
             "{READ_SETTINGS}SELECT {} FROM {} ORDER BY 1",
             exprs.join(", "),
-            Self::qualified(table)
+            qualified(table)
         );
-        self.query(db, &sql).await
+        read(self, db, &sql).await
     }
 
     async fn columns(&self, db: &str, table: &TableId) -> anyhow::Result<Vec<Vec<String>>> {
@@ -124,9 +119,9 @@ impl Backend for Pg {
                      AND i.indisprimary AND a.attnum = ANY(i.indkey)) THEN 'PRI' ELSE '' END \
              FROM pg_attribute a WHERE a.attrelid = {}::regclass AND a.attnum > 0 \
              ORDER BY a.attnum",
-            literal(&Self::qualified(table))
+            literal(&qualified(table))
         );
-        self.query(db, &sql).await
+        read(self, db, &sql).await
     }
 
     async fn tables(&self, db: &str, schema: &str) -> anyhow::Result<Vec<String>> {
@@ -134,7 +129,7 @@ impl Backend for Pg {
             "SELECT tablename FROM pg_tables WHERE schemaname = {} ORDER BY 1",
             literal(schema)
         );
-        let rows = self.query(db, &sql).await?;
+        let rows = read(self, db, &sql).await?;
         Ok(rows.into_iter().map(|mut r| r.remove(0)).collect())
     }
 
@@ -147,20 +142,20 @@ impl Backend for Pg {
             "SELECT position::text FROM tributary.watermarks WHERE source = {}",
             literal(source)
         );
-        let rows = self.query(db, &sql).await?;
+        let rows = read(self, db, &sql).await?;
         rows.first()
             .map(|r| serde_json::from_str(&r[0]).context("the stored position is JSON"))
             .transpose()
     }
 
     async fn end_sink_sessions(&self, db: &str) -> anyhow::Result<usize> {
-        let ended = self
-            .query(
-                db,
-                "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
+        let ended = read(
+            self,
+            db,
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity \
                  WHERE application_name = 'tributary-sink' AND datname = current_database()",
-            )
-            .await?;
+        )
+        .await?;
         anyhow::ensure!(ended.iter().all(|r| r[0] == "t"), "{ended:?}");
         Ok(ended.len())
     }
@@ -217,5 +212,44 @@ impl Backend for Pg {
                 says: "too long",
             },
         ]
+    }
+
+    fn compared(source: &str, column: &str, source_type: &str) -> (String, String) {
+        let name = Self::quote(column);
+        match source {
+            // The same kind holds every type as it is: each value as PostgreSQL prints
+            // it, NULL apart from the text 'NULL'.
+            "postgres" => {
+                let both = format!("quote_nullable({name})");
+                (both.clone(), both)
+            }
+            "mysql" => (
+                super::mariadb::rendered(column, source_type),
+                from_mariadb(source_type).replace("{}", &name),
+            ),
+            other => panic!("no source kind {other}"),
+        }
+    }
+
+    fn postgres_types() -> &'static str {
+        r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE TABLE all_types (
+  id int PRIMARY KEY, b bool, i2 int2, i4 int4, i8 int8, f4 float4, f8 float8, n numeric, n2 numeric(12,3),
+  t text, vc varchar(20), c char(5), by bytea, d date, tm time, ts timestamp, tstz timestamptz, iv interval,
+  u uuid, j json, jb jsonb, ai int[], at text[], m mood, big text);
+ALTER TABLE all_types ALTER COLUMN big SET STORAGE EXTERNAL;
+INSERT INTO all_types VALUES
+ (1, true, -32768, -2147483648, -9223372036854775808, 3.4028235e38, -1.7976931348623157e308,
+  '-123456789012345678901234567890.123456789012345678901234567890', 123456789.123,
+  'héllo, "wörld" \ tab	end', 'varchar', 'ab', '\x00ff10', '0044-03-15 BC', '23:59:59.999999',
+  '2024-02-29 12:34:56.789012', '2024-02-29 12:34:56.789012+05:30', 'P-1Y2M-3DT4H5M6.000007S',
+  'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{"a": [1, 2, {"b": null}]}', '{"z": 1, "a": "x"}',
+  '{1,NULL,-3}', '{"a b","c,d","e\"f",NULL,"","NULL"}', 'happy', repeat('toast ', 100000)),
+ (2, false, 0, 0, 0, 'NaN', 'Infinity', 'NaN', 0, '', '', '', '\x', 'infinity', '00:00', '-infinity', 'infinity',
+  'PT0S', '00000000-0000-0000-0000-000000000000', 'null', '[]', '{}', '{}', 'sad', NULL),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"#
     }
 }
