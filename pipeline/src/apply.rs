@@ -18,7 +18,7 @@
 //! the watermark with the data; only then are the offsets committed, so a crash anywhere
 //! replays at most what the watermark already covers.
 
-use crate::conflict::{self, ConflictLog, Conflicts};
+use crate::conflict::{self, ConflictLog, ConflictRecord, Conflicts, QueuedConflict};
 use crate::dead_letter::DeadLetters;
 use crate::error::PipelineError;
 use crate::merge::TablePolicy;
@@ -123,7 +123,7 @@ pub struct Applier {
     /// The sink's merge lock, while a sink transaction is open (when some table merges).
     merging: Option<tokio::sync::OwnedMutexGuard<()>>,
     /// Conflicts resolved, and `manual` conflicts queued, in the open sink transaction.
-    resolved: (Vec<serde_json::Value>, Vec<serde_json::Value>),
+    resolved: (Vec<ConflictRecord>, Vec<QueuedConflict>),
 }
 
 impl Applier {
@@ -464,8 +464,8 @@ impl Applier {
             queue.append(&manual)?;
         }
         if let Some((notifier, sink)) = &self.settings.notify {
-            notifier.send(sink, &self.settings.source, &records);
-            notifier.send(sink, &self.settings.source, &manual);
+            notifier.send(sink, &self.settings.source, &json_values(&records));
+            notifier.send(sink, &self.settings.source, &json_values(&manual));
         }
         Ok(())
     }
@@ -572,6 +572,14 @@ fn merge_states<'a>(
             table.table
         ))
     })
+}
+
+/// `records` as the webhook body holds them: the same JSON as their lines in the files.
+fn json_values<T: serde::Serialize>(records: &[T]) -> Vec<serde_json::Value> {
+    records
+        .iter()
+        .filter_map(|r| serde_json::to_value(r).ok())
+        .collect()
 }
 
 #[cfg(test)]

@@ -16,9 +16,17 @@
 //! sink's last write of the row (a local change the sink overwrote, folded later), the
 //! merged row is written again. Each write happens only when the merged row differs from
 //! the last one written, so nothing loops.
+//!
+//! Every change whose image lost is a [`ConflictRecord`] for the conflict log, and every
+//! concurrent edit of a `manual` column a [`QueuedConflict`] for the queue (`records`).
+
+mod records;
+
+pub use records::{ConflictRecord, LostColumn, Named, QueuedConflict, Resolution, Take};
 
 use crate::error::PipelineError;
 use crate::merge::{Change, DeletePolicy, RowState, Strategy, TablePolicy};
+use records::{manual_conflicts, record};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -180,9 +188,9 @@ pub struct Merged {
     /// Changes whose own row image lost to another source's (a conflict was resolved).
     pub conflicts: u64,
     /// Each such change, for the conflict log.
-    pub records: Vec<serde_json::Value>,
+    pub records: Vec<ConflictRecord>,
     /// Concurrent edits of `manual` columns, for the conflict queue.
-    pub manual: Vec<serde_json::Value>,
+    pub manual: Vec<QueuedConflict>,
 }
 
 /// The conflict log: every change the merge did not take as it came, with what it
@@ -214,75 +222,23 @@ impl ConflictLog {
         &self.path
     }
 
-    /// Appends `records` and syncs the file.
-    pub fn append(&self, records: &[serde_json::Value]) -> Result<(), PipelineError> {
+    /// Appends `records` ([`ConflictRecord`]s to a log, [`QueuedConflict`]s to a queue),
+    /// one line each, and syncs the file.
+    pub fn append<T: Serialize>(&self, records: &[T]) -> Result<(), PipelineError> {
         if records.is_empty() {
             return Ok(());
         }
         let mut text = String::new();
         for r in records {
-            text.push_str(&r.to_string());
+            let line = serde_json::to_string(r).map_err(|e| PipelineError::Io {
+                path: self.path.display().to_string(),
+                message: format!("a record cannot be written as JSON: {e}"),
+            })?;
+            text.push_str(&line);
             text.push('\n');
         }
         crate::dead_letter::append_synced(&self.path, &text)
     }
-}
-
-/// A conflict log entry: `change` brought `image`, the merge made `merged` of the row.
-fn record(
-    table: &TableSchema,
-    policy: &TablePolicy,
-    change: &Change<'_>,
-    key: &str,
-    image: Option<&Row>,
-    merged: Option<&Row>,
-) -> serde_json::Value {
-    let named = |row: Option<&Row>| -> serde_json::Value {
-        match row {
-            None => serde_json::Value::Null,
-            Some(r) => table
-                .columns
-                .iter()
-                .zip(&r.0)
-                .map(|(c, v)| (c.name.clone(), serde_json::to_value(v).unwrap_or_default()))
-                .collect::<serde_json::Map<_, _>>()
-                .into(),
-        }
-    };
-    let lost: Vec<serde_json::Value> = match (image, merged) {
-        (Some(i), Some(m)) => table
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(n, _)| {
-                let (a, b) = (i.0.get(*n), m.0.get(*n));
-                !matches!(a, Some(Value::Unchanged))
-                    && a.and_then(canonical) != b.and_then(canonical)
-            })
-            .map(|(n, c)| {
-                serde_json::json!({
-                    "column": c.name,
-                    "strategy": strategy_name(policy.columns.get(n).copied().unwrap_or_default()),
-                })
-            })
-            .collect(),
-        _ => Vec::new(),
-    };
-    serde_json::json!({
-        "table": table.table.to_string(),
-        "key": key,
-        "source": change.source,
-        "position": change.position.to_string(),
-        "op": change.op.code(),
-        "commit_ts_micros": change.stamp.micros,
-        "columns": lost,
-        "delete_policy": match policy.delete {
-            DeletePolicy::UpdateWins => "update_wins",
-            DeletePolicy::DeleteWins => "delete_wins",
-        },
-        "change": named(image),
-        "result": named(merged),
-    })
 }
 
 /// The key text (the sink's merge-state key) of every row `events` touch, in first-touch
@@ -388,62 +344,6 @@ fn same_row(merged: Option<&Row>, image: Option<&Row>) -> bool {
         }
         _ => false,
     }
-}
-
-/// The `manual` columns `change` edited (before and after differ) without seeing the
-/// value another source gave the column last (its before value is not that value, nor is
-/// its new one): one conflict queue entry each, with both values. (A source's edit over
-/// a value of its own is no conflict, even when Tributary's write of an older merge
-/// showed it another before value.)
-fn manual_conflicts(
-    table: &TableSchema,
-    policy: &TablePolicy,
-    change: &Change<'_>,
-    key: &[Value],
-    (prev, writers): (&Row, &[Option<String>]),
-    (before, after): (&Row, &Row),
-    now: Option<&Row>,
-) -> Vec<serde_json::Value> {
-    let json = |v: Option<&Value>| serde_json::to_value(v).unwrap_or_default();
-    let key_columns: serde_json::Map<String, serde_json::Value> = table
-        .primary_key
-        .iter()
-        .zip(key)
-        .map(|(i, v)| (table.columns[*i].name.clone(), json(Some(v))))
-        .collect();
-    policy
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, s)| {
-            let (b, a, p) = (before.0.get(*i), after.0.get(*i), prev.0.get(*i));
-            **s == Strategy::Manual
-                && writers
-                    .get(*i)
-                    .is_some_and(|w| w.as_deref().is_some_and(|w| w != change.source))
-                && !matches!(b, Some(Value::Unchanged) | None)
-                && !matches!(a, Some(Value::Unchanged) | None)
-                && b.and_then(canonical) != a.and_then(canonical)
-                && b.and_then(canonical) != p.and_then(canonical)
-                && a.and_then(canonical) != p.and_then(canonical)
-        })
-        .map(|(i, _)| {
-            let column = &table.columns[i].name;
-            serde_json::json!({
-                "id": format!("{}:{}:{}:{}", table.table, key_text(key), column, change.position),
-                "table": table.table.to_string(),
-                "key": key_columns,
-                "column": column,
-                "current": json(prev.0.get(i)),
-                "incoming": json(after.0.get(i)),
-                "source": change.source,
-                "current_from": writers.get(i).cloned().flatten(),
-                "position": change.position.to_string(),
-                "commit_ts_micros": change.stamp.micros,
-                "result": json(now.and_then(|r| r.0.get(i))),
-            })
-        })
-        .collect()
 }
 
 /// Digest of a merged row (or of a deleted one).

@@ -75,6 +75,30 @@ impl Position {
         Position::MySql(MySqlPosition { file, offset, seq })
     }
 
+    /// Reads a position as an operator writes it (and as [`Position`] displays):
+    /// `pg:<LSN>` (or a bare `<hi>/<lo>` LSN) or `mysql:<file number>:<offset>`, each
+    /// optionally with `#<seq>`; without one, the index is `seq`. `None` when `text` is
+    /// neither.
+    pub fn parse(text: &str, seq: u64) -> Option<Position> {
+        let (body, seq) = match text.rsplit_once('#') {
+            Some((b, s)) => (b, s.parse::<u64>().ok()?),
+            None => (text, seq),
+        };
+        if let Some(rest) = body.strip_prefix("mysql:") {
+            let (file, offset) = rest.split_once(':')?;
+            return Some(Position::mysql(
+                file.parse().ok()?,
+                offset.parse().ok()?,
+                seq,
+            ));
+        }
+        let lsn = body.strip_prefix("pg:").unwrap_or(body);
+        let (hi, lo) = lsn.split_once('/')?;
+        let hi = u32::from_str_radix(hi, 16).ok()?;
+        let lo = u32::from_str_radix(lo, 16).ok()?;
+        Some(Position::pg((u64::from(hi) << 32) | u64::from(lo), seq))
+    }
+
     /// The index of the event within its transaction.
     pub fn seq(&self) -> u64 {
         match self {
@@ -97,6 +121,17 @@ impl fmt::Display for Position {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn positions_read_back_as_displayed() {
+        for p in [Position::pg(0x1_0000_00ff, 3), Position::mysql(12, 4567, 0)] {
+            assert_eq!(Position::parse(&p.to_string(), 9), Some(p));
+        }
+        assert_eq!(Position::parse("0/16", 9), Some(Position::pg(0x16, 9)));
+        for bad in ["pg:xyz", "mysql:3", "1/2#x", "100000000/0", "yesterday"] {
+            assert_eq!(Position::parse(bad, 0), None, "{bad}");
+        }
+    }
 
     proptest! {
         #[test]

@@ -519,7 +519,7 @@ pub async fn verify_files(store: &Store, manifest: &FilesManifest) -> Result<u64
 }
 
 /// What a files restore did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FilesRestoreReport {
     /// The snapshot restored.
     pub snapshot: String,

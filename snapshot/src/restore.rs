@@ -45,26 +45,10 @@ impl Target {
                 "--to {text:?}: not an RFC 3339 time (2026-12-01T10:00:00Z), `latest`, pg:<LSN> or mysql:<file>:<offset>"
             ))
         };
-        let (body, seq) = match text.rsplit_once('#') {
-            Some((b, s)) => (b, s.parse::<u64>().map_err(|_| bad())?),
-            None => (text, u64::MAX),
-        };
-        if let Some(rest) = body.strip_prefix("mysql:") {
-            let (file, offset) = rest.split_once(':').ok_or_else(bad)?;
-            return Ok(Target::Position(Position::mysql(
-                file.parse().map_err(|_| bad())?,
-                offset.parse().map_err(|_| bad())?,
-                seq,
-            )));
-        }
-        let lsn = body.strip_prefix("pg:").unwrap_or(body);
-        let (hi, lo) = lsn.split_once('/').ok_or_else(bad)?;
-        let hi = u64::from_str_radix(hi, 16).map_err(|_| bad())?;
-        let lo = u64::from_str_radix(lo, 16).map_err(|_| bad())?;
-        if hi > u64::from(u32::MAX) || lo > u64::from(u32::MAX) {
-            return Err(bad());
-        }
-        Ok(Target::Position(Position::pg((hi << 32) | lo, seq)))
+        // Without `#<seq>`, the whole transaction at that position is included.
+        Position::parse(text, u64::MAX)
+            .map(Target::Position)
+            .ok_or_else(bad)
     }
 
     fn includes(&self, event: &ChangeEvent) -> bool {
@@ -82,7 +66,7 @@ impl Target {
 }
 
 /// What a restore did (or, dry, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RestoreReport {
     /// Segments read.
     pub segments: u64,

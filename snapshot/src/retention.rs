@@ -20,7 +20,7 @@ use crate::store::Store;
 use crate::verify::chain;
 
 /// What pruning did (or, dry, would do).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PruneReport {
     /// Snapshots deleted.
     pub snapshots: Vec<String>,

@@ -17,7 +17,7 @@ use crate::store::Store;
 use tributary_schemas::{ChangeEvent, Position};
 
 /// What a verified archive holds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ArchiveReport {
     /// The source.
     pub source: String,

@@ -1,12 +1,14 @@
 //! `tributary replay-dead-letters`: applies the dead-letter entries the rules now accept.
 
+use crate::commands::snapshots::error_text;
 use crate::config::Config;
 use crate::runtime::{applier, Loop};
+use serde::{Serialize, Serializer};
 use std::sync::Arc;
 use tributary_pipeline::PipelineError;
 
 /// What replaying a dead-letter file did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize)]
 pub struct ReplayReport {
     /// The file replayed.
     pub path: std::path::PathBuf,
@@ -126,12 +128,34 @@ pub async fn replay_dead_letters(
 
 /// What `tributary replay-dead-letters` did, per sink and source, and the error that
 /// stopped it, if one did (the files replayed before it are reported all the same).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize)]
 pub struct ReplayReports {
-    /// Each replayed file: sink, source, what was done.
+    /// Each replayed file: sink, source, what was done (serialised as one object each,
+    /// `{sink, source, path, applied, kept}`).
+    #[serde(serialize_with = "replayed")]
     pub done: Vec<(String, String, ReplayReport)>,
-    /// The error that stopped the replay.
+    /// The error that stopped the replay (serialised as its message).
+    #[serde(serialize_with = "error_text")]
     pub error: Option<PipelineError>,
+}
+
+/// Serialises `done` of [`ReplayReports`], a report per file with its sink and source.
+fn replayed<S: Serializer>(
+    done: &[(String, String, ReplayReport)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Replayed<'a> {
+        sink: &'a str,
+        source: &'a str,
+        #[serde(flatten)]
+        report: &'a ReplayReport,
+    }
+    s.collect_seq(done.iter().map(|(sink, source, report)| Replayed {
+        sink,
+        source,
+        report,
+    }))
 }
 
 /// Replays the dead-letter files of every apply loop (or only those of `sink` and
@@ -177,5 +201,42 @@ impl std::fmt::Display for ReplayReports {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_replay_report_serialises_one_object_per_file() {
+        let report = ReplayReports {
+            done: vec![(
+                "to_hq".into(),
+                "store".into(),
+                ReplayReport {
+                    path: "/state/dead-letters/to_hq-store.dead-letters.jsonl".into(),
+                    applied: 2,
+                    kept: vec!["rule qty_positive rejects it".into()],
+                },
+            )],
+            error: Some(PipelineError::Config("sink \"x\" takes no source".into())),
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        let done = &json["done"][0];
+        assert_eq!(done["sink"], "to_hq");
+        assert_eq!(done["source"], "store");
+        assert_eq!(
+            done["path"],
+            "/state/dead-letters/to_hq-store.dead-letters.jsonl"
+        );
+        assert_eq!(done["applied"], 2);
+        assert_eq!(done["kept"][0], "rule qty_positive rejects it");
+        assert_eq!(json["error"], "configuration: sink \"x\" takes no source");
+        let fine = ReplayReports::default();
+        assert_eq!(
+            serde_json::to_value(&fine).unwrap()["error"],
+            serde_json::Value::Null
+        );
     }
 }

@@ -78,8 +78,10 @@ pub struct RestoreRequest {
     pub target_schema: Option<String>,
 }
 
-/// What `tributary restore` did (or, dry, would do).
-#[derive(Debug, Clone)]
+/// What `tributary restore` did (or, dry, would do); serialised with `kind` (`files` or
+/// `source`) beside the variant's fields.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RestoreOutcome {
     /// A file set restored under a directory.
     Files {
@@ -203,5 +205,52 @@ impl std::fmt::Display for RestoreOutcome {
                 Ok(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_outcome_serialises_with_its_kind() {
+        let outcome = RestoreOutcome::Source {
+            source: "hq".into(),
+            to: "latest".into(),
+            dry: true,
+            seconds: 1.5,
+            report: tributary_snapshot::RestoreReport {
+                segments: 2,
+                transactions: 3,
+                events: 4,
+                tables: [("public.items".to_string(), 4)].into(),
+                last_position: Some(tributary_schemas::Position::pg(7, 1)),
+                ..Default::default()
+            },
+        };
+        let json = serde_json::to_value(&outcome).unwrap();
+        assert_eq!(json["kind"], "source");
+        assert_eq!(json["source"], "hq");
+        assert_eq!(json["dry"], true);
+        assert_eq!(json["seconds"], 1.5);
+        assert_eq!(json["report"]["events"], 4);
+        assert_eq!(json["report"]["tables"]["public.items"], 4);
+        assert_eq!(json["report"]["last_position"]["kind"], "postgres");
+
+        let files = RestoreOutcome::Files {
+            set: "etc".into(),
+            to: "latest".into(),
+            into: Some("/restore".into()),
+            report: tributary_snapshot::FilesRestoreReport {
+                snapshot: "f1".into(),
+                files: 3,
+                others: 1,
+                bytes: 10,
+            },
+        };
+        let json = serde_json::to_value(&files).unwrap();
+        assert_eq!(json["kind"], "files");
+        assert_eq!(json["into"], "/restore");
+        assert_eq!(json["report"]["files"], 3);
     }
 }

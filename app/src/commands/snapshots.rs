@@ -1,13 +1,14 @@
 //! `tributary snapshot create | prune | list | verify`: what the `[backup]` store holds, as
-//! typed reports the command line prints.
+//! typed reports the command line prints and the HTTP API serialises.
 
 use crate::backup;
 use crate::commands::restore_test::{restore_test, RestoreTestResult};
 use crate::config::Config;
+use serde::{Serialize, Serializer};
 use std::fmt;
 use tributary_pipeline::PipelineError;
 use tributary_snapshot::{
-    ArchiveReport, FilesManifest, PruneReport, SnapshotManifest, Store, TableCheck,
+    ArchiveReport, FilesManifest, PruneReport, RestoreReport, SnapshotManifest, Store, TableCheck,
 };
 
 /// The store and what `--source` selects in it: archived sources and file sets.
@@ -26,14 +27,30 @@ fn select(config: &Config, only: Option<&str>) -> Result<Selection, PipelineErro
 }
 
 /// What `snapshot create` took, and the error that stopped it, if one did.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct CreateReport {
     /// One files snapshot per file set.
     pub files: Vec<FilesManifest>,
     /// One snapshot per archived source.
     pub snapshots: Vec<SnapshotManifest>,
-    /// The error that stopped it (what was taken before it is reported all the same).
+    /// The error that stopped it (what was taken before it is reported all the same),
+    /// serialised as its message.
+    #[serde(serialize_with = "error_text")]
     pub error: Option<PipelineError>,
+}
+
+/// Serialises the error that stopped a command as its message (`null`: none did).
+pub(crate) fn error_text<S: Serializer>(
+    error: &Option<PipelineError>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    error.as_ref().map(ToString::to_string).serialize(s)
+}
+
+/// Serialises `(name, value)` pairs as one object keyed by name, in their order (each
+/// file set and source appears once).
+fn by_name<T: Serialize, S: Serializer>(pairs: &[(String, T)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(pairs.iter().map(|(name, value)| (name, value)))
 }
 
 /// Takes a snapshot of each file set and each archived source (or only `only`), until
@@ -98,13 +115,15 @@ impl fmt::Display for CreateReport {
 }
 
 /// What `snapshot prune` deleted (or, dry, would delete).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct PruneReports {
     /// Whether nothing was deleted.
     pub dry: bool,
-    /// Each file set's report.
+    /// Each file set's report (serialised keyed by set).
+    #[serde(serialize_with = "by_name")]
     pub sets: Vec<(String, PruneReport)>,
-    /// Each archived source's report.
+    /// Each archived source's report (serialised keyed by source).
+    #[serde(serialize_with = "by_name")]
     pub sources: Vec<(String, PruneReport)>,
 }
 
@@ -156,11 +175,13 @@ impl fmt::Display for PruneReports {
 }
 
 /// What `snapshot list` finds in the store.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ListReport {
-    /// Each file set's snapshots, oldest first.
+    /// Each file set's snapshots, oldest first (serialised keyed by set).
+    #[serde(serialize_with = "by_name")]
     pub sets: Vec<(String, Vec<FilesManifest>)>,
-    /// Each archived source's snapshots, oldest first.
+    /// Each archived source's snapshots, oldest first (serialised keyed by source).
+    #[serde(serialize_with = "by_name")]
     pub sources: Vec<(String, Vec<SnapshotManifest>)>,
 }
 
@@ -211,27 +232,75 @@ impl fmt::Display for ListReport {
 }
 
 /// What `snapshot verify` checked of one archived source.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct SourceChecked {
     /// The source.
     pub source: String,
     /// Its archive.
     pub archive: ArchiveReport,
-    /// Each snapshot checked, with its count of rows.
+    /// Each snapshot checked, with its count of rows (serialised as `[manifest, rows]`).
     pub snapshots: Vec<(SnapshotManifest, u64)>,
 }
 
 /// What `snapshot verify` checked, in order, and the damage that stopped it, if any.
-#[derive(Debug)]
+#[derive(Debug, Serialize)]
 pub struct VerifyReport {
-    /// Each files snapshot checked, with its count of files.
+    /// Each files snapshot checked, with its count of files (serialised as
+    /// `[manifest, files]`).
     pub files: Vec<(FilesManifest, u64)>,
     /// Each archived source checked.
     pub sources: Vec<SourceChecked>,
     /// The restore tests, when asked for.
+    #[serde(serialize_with = "restore_tests")]
     pub restore_tests: Vec<RestoreTestResult>,
-    /// The damage or failure that stopped the verification.
+    /// The damage or failure that stopped the verification, serialised as its message.
+    #[serde(serialize_with = "error_text")]
     pub error: Option<PipelineError>,
+}
+
+/// Serialises the restore tests of a [`VerifyReport`]. `RestoreTestResult` and the
+/// snapshot crate's `TableCheck` do not implement `Serialize` (their files belong to
+/// another change), so this writes their public fields, and each verdict, itself.
+fn restore_tests<S: Serializer>(tests: &[RestoreTestResult], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct Tested<'a> {
+        source: &'a str,
+        database: &'a str,
+        ok: bool,
+        report: &'a RestoreReport,
+        tables: Vec<Checked<'a>>,
+    }
+    #[derive(Serialize)]
+    struct Checked<'a> {
+        table: String,
+        ok: bool,
+        expected_rows: u64,
+        restored_rows: u64,
+        expected_checksum: &'a str,
+        restored_checksum: &'a str,
+        differences: &'a [String],
+    }
+    s.collect_seq(tests.iter().map(|t| {
+        Tested {
+            source: &t.source,
+            database: &t.database,
+            ok: t.ok(),
+            report: &t.report,
+            tables: t
+                .tables
+                .iter()
+                .map(|c| Checked {
+                    table: c.table.to_string(),
+                    ok: c.ok(),
+                    expected_rows: c.expected_rows,
+                    restored_rows: c.restored_rows,
+                    expected_checksum: &c.expected_checksum,
+                    restored_checksum: &c.restored_checksum,
+                    differences: &c.differences,
+                })
+                .collect(),
+        }
+    }))
 }
 
 impl VerifyReport {
@@ -395,4 +464,91 @@ fn write_check(f: &mut fmt::Formatter<'_>, t: &TableCheck) -> fmt::Result {
         writeln!(f, "    {d}")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tributary_schemas::TableId;
+
+    #[test]
+    fn a_prune_report_serialises_keyed_by_name() {
+        let report = PruneReports {
+            dry: true,
+            sets: vec![("etc".into(), PruneReport::default())],
+            sources: vec![(
+                "hq".into(),
+                PruneReport {
+                    snapshots: vec!["s1".into()],
+                    segments: 3,
+                    objects: 5,
+                    anchor: Some("s2".into()),
+                },
+            )],
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["dry"], true);
+        assert_eq!(json["sets"]["etc"]["segments"], 0);
+        assert_eq!(json["sources"]["hq"]["snapshots"][0], "s1");
+        assert_eq!(json["sources"]["hq"]["segments"], 3);
+        assert_eq!(json["sources"]["hq"]["anchor"], "s2");
+    }
+
+    #[test]
+    fn a_verify_report_serialises_its_restore_tests_and_error() {
+        let check = TableCheck {
+            table: TableId::new("public", "items"),
+            expected_rows: 3,
+            restored_rows: 2,
+            expected_checksum: "ab".into(),
+            restored_checksum: "cd".into(),
+            differences: vec!["key [1]: missing".into()],
+        };
+        let report = VerifyReport {
+            files: Vec::new(),
+            sources: vec![SourceChecked {
+                source: "hq".into(),
+                archive: ArchiveReport {
+                    source: "hq".into(),
+                    segments: 2,
+                    events: 9,
+                    ..ArchiveReport::default()
+                },
+                snapshots: Vec::new(),
+            }],
+            restore_tests: vec![RestoreTestResult {
+                source: "hq".into(),
+                database: "restore_test_hq".into(),
+                report: RestoreReport {
+                    events: 9,
+                    ..RestoreReport::default()
+                },
+                tables: vec![check],
+            }],
+            error: Some(PipelineError::Inconsistent("segment 3 is damaged".into())),
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["sources"][0]["archive"]["segments"], 2);
+        assert_eq!(json["sources"][0]["archive"]["events"], 9);
+        let tested = &json["restore_tests"][0];
+        assert_eq!(tested["database"], "restore_test_hq");
+        assert_eq!(tested["ok"], false);
+        assert_eq!(tested["report"]["events"], 9);
+        assert_eq!(tested["tables"][0]["table"], "public.items");
+        assert_eq!(tested["tables"][0]["restored_rows"], 2);
+        assert_eq!(tested["tables"][0]["differences"][0], "key [1]: missing");
+        assert_eq!(json["error"], "inconsistent stream: segment 3 is damaged");
+    }
+
+    #[test]
+    fn a_create_report_without_error_serialises_null() {
+        let report = CreateReport {
+            files: Vec::new(),
+            snapshots: Vec::new(),
+            error: None,
+        };
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["error"], serde_json::Value::Null);
+        assert_eq!(json["snapshots"], serde_json::json!([]));
+    }
 }
