@@ -623,6 +623,11 @@ target_schema = "reporting"
         assert!(e.starts_with("sinks.copy.target_schema:"), "{e}");
         let e = Config::parse("[registry]\nlisten = \"localhost\"\n", env).unwrap_err();
         assert!(e.starts_with("registry.listen:"), "{e}");
+        let e = Config::parse("[sinks.till]\nkind = \"sqlite3\"\nurl = \"x\"\n", env).unwrap_err();
+        assert!(
+            e.starts_with("sinks.till.kind:") && e.contains("one of postgres, mysql"),
+            "{e}"
+        );
         let e = Config::parse("[transport]\nkind = \"carrier-pigeon\"\n", env).unwrap_err();
         assert!(
             e.contains("transport") && e.contains("carrier-pigeon"),

@@ -138,8 +138,8 @@ enum SnapshotAction {
         /// content checksums with what the archive says.
         #[arg(long, requires = "scratch")]
         restore_test: bool,
-        /// The scratch server for --restore-test (postgres://… or mysql://…, of the
-        /// source's kind; the user may create databases). The test database is dropped
+        /// The scratch server for --restore-test (postgres://… or mysql://…, of any
+        /// kind; the user may create databases). The test database is dropped
         /// when it checks out, kept for a look otherwise.
         #[arg(long)]
         scratch: Option<String>,

@@ -163,21 +163,6 @@ impl SourceConfig {
         }
     }
 
-    /// Reads every table this configuration captures into `out` as `Read` events, in one
-    /// consistent transaction of its own (no slot, no position): how a restore test reads
-    /// back what it restored.
-    pub async fn read_tables(
-        &self,
-        name: &str,
-        store: &StateStore,
-        out: &mut (dyn SnapshotOutput + '_),
-    ) -> Result<(), CaptureError> {
-        match self {
-            SourceConfig::Postgres(c) => postgres::stream::read_tables(name, c, store, out).await,
-            SourceConfig::Mysql(c) => mysql::read_tables(name, c, store, out).await,
-        }
-    }
-
     /// How far the capture of source `name` has come, as its server tells it.
     pub async fn status(&self, name: &str) -> SourceStatus {
         let (server, progress) = match self {

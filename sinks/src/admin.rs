@@ -2,10 +2,10 @@
 //! databases for restore tests, forgetting a restore's watermarks, a table's digest, and
 //! the watermarks `tributary status` shows.
 
-use crate::config::SinkConfig;
-use crate::{mysql, postgres, SinkError};
+use crate::kind::{AdminSession, RowReader};
+use crate::SinkError;
 use serde::Serialize;
-use tributary_schemas::Position;
+use tributary_schemas::{Position, TableId, TableSchema};
 
 /// How far a sink has applied one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -54,104 +54,57 @@ impl std::fmt::Display for SinkStatus {
     }
 }
 
-impl SinkConfig {
-    /// The watermark of each of `sources` in sink `name`.
-    pub async fn status(&self, name: &str, sources: &[&str]) -> SinkStatus {
-        let mut status = SinkStatus {
-            sink: name.to_string(),
-            url: self.redacted_url(),
-            sources: Vec::new(),
-            unreachable: None,
-        };
-        // Read only: asking must not create the sink's tables, nor need the rights to.
-        let mut session = match self.session().await {
-            Ok(s) => s,
-            Err(e) => {
-                status.unreachable = Some(e.to_string());
-                return status;
-            }
-        };
-        for source in sources {
-            status.sources.push(SourceWatermark {
-                source: source.to_string(),
-                applied: session.watermark(source).await.map_err(|e| e.to_string()),
-            });
-        }
-        status
-    }
-
-    /// A connection to the URL's database for administrative statements.
-    pub async fn session(&self) -> Result<Session, SinkError> {
-        Ok(Session(match self {
-            SinkConfig::Postgres(c) => Kind::Postgres(postgres::Session::open(c).await?),
-            SinkConfig::Mysql(c) => Kind::Mysql(mysql::Session::open(c).await?),
-        }))
-    }
-
-    /// Creates database `name` on this sink's server, and returns the sink that writes
-    /// into it.
-    pub async fn create_database(&self, name: &str) -> Result<SinkConfig, SinkError> {
-        self.session().await?.create_database(name).await?;
-        Ok(self.in_database(name))
-    }
-}
-
 /// A connection to a sink's database for administrative statements.
-pub struct Session(Kind);
-
-enum Kind {
-    Postgres(postgres::Session),
-    Mysql(mysql::Session),
-}
+pub struct Session(Box<dyn AdminSession>);
 
 impl Session {
+    pub(crate) fn new(kind: Box<dyn AdminSession>) -> Self {
+        Session(kind)
+    }
+
     /// Runs `sql`: one or more statements of this database's dialect.
     pub async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
-        match &mut self.0 {
-            Kind::Postgres(s) => s.execute(sql).await,
-            Kind::Mysql(s) => s.execute(sql).await,
-        }
+        self.0.execute(sql).await
     }
 
     /// Creates database `name` on this server.
     pub async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
-        match &mut self.0 {
-            Kind::Postgres(s) => s.create_database(name).await,
-            Kind::Mysql(s) => s.create_database(name).await,
-        }
+        self.0.create_database(name).await
     }
 
     /// Drops database `name` on this server.
     pub async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
-        match &mut self.0 {
-            Kind::Postgres(s) => s.drop_database(name).await,
-            Kind::Mysql(s) => s.drop_database(name).await,
-        }
+        self.0.drop_database(name).await
     }
 
     /// The watermark of `source` (`None`: nothing applied yet), read without creating
     /// anything.
     pub async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
-        match &mut self.0 {
-            Kind::Postgres(s) => s.watermark(source).await,
-            Kind::Mysql(s) => s.watermark(source).await,
-        }
+        self.0.watermark(source).await
     }
 
     /// Deletes the watermarks kept under `keys`.
     pub async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
-        match &mut self.0 {
-            Kind::Postgres(s) => s.forget_watermarks(keys).await,
-            Kind::Mysql(s) => s.forget_watermarks(keys).await,
-        }
+        self.0.forget_watermarks(keys).await
     }
 
     /// Row count and a digest of the whole content of `table` (comparable between two
     /// databases of the same kind).
     pub async fn table_digest(&mut self, table: &str) -> Result<(i64, String), SinkError> {
-        match &mut self.0 {
-            Kind::Postgres(s) => s.table_digest(table).await,
-            Kind::Mysql(s) => s.table_digest(table).await,
-        }
+        self.0.table_digest(table).await
+    }
+
+    /// Every row of `table` (in this sink's database), in key order, handed to `each`:
+    /// the columns are those of `schema` (the source table it stands for, newest version)
+    /// and each value is read as its column's type there, so rows compare with the
+    /// source's whatever types this kind stored them as. A value that does not read back
+    /// as its type is an error naming the table and column. Rows stream: memory holds one.
+    pub async fn read_table(
+        &mut self,
+        table: &TableId,
+        schema: &TableSchema,
+        each: RowReader<'_>,
+    ) -> Result<(), SinkError> {
+        self.0.read_table(table, schema, each).await
     }
 }

@@ -1,40 +1,19 @@
-//! A configured sink of any kind: the one place that matches on a sink kind.
+//! A configured sink of any kind: the one place that names the sink kinds.
 //!
 //! The application names a sink's kind in its configuration file (`kind = "postgres"`) or
 //! gives a URL (`restore --target`, `verify --scratch`), and gets a [`SinkConfig`] that
-//! checks itself, tells which database it writes into, and connects. Adding a sink kind
-//! means a folder beside `postgres/` and `mysql/`, one [`SinkKind`] variant and one
-//! [`SinkConfig`] variant here.
+//! checks itself, tells which database it writes into, and connects. Everything a kind
+//! does is behind [`KindConfig`], implemented in the kind's folder; adding a sink kind
+//! means a folder beside `postgres/` and `mysql/` and one [`SinkConfig`] variant here
+//! (with its row in [`KINDS`] and its arm in [`SinkConfig::kind`]).
 
-use crate::mysql::{MySqlSink, MySqlSinkConfig};
-use crate::postgres::{PostgresSink, PostgresSinkConfig};
+use crate::admin::{Session, SinkStatus, SourceWatermark};
+use crate::kind::KindConfig;
+use crate::mysql::MySqlSinkConfig;
+use crate::postgres::PostgresSinkConfig;
 use crate::{Sink, SinkError};
 use serde::Deserialize;
 use tributary_schemas::{redact_url, DatabaseIdentity, TableId};
-
-/// Kinds of sink, as the configuration names them.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum SinkKind {
-    /// PostgreSQL.
-    Postgres,
-    /// MySQL or MariaDB.
-    Mysql,
-}
-
-impl SinkKind {
-    /// The kind `url`'s scheme names (`postgres://`, `postgresql://`, `mysql://`,
-    /// `mariadb://`), if any.
-    fn of_scheme(url: &str) -> Option<Self> {
-        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Some(SinkKind::Postgres)
-        } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            Some(SinkKind::Mysql)
-        } else {
-            None
-        }
-    }
-}
 
 /// A sink's database and how it writes there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +24,116 @@ pub enum SinkConfig {
     Mysql(MySqlSinkConfig),
 }
 
+/// One sink kind: its name in configuration files, the URL schemes that name it, and how
+/// it is built from a URL, a target schema and a batch size.
+struct Kind {
+    name: &'static str,
+    schemes: &'static [&'static str],
+    build: fn(&str, Option<String>, usize) -> SinkConfig,
+}
+
+/// PostgreSQL.
+const POSTGRES: Kind = Kind {
+    name: "postgres",
+    schemes: &["postgres", "postgresql"],
+    build: |url, target_schema, batch_rows| {
+        SinkConfig::Postgres(PostgresSinkConfig {
+            url: url.to_string(),
+            target_schema,
+            batch_rows,
+        })
+    },
+};
+
+/// MySQL and MariaDB.
+const MYSQL: Kind = Kind {
+    name: "mysql",
+    schemes: &["mysql", "mariadb"],
+    build: |url, target_schema, batch_rows| {
+        SinkConfig::Mysql(MySqlSinkConfig {
+            url: url.replacen("mariadb://", "mysql://", 1),
+            target_schema,
+            batch_rows,
+        })
+    },
+};
+
+/// Every sink kind.
+const KINDS: &[&Kind] = &[&POSTGRES, &MYSQL];
+
+/// A sink kind's name, as a configuration file gives it (`kind = "postgres"`); only the
+/// names of known kinds deserialize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct SinkKind(&'static Kind);
+
+impl PartialEq for Kind {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Kind {}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl TryFrom<String> for SinkKind {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, String> {
+        SinkKind::named(&name)
+    }
+}
+
+impl SinkKind {
+    /// The kind called `name`.
+    pub fn named(name: &str) -> Result<Self, String> {
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.name == name)
+            .map(SinkKind)
+            .ok_or_else(|| {
+                let known: Vec<&str> = KINDS.iter().map(|k| k.name).collect();
+                format!("unknown sink kind {name:?}: one of {}", known.join(", "))
+            })
+    }
+
+    /// The kind's name.
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    /// The kind `url`'s scheme names (`postgres://`, `postgresql://`, `mysql://`,
+    /// `mariadb://`), if any.
+    fn of_scheme(url: &str) -> Option<Self> {
+        let (scheme, _) = url.split_once("://")?;
+        KINDS
+            .iter()
+            .copied()
+            .find(|k| k.schemes.contains(&scheme))
+            .map(SinkKind)
+    }
+}
+
 impl SinkConfig {
+    /// This sink's kind, and what its configuration does.
+    fn kind_of(&self) -> (&'static Kind, &dyn KindConfig) {
+        match self {
+            SinkConfig::Postgres(c) => (&POSTGRES, c),
+            SinkConfig::Mysql(c) => (&MYSQL, c),
+        }
+    }
+
+    /// What this sink's kind does.
+    fn kind(&self) -> &dyn KindConfig {
+        self.kind_of().1
+    }
+
     /// A sink of `kind` at `url`, tables into `target_schema` (default: each table's own
     /// schema, or for MySQL the URL's database), at most `batch_rows` rows per statement.
     pub fn new(
@@ -54,18 +142,7 @@ impl SinkConfig {
         target_schema: Option<String>,
         batch_rows: usize,
     ) -> Self {
-        match kind {
-            SinkKind::Postgres => SinkConfig::Postgres(PostgresSinkConfig {
-                url: url.to_string(),
-                target_schema,
-                batch_rows,
-            }),
-            SinkKind::Mysql => SinkConfig::Mysql(MySqlSinkConfig {
-                url: url.replacen("mariadb://", "mysql://", 1),
-                target_schema,
-                batch_rows,
-            }),
-        }
+        (kind.0.build)(url, target_schema, batch_rows)
     }
 
     /// A sink of the kind `url`'s scheme names (`postgres://`, `postgresql://`,
@@ -76,19 +153,27 @@ impl SinkConfig {
         batch_rows: usize,
         flag: &str,
     ) -> Result<Self, SinkError> {
-        let kind = SinkKind::of_scheme(url).ok_or_else(|| SinkError::Config {
-            field: flag.to_string(),
-            reason: format!("{:?}: give a postgres:// or mysql:// URL", redact_url(url)),
+        let kind = SinkKind::of_scheme(url).ok_or_else(|| {
+            let schemes: Vec<String> = KINDS
+                .iter()
+                .flat_map(|k| k.schemes)
+                .map(|s| format!("{s}://"))
+                .collect();
+            SinkError::Config {
+                field: flag.to_string(),
+                reason: format!(
+                    "{:?}: give a URL starting with one of {}",
+                    redact_url(url),
+                    schemes.join(", ")
+                ),
+            }
         })?;
         Ok(Self::new(kind, url, target_schema, batch_rows))
     }
 
     /// The connection URL.
     pub fn url(&self) -> &str {
-        match self {
-            SinkConfig::Postgres(c) => &c.url,
-            SinkConfig::Mysql(c) => &c.url,
-        }
+        self.kind().url()
     }
 
     /// The connection URL, password hidden.
@@ -98,51 +183,22 @@ impl SinkConfig {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), SinkError> {
-        match self {
-            SinkConfig::Postgres(c) => c.validate(),
-            SinkConfig::Mysql(c) => c.validate(),
-        }
+        self.kind().validate()
     }
 
     /// The database the URL connects to.
     pub fn identity(&self) -> Option<DatabaseIdentity> {
-        match self {
-            SinkConfig::Postgres(c) => {
-                let pg = c.connection().ok()?;
-                let host = match pg.get_hosts().first()? {
-                    tokio_postgres::config::Host::Tcp(h) => h.clone(),
-                    tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-                };
-                let port = pg.get_ports().first().copied().unwrap_or(5432);
-                let db = pg.get_dbname().or(pg.get_user())?;
-                Some(DatabaseIdentity::new("postgres", &host, port, db))
-            }
-            SinkConfig::Mysql(c) => {
-                let o = c.opts().ok()?;
-                Some(DatabaseIdentity::new(
-                    "mysql",
-                    o.ip_or_hostname(),
-                    o.tcp_port(),
-                    o.db_name()?,
-                ))
-            }
-        }
+        self.kind().identity()
     }
 
     /// The wire protocol of the sink's server (`"postgres"`, `"mysql"`).
     pub fn protocol(&self) -> &'static str {
-        match self {
-            SinkConfig::Postgres(_) => "postgres",
-            SinkConfig::Mysql(_) => "mysql",
-        }
+        self.kind().protocol()
     }
 
     /// Connects (and creates the sink's bookkeeping tables when they are missing).
     pub async fn connect(&self) -> Result<Box<dyn Sink>, SinkError> {
-        Ok(match self {
-            SinkConfig::Postgres(c) => Box::new(PostgresSink::connect(c.clone()).await?),
-            SinkConfig::Mysql(c) => Box::new(MySqlSink::connect(c.clone()).await?),
-        })
+        self.kind().connect().await
     }
 
     /// The key a restore of `source` keeps its watermark under in this sink.
@@ -153,66 +209,69 @@ impl SinkConfig {
     /// finding the first one's watermark and skipping everything. PostgreSQL keeps one
     /// table per database, and the key is the source's name (`None`).
     pub fn restore_watermark_key(&self, source: &str) -> Option<String> {
-        match self {
-            SinkConfig::Postgres(_) => None,
-            SinkConfig::Mysql(c) => c
-                .target_schema
-                .clone()
-                .or_else(|| c.opts().ok()?.db_name().map(str::to_string))
-                .filter(|d| !d.is_empty())
-                .map(|db| format!("{source}@{db}")),
-        }
+        self.kind().restore_watermark_key(source)
     }
 
     /// This sink's server, writing every table into database `database` (MySQL: tables
     /// go into that database whatever their source schema).
     pub fn in_database(&self, database: &str) -> SinkConfig {
-        match self {
-            SinkConfig::Postgres(c) => SinkConfig::Postgres(PostgresSinkConfig {
-                url: with_database(&c.url, database),
-                ..c.clone()
-            }),
-            SinkConfig::Mysql(c) => SinkConfig::Mysql(MySqlSinkConfig {
-                url: with_database(&c.url, database),
-                target_schema: Some(database.to_string()),
-                ..c.clone()
-            }),
-        }
+        let (kind, config) = self.kind_of();
+        let (url, target_schema) = config.in_database(database);
+        (kind.build)(&url, target_schema, config.batch_rows())
     }
 
     /// The table source table `table` is written to.
     pub fn target_table(&self, table: &TableId) -> TableId {
-        match self {
-            SinkConfig::Postgres(c) => c.target_table(table),
-            SinkConfig::Mysql(c) => c.target_table(table),
+        self.kind().target_table(table)
+    }
+
+    /// A connection to the URL's database for administrative statements.
+    pub async fn session(&self) -> Result<Session, SinkError> {
+        Ok(Session::new(self.kind().session().await?))
+    }
+}
+
+impl SinkConfig {
+    // Administration (see `crate::admin`).
+
+    /// The watermark of each of `sources` in sink `name`.
+    pub async fn status(&self, name: &str, sources: &[&str]) -> SinkStatus {
+        let mut status = SinkStatus {
+            sink: name.to_string(),
+            url: self.redacted_url(),
+            sources: Vec::new(),
+            unreachable: None,
+        };
+        // Read only: asking must not create the sink's tables, nor need the rights to.
+        let mut session = match self.session().await {
+            Ok(s) => s,
+            Err(e) => {
+                status.unreachable = Some(e.to_string());
+                return status;
+            }
+        };
+        for source in sources {
+            status.sources.push(SourceWatermark {
+                source: source.to_string(),
+                applied: session.watermark(source).await.map_err(|e| e.to_string()),
+            });
         }
+        status
+    }
+
+    /// Creates database `name` on this sink's server, and returns the sink that writes
+    /// into it.
+    pub async fn create_database(&self, name: &str) -> Result<SinkConfig, SinkError> {
+        self.session().await?.create_database(name).await?;
+        Ok(self.in_database(name))
     }
 }
 
-/// The database `url` connects to, whatever it is used for (a sink's, a source's): a
-/// MySQL one for `mysql://` and `mariadb://`, else a PostgreSQL one (URL or `key=value`
-/// form).
+/// The database `url` connects to, whatever it is used for (a sink's, a source's): read
+/// by the kind its scheme names, else as a PostgreSQL one (URL or `key=value` form).
 pub fn database_identity(url: &str) -> Option<DatabaseIdentity> {
-    let kind = SinkKind::of_scheme(url).unwrap_or(SinkKind::Postgres);
+    let kind = SinkKind::of_scheme(url).or_else(|| SinkKind::named("postgres").ok())?;
     SinkConfig::new(kind, url, None, 1).identity()
-}
-
-/// `url` naming database `db` instead of its own.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let host_end = base[authority_start..]
-        .find('/')
-        .map_or(base.len(), |i| authority_start + i);
-    let mut out = format!("{}/{db}", &base[..host_end]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -231,6 +290,22 @@ mod tests {
             e.to_string().contains("--target") && !e.to_string().contains(":p@"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn kinds_are_named_once() {
+        for kind in KINDS {
+            let named = SinkKind::named(kind.name).unwrap();
+            assert_eq!(named.name(), kind.name);
+            for scheme in kind.schemes {
+                let url = format!("{scheme}://u@h/db");
+                let c = SinkConfig::from_url(&url, None, 10, "").unwrap();
+                assert_eq!(c.protocol(), kind.name, "{url}");
+                assert_eq!(SinkKind::of_scheme(&url), Some(named));
+            }
+        }
+        let e = SinkKind::try_from("sqlite3".to_string()).unwrap_err();
+        assert_eq!(e, "unknown sink kind \"sqlite3\": one of postgres, mysql");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod admin;
 mod capability;
 mod config;
 mod error;
+mod kind;
 pub mod mysql;
 mod plan;
 pub mod postgres;

@@ -4,7 +4,7 @@
 //! While the restore runs, a [`RestoreSink`] in front of the real sink folds every event it
 //! applies into the expected contents of each table (key → row), kept in a temporary
 //! on-disk tree so memory stays bounded whatever the size. After it, the caller reads the
-//! scratch tables back (through the capture's own table readers) into
+//! scratch tables back (through the sink's `admin::Session::read_table`) into
 //! [`RestoreTest::observe`], and [`RestoreTest::compare`] gives, per table, the row counts
 //! and content checksums on both sides, and the first keys that differ.
 //!
@@ -117,8 +117,8 @@ pub struct RestoreTest {
     _dir: tempfile::TempDir,
     expected: sled::Tree,
     observed: sled::Tree,
-    /// Each table's columns in its newest version seen.
-    columns: BTreeMap<TableId, Vec<String>>,
+    /// Each table's newest version seen, and its column names.
+    newest: BTreeMap<TableId, (TableSchema, Vec<String>)>,
 }
 
 impl RestoreTest {
@@ -137,7 +137,7 @@ impl RestoreTest {
         Ok(RestoreTest {
             expected: open("expected")?,
             observed: open("observed")?,
-            columns: BTreeMap::new(),
+            newest: BTreeMap::new(),
             _dir: dir,
         })
     }
@@ -180,10 +180,9 @@ impl RestoreTest {
         events: &[ChangeEvent],
     ) -> Result<(), BackupError> {
         let table = &schema.table;
-        let names: Vec<String> = schema.columns.iter().map(|c| c.name.clone()).collect();
-        let newest = self.columns.entry(table.clone()).or_default();
-        if *newest != names {
-            *newest = names;
+        if self.newest.get(table).is_none_or(|(s, _)| s != schema) {
+            let names = schema.columns.iter().map(|c| c.name.clone()).collect();
+            self.newest.insert(table.clone(), (schema.clone(), names));
         }
         for event in events {
             match event.op {
@@ -228,7 +227,7 @@ impl RestoreTest {
     }
 
     /// Records a row read back from the restored table that stands for source table
-    /// `table`; `schema` is the restored table's.
+    /// `table`; `schema` is the one its values were read as.
     pub fn observe(
         &mut self,
         table: &TableId,
@@ -239,15 +238,15 @@ impl RestoreTest {
         Self::put(&self.observed, key, &Self::canon_of(schema, row, None))
     }
 
-    /// The tables the restore wrote.
-    pub fn tables(&self) -> Vec<TableId> {
-        self.columns.keys().cloned().collect()
+    /// The tables the restore wrote, each in its newest version.
+    pub fn tables(&self) -> Vec<TableSchema> {
+        self.newest.values().map(|(s, _)| s.clone()).collect()
     }
 
     /// Compares every table the restore wrote.
     pub fn compare(&self) -> Result<Vec<TableCheck>, BackupError> {
         let mut out = Vec::new();
-        for (table, columns) in &self.columns {
+        for (table, (_, columns)) in &self.newest {
             let prefix = table_prefix(table);
             let mut expected = Side::new(self.expected.scan_prefix(&prefix), columns);
             let mut restored = Side::new(self.observed.scan_prefix(&prefix), columns);

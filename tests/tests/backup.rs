@@ -850,9 +850,10 @@ async fn mariadb_archive_restores_binlog_positions_into_postgres() -> anyhow::Re
     running.stop().await?;
     // The restore test into a scratch database on the same server, twice: the second,
     // into another database of that server, starts from the beginning too (the server's
-    // one watermark table keys restores by database).
-    for _ in 0..2 {
-        let tested = restore_test::restore_test(&config, Some("store"), &maria.url("")).await?;
+    // one watermark table keys restores by database). Then into a PostgreSQL server: the
+    // rows are read back through the sink, as the source's types, whatever the kind.
+    for scratch in [maria.url(""), maria.url(""), pg.url("postgres")] {
+        let tested = restore_test::restore_test(&config, Some("store"), &scratch).await?;
         assert!(tested.len() == 1 && tested[0].ok(), "{tested:?}");
         assert_eq!(
             tested[0]

@@ -5,9 +5,6 @@ use crate::backup::restore_options;
 use crate::commands::restore::target_sink;
 use crate::config::Config;
 use std::collections::BTreeMap;
-use tributary_capture::snapshot::SnapshotOutput;
-use tributary_capture::state::StateStore;
-use tributary_capture::{CaptureError, SourceConfig};
 use tributary_pipeline::PipelineError;
 use tributary_sinks::{SinkConfig, SinkError};
 
@@ -31,33 +28,10 @@ impl RestoreTestResult {
     }
 }
 
-/// Where the rows read back from a restore test's scratch database go.
-struct ReadBack<'a> {
-    test: &'a mut tributary_snapshot::RestoreTest,
-    /// Restored table → the source table it stands for.
-    tables: BTreeMap<tributary_schemas::TableId, tributary_schemas::TableId>,
-}
-
-#[async_trait::async_trait]
-impl SnapshotOutput for ReadBack<'_> {
-    async fn event(
-        &mut self,
-        schemas: &tributary_schemas::AvroSchemas,
-        event: &tributary_schemas::ChangeEvent,
-    ) -> Result<(), CaptureError> {
-        let (Some(table), Some(row)) = (self.tables.get(&event.table), &event.after) else {
-            return Ok(());
-        };
-        self.test
-            .observe(table, &schemas.table, row)
-            .map_err(|e| CaptureError::Setup(e.to_string()))
-    }
-}
-
 /// `snapshot verify --restore-test`: restores each archived source (or only `only`) to
 /// its newest archived instant (newest snapshot, then the archive) into a new database on
-/// scratch server `scratch` (of the source's kind), reads every restored table back, and
-/// compares row counts and content checksums with what the archive says. The scratch
+/// scratch server `scratch` (a sink of any kind), reads every restored table back through
+/// that sink, and compares row counts and content checksums with what the archive says. The scratch
 /// database is dropped when everything checks out, and kept for a look otherwise.
 pub async fn restore_test(
     config: &Config,
@@ -71,14 +45,6 @@ pub async fn restore_test(
         |e: SinkError| PipelineError::Config(format!("--scratch {:?}: {e}", server.redacted_url()));
     let mut out = Vec::new();
     for source in config.archived_selection(only)? {
-        let source_config = &config.sources[&source];
-        if source_config.protocol() != server.protocol() {
-            return Err(PipelineError::Config(format!(
-                "--scratch {:?}: source {source} is a {} source; a restore test restores into a scratch server of the same kind, so values compare exactly",
-                server.redacted_url(),
-                source_config.protocol()
-            )));
-        }
         let database = format!(
             "tributary_restore_test_{}_{}",
             // (At most 63 bytes in all: PostgreSQL cuts longer names.)
@@ -106,34 +72,37 @@ pub async fn restore_test(
             tributary_snapshot::restore(&store, &source, &options, Some(&mut tap)).await?
         };
         drop(sink);
-        // Read every restored table back, as a capture of the scratch database would.
+        // Read every restored table back through the sink, as the source's types.
         let mut tables = BTreeMap::new();
-        for t in test.tables() {
-            let restored = target.target_table(&t);
-            if let Some(other) = tables.insert(restored.clone(), t.clone()) {
+        for schema in test.tables() {
+            let t = &schema.table;
+            let restored = target.target_table(t);
+            if let Some(other) = tables.insert(restored.clone(), schema.clone()) {
                 return Err(PipelineError::Config(format!(
-                    "source {source}: tables {other} and {t} both restore into {restored}; a MySQL restore test needs table names unique across the source's databases"
+                    "source {source}: tables {} and {t} both restore into {restored}; a MySQL restore test needs table names unique across the source's databases",
+                    other.table
                 )));
             }
         }
-        let include: Vec<String> = tables
-            .keys()
-            .map(|t| format!("{}.{}", t.schema, t.name))
-            .collect();
-        let state_dir = tempfile::tempdir().map_err(|e| PipelineError::Io {
-            path: "a scratch directory".into(),
-            message: e.to_string(),
-        })?;
-        let state = StateStore::open(state_dir.path())?;
-        let mut back = ReadBack {
-            test: &mut test,
-            tables,
-        };
-        if !include.is_empty() {
-            SourceConfig::from_url(target.url(), include, "--scratch")?
-                .read_tables(&source, &state, &mut back)
-                .await?;
+        let mut session = target.session().await.map_err(scratch_failed)?;
+        for (restored, schema) in &tables {
+            // Keeping a row can fail only on local disk; that error is the one to report.
+            let mut spool_error = None;
+            let mut keep = |row| match test.observe(&schema.table, schema, &row) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    let text = e.to_string();
+                    spool_error = Some(e);
+                    Err(SinkError::Protocol(text))
+                }
+            };
+            let read = session.read_table(restored, schema, &mut keep).await;
+            if let Some(e) = spool_error {
+                return Err(e.into());
+            }
+            read.map_err(scratch_failed)?;
         }
+        drop(session);
         let result = RestoreTestResult {
             source: source.clone(),
             database: database.clone(),

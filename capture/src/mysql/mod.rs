@@ -50,7 +50,7 @@ pub mod types;
 mod unread;
 
 pub use config::{MySqlSourceConfig, ResumeFrom};
-pub use snapshot::{copy_tables, read_tables, ConsistentCopy};
+pub use snapshot::{copy_tables, ConsistentCopy};
 pub use stream::file_seq;
 
 use crate::error::CaptureError;

@@ -18,9 +18,9 @@
 //! Where streaming starts is decided here too: from the stored checkpoint once the
 //! snapshot is done; else after the snapshot, which a restart finishes (its events
 //! numbered above those of the interrupted run) or, when an older version left no
-//! progress, takes again after a truncate of every table. The copies for a backup
-//! ([`copy_tables`]) and for a restore test ([`read_tables`]) read each table whole
-//! inside one consistent-snapshot transaction instead, and store no progress.
+//! progress, takes again after a truncate of every table. The copy for a backup
+//! ([`copy_tables`]) reads each table whole inside one consistent-snapshot transaction
+//! instead, and stores no progress.
 
 use super::catalog::{connect, load_tables, preflight, quote_ident, MyTable};
 use super::chunk::chunk_sql;
@@ -177,37 +177,6 @@ async fn copy_in_transaction(
         .await
         .map_err(|e| CaptureError::mysql("ending the snapshot transaction", e))?;
     out.finish().await
-}
-
-/// Reads every table of `config`'s database(s) that it captures to `out`, as `Read`
-/// events, inside one consistent-snapshot transaction, with no binlog position (the
-/// server need not log one): how a restore test reads back what it restored.
-pub async fn read_tables(
-    source: &str,
-    config: &MySqlSourceConfig,
-    store: &StateStore,
-    out: &mut (dyn SnapshotOutput + '_),
-) -> Result<(), CaptureError> {
-    let mut conn = connect(config.url.expose()).await?;
-    for statement in [
-        "SET NAMES utf8mb4",
-        "SET SESSION time_zone = '+00:00'",
-        "START TRANSACTION WITH CONSISTENT SNAPSHOT",
-    ] {
-        conn.query_drop(statement)
-            .await
-            .map_err(|e| CaptureError::mysql("preparing the read", e))?;
-    }
-    let tables = load_tables(&mut conn, config, store, source, None).await?;
-    let mut events = EventMaker {
-        source: source.to_string(),
-        file: 0,
-        pos: 0,
-        seq: 0,
-        first: None,
-        commit_ts_micros: now_micros(),
-    };
-    copy_in_transaction(&mut conn, &tables, &mut events, out).await
 }
 
 /// The values of a text-protocol row of `table`, in column order.

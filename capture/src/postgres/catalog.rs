@@ -9,13 +9,7 @@ use tokio_postgres::{Client, NoTls};
 
 /// Session settings under which PostgreSQL prints values the way `types::parse_text` reads
 /// them; used for the snapshot session and (as startup options) the replication session.
-pub const SESSION_SETTINGS: &[(&str, &str)] = &[
-    ("datestyle", "ISO"),
-    ("intervalstyle", "iso_8601"),
-    ("timezone", "UTC"),
-    ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-];
+pub use tributary_schemas::pg_text::OUTPUT_SETTINGS as SESSION_SETTINGS;
 
 /// A table to capture, as the catalog describes it now.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,8 @@ pub mod catalog;
 pub mod config;
 pub mod copy_text;
 pub mod pgoutput;
+#[cfg(test)]
+mod proptests;
 pub mod relations;
 pub mod snapshot;
 pub mod stream;

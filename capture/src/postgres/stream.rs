@@ -112,36 +112,6 @@ pub async fn copy_tables(
     Ok((consistent.as_u64(), consistent_at))
 }
 
-/// Reads every table `config` captures to `out`, as `Read` events, in one repeatable-read
-/// transaction of its own (no slot, no position): how a restore test reads back what it
-/// restored.
-pub async fn read_tables(
-    source: &str,
-    config: &PostgresSourceConfig,
-    store: &StateStore,
-    out: &mut (dyn SnapshotOutput + '_),
-) -> Result<(), CaptureError> {
-    let mut catalog = Catalog::connect(config.url.expose()).await?;
-    let tables = catalog.tables(config).await?;
-    snapshot::run(
-        SnapshotPlan {
-            source,
-            url: config.url.expose(),
-            snapshot_name: "",
-            consistent_lsn: 0,
-            tables: &tables,
-            restart: false,
-            chunk_rows: config.snapshot_chunk_rows,
-            copy_sessions: 1,
-        },
-        &mut catalog,
-        store,
-        out,
-    )
-    .await
-    .map(drop)
-}
-
 /// Captures one PostgreSQL database.
 pub struct PostgresCapture {
     source: String,

@@ -2,12 +2,16 @@
 //! [`crate::admin`]).
 
 use super::config::address;
+use super::ddl::{quote_ident as ident, quote_table};
 use super::sink::{open, read_watermark};
 use super::MySqlSinkConfig;
+use crate::kind::{key_order, AdminSession, RowReader};
 use crate::SinkError;
+use async_trait::async_trait;
+use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use tributary_schemas::Position;
+use tributary_schemas::{Position, Row, TableId, TableSchema};
 
 /// A connection for administrative statements, with the sink's session settings.
 pub(crate) struct Session {
@@ -28,28 +32,31 @@ impl Session {
     fn failed(&self, action: &'static str) -> impl Fn(mysql_async::Error) -> SinkError + '_ {
         move |e| SinkError::mysql(action, &self.address, e)
     }
+}
 
+#[async_trait]
+impl AdminSession for Session {
     /// Runs `sql` (one or more statements).
-    pub(crate) async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
+    async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
         let done = self.conn.query_drop(sql).await;
         done.map_err(self.failed("running an administrative statement"))
     }
 
     /// Creates database `name`.
-    pub(crate) async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
+    async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
         self.execute(&format!("CREATE DATABASE {}", ident(name)))
             .await
     }
 
     /// Drops database `name`.
-    pub(crate) async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
+    async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
         self.execute(&format!("DROP DATABASE {}", ident(name)))
             .await
     }
 
     /// The watermark of `source`, read only (`None` also when no sink wrote on this
     /// server yet).
-    pub(crate) async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+    async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
         let exists: Result<Option<u8>, _> = self
             .conn
             .query_first(
@@ -68,7 +75,7 @@ impl Session {
 
     /// Deletes the watermarks stored under `keys` (one `tributary.watermarks` table
     /// serves every database of the server).
-    pub(crate) async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
+    async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
         for key in keys {
             let done = self
                 .conn
@@ -81,7 +88,7 @@ impl Session {
 
     /// Row count and the md5 of every row's text (its columns joined by `|`), in the
     /// text's order, of `table` (`database.table`, or a table of the URL's database).
-    pub(crate) async fn table_digest(&mut self, table: &str) -> Result<(i64, String), SinkError> {
+    async fn table_digest(&mut self, table: &str) -> Result<(i64, String), SinkError> {
         let (schema, name) = match table.split_once('.') {
             Some((s, n)) => (Some(s.to_string()), n.to_string()),
             None => (None, table.to_string()),
@@ -118,8 +125,46 @@ impl Session {
             .map_err(self.failed("reading a table's digest"))?
             .unwrap_or_default())
     }
-}
 
-fn ident(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
+    /// Reads `table` over the text protocol, a row at a time (see `read`).
+    async fn read_table(
+        &mut self,
+        table: &TableId,
+        schema: &TableSchema,
+        each: RowReader<'_>,
+    ) -> Result<(), SinkError> {
+        let name = |i: usize| ident(&schema.columns[i].name);
+        let columns: Vec<String> = (0..schema.columns.len()).map(name).collect();
+        let order: Vec<String> = key_order(schema).into_iter().map(name).collect();
+        let sql = format!(
+            "SELECT {} FROM {} ORDER BY {}",
+            columns.join(", "),
+            quote_table(table),
+            order.join(", ")
+        );
+        let failed = |e| SinkError::mysql("reading a table back", &self.address, e);
+        let mut result = self.conn.query_iter(sql).await.map_err(failed)?;
+        let Some(mut rows) = result.stream::<mysql_async::Row>().await.map_err(failed)? else {
+            return Ok(());
+        };
+        while let Some(row) = rows.next().await {
+            let row = row.map_err(failed)?;
+            let mut values = Vec::with_capacity(schema.columns.len());
+            for (i, column) in schema.columns.iter().enumerate() {
+                let raw = match row.as_ref(i) {
+                    Some(mysql_async::Value::Bytes(b)) => Some(b.as_slice()),
+                    _ => None,
+                };
+                values.push(super::read::value(column, raw).map_err(|reason| {
+                    SinkError::Driver {
+                        action: "reading a table back",
+                        table: table.to_string(),
+                        cause: format!("column {}: {reason}", column.name),
+                    }
+                })?);
+            }
+            each(Row(values))?;
+        }
+        Ok(())
+    }
 }

@@ -45,8 +45,71 @@ mod config;
 mod ddl;
 mod literal;
 mod merge_state;
+mod read;
 mod sink;
 
-pub(crate) use admin::Session;
 pub use config::{MySqlSinkConfig, DEFAULT_BATCH_ROWS};
 pub use sink::MySqlSink;
+
+use crate::kind::{with_database, AdminSession, KindConfig};
+use crate::{Sink, SinkError};
+use async_trait::async_trait;
+use tributary_schemas::{DatabaseIdentity, TableId};
+
+#[async_trait]
+impl KindConfig for MySqlSinkConfig {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn validate(&self) -> Result<(), SinkError> {
+        MySqlSinkConfig::validate(self)
+    }
+
+    fn identity(&self) -> Option<DatabaseIdentity> {
+        let o = self.opts().ok()?;
+        Some(DatabaseIdentity::new(
+            "mysql",
+            o.ip_or_hostname(),
+            o.tcp_port(),
+            o.db_name()?,
+        ))
+    }
+
+    fn protocol(&self) -> &'static str {
+        "mysql"
+    }
+
+    /// One `tributary.watermarks` table serves every database of the server: a restore
+    /// keeps its watermark under `<source>@<database>`.
+    fn restore_watermark_key(&self, source: &str) -> Option<String> {
+        self.target_schema
+            .clone()
+            .or_else(|| self.opts().ok()?.db_name().map(str::to_string))
+            .filter(|d| !d.is_empty())
+            .map(|db| format!("{source}@{db}"))
+    }
+
+    fn in_database(&self, database: &str) -> (String, Option<String>) {
+        (
+            with_database(&self.url, database),
+            Some(database.to_string()),
+        )
+    }
+
+    fn batch_rows(&self) -> usize {
+        self.batch_rows
+    }
+
+    fn target_table(&self, table: &TableId) -> TableId {
+        MySqlSinkConfig::target_table(self, table)
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(MySqlSink::connect(self.clone()).await?))
+    }
+
+    async fn session(&self) -> Result<Box<dyn AdminSession>, SinkError> {
+        Ok(Box::new(admin::Session::open(self).await?))
+    }
+}

@@ -1,11 +1,16 @@
 //! Administration of a PostgreSQL sink's server outside the apply path (see
 //! [`crate::admin`]).
 
+use super::ddl::{quote_ident as ident, quote_table};
 use super::sink::open;
 use super::PostgresSinkConfig;
+use crate::kind::{key_order, AdminSession, RowReader};
 use crate::SinkError;
+use async_trait::async_trait;
+use futures::TryStreamExt;
 use tokio_postgres::Client;
-use tributary_schemas::Position;
+use tributary_schemas::pg_text::{parse_text, OUTPUT_SETTINGS};
+use tributary_schemas::{Position, Row, TableId, TableSchema};
 
 /// A connection for administrative statements.
 pub(crate) struct Session {
@@ -20,26 +25,6 @@ impl Session {
         Ok(Session { client, address })
     }
 
-    /// Runs `sql` (one or more statements, outside a transaction).
-    pub(crate) async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
-        self.client.batch_execute(sql).await.map_err(|e| {
-            SinkError::postgres("running an administrative statement", &self.address, e)
-        })
-    }
-
-    /// Creates database `name`.
-    pub(crate) async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
-        self.execute(&format!("CREATE DATABASE {}", ident(name)))
-            .await
-    }
-
-    /// Drops database `name`, closing sessions still in it (those of a restore may linger
-    /// a moment).
-    pub(crate) async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
-        self.execute(&format!("DROP DATABASE {} WITH (FORCE)", ident(name)))
-            .await
-    }
-
     /// Whether the database holds the watermark table (a sink has written there).
     async fn has_watermarks(&mut self) -> Result<bool, SinkError> {
         let row = self
@@ -52,9 +37,32 @@ impl Session {
             .map_err(|e| SinkError::postgres("looking for watermarks", &self.address, e))?;
         Ok(row.get(0))
     }
+}
+
+#[async_trait]
+impl AdminSession for Session {
+    /// Runs `sql` (one or more statements, outside a transaction).
+    async fn execute(&mut self, sql: &str) -> Result<(), SinkError> {
+        self.client.batch_execute(sql).await.map_err(|e| {
+            SinkError::postgres("running an administrative statement", &self.address, e)
+        })
+    }
+
+    /// Creates database `name`.
+    async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
+        self.execute(&format!("CREATE DATABASE {}", ident(name)))
+            .await
+    }
+
+    /// Drops database `name`, closing sessions still in it (those of a restore may linger
+    /// a moment).
+    async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
+        self.execute(&format!("DROP DATABASE {} WITH (FORCE)", ident(name)))
+            .await
+    }
 
     /// The watermark of `source`, read only (`None` also when no sink wrote here yet).
-    pub(crate) async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
+    async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError> {
         if !self.has_watermarks().await? {
             return Ok(None);
         }
@@ -62,7 +70,7 @@ impl Session {
     }
 
     /// Deletes the watermarks stored under `keys`, when the database has any.
-    pub(crate) async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
+    async fn forget_watermarks(&mut self, keys: &[String]) -> Result<(), SinkError> {
         if !self.has_watermarks().await? {
             return Ok(());
         }
@@ -77,7 +85,7 @@ impl Session {
     }
 
     /// Row count and the md5 of every row's text, in the text's order, of `table`.
-    pub(crate) async fn table_digest(&mut self, table: &str) -> Result<(i64, String), SinkError> {
+    async fn table_digest(&mut self, table: &str) -> Result<(i64, String), SinkError> {
         let row = self
             .client
             .query_one(&digest_sql(table), &[])
@@ -85,6 +93,61 @@ impl Session {
             .map_err(|e| SinkError::postgres("reading a table's digest", &self.address, e))?;
         Ok((row.get(0), row.get(1)))
     }
+
+    /// Reads `table` as PostgreSQL prints it under [`OUTPUT_SETTINGS`], a row at a time.
+    async fn read_table(
+        &mut self,
+        table: &TableId,
+        schema: &TableSchema,
+        each: RowReader<'_>,
+    ) -> Result<(), SinkError> {
+        let failed = |e| SinkError::postgres("reading a table back", &self.address, e);
+        let settings: String = OUTPUT_SETTINGS
+            .iter()
+            .map(|(k, v)| format!("SET {k} = '{v}';"))
+            .collect();
+        self.client.batch_execute(&settings).await.map_err(failed)?;
+        let rows = self
+            .client
+            .query_raw(&read_sql(table, schema), std::iter::empty::<&str>())
+            .await
+            .map_err(failed)?;
+        futures::pin_mut!(rows);
+        while let Some(row) = rows.try_next().await.map_err(failed)? {
+            let mut values = Vec::with_capacity(schema.columns.len());
+            for (i, column) in schema.columns.iter().enumerate() {
+                let text: Option<&str> = row.try_get(i).map_err(failed)?;
+                values.push(match text {
+                    None => tributary_schemas::Value::Null,
+                    Some(text) => parse_text(&column.name, &column.ty, text).map_err(|e| {
+                        SinkError::Driver {
+                            action: "reading a table back",
+                            table: table.to_string(),
+                            cause: e.to_string(),
+                        }
+                    })?,
+                });
+            }
+            each(Row(values))?;
+        }
+        Ok(())
+    }
+}
+
+/// `SELECT` of every column of `schema` as text from `table`, in key order.
+fn read_sql(table: &TableId, schema: &TableSchema) -> String {
+    let text = |i: usize| format!("{}::text", ident(&schema.columns[i].name));
+    let columns: Vec<String> = (0..schema.columns.len()).map(text).collect();
+    let order: Vec<String> = key_order(schema)
+        .into_iter()
+        .map(|i| ident(&schema.columns[i].name))
+        .collect();
+    format!(
+        "SELECT {} FROM {} ORDER BY {}",
+        columns.join(", "),
+        quote_table(table),
+        order.join(", ")
+    )
 }
 
 /// The query of `table`'s row count and the md5 of every row's text in the text's order.
@@ -92,8 +155,4 @@ pub fn digest_sql(table: &str) -> String {
     format!(
         "SELECT count(*), coalesce(md5(string_agg(whole_row::text, '|' ORDER BY whole_row::text)), '') FROM {table} AS whole_row"
     )
-}
-
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -44,9 +44,69 @@ mod stage;
 mod watermark;
 
 pub use admin::digest_sql;
-pub(crate) use admin::Session;
 pub use config::{
     PostgresSinkConfig, DEFAULT_APPLICATION_NAME, DEFAULT_BATCH_ROWS, DEFAULT_CONNECT_TIMEOUT,
     MAX_BATCH_ROWS,
 };
 pub use sink::PostgresSink;
+
+use crate::kind::{with_database, AdminSession, KindConfig};
+use crate::{Sink, SinkError};
+use async_trait::async_trait;
+use tokio_postgres::config::Host;
+use tributary_schemas::{DatabaseIdentity, TableId};
+
+#[async_trait]
+impl KindConfig for PostgresSinkConfig {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn validate(&self) -> Result<(), SinkError> {
+        PostgresSinkConfig::validate(self)
+    }
+
+    fn identity(&self) -> Option<DatabaseIdentity> {
+        let pg = self.connection().ok()?;
+        let host = match pg.get_hosts().first()? {
+            Host::Tcp(h) => h.clone(),
+            #[cfg(unix)]
+            Host::Unix(p) => p.display().to_string(),
+        };
+        let port = pg.get_ports().first().copied().unwrap_or(5432);
+        let db = pg.get_dbname().or(pg.get_user())?;
+        Some(DatabaseIdentity::new("postgres", &host, port, db))
+    }
+
+    fn protocol(&self) -> &'static str {
+        "postgres"
+    }
+
+    /// One watermark table per database: the source's own name serves.
+    fn restore_watermark_key(&self, _source: &str) -> Option<String> {
+        None
+    }
+
+    fn in_database(&self, database: &str) -> (String, Option<String>) {
+        (
+            with_database(&self.url, database),
+            self.target_schema.clone(),
+        )
+    }
+
+    fn batch_rows(&self) -> usize {
+        self.batch_rows
+    }
+
+    fn target_table(&self, table: &TableId) -> TableId {
+        PostgresSinkConfig::target_table(self, table)
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Sink>, SinkError> {
+        Ok(Box::new(PostgresSink::connect(self.clone()).await?))
+    }
+
+    async fn session(&self) -> Result<Box<dyn AdminSession>, SinkError> {
+        Ok(Box::new(admin::Session::open(self).await?))
+    }
+}

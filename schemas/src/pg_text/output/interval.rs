@@ -10,8 +10,8 @@
 
 use super::datetime::write_fraction;
 use super::Fault;
+use crate::Interval;
 use std::fmt::Write as _;
-use tributary_schemas::Interval;
 
 /// PostgreSQL 17's `infinity` interval.
 const INFINITY: Interval = Interval {

@@ -1,17 +1,19 @@
-//! PostgreSQL types: from a column's type OID to a [`ColumnType`], and between
-//! PostgreSQL's text form of a value and a [`Value`].
+//! Between PostgreSQL's text output of a value and a [`Value`], by the column's
+//! [`ColumnType`].
 //!
 //! Both the replication stream (pgoutput in text mode) and the snapshot (`COPY ... TO
 //! STDOUT` in text format) hand us each value as PostgreSQL's text output, so one parser
-//! serves both. The text output depends on session settings; capture pins them to
-//! `DateStyle=ISO, IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3,
-//! bytea_output=hex` and this module reads exactly that dialect (plus a few harmless
+//! serves both. A sink reading a table back (a restore test) reads
+//! it with `SELECT column::text` through the same parser. The text output depends on
+//! session settings; every reader pins them to [`OUTPUT_SETTINGS`] (`DateStyle=ISO,
+//! IntervalStyle=iso_8601, TimeZone=UTC, extra_float_digits=3, bytea_output=hex`) and
+//! this module reads exactly that dialect (plus a few harmless
 //! variants of it, such as `+05:30` offsets or `escape`-format bytea).
 //!
-//! [`format_text`] is the inverse: it prints a value the way PostgreSQL itself prints it
+//! [`format_output`] is the inverse: it prints a value the way PostgreSQL itself prints it
 //! under those settings, which is also valid input for PostgreSQL, so a value can be
 //! written back with COPY or a cast. For every value `v` that fits a type `ty`,
-//! `parse_text(column, ty, &format_text(&v)) == Ok(v)`; property tests check this.
+//! `parse_text(column, ty, &format_output(&v)) == Ok(v)`; property tests check this.
 //!
 //! Failure model: parsing never panics. A text that is not what PostgreSQL prints for the
 //! type is a [`TypeError::Parse`]; a value PostgreSQL accepts but Tributary cannot carry
@@ -19,23 +21,30 @@
 //! 1970 overflow 64 bits) is a [`TypeError::Unsupported`]. Both are definite: the same
 //! text always fails the same way, so retrying cannot help. Messages name the column.
 //!
-//! The submodules are the domains of the conversion: `mapping` (catalog OIDs and type
-//! names), `number`, `float`, `binary`, `datetime`, `interval` and `array` (text forms).
+//! The submodules are the domains of the conversion: `number`, `float`, `binary`,
+//! `datetime`, `interval` and `array`. (From a catalog's type OIDs to a [`ColumnType`]
+//! is the capture's business: `tributary_capture::postgres::types`.)
 
 mod array;
 mod binary;
 mod datetime;
 mod float;
 mod interval;
-mod mapping;
 mod number;
-#[cfg(test)]
-mod proptests;
 
-pub use mapping::{column_type, source_type_name, PgTypeInfo};
-
+use crate::{ColumnType, Value};
 use thiserror::Error;
-use tributary_schemas::{ColumnType, Value};
+
+/// The session settings under which PostgreSQL prints values the way [`parse_text`]
+/// reads them: for a capture's snapshot and replication sessions, and for anything that
+/// reads a table back.
+pub const OUTPUT_SETTINGS: &[(&str, &str)] = &[
+    ("datestyle", "ISO"),
+    ("intervalstyle", "iso_8601"),
+    ("timezone", "UTC"),
+    ("extra_float_digits", "3"),
+    ("bytea_output", "hex"),
+];
 
 /// Why a value's text or a COPY line could not be converted.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -152,7 +161,7 @@ pub fn parse_text(column: &str, ty: &ColumnType, text: &str) -> Result<Value, Ty
 /// for a NULL field themselves. `Unchanged` has no text form and formats as an empty
 /// string. Arrays are always written with `,` between elements, which is right for
 /// every type except `box` (whose arrays PostgreSQL delimits with `;`).
-pub fn format_text(value: &Value) -> String {
+pub fn format_output(value: &Value) -> String {
     match value {
         Value::Null => "NULL".into(),
         Value::Unchanged => String::new(),
@@ -177,7 +186,7 @@ pub fn format_text(value: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_schemas::Interval;
+    use crate::Interval;
 
     fn parse(ty: &ColumnType, text: &str) -> Value {
         parse_text("c", ty, text).unwrap_or_else(|e| panic!("{e}"))
@@ -292,7 +301,7 @@ mod tests {
         ];
         for (ty, text, value) in cases {
             assert_eq!(parse(&ty, text), value, "parsing {text:?} as {ty:?}");
-            assert_eq!(format_text(&value), text, "formatting {value:?}");
+            assert_eq!(format_output(&value), text, "formatting {value:?}");
         }
     }
 

@@ -10,8 +10,8 @@
 //! Multi-dimensional arrays (`{{1,2},{3,4}}`) cannot be carried by [`Value::Array`] and
 //! are refused as unsupported.
 
-use super::{excerpt, format_text, parse_text, Fault, TypeError};
-use tributary_schemas::{ColumnType, Value};
+use super::{excerpt, format_output, parse_text, Fault, TypeError};
+use crate::{ColumnType, Value};
 
 /// The element delimiter PostgreSQL uses for arrays of `element`.
 pub(super) fn delimiter(element: &ColumnType) -> char {
@@ -218,7 +218,7 @@ pub(super) fn format_array(items: &[Value], delim: char) -> String {
             out.push_str("NULL");
             continue;
         }
-        let text = format_text(item);
+        let text = format_output(item);
         let quote = text.is_empty()
             || text.eq_ignore_ascii_case("NULL")
             || text

@@ -8,10 +8,10 @@
 //! `postgres_prints_what_we_print` also has a real server read each formatted value and
 //! checks it prints the very same text.
 
-use super::{format_text, parse_text};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
+use tributary_schemas::pg_text::{format_output as format_text, parse_text};
 use tributary_schemas::{ColumnType, Interval, Value};
 
 /// Days since 1970 of 4714-11-24 BC, PostgreSQL's first date.

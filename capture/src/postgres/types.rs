@@ -1,4 +1,4 @@
-//! From a column's type OID and typmod to a [`ColumnType`] and a source type name.
+//! PostgreSQL types: from a column's type OID and typmod to a [`ColumnType`] and a source type name.
 //!
 //! Built-in types have fixed OIDs and are mapped from a table here without touching the
 //! catalog. Everything else (enums, arrays of enums, domains, extension types) is resolved
@@ -10,6 +10,7 @@
 //! `A` but print space-separated, so they are `Other`. A type the lookup does not know is
 //! `Other` named `unknown(<oid>)`.
 
+pub use tributary_schemas::pg_text::{parse_text, TypeError};
 use tributary_schemas::ColumnType;
 
 /// What the catalog says about a type: enough to map any OID.

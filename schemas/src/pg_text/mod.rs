@@ -1,4 +1,5 @@
-//! Values in PostgreSQL's text input format.
+//! Values in PostgreSQL's text formats: the input form written here, and the output form
+//! PostgreSQL prints, read (and printed) by [`output`].
 //!
 //! Sinks that load through `COPY ... FROM STDIN` (text format) or bind parameters as
 //! `$n::text::<type>` need every [`Value`] spelled the way PostgreSQL's input functions
@@ -16,6 +17,10 @@
 //! [`Value::Null`] and [`Value::Unchanged`] have no text form: callers must handle them
 //! before formatting (both are spelled `NULL` here, which is only right inside arrays).
 //! The calendar math is proleptic Gregorian, as PostgreSQL's.
+
+pub mod output;
+
+pub use output::{format_output, parse_text, TypeError, OUTPUT_SETTINGS};
 
 use crate::value::{Interval, Value};
 use std::fmt::Write;
