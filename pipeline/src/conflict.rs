@@ -608,29 +608,37 @@ fn fit(table: &TableSchema, row: Row) -> Row {
         .collect())
 }
 
+/// Table `public.items` of `columns`, keyed by the first: the tests' table.
+#[cfg(test)]
+fn items_table(columns: &[(&str, ColumnType)]) -> TableSchema {
+    TableSchema {
+        table: tributary_schemas::TableId::new("public", "items"),
+        columns: columns
+            .iter()
+            .map(|(name, ty)| tributary_schemas::Column {
+                name: name.to_string(),
+                ty: ty.clone(),
+                source_type: String::new(),
+                nullable: false,
+                missing: None,
+            })
+            .collect(),
+        primary_key: vec![0],
+        version: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tributary_schemas::{Column, Position, TableId, TxMeta};
+    use tributary_schemas::{Position, TableId, TxMeta};
 
     fn table() -> TableSchema {
-        let column = |name: &str, ty: ColumnType| Column {
-            name: name.into(),
-            ty,
-            source_type: String::new(),
-            nullable: false,
-            missing: None,
-        };
-        TableSchema {
-            table: TableId::new("public", "items"),
-            columns: vec![
-                column("id", ColumnType::Int32),
-                column("name", ColumnType::Text),
-                column("qty", ColumnType::Int32),
-            ],
-            primary_key: vec![0],
-            version: 1,
-        }
+        items_table(&[
+            ("id", ColumnType::Int32),
+            ("name", ColumnType::Text),
+            ("qty", ColumnType::Int32),
+        ])
     }
 
     fn conflicts() -> Conflicts {

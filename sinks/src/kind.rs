@@ -38,10 +38,18 @@ pub(crate) trait KindConfig: Send + Sync {
 pub(crate) trait AdminSession: Send {
     /// Runs `sql`: one or more statements of this database's dialect.
     async fn execute(&mut self, sql: &str) -> Result<(), SinkError>;
+    /// `name` quoted as an identifier of this database's dialect.
+    fn quote_ident(&self, name: &str) -> String;
     /// Creates database `name` on this server.
-    async fn create_database(&mut self, name: &str) -> Result<(), SinkError>;
+    async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
+        let sql = format!("CREATE DATABASE {}", self.quote_ident(name));
+        self.execute(&sql).await
+    }
     /// Drops database `name` on this server.
-    async fn drop_database(&mut self, name: &str) -> Result<(), SinkError>;
+    async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
+        let sql = format!("DROP DATABASE {}", self.quote_ident(name));
+        self.execute(&sql).await
+    }
     /// The watermark of `source` (`None`: nothing applied yet), read without creating
     /// anything.
     async fn watermark(&mut self, source: &str) -> Result<Option<Position>, SinkError>;
@@ -61,13 +69,29 @@ pub(crate) trait AdminSession: Send {
 /// Where [`Session::read_table`] hands each row.
 pub type RowReader<'a> = &'a mut (dyn FnMut(Row) -> Result<(), SinkError> + Send);
 
-/// The columns a table is read back in order of: its primary key's, else all of them.
-pub(crate) fn key_order(schema: &TableSchema) -> Vec<usize> {
-    if schema.primary_key.is_empty() {
-        (0..schema.columns.len()).collect()
+/// `SELECT` of every column of `schema` (each as `column` spells it, from its quoted
+/// name) from `table` (quoted), in key order: its primary key's columns, else all of
+/// them, each quoted by `quote`.
+pub(crate) fn select_in_key_order(
+    schema: &TableSchema,
+    table: &str,
+    quote: impl Fn(&str) -> String,
+    column: impl Fn(String) -> String,
+) -> String {
+    let names = |i: &usize| quote(&schema.columns[*i].name);
+    let all: Vec<usize> = (0..schema.columns.len()).collect();
+    let key = if schema.primary_key.is_empty() {
+        &all
     } else {
-        schema.primary_key.clone()
-    }
+        &schema.primary_key
+    };
+    let columns: Vec<String> = all.iter().map(names).map(column).collect();
+    let order: Vec<String> = key.iter().map(names).collect();
+    format!(
+        "SELECT {} FROM {table} ORDER BY {}",
+        columns.join(", "),
+        order.join(", ")
+    )
 }
 
 /// `url` naming database `db` instead of its own.

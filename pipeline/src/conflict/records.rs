@@ -283,27 +283,15 @@ mod tests {
     //! (copied here from its shape: keys sorted, values through `serde_json::Value`).
 
     use super::*;
-    use tributary_schemas::{Column, ColumnType, Interval, Op, Position, Stamp, TableId};
+    use tributary_schemas::{ColumnType, Interval, Op, Position, Stamp};
 
     fn table() -> TableSchema {
-        let column = |name: &str, ty: ColumnType| Column {
-            name: name.into(),
-            ty,
-            source_type: String::new(),
-            nullable: false,
-            missing: None,
-        };
-        TableSchema {
-            table: TableId::new("public", "items"),
-            columns: vec![
-                column("id", ColumnType::Int32),
-                column("name", ColumnType::Text),
-                column("ratio", ColumnType::Float32),
-                column("span", ColumnType::Interval),
-            ],
-            primary_key: vec![0],
-            version: 1,
-        }
+        crate::conflict::items_table(&[
+            ("id", ColumnType::Int32),
+            ("name", ColumnType::Text),
+            ("ratio", ColumnType::Float32),
+            ("span", ColumnType::Interval),
+        ])
     }
 
     fn policy() -> TablePolicy {

@@ -5,7 +5,7 @@ use super::config::address;
 use super::ddl::{quote_ident as ident, quote_table};
 use super::sink::{open, read_watermark};
 use super::MySqlSinkConfig;
-use crate::kind::{key_order, AdminSession, RowReader};
+use crate::kind::{select_in_key_order, AdminSession, RowReader};
 use crate::SinkError;
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -42,16 +42,8 @@ impl AdminSession for Session {
         done.map_err(self.failed("running an administrative statement"))
     }
 
-    /// Creates database `name`.
-    async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
-        self.execute(&format!("CREATE DATABASE {}", ident(name)))
-            .await
-    }
-
-    /// Drops database `name`.
-    async fn drop_database(&mut self, name: &str) -> Result<(), SinkError> {
-        self.execute(&format!("DROP DATABASE {}", ident(name)))
-            .await
+    fn quote_ident(&self, name: &str) -> String {
+        ident(name)
     }
 
     /// The watermark of `source`, read only (`None` also when no sink wrote on this
@@ -133,15 +125,7 @@ impl AdminSession for Session {
         schema: &TableSchema,
         each: RowReader<'_>,
     ) -> Result<(), SinkError> {
-        let name = |i: usize| ident(&schema.columns[i].name);
-        let columns: Vec<String> = (0..schema.columns.len()).map(name).collect();
-        let order: Vec<String> = key_order(schema).into_iter().map(name).collect();
-        let sql = format!(
-            "SELECT {} FROM {} ORDER BY {}",
-            columns.join(", "),
-            quote_table(table),
-            order.join(", ")
-        );
+        let sql = select_in_key_order(schema, &quote_table(table), ident, |c| c);
         let failed = |e| SinkError::mysql("reading a table back", &self.address, e);
         let mut result = self.conn.query_iter(sql).await.map_err(failed)?;
         let Some(mut rows) = result.stream::<mysql_async::Row>().await.map_err(failed)? else {

@@ -2,10 +2,11 @@
 //! the inverse of `literal::write` for the column types `ddl::type_sql` chose, from the
 //! text protocol's bytes.
 //!
-//! Dates, times of day, timestamps and UUIDs are spelled alike by MySQL and PostgreSQL,
-//! so their PostgreSQL text parser reads them; a `TIME` holding an interval (up to
-//! ±838:59:59.999999) and the rest are read here.
+//! Dates and timestamps are read with chrono, as `literal` writes them (years 0 to 9999,
+//! proleptic); integers and UUIDs, spelled alike by MySQL and PostgreSQL, with the
+//! PostgreSQL text parser, as are array items (written in PostgreSQL's text form).
 
+use chrono::{NaiveDate, NaiveDateTime};
 use tributary_schemas::pg_text::parse_text;
 use tributary_schemas::{Column, ColumnType, Interval, Value};
 
@@ -32,10 +33,22 @@ fn typed(ty: &ColumnType, text: &str) -> Result<Value, String> {
         ColumnType::Enum { .. } => Value::Enum(text.to_string()),
         ColumnType::Json { .. } => Value::Json(text.to_string()),
         ColumnType::Bytes => Value::Bytes(text.as_bytes().to_vec()),
-        ColumnType::TimestampTz => match parse_text("", &ColumnType::Timestamp, text) {
-            Ok(Value::Timestamp(t)) => Value::TimestampTz(t),
-            _ => return Err(unreadable()),
-        },
+        ColumnType::Date => {
+            let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| unreadable())?;
+            let days = date.signed_duration_since(NaiveDate::default()).num_days();
+            Value::Date(i32::try_from(days).map_err(|_| unreadable())?)
+        }
+        ColumnType::Time => Value::Time(duration_micros(text).ok_or_else(unreadable)?),
+        ColumnType::Timestamp | ColumnType::TimestampTz => {
+            let t = NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+                .map_err(|_| unreadable())?;
+            let micros = t.and_utc().timestamp_micros();
+            if *ty == ColumnType::Timestamp {
+                Value::Timestamp(micros)
+            } else {
+                Value::TimestampTz(micros)
+            }
+        }
         ColumnType::Interval => Value::Interval(Interval {
             months: 0,
             days: 0,
@@ -45,7 +58,7 @@ fn typed(ty: &ColumnType, text: &str) -> Result<Value, String> {
             let doc: serde_json::Value = serde_json::from_str(text).map_err(|_| unreadable())?;
             item(element, &doc).ok_or_else(unreadable)?
         }
-        // Integers, dates, times of day, timestamps, UUIDs.
+        // Integers and UUIDs.
         _ => parse_text("", ty, text).map_err(|_| unreadable())?,
     })
 }
@@ -126,6 +139,7 @@ mod tests {
             (ColumnType::Int64, Value::Int64(i64::MAX)),
             (ColumnType::Float64, Value::Float64(0.1)),
             (ColumnType::Date, Value::Date(19_753)),
+            (ColumnType::Date, Value::Date(-719_528)),
             (ColumnType::Time, Value::Time(49_500_123_000)),
             (
                 ColumnType::Timestamp,

@@ -4,7 +4,7 @@
 use super::ddl::{quote_ident as ident, quote_table};
 use super::sink::open;
 use super::PostgresSinkConfig;
-use crate::kind::{key_order, AdminSession, RowReader};
+use crate::kind::{select_in_key_order, AdminSession, RowReader};
 use crate::SinkError;
 use async_trait::async_trait;
 use futures::TryStreamExt;
@@ -48,10 +48,8 @@ impl AdminSession for Session {
         })
     }
 
-    /// Creates database `name`.
-    async fn create_database(&mut self, name: &str) -> Result<(), SinkError> {
-        self.execute(&format!("CREATE DATABASE {}", ident(name)))
-            .await
+    fn quote_ident(&self, name: &str) -> String {
+        ident(name)
     }
 
     /// Drops database `name`, closing sessions still in it (those of a restore may linger
@@ -101,6 +99,7 @@ impl AdminSession for Session {
         schema: &TableSchema,
         each: RowReader<'_>,
     ) -> Result<(), SinkError> {
+        let sql = select_in_key_order(schema, &quote_table(table), ident, |c| c + "::text");
         let failed = |e| SinkError::postgres("reading a table back", &self.address, e);
         let settings: String = OUTPUT_SETTINGS
             .iter()
@@ -109,7 +108,7 @@ impl AdminSession for Session {
         self.client.batch_execute(&settings).await.map_err(failed)?;
         let rows = self
             .client
-            .query_raw(&read_sql(table, schema), std::iter::empty::<&str>())
+            .query_raw(&sql, std::iter::empty::<&str>())
             .await
             .map_err(failed)?;
         futures::pin_mut!(rows);
@@ -132,22 +131,6 @@ impl AdminSession for Session {
         }
         Ok(())
     }
-}
-
-/// `SELECT` of every column of `schema` as text from `table`, in key order.
-fn read_sql(table: &TableId, schema: &TableSchema) -> String {
-    let text = |i: usize| format!("{}::text", ident(&schema.columns[i].name));
-    let columns: Vec<String> = (0..schema.columns.len()).map(text).collect();
-    let order: Vec<String> = key_order(schema)
-        .into_iter()
-        .map(|i| ident(&schema.columns[i].name))
-        .collect();
-    format!(
-        "SELECT {} FROM {} ORDER BY {}",
-        columns.join(", "),
-        quote_table(table),
-        order.join(", ")
-    )
 }
 
 /// The query of `table`'s row count and the md5 of every row's text in the text's order.
