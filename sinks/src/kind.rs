@@ -4,7 +4,7 @@
 
 use crate::{Sink, SinkError};
 use async_trait::async_trait;
-use tributary_schemas::{DatabaseIdentity, Position, Row, TableId, TableSchema};
+use tributary_schemas::{Column, DatabaseIdentity, Position, Row, TableId, TableSchema};
 
 /// What a kind's configuration does; [`SinkConfig`](crate::SinkConfig) hands every question to its kind.
 #[async_trait]
@@ -69,14 +69,14 @@ pub(crate) trait AdminSession: Send {
 /// Where [`Session::read_table`] hands each row.
 pub type RowReader<'a> = &'a mut (dyn FnMut(Row) -> Result<(), SinkError> + Send);
 
-/// `SELECT` of every column of `schema` (each as `column` spells it, from its quoted
-/// name) from `table` (quoted), in key order: its primary key's columns, else all of
-/// them, each quoted by `quote`.
+/// `SELECT` of every column of `schema` (each as `column` spells it, given the column
+/// and its quoted name) from `table` (quoted), in key order: its primary key's columns,
+/// else all of them, each quoted by `quote`.
 pub(crate) fn select_in_key_order(
     schema: &TableSchema,
     table: &str,
     quote: impl Fn(&str) -> String,
-    column: impl Fn(String) -> String,
+    column: impl Fn(&Column, String) -> String,
 ) -> String {
     let names = |i: &usize| quote(&schema.columns[*i].name);
     let all: Vec<usize> = (0..schema.columns.len()).collect();
@@ -85,7 +85,10 @@ pub(crate) fn select_in_key_order(
     } else {
         &schema.primary_key
     };
-    let columns: Vec<String> = all.iter().map(names).map(column).collect();
+    let columns: Vec<String> = all
+        .iter()
+        .map(|i| column(&schema.columns[*i], names(i)))
+        .collect();
     let order: Vec<String> = key.iter().map(names).collect();
     format!(
         "SELECT {} FROM {table} ORDER BY {}",

@@ -54,7 +54,7 @@ CREATE TABLE items (
 );
 CREATE TABLE stock (store int, item int, qty int NOT NULL, PRIMARY KEY (store, item));
 INSERT INTO items VALUES
-  (1, 'aspirin 500mg', 'café', 'çà', 'Aspirin – 500 mg, 20 Tabletten, ñandú ☃', -5, -8388608, 16777215, 65535, 18446744073709551615, 123456789.125, 0.25, 1.5, b'1', b'101010101010',
+  (1, 'aspirin 500mg', 'café', 'çà', 'Aspirin – 500 mg, 20 Tabletten, ñandú ☃', -5, -8388608, 16777215, 65535, 18446744073709551615, 123456789.125, 0.25, 0.12345678, b'1', b'101010101010',
    '2024-02-29', '2024-01-02 03:04:05.123456', '2024-01-02 03:04:05.123', '-838:59:59.000001', '838:59:59.99', 2024, 'it''s', 'otc,cold',
    '{\"a\": [1, 2]}', x'DEADBEEF'),
   (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),

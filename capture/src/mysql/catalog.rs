@@ -2,7 +2,7 @@
 //! the captured tables (`information_schema`).
 
 use super::config::MySqlSourceConfig;
-use super::types::{describe, MyColumn};
+use super::types::{describe, Kind, MyColumn};
 use crate::error::CaptureError;
 use crate::state::{table_key, StateStore};
 use crate::table::TableState;
@@ -21,6 +21,20 @@ pub struct MyTable {
 }
 
 impl MyTable {
+    /// The columns of a `SELECT` that reads every value exactly over the text protocol:
+    /// a FLOAT as the double it is (the server prints a FLOAT with six digits only).
+    pub fn select_list(&self) -> String {
+        let columns: Vec<String> = self
+            .columns
+            .iter()
+            .map(|c| match c.kind {
+                Kind::Float => format!("CAST({} AS DOUBLE)", quote_ident(&c.name)),
+                _ => quote_ident(&c.name),
+            })
+            .collect();
+        columns.join(", ")
+    }
+
     /// The primary-key values of `row`.
     pub fn key(&self, row: &tributary_schemas::Row) -> Vec<Value> {
         self.state

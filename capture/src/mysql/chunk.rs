@@ -24,14 +24,13 @@ pub(super) fn chunk_sql(
     limit: usize,
 ) -> Result<String, CaptureError> {
     let key: Vec<usize> = table.state.schema.primary_key.clone();
-    let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
     let order: Vec<String> = key
         .iter()
         .map(|&i| quote_ident(&table.columns[i].name))
         .collect();
     let mut sql = format!(
         "SELECT {} FROM {}.{}",
-        columns.join(", "),
+        table.select_list(),
         quote_ident(&id.schema),
         quote_ident(&id.name)
     );
@@ -171,7 +170,7 @@ mod tests {
         let t = table(
             &[
                 ("store", "varchar", "varchar(10)"),
-                ("v", "int", "int(11)"),
+                ("v", "float", "float"),
                 ("id", "bigint", "bigint(20)"),
             ],
             vec![0, 2],
@@ -179,11 +178,11 @@ mod tests {
         let id = TableId::new("db", "t");
         assert_eq!(
             chunk_sql(&id, &t, None, 100).unwrap(),
-            "SELECT `store`, `v`, `id` FROM `db`.`t` ORDER BY `store`, `id` LIMIT 100"
+            "SELECT `store`, CAST(`v` AS DOUBLE), `id` FROM `db`.`t` ORDER BY `store`, `id` LIMIT 100"
         );
         assert_eq!(
             chunk_sql(&id, &t, Some(&[b"a'b".to_vec(), b"-7".to_vec()]), 5).unwrap(),
-            "SELECT `store`, `v`, `id` FROM `db`.`t` WHERE `store` >= _utf8mb4 X'612762' \
+            "SELECT `store`, CAST(`v` AS DOUBLE), `id` FROM `db`.`t` WHERE `store` >= _utf8mb4 X'612762' \
              AND (`store` > _utf8mb4 X'612762' OR (`id` > -7)) ORDER BY `store`, `id` LIMIT 5"
         );
         assert!(chunk_sql(&id, &t, Some(&[b"x".to_vec()]), 5).is_err());

@@ -162,10 +162,9 @@ async fn copy_in_transaction(
     out: &mut (dyn SnapshotOutput + '_),
 ) -> Result<(), CaptureError> {
     for (id, table) in tables {
-        let columns: Vec<String> = table.columns.iter().map(|c| quote_ident(&c.name)).collect();
         let sql = format!(
             "SELECT {} FROM {}.{}",
-            columns.join(", "),
+            table.select_list(),
             quote_ident(&id.schema),
             quote_ident(&id.name)
         );

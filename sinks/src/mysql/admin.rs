@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::Conn;
-use tributary_schemas::{Position, Row, TableId, TableSchema};
+use tributary_schemas::{ColumnType, Position, Row, TableId, TableSchema};
 
 /// A connection for administrative statements, with the sink's session settings.
 pub(crate) struct Session {
@@ -125,7 +125,13 @@ impl AdminSession for Session {
         schema: &TableSchema,
         each: RowReader<'_>,
     ) -> Result<(), SinkError> {
-        let sql = select_in_key_order(schema, &quote_table(table), ident, |c| c);
+        // The server prints a FLOAT with six digits; the double it is keeps every bit.
+        let sql = select_in_key_order(schema, &quote_table(table), ident, |column, c| match column
+            .ty
+        {
+            ColumnType::Float32 => format!("CAST({c} AS DOUBLE)"),
+            _ => c,
+        });
         let failed = |e| SinkError::mysql("reading a table back", &self.address, e);
         let mut result = self.conn.query_iter(sql).await.map_err(failed)?;
         let Some(mut rows) = result.stream::<mysql_async::Row>().await.map_err(failed)? else {
@@ -135,17 +141,20 @@ impl AdminSession for Session {
             let row = row.map_err(failed)?;
             let mut values = Vec::with_capacity(schema.columns.len());
             for (i, column) in schema.columns.iter().enumerate() {
+                // The text protocol sends every value as bytes, NULL as NULL.
                 let raw = match row.as_ref(i) {
-                    Some(mysql_async::Value::Bytes(b)) => Some(b.as_slice()),
-                    _ => None,
+                    Some(mysql_async::Value::Bytes(b)) => Ok(Some(b.as_slice())),
+                    Some(mysql_async::Value::NULL) => Ok(None),
+                    other => Err(format!("the server sent {other:?}, not text")),
                 };
-                values.push(super::read::value(column, raw).map_err(|reason| {
-                    SinkError::Driver {
-                        action: "reading a table back",
-                        table: table.to_string(),
-                        cause: format!("column {}: {reason}", column.name),
-                    }
-                })?);
+                values.push(
+                    raw.and_then(|raw| super::read::value(column, raw))
+                        .map_err(|reason| SinkError::Driver {
+                            action: "reading a table back",
+                            table: table.to_string(),
+                            cause: format!("column {}: {reason}", column.name),
+                        })?,
+                );
             }
             each(Row(values))?;
         }

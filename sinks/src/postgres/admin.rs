@@ -8,7 +8,7 @@ use crate::kind::{select_in_key_order, AdminSession, RowReader};
 use crate::SinkError;
 use async_trait::async_trait;
 use futures::TryStreamExt;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, SimpleQueryMessage};
 use tributary_schemas::pg_text::{parse_text, OUTPUT_SETTINGS};
 use tributary_schemas::{Position, Row, TableId, TableSchema};
 
@@ -99,32 +99,33 @@ impl AdminSession for Session {
         schema: &TableSchema,
         each: RowReader<'_>,
     ) -> Result<(), SinkError> {
-        let sql = select_in_key_order(schema, &quote_table(table), ident, |c| c + "::text");
+        // The simple protocol returns every value in its type's text output, as the
+        // capture reads it (a `::text` cast would not: it drops `character(n)` padding).
+        let sql = select_in_key_order(schema, &quote_table(table), ident, |_, c| c);
         let failed = |e| SinkError::postgres("reading a table back", &self.address, e);
         let settings: String = OUTPUT_SETTINGS
             .iter()
             .map(|(k, v)| format!("SET {k} = '{v}';"))
             .collect();
         self.client.batch_execute(&settings).await.map_err(failed)?;
-        let rows = self
-            .client
-            .query_raw(&sql, std::iter::empty::<&str>())
-            .await
-            .map_err(failed)?;
-        futures::pin_mut!(rows);
-        while let Some(row) = rows.try_next().await.map_err(failed)? {
+        let messages = self.client.simple_query_raw(&sql).await.map_err(failed)?;
+        futures::pin_mut!(messages);
+        let unreadable = |cause: String| SinkError::Driver {
+            action: "reading a table back",
+            table: table.to_string(),
+            cause,
+        };
+        while let Some(message) = messages.try_next().await.map_err(failed)? {
+            let SimpleQueryMessage::Row(row) = message else {
+                continue;
+            };
             let mut values = Vec::with_capacity(schema.columns.len());
             for (i, column) in schema.columns.iter().enumerate() {
-                let text: Option<&str> = row.try_get(i).map_err(failed)?;
+                let text = row.try_get(i).map_err(|e| unreadable(e.to_string()))?;
                 values.push(match text {
                     None => tributary_schemas::Value::Null,
-                    Some(text) => parse_text(&column.name, &column.ty, text).map_err(|e| {
-                        SinkError::Driver {
-                            action: "reading a table back",
-                            table: table.to_string(),
-                            cause: e.to_string(),
-                        }
-                    })?,
+                    Some(text) => parse_text(&column.name, &column.ty, text)
+                        .map_err(|e| unreadable(e.to_string()))?,
                 });
             }
             each(Row(values))?;

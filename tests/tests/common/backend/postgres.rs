@@ -55,6 +55,7 @@ fn from_mariadb(source_type: &str) -> String {
         // MariaDB drops CHAR's trailing spaces; PostgreSQL's character(n) shows them.
         "char" => "rtrim({})".into(),
         "bit" if source_type == "bit(1)" => "{}::int".into(),
+        "float" => "{}::float8".into(),
         "bit" => "('x' || lpad(encode({}, 'hex'), 16, '0'))::bit(64)::bigint".into(),
         "timestamp" => "to_char({} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US')".into(),
         "time" => format!(
@@ -178,6 +179,7 @@ impl Backend for Postgres {
             case("n", numeric(Some(10), Some(2)), "numeric(10,2)", "numeric(10,2)", [(Value::Numeric("12.3".into()), "12.30"), (Value::Numeric("NaN".into()), "NaN"), (Value::Numeric("-0.01".into()), "-0.01")]),
             case("n_any", numeric(None, None), "numeric", "numeric", [(Value::Numeric("-123456789012345678901234567890.000000001".into()), "-123456789012345678901234567890.000000001"), (Value::Numeric("Infinity".into()), "Infinity"), (Value::Numeric("-Infinity".into()), "-Infinity")]),
             case("t", ColumnType::Text, "character varying(5)", "character varying(5)", [(text("héllo"), "héllo"), (text("a\tb\nc"), "a\tb\nc"), (text("\\\r\\N"), "\\\r\\N")]),
+            case("c", ColumnType::Text, "character(4)", "character(4)", [(text("ab  "), "ab  "), (text("abcd"), "abcd"), (text("    "), "    ")]),
             case("bin", ColumnType::Bytes, "bytea", "bytea", [(Value::Bytes(vec![0, 1, b'\\', 0xff]), "\\x00015cff"), (Value::Bytes(vec![]), "\\x"), (Value::Bytes(vec![b'\t', b'\n']), "\\x090a")]),
             case("d", ColumnType::Date, "date", "date", [(Value::Date(19_723), "2024-01-01"), (Value::Date(-719_163), "0001-12-31 BC"), (Value::Date(i32::MAX), "infinity")]),
             case("tm", ColumnType::Time, "time without time zone", "time without time zone", [(Value::Time(45_296_000_007), "12:34:56.000007"), (Value::Time(DAY), "24:00:00"), (Value::Time(0), "00:00:00")]),
