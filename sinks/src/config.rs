@@ -5,7 +5,7 @@
 //! checks itself, tells which database it writes into, and connects. Everything a kind
 //! does is behind [`KindConfig`], implemented in the kind's folder; adding a sink kind
 //! means a folder beside `postgres/` and `mysql/` and one [`SinkConfig`] variant here
-//! (with its row in [`KINDS`] and its arm in [`SinkConfig::kind`]).
+//! (with its [`Kind`] listed in [`KINDS`] and its arm in [`SinkConfig::kind_of`]).
 
 use crate::admin::{Session, SinkStatus, SourceWatermark};
 use crate::kind::KindConfig;

@@ -100,7 +100,12 @@ pub async fn restore_test(
             if let Some(e) = spool_error {
                 return Err(e.into());
             }
-            read.map_err(scratch_failed)?;
+            read.map_err(|e| {
+                PipelineError::Config(format!(
+                    "--scratch {:?}: reading {restored} back (kept in database {database}): {e}",
+                    server.redacted_url()
+                ))
+            })?;
         }
         drop(session);
         let result = RestoreTestResult {
