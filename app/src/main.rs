@@ -27,6 +27,10 @@ struct Cli {
         env = "TRIBUTARY_CONFIG"
     )]
     config: PathBuf,
+    /// Address of the control plane, instead of the configuration's `[api] listen` (a
+    /// capture and a pipeline on one machine need two).
+    #[arg(long, global = true, env = "TRIBUTARY_API_LISTEN", value_name = "ADDR")]
+    api_listen: Option<std::net::SocketAddr>,
     #[command(subcommand)]
     command: Command,
 }
@@ -168,21 +172,25 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             capture: true,
             pipeline: true,
             registry: true,
+            api: true,
         },
         Command::Capture => Roles {
             capture: true,
             pipeline: false,
             registry: false,
+            api: true,
         },
         Command::Pipeline => Roles {
             capture: false,
             pipeline: true,
             registry: true,
+            api: true,
         },
         Command::Registry => Roles {
             capture: false,
             pipeline: false,
             registry: true,
+            api: false,
         },
         Command::Demo(args) => return demo::run(args.clone()).await,
         Command::Check => {
@@ -234,7 +242,14 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             return report.error.map_or(Ok(()), |e| Err(e.into()));
         }
     };
-    let config = Config::load(&cli.config)?;
+    let mut config = Config::load(&cli.config)?;
+    if let Some(listen) = cli.api_listen {
+        config.api.listen = listen;
+        config
+            .api
+            .validate()
+            .map_err(|e| anyhow::anyhow!("--api-listen: {e}"))?;
+    }
     if matches!(cli.command, Command::Registry) && config.registry.is_none() {
         anyhow::bail!(
             "{}: registry.listen is not set; add [registry] listen = \"0.0.0.0:8081\"",

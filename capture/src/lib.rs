@@ -17,6 +17,7 @@ pub mod publisher;
 pub mod snapshot;
 pub mod source;
 pub mod state;
+pub mod stats;
 pub mod table;
 
 pub use admin::{SourceProgress, SourceStatus, WriteBack};

@@ -16,6 +16,7 @@
 //! flight whatever the transaction size.
 
 use crate::error::CaptureError;
+use crate::stats::{op_index, CaptureStats};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -85,9 +86,10 @@ struct OpenTx {
     commit_ts_micros: i64,
     first: Position,
     last: Position,
-    /// Events per topic, in first-written order; the topics are the `ready` ones, so the
-    /// same topic is the same allocation and compares by pointer.
-    topics: Vec<(Arc<str>, u64)>,
+    /// Events per topic and operation (in [`OPS`](crate::stats::OPS) order), in
+    /// first-written order; the topics are the `ready` ones, so the same topic is the same
+    /// allocation and compares by pointer.
+    topics: Vec<(Arc<str>, [u64; 5])>,
 }
 
 /// Publishes one source's events.
@@ -107,6 +109,7 @@ pub struct Publisher {
     batch: Vec<Record>,
     acked: watch::Receiver<Acked>,
     next_mark: u64,
+    stats: Arc<CaptureStats>,
 }
 
 impl Publisher {
@@ -130,7 +133,14 @@ impl Publisher {
             batch: Vec::with_capacity(BATCH),
             acked,
             next_mark: 0,
+            stats: Arc::default(),
         }
+    }
+
+    /// This publisher, counting into `stats`.
+    pub fn with_stats(mut self, stats: Arc<CaptureStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// A receiver of acknowledgement progress.
@@ -255,9 +265,14 @@ impl Publisher {
             topics: Vec::new(),
         });
         open.last = event.position;
+        let op = op_index(event.op);
         match open.topics.iter_mut().find(|(t, _)| Arc::ptr_eq(t, &topic)) {
-            Some((_, count)) => *count += 1,
-            None => open.topics.push((topic.clone(), 1)),
+            Some((_, counts)) => counts[op] += 1,
+            None => {
+                let mut counts = [0; 5];
+                counts[op] = 1;
+                open.topics.push((topic.clone(), counts));
+            }
         }
         self.push(Record { topic, key, value }).await
     }
@@ -266,6 +281,7 @@ impl Publisher {
     /// to be released once everything so far is durable. Returns the mark to wait for.
     pub async fn commit(&mut self, token: Option<u64>) -> Result<u64, CaptureError> {
         if let Some(open) = self.open.take() {
+            self.stats.transaction(open.commit_ts_micros, &open.topics);
             let end = TxEnd {
                 source: self.source.clone(),
                 id: open.id,
@@ -275,9 +291,9 @@ impl Publisher {
                 topics: open
                     .topics
                     .into_iter()
-                    .map(|(topic, count)| TopicCount {
+                    .map(|(topic, counts)| TopicCount {
                         topic: topic.to_string(),
-                        count,
+                        count: counts.iter().sum(),
                     })
                     .collect(),
             };

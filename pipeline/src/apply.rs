@@ -25,8 +25,9 @@ use crate::merge::TablePolicy;
 use crate::notify::Notifier;
 use crate::registry::SchemaCache;
 use crate::validate::{OnFail, Rules};
+use prometheus::{Histogram, HistogramOpts};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -48,8 +49,13 @@ const COMMIT_EVERY: Duration = Duration::from_secs(1);
 /// steady stream is applied with low latency rather than in one ever-growing batch.
 const MAX_TX_AGE: Duration = Duration::from_millis(200);
 
+/// Upper bounds (seconds) of the sink-transaction duration histogram's buckets.
+const BATCH_SECONDS_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
 /// Progress counters, readable while the loop runs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ApplyStats {
     /// Events applied to the sink.
     pub events: AtomicU64,
@@ -69,6 +75,35 @@ pub struct ApplyStats {
     pub conflicts: AtomicU64,
     /// Commit time (Unix micros) of the last applied transaction.
     pub last_commit_ts_micros: AtomicU64,
+    /// True while the loop has nothing left to apply (its last wait for a transaction
+    /// found none); false from the moment one arrives until the loop is idle again.
+    pub caught_up: AtomicBool,
+    /// Seconds each sink transaction took, from its first read to its commit.
+    pub batch_seconds: Histogram,
+}
+
+impl Default for ApplyStats {
+    fn default() -> Self {
+        let opts = HistogramOpts::new(
+            "tributary_apply_batch_seconds",
+            "Seconds from the first read of a sink transaction to its commit.",
+        )
+        .buckets(BATCH_SECONDS_BUCKETS.to_vec());
+        ApplyStats {
+            events: AtomicU64::new(0),
+            transactions: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dead_letters: AtomicU64::new(0),
+            skipped_by_rules: AtomicU64::new(0),
+            echoes: AtomicU64::new(0),
+            merged_rows: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            last_commit_ts_micros: AtomicU64::new(0),
+            caught_up: AtomicBool::new(false),
+            batch_seconds: Histogram::with_opts(opts)
+                .expect("the histogram's name, help and buckets are valid"),
+        }
+    }
 }
 
 /// Settings of one apply loop.
@@ -161,6 +196,7 @@ impl Applier {
         let mut watermark = self.sink.watermark(&self.settings.source).await?;
         tracing::info!(source = self.settings.source, watermark = ?watermark.map(|p| p.to_string()), "apply loop starting");
         let mut last_commit = Instant::now();
+        self.stats.caught_up.store(false, Ordering::Relaxed);
         loop {
             // Wait for the next marker, or shutdown (which wins when both are ready).
             let first = tokio::select! {
@@ -170,16 +206,19 @@ impl Applier {
             };
             let Some(record) = first else {
                 // Idle: a good moment to commit offsets.
+                self.stats.caught_up.store(true, Ordering::Relaxed);
                 self.commit_offsets().await?;
                 self.sink.idle().await?;
                 last_commit = Instant::now();
                 continue;
             };
+            self.stats.caught_up.store(false, Ordering::Relaxed);
             let mut pending = Some(record);
             let opened_at = Instant::now();
             let mut open = false;
             let mut events_in_tx = 0usize;
             let mut last_applied: Option<Position> = None;
+            let (mut applied_txs, mut last_commit_ts) = (0u64, 0i64);
             while let Some(record) = pending.take() {
                 self.offsets
                     .insert(record.topic.clone(), record.next_offset);
@@ -209,10 +248,8 @@ impl Applier {
                 if apply {
                     events_in_tx += n;
                     last_applied = Some(end.last);
-                    self.stats.transactions.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .last_commit_ts_micros
-                        .store(end.commit_ts_micros as u64, Ordering::Relaxed);
+                    applied_txs += 1;
+                    last_commit_ts = last_commit_ts.max(end.commit_ts_micros);
                 } else {
                     self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 }
@@ -225,9 +262,20 @@ impl Applier {
                 self.merging = None;
                 self.record_conflicts()?;
                 watermark = Some(last);
+                // Counted once the sink committed: a transaction rolled back by an error
+                // is applied again, and counted then.
                 self.stats
                     .events
                     .fetch_add(events_in_tx as u64, Ordering::Relaxed);
+                self.stats
+                    .transactions
+                    .fetch_add(applied_txs, Ordering::Relaxed);
+                self.stats
+                    .last_commit_ts_micros
+                    .fetch_max(last_commit_ts.max(0) as u64, Ordering::Relaxed);
+                self.stats
+                    .batch_seconds
+                    .observe(opened_at.elapsed().as_secs_f64());
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit_offsets().await?;

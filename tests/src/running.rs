@@ -20,18 +20,22 @@ pub struct Running {
 impl Running {
     /// Starts capture and pipeline of `config`, and the registry endpoint when `registry`.
     pub fn start(config: Config, registry: bool) -> Running {
-        let (stop, shutdown) = watch::channel(false);
-        let stats = runtime::stats_for(&config);
-        let task = tokio::spawn(runtime::run(
+        Running::start_roles(
             config,
             Roles {
                 capture: true,
                 pipeline: true,
                 registry,
+                api: false,
             },
-            stats.clone(),
-            shutdown,
-        ));
+        )
+    }
+
+    /// Starts `roles` of `config`.
+    pub fn start_roles(config: Config, roles: Roles) -> Running {
+        let (stop, shutdown) = watch::channel(false);
+        let stats = runtime::stats_for(&config);
+        let task = tokio::spawn(runtime::run(config, roles, stats.clone(), shutdown));
         Running { stop, task, stats }
     }
 

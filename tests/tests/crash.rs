@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tributary_tests::table_digest;
-use tributary_tests::{wait_until, Kafka, MariaDb, Postgres};
+use tributary_tests::{free_port, wait_until, Kafka, MariaDb, Postgres};
 
 /// The `tributary` binary next to this test's target directory (built by scripts/test.sh).
 fn tributary_bin() -> anyhow::Result<PathBuf> {
@@ -39,6 +39,8 @@ fn spawn_logging(role: &str, config: &Path, log: &Path, level: &str) -> anyhow::
         .open(log)?;
     Ok(Command::new(tributary_bin()?)
         .args(["--config", config.to_str().context("utf-8 path")?, role])
+        // The capture and the pipeline each serve a control plane: on ports of their own.
+        .args(["--api-listen", &format!("127.0.0.1:{}", free_port())])
         .env("RUST_LOG", level)
         .stdout(Stdio::null())
         .stderr(out)

@@ -133,6 +133,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
             capture: true,
             pipeline: true,
             registry: false,
+            api: false,
         },
         stats,
         shutdown,

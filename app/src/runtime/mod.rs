@@ -6,13 +6,17 @@
 //! error (configuration, rights, data the sink rejects) stops that task with its message
 //! and makes the whole run fail, so nothing retries in a tight loop.
 
+pub mod board;
 mod loops;
 
 pub use loops::ARCHIVE;
 pub(crate) use loops::{applier, Loop};
 
 use crate::config::Config;
+use crate::server::api as api_server;
+use crate::server::metrics::{CaptureView, MetricsView};
 use crate::server::registry::{self as registry_server, RegistryView};
+use board::{Board, State};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -21,6 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tributary_capture::publisher::Publisher;
 use tributary_capture::state::StateStore;
+use tributary_capture::stats::CaptureStats;
 use tributary_pipeline::apply::ApplyStats;
 use tributary_pipeline::notify::Notifier;
 use tributary_pipeline::PipelineError;
@@ -35,6 +40,8 @@ pub struct Roles {
     pub pipeline: bool,
     /// Serve the schema registry endpoint (when configured).
     pub registry: bool,
+    /// Serve the control plane (`[api]`).
+    pub api: bool,
 }
 
 /// Counters of every apply loop, by `sink/source`.
@@ -72,6 +79,12 @@ pub async fn run(
         message: e.to_string(),
     })?;
     let config = Arc::new(config);
+    let board = Board::default();
+    let mut metrics = MetricsView {
+        board: board.clone(),
+        apply: stats.clone(),
+        capture: BTreeMap::new(),
+    };
     let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
     // Every task stops when asked to, or when another task stopped for good: a run with a
     // dead capture or apply loop must end (with that task's error), not idle on.
@@ -91,6 +104,14 @@ pub async fn run(
         let producer = config.transport.producer(&config.state_dir).await?;
         let store = StateStore::open(&config.state_dir.join("capture"))?;
         for (name, source) in &config.sources {
+            let counters = Arc::new(CaptureStats::default());
+            metrics.capture.insert(
+                name.clone(),
+                CaptureView {
+                    prefix: source.prefix(name),
+                    stats: counters.clone(),
+                },
+            );
             let (name, source, producer, store) = (
                 name.clone(),
                 source.clone(),
@@ -99,18 +120,21 @@ pub async fn run(
             );
             let shutdown = shutdown.clone();
             tasks.spawn(supervise(
+                board.clone(),
                 format!("capture {name}"),
                 shutdown.clone(),
                 move || {
-                    let (name, source, producer, store, shutdown) = (
+                    let (name, source, producer, store, shutdown, counters) = (
                         name.clone(),
                         source.clone(),
                         producer.clone(),
                         store.clone(),
                         shutdown.clone(),
+                        counters.clone(),
                     );
                     async move {
-                        let publisher = Publisher::new(producer, &name, &source.prefix(&name));
+                        let publisher = Publisher::new(producer, &name, &source.prefix(&name))
+                            .with_stats(counters);
                         source
                             .run(&name, store, publisher, shutdown)
                             .await
@@ -121,13 +145,22 @@ pub async fn run(
         }
     }
 
-    if let (true, Some(registry)) = (roles.registry, &config.registry) {
-        let listener = registry_server::bind(registry.listen).await?;
-        let view = RegistryView::default();
+    // The control plane binds first, so a taken address fails the run at once.
+    let api_listener = match roles.api {
+        true => Some(api_server::bind(config.api.listen).await?),
+        false => None,
+    };
+    let view = RegistryView::default();
+    let registry_listener = match (roles.registry, &config.registry) {
+        (true, Some(registry)) => Some(registry_server::bind(registry.listen).await?),
+        _ => None,
+    };
+    if registry_listener.is_some() || api_listener.is_some() {
         for (name, source) in &config.sources {
             let prefix = source.prefix(name);
             let (config, view, shutdown2) = (config.clone(), view.clone(), shutdown.clone());
             tasks.spawn(supervise(
+                board.clone(),
                 format!("registry follower {name}"),
                 shutdown.clone(),
                 move || {
@@ -144,7 +177,13 @@ pub async fn run(
                 },
             ));
         }
-        tasks.spawn(registry_server::serve(listener, view, shutdown.clone()));
+        if let Some(listener) = registry_listener {
+            tasks.spawn(registry_server::serve(
+                listener,
+                view.clone(),
+                shutdown.clone(),
+            ));
+        }
     }
 
     if roles.pipeline {
@@ -163,6 +202,7 @@ pub async fn run(
                 let merge_lock = merge_lock.clone();
                 let notifier = notifier.clone();
                 tasks.spawn(supervise(
+                    board.clone(),
                     format!("apply {key}"),
                     shutdown.clone(),
                     move || {
@@ -202,6 +242,7 @@ pub async fn run(
             let stats = stats.get(&key).cloned().unwrap_or_default();
             let (config, shutdown2) = (config.clone(), shutdown.clone());
             tasks.spawn(supervise(
+                board.clone(),
                 format!("archive {source}"),
                 shutdown.clone(),
                 move || {
@@ -220,6 +261,11 @@ pub async fn run(
                 },
             ));
         }
+    }
+
+    if let Some(listener) = api_listener {
+        let router = api_server::router(&config.api, metrics, registry_server::router(view))?;
+        tasks.spawn(api_server::serve(listener, router, shutdown.clone()));
     }
 
     let mut first_error = None;
@@ -255,37 +301,51 @@ pub(crate) async fn consumer(
     Ok(config.transport.consumer(&config.state_dir, group).await?)
 }
 
-/// Runs `make()` again after transient failures, with backoff.
-async fn supervise<F, Fut>(
+/// Runs `make()` again after transient failures, with backoff, keeping task `what`'s
+/// state on `board` (where it is put at once, as starting).
+fn supervise<F, Fut>(
+    board: Board,
     what: String,
     mut shutdown: watch::Receiver<bool>,
     make: F,
-) -> Result<(), PipelineError>
+) -> impl Future<Output = Result<(), PipelineError>>
 where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), PipelineError>> + Send,
 {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let started = std::time::Instant::now();
-        let outcome = make().await;
-        if started.elapsed() > Duration::from_secs(60) {
-            // It ran well for a while: start the backoff over.
-            backoff = Duration::from_secs(1);
-        }
-        match outcome {
-            Ok(()) => return Ok(()),
-            Err(e) if e.is_transient() && !*shutdown.borrow() => {
-                tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs(), "task failed; retrying");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
+    board.register(&what);
+    async move {
+        let mut backoff = Duration::from_secs(1);
+        loop {
+            let started = std::time::Instant::now();
+            board.set(&what, State::Running, None);
+            let outcome = make().await;
+            if started.elapsed() > Duration::from_secs(60) {
+                // It ran well for a while: start the backoff over.
+                backoff = Duration::from_secs(1);
             }
-            Err(e) => {
-                tracing::error!(task = what, error = %e, "task stopped");
-                return Err(e);
+            match outcome {
+                Ok(()) => {
+                    board.set(&what, State::Stopped, None);
+                    return Ok(());
+                }
+                Err(e) if e.is_transient() && !*shutdown.borrow() => {
+                    tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs(), "task failed; retrying");
+                    board.set(&what, State::Retrying, Some(e.to_string()));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.wait_for(|s| *s) => {
+                            board.set(&what, State::Stopped, Some(e.to_string()));
+                            return Ok(());
+                        }
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+                Err(e) => {
+                    tracing::error!(task = what, error = %e, "task stopped");
+                    board.set(&what, State::Failed, Some(e.to_string()));
+                    return Err(e);
+                }
             }
         }
     }

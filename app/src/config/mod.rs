@@ -28,6 +28,10 @@
 //! listen = "0.0.0.0:8081"
 //! ```
 
+mod api;
+
+pub use api::{ApiConfig, Role, Token, TokenConfig};
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,6 +79,9 @@ pub struct Config {
     /// Continuous backup: where the event log is archived.
     #[serde(default)]
     pub backup: Option<BackupConfig>,
+    /// The control plane's HTTP server (health, and the API behind tokens).
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// The schema registry endpoint (see `registry_server`).
@@ -300,6 +307,8 @@ impl Config {
     /// Checks values that types alone cannot.
     pub fn validate(&self) -> Result<(), String> {
         Rules::compile(&self.rules)?;
+        self.api.validate()?;
+        self.api.tokens()?;
         if let Some(backup) = &self.backup {
             backup.validate()?;
             if let Some(schedule) = &backup.snapshot_schedule {

@@ -1,0 +1,182 @@
+//! The control plane's HTTP server: `/healthz` and `/readyz` for anyone, everything else
+//! (`/metrics`, and the schema registry's Confluent paths) behind a bearer token.
+//!
+//! A token's role decides what it may do: `read` tokens only read (GET and HEAD), every
+//! other method needs an `operate` token. A request without a valid token gets 401; a
+//! `read` token on a route that changes state gets 403. Secrets are compared in constant
+//! time. A request body larger than `api.max_body_bytes` gets 413, whether announced by
+//! its `Content-Length` or found while reading it.
+
+use crate::config::{ApiConfig, Role, Token};
+use crate::server::metrics::{self, MetricsView};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+use tributary_pipeline::PipelineError;
+
+/// What the handlers share.
+#[derive(Clone)]
+struct Shared {
+    metrics: MetricsView,
+    tokens: Arc<Vec<Token>>,
+    max_body_bytes: usize,
+}
+
+/// Binds `api.listen`, naming it in the error.
+pub async fn bind(listen: SocketAddr) -> Result<tokio::net::TcpListener, PipelineError> {
+    tokio::net::TcpListener::bind(listen).await.map_err(|e| {
+        PipelineError::Config(format!(
+            "api.listen: cannot listen on {listen}: {e} (set [api] listen to a free address)"
+        ))
+    })
+}
+
+/// The routes: the health checks, and `/metrics` and `behind_tokens` (merged in) behind
+/// the tokens.
+pub fn router(
+    config: &ApiConfig,
+    metrics: MetricsView,
+    behind_tokens: Router,
+) -> Result<Router, PipelineError> {
+    let shared = Shared {
+        metrics,
+        tokens: Arc::new(config.tokens().map_err(PipelineError::Config)?),
+        max_body_bytes: config.max_body_bytes,
+    };
+    // Unknown paths are behind the tokens too: nothing is told apart without one.
+    let guarded = Router::new()
+        .route("/metrics", get(metrics_text))
+        .with_state(shared.clone())
+        .merge(behind_tokens)
+        .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
+        .layer(middleware::from_fn_with_state(shared.clone(), authorize))
+        .layer(DefaultBodyLimit::max(config.max_body_bytes));
+    Ok(Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .with_state(shared)
+        .merge(guarded))
+}
+
+/// Serves `router` on `listener` until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), PipelineError> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(addr = ?addr, "control plane listening");
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await
+        .map_err(|e| PipelineError::Io {
+            path: format!("control plane {addr:?}"),
+            message: e.to_string(),
+        })
+}
+
+/// 200 when every task runs; 503 naming the others.
+async fn readyz(State(shared): State<Shared>) -> Response {
+    let waiting = shared.metrics.board.not_running();
+    if waiting.is_empty() {
+        return (StatusCode::OK, Json(json!({"ready": true}))).into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"ready": false, "tasks": waiting})),
+    )
+        .into_response()
+}
+
+/// The run's metrics in the Prometheus text format.
+async fn metrics_text(State(shared): State<Shared>) -> Response {
+    match metrics::render(&shared.metrics) {
+        Ok(text) => (
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        Err(e) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the metrics could not be encoded: {e}"),
+        ),
+    }
+}
+
+/// Lets a request through with a valid token of a sufficient role.
+async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -> Response {
+    let too_large = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > shared.max_body_bytes as u64);
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, secret)| secret.trim());
+    let Some(token) = presented.and_then(|p| holder(&shared.tokens, p)) else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "give a valid token: Authorization: Bearer <secret> (see [[api.tokens]])",
+        );
+    };
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !reads && token.role < Role::Operate {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!(
+                "token {:?} may only read; this needs an operate token",
+                token.name
+            ),
+        );
+    }
+    if too_large {
+        return refuse(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!(
+                "the request body is larger than api.max_body_bytes ({})",
+                shared.max_body_bytes
+            ),
+        );
+    }
+    next.run(request).await
+}
+
+/// The token whose secret is `presented`, compared in constant time with every one.
+fn holder<'a>(tokens: &'a [Token], presented: &str) -> Option<&'a Token> {
+    let mut found = None;
+    for t in tokens {
+        if bool::from(t.secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+            found = Some(t);
+        }
+    }
+    found
+}
+
+fn refuse(status: StatusCode, message: &str) -> Response {
+    let mut response = (status, Json(json!({"error": message}))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}

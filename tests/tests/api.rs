@@ -1,0 +1,555 @@
+//! The control plane's HTTP server in a run: the health checks without a token, the
+//! readiness of every task (and which one is not, when a sink's server goes away), and
+//! the tokens guarding everything else (401 without a valid one, 403 for a read token on
+//! what changes state, 413 for a body over the limit), and `/metrics` under a write load.
+
+use std::time::Duration;
+use tributary::runtime::Roles;
+use tributary::Config;
+use tributary_tests::{free_port, wait_until, Postgres, Running};
+
+mod common;
+
+const READ: &str = "read-token-0123456789";
+const OPS: &str = "ops-token-0123456789ab";
+
+/// GET `path` with `token` (if any): the status and the JSON body.
+async fn get(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let mut request = http.get(format!("{base}{path}"));
+    if let Some(t) = token {
+        request = request.bearer_auth(t);
+    }
+    let response = request.send().await?;
+    let status = response.status().as_u16();
+    Ok((status, response.json().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_and_tokens() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let source = Postgres::start().await?;
+    let sink = Postgres::start().await?;
+    let src = source.create_database("api").await?;
+    source
+        .execute(
+            &src,
+            "CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1);",
+        )
+        .await?;
+    let dst = sink.create_database("api").await?;
+    let state = tempfile::tempdir()?;
+    let port = free_port();
+    let text = format!(
+        "state_dir = {:?}\n[sources.hq]\nkind = \"postgres\"\nurl = {:?}\n\
+         [sinks.replica]\nkind = \"postgres\"\nurl = {:?}\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 1024\n\
+         [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n\
+         [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${{OPS_TOKEN}}\"\n",
+        state.path(),
+        source.url(&src),
+        sink.url(&dst),
+    );
+    let config = Config::parse(&text, |name| match name {
+        "READ_TOKEN" => Some(READ.into()),
+        "OPS_TOKEN" => Some(OPS.into()),
+        _ => None,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let running = Running::start_roles(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+            registry: false,
+            api: true,
+        },
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+
+    // The health checks need no token; the run is ready once every task runs.
+    wait_until(
+        "the control plane answers",
+        Duration::from_secs(30),
+        || async {
+            Ok(get(&http, &base, "/healthz", None)
+                .await
+                .is_ok_and(|(s, _)| s == 200))
+        },
+    )
+    .await?;
+    wait_until("every task runs", Duration::from_secs(60), || async {
+        Ok(get(&http, &base, "/readyz", None).await?.0 == 200)
+    })
+    .await?;
+
+    // Everything else needs a valid token.
+    let (status, body) = get(&http, &base, "/subjects", None).await?;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains("Bearer")),
+        "{body}"
+    );
+    assert_eq!(
+        get(&http, &base, "/subjects", Some("wrong-token-0123456789"))
+            .await?
+            .0,
+        401
+    );
+    assert_eq!(
+        get(&http, &base, "/subjects", Some(&READ[..READ.len() - 1]))
+            .await?
+            .0,
+        401
+    );
+    let (status, body) = get(&http, &base, "/subjects", Some(READ)).await?;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.is_array(), "{body}");
+    let unknown = http.get(format!("{base}/no-such-route")).send().await?;
+    assert_eq!(
+        unknown.status().as_u16(),
+        401,
+        "no route is told apart without a token"
+    );
+
+    // A read token may not change state; an operate token may, within the body limit.
+    let post = |token: &'static str, body: String| {
+        http.post(format!("{base}/subjects/hq.public.t-value/versions"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let small = r#"{"schema": "\"string\""}"#.to_string();
+    let refused = post(READ, small.clone()).await?;
+    assert_eq!(refused.status().as_u16(), 403);
+    let body: serde_json::Value = refused.json().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("monitoring")),
+        "{body}"
+    );
+    let allowed = post(OPS, small).await?.status().as_u16();
+    assert!(
+        ![401, 403, 413].contains(&allowed),
+        "operate token got {allowed}"
+    );
+    let large = format!(r#"{{"schema": "{}"}}"#, "x".repeat(4096));
+    assert_eq!(post(OPS, large).await?.status().as_u16(), 413);
+
+    // The sink's server goes away: its apply loop retries, and readiness names it.
+    drop(sink);
+    // A change to apply, so the loop finds out.
+    source.execute(&src, "INSERT INTO t VALUES (2)").await?;
+    wait_until(
+        "readiness names the failing apply loop",
+        Duration::from_secs(60),
+        || async {
+            let (status, body) = get(&http, &base, "/readyz", None).await?;
+            let task = &body["tasks"]["apply replica/hq"];
+            Ok(status == 503
+                && task["state"] == "retrying"
+                && task["error"].as_str().is_some_and(|e| !e.is_empty())
+                && body["tasks"].get("capture hq").is_none())
+        },
+    )
+    .await?;
+    assert_eq!(
+        get(&http, &base, "/healthz", None).await?.0,
+        200,
+        "alive all the same"
+    );
+    running.stop().await?;
+    Ok(())
+}
+
+/// `/metrics` with `token`, parsed by a Prometheus text parser.
+async fn scrape(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+) -> anyhow::Result<prometheus_parse::Scrape> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(prometheus_parse::Scrape::parse(
+        text.lines().map(|l| Ok(l.to_string())),
+    )?)
+}
+
+/// The value of series `name` whose labels include `labels` (summed over the others);
+/// None when there is no such series.
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for s in scrape.samples.iter().filter(|s| s.metric == name) {
+        if labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)) {
+            let v = match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => continue,
+            };
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
+}
+
+/// The apply loops of the load scenario, as (sink, source).
+const LOOPS: [(&str, &str); 3] = [("office", "hq"), ("office", "store"), ("shop", "hq")];
+
+/// A PostgreSQL and a MariaDB source into a PostgreSQL and a MariaDB sink, over the
+/// transport `kafka` chooses: under a write load the counters rise from one scrape to the
+/// next; after it every apply loop has applied every event and its lag is back under a
+/// second, the capture lags are small, every task is up and the run is ready.
+async fn metrics_under_load(kafka: bool) -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let maria = tributary_tests::MariaDb::start().await?;
+    let transport = common::e2e::Transport::start(kafka).await?;
+    let hq = pg.create_database("hq").await?;
+    let office = pg.create_database("office").await?;
+    let store = maria.create_database("store").await?;
+    let shop = maria.create_database("shop").await?;
+    pg.execute(
+        &hq,
+        "CREATE TABLE sales (id int PRIMARY KEY, qty int NOT NULL);",
+    )
+    .await?;
+    maria
+        .execute(
+            &store,
+            "CREATE TABLE stock (id int PRIMARY KEY, qty int NOT NULL);",
+        )
+        .await?;
+    let state = tempfile::tempdir()?;
+    let port = free_port();
+    let text = format!(
+        "state_dir = {:?}\n{}\n\
+         [sources.hq]\nkind = \"postgres\"\nurl = {:?}\n\
+         [sources.store]\nkind = \"mysql\"\nurl = {:?}\ninclude = [\"{store}.*\"]\nheartbeat_secs = 1\n\
+         [sinks.office]\nkind = \"postgres\"\nurl = {:?}\n\
+         [sinks.shop]\nkind = \"mysql\"\nurl = {:?}\nsources = [\"hq\"]\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n",
+        state.path(),
+        transport.toml(),
+        pg.url(&hq),
+        maria.url(&store),
+        pg.url(&office),
+        maria.url(&shop),
+    );
+    let config = Config::parse(&text, |name| (name == "READ_TOKEN").then(|| READ.into()))
+        .map_err(anyhow::Error::msg)?;
+    let running = Running::start_roles(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+            registry: false,
+            api: true,
+        },
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("every task runs", Duration::from_secs(90), || async {
+        Ok(get(&http, &base, "/readyz", None)
+            .await
+            .is_ok_and(|(s, _)| s == 200))
+    })
+    .await?;
+
+    // A first row on each source, applied everywhere: the initial snapshots are over, and
+    // every event from here on is streamed.
+    pg.execute(&hq, "INSERT INTO sales VALUES (0, 0)").await?;
+    maria
+        .execute(&store, "INSERT INTO stock VALUES (0, 0)")
+        .await?;
+    wait_until(
+        "the first rows applied",
+        Duration::from_secs(60),
+        || async {
+            let s = scrape(&http, &base, READ).await?;
+            Ok(LOOPS.iter().all(|(sink, source)| {
+                value(
+                    &s,
+                    "tributary_apply_events_total",
+                    &[("sink", sink), ("source", source)],
+                )
+                .is_some_and(|v| v >= 1.0)
+            }))
+        },
+    )
+    .await?;
+    let before = scrape(&http, &base, READ).await?;
+    let base_value =
+        |name: &str, labels: &[(&str, &str)]| value(&before, name, labels).unwrap_or(0.0);
+
+    // The load: transactions of inserts and updates on both sources, while scraping.
+    const ROUNDS: i32 = 40;
+    let load = {
+        let (pg_url, maria_url) = (pg.url(&hq), maria.url(&store));
+        tokio::spawn(async move {
+            let (client, connection) =
+                tokio_postgres::connect(&pg_url, tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            let pool = mysql_async::Pool::new(maria_url.as_str());
+            let mut conn = pool.get_conn().await?;
+            use mysql_async::prelude::Queryable;
+            for round in 0..ROUNDS {
+                let (from, to) = (round * 25 + 1, round * 25 + 25);
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO sales SELECT g, 1 FROM generate_series({from}, {to}) g;
+                         UPDATE sales SET qty = qty + 1 WHERE id BETWEEN {from} AND {from} + 4; COMMIT;"
+                    ))
+                    .await?;
+                conn.query_drop(format!(
+                    "INSERT INTO stock SELECT seq, 1 FROM seq_{from}_to_{to}"
+                ))
+                .await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            drop(conn);
+            pool.disconnect().await?;
+            anyhow::Ok(())
+        })
+    };
+    // Events each apply loop must apply: 25 inserts and 5 updates a round from hq, 25
+    // inserts from store.
+    let load_events = |source: &str| f64::from(ROUNDS) * if source == "hq" { 30.0 } else { 25.0 };
+    let expected = |sink: &str, source: &str| {
+        base_value(
+            "tributary_apply_events_total",
+            &[("sink", sink), ("source", source)],
+        ) + load_events(source)
+    };
+
+    // Two scrapes during the load: every counter of the load rises from one to the next.
+    let first = std::sync::Mutex::new(None);
+    wait_until(
+        "a scrape during the load with every loop applying",
+        Duration::from_secs(60),
+        || async {
+            let s = scrape(&http, &base, READ).await?;
+            let started = LOOPS.iter().all(|(sink, source)| {
+                value(
+                    &s,
+                    "tributary_apply_events_total",
+                    &[("sink", sink), ("source", source)],
+                )
+                .is_some_and(|v| {
+                    v > base_value(
+                        "tributary_apply_events_total",
+                        &[("sink", sink), ("source", source)],
+                    ) && v < expected(sink, source)
+                })
+            });
+            if started {
+                *first.lock().expect("not poisoned") = Some(s);
+            }
+            Ok(started)
+        },
+    )
+    .await?;
+    let first = first
+        .into_inner()
+        .expect("not poisoned")
+        .expect("set when the wait succeeded");
+    let rising = |earlier: &prometheus_parse::Scrape, later: &prometheus_parse::Scrape| {
+        let mut all = vec![
+            (
+                "tributary_capture_events_total",
+                vec![("source", "hq"), ("op", "insert")],
+            ),
+            (
+                "tributary_capture_events_total",
+                vec![("source", "store"), ("op", "insert")],
+            ),
+            (
+                "tributary_capture_transactions_total",
+                vec![("source", "hq")],
+            ),
+        ];
+        for (sink, source) in LOOPS {
+            all.push((
+                "tributary_apply_events_total",
+                vec![("sink", sink), ("source", source)],
+            ));
+            all.push((
+                "tributary_apply_transactions_total",
+                vec![("sink", sink), ("source", source)],
+            ));
+        }
+        all.into_iter()
+            .filter(|(name, labels)| {
+                value(later, name, labels).unwrap_or(0.0)
+                    <= value(earlier, name, labels).unwrap_or(0.0)
+            })
+            .map(|(name, labels)| format!("{name}{labels:?}"))
+            .collect::<Vec<_>>()
+    };
+    let second = std::sync::Mutex::new(None);
+    wait_until(
+        "a later scrape with every counter risen",
+        Duration::from_secs(60),
+        || async {
+            let s = scrape(&http, &base, READ).await?;
+            let flat = rising(&first, &s);
+            let done = flat.is_empty();
+            if done {
+                *second.lock().expect("not poisoned") = Some(s);
+            } else {
+                tracing::info!(?flat, "not risen yet");
+            }
+            Ok(done)
+        },
+    )
+    .await?;
+    let second = second
+        .into_inner()
+        .expect("not poisoned")
+        .expect("set when the wait succeeded");
+    assert!(
+        !load.is_finished(),
+        "the load ended before the counters were seen rising during it; make it longer"
+    );
+    load.await??;
+
+    // After the load: every event applied, lags back under a second, every task up.
+    wait_until(
+        "every loop applied the load and its lag fell under 1 s",
+        Duration::from_secs(90),
+        || async {
+            let s = scrape(&http, &base, READ).await?;
+            let waiting: Vec<_> = LOOPS
+                .iter()
+                .filter(|(sink, source)| {
+                    let labels = [("sink", *sink), ("source", *source)];
+                    value(&s, "tributary_apply_events_total", &labels)
+                        != Some(expected(sink, source))
+                        || !value(&s, "tributary_apply_lag_seconds", &labels)
+                            .is_some_and(|l| l < 1.0)
+                })
+                .map(|(sink, source)| {
+                    let labels = [("sink", *sink), ("source", *source)];
+                    format!(
+                        "{sink}/{source}: events {:?} of {}, lag {:?}",
+                        value(&s, "tributary_apply_events_total", &labels),
+                        expected(sink, source),
+                        value(&s, "tributary_apply_lag_seconds", &labels)
+                    )
+                })
+                .collect();
+            anyhow::ensure!(waiting.is_empty(), "{waiting:?}");
+            Ok(true)
+        },
+    )
+    .await?;
+    let last = scrape(&http, &base, READ).await?;
+    for (sink, source) in LOOPS {
+        let labels = [("sink", sink), ("source", source)];
+        assert!(
+            value(&last, "tributary_apply_batch_seconds_count", &labels).is_some_and(|n| n >= 1.0),
+            "no batch duration for {sink}/{source}"
+        );
+        assert!(
+            value(
+                &last,
+                "tributary_apply_last_commit_timestamp_seconds",
+                &labels
+            )
+            .is_some(),
+            "no last commit time for {sink}/{source}"
+        );
+    }
+    for source in ["hq", "store"] {
+        let lag = value(
+            &last,
+            "tributary_capture_lag_seconds",
+            &[("source", source)],
+        );
+        assert!(
+            lag.is_some_and(|l| (0.0..5.0).contains(&l)),
+            "capture lag of {source}: {lag:?}"
+        );
+    }
+    assert_eq!(
+        value(
+            &last,
+            "tributary_capture_events_total",
+            &[
+                ("source", "hq"),
+                ("table", "public.sales"),
+                ("op", "update")
+            ]
+        ),
+        Some(
+            base_value(
+                "tributary_capture_events_total",
+                &[("source", "hq"), ("op", "update")]
+            ) + f64::from(ROUNDS) * 5.0
+        ),
+        "updates captured from hq, by table and operation"
+    );
+    let stock = format!("{store}.stock");
+    let stock_inserts = [
+        ("source", "store"),
+        ("table", stock.as_str()),
+        ("op", "insert"),
+    ];
+    assert_eq!(
+        value(&last, "tributary_capture_events_total", &stock_inserts),
+        Some(base_value("tributary_capture_events_total", &stock_inserts) + load_events("store")),
+        "inserts captured from store, by table and operation"
+    );
+    for task in [
+        "capture hq",
+        "capture store",
+        "apply office/hq",
+        "apply office/store",
+        "apply shop/hq",
+    ] {
+        assert_eq!(
+            value(&last, "tributary_task_up", &[("task", task)]),
+            Some(1.0),
+            "{task}"
+        );
+    }
+    assert!(value(&last, "process_resident_memory_bytes", &[]).is_some_and(|v| v > 0.0));
+    assert!(value(&last, "process_open_fds", &[]).is_some_and(|v| v > 0.0));
+    assert!(second.samples.len() >= first.samples.len());
+    assert_eq!(get(&http, &base, "/readyz", None).await?.0, 200);
+    assert_eq!(
+        http.get(format!("{base}/metrics"))
+            .send()
+            .await?
+            .status()
+            .as_u16(),
+        401,
+        "metrics need a token"
+    );
+    running.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_under_load_on_the_embedded_log() -> anyhow::Result<()> {
+    metrics_under_load(false).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_under_load_on_kafka() -> anyhow::Result<()> {
+    metrics_under_load(true).await
+}
