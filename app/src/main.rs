@@ -31,6 +31,10 @@ struct Cli {
     /// capture and a pipeline on one machine need two).
     #[arg(long, global = true, env = "TRIBUTARY_API_LISTEN", value_name = "ADDR")]
     api_listen: Option<std::net::SocketAddr>,
+    /// Stop the whole run at the first task that fails for good (`[retry] fail_fast`);
+    /// without it, the other tasks go on.
+    #[arg(long, global = true)]
+    fail_fast: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -249,6 +253,9 @@ async fn async_main(cli: Cli) -> anyhow::Result<()> {
             .api
             .validate()
             .map_err(|e| anyhow::anyhow!("--api-listen: {e}"))?;
+    }
+    if cli.fail_fast {
+        config.retry.fail_fast = true;
     }
     if matches!(cli.command, Command::Registry) && config.registry.is_none() {
         anyhow::bail!(

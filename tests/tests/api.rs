@@ -553,3 +553,182 @@ async fn metrics_under_load_on_the_embedded_log() -> anyhow::Result<()> {
 async fn metrics_under_load_on_kafka() -> anyhow::Result<()> {
     metrics_under_load(true).await
 }
+
+/// Rows of `t` in `db`, as `id:v` sorted by id.
+async fn rows(pg: &Postgres, db: &str) -> anyhow::Result<String> {
+    let client = pg.client(db).await?;
+    let rows = client
+        .query("SELECT id, v FROM t ORDER BY id", &[])
+        .await
+        // The sink creates the table with its first row.
+        .unwrap_or_default();
+    Ok(rows
+        .iter()
+        .map(|r| format!("{}:{}", r.get::<_, i32>(0), r.get::<_, String>(1)))
+        .collect::<Vec<_>>()
+        .join(" "))
+}
+
+/// One sink refuses a value (a check constraint): only its apply loop fails, shown
+/// `failed` with the error in `/readyz`, `/api/v1/tasks` and `/metrics`, while the other
+/// sink goes on applying. A restart request needs an operate token; once the constraint
+/// is gone, the restarted loop catches up and both sinks equal the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_refusing_a_value_fails_alone_and_restarts_on_request() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    let good = pg.create_database("good").await?;
+    let bad = pg.create_database("bad").await?;
+    pg.execute(
+        &src,
+        "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL); INSERT INTO t VALUES (1, 'a');",
+    )
+    .await?;
+    pg.execute(
+        &bad,
+        "CREATE TABLE t (id int PRIMARY KEY, v text NOT NULL CONSTRAINT no_poison CHECK (v <> 'poison'));",
+    )
+    .await?;
+    let state = tempfile::tempdir()?;
+    let port = free_port();
+    let text = format!(
+        "state_dir = {:?}\n[sources.hq]\nkind = \"postgres\"\nurl = {:?}\n\
+         [sinks.good]\nkind = \"postgres\"\nurl = {:?}\n\
+         [sinks.bad]\nkind = \"postgres\"\nurl = {:?}\n\
+         [api]\nlisten = \"127.0.0.1:{port}\"\n\
+         [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n\
+         [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${{OPS_TOKEN}}\"\n",
+        state.path(),
+        pg.url(&src),
+        pg.url(&good),
+        pg.url(&bad),
+    );
+    let config = Config::parse(&text, |name| match name {
+        "READ_TOKEN" => Some(READ.into()),
+        "OPS_TOKEN" => Some(OPS.into()),
+        _ => None,
+    })
+    .map_err(anyhow::Error::msg)?;
+    let running = Running::start_roles(
+        config,
+        Roles {
+            capture: true,
+            pipeline: true,
+            registry: false,
+            api: true,
+        },
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until(
+        "both sinks hold the first row",
+        Duration::from_secs(60),
+        || async { Ok(rows(&pg, &good).await? == "1:a" && rows(&pg, &bad).await? == "1:a") },
+    )
+    .await?;
+
+    // The poisoned row: the bad sink's loop fails, within 5 s, and alone.
+    pg.execute(&src, "INSERT INTO t VALUES (2, 'poison')")
+        .await?;
+    let failed_at = std::time::Instant::now();
+    wait_until(
+        "the bad sink's loop is failed, naming the constraint",
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = get(&http, &base, "/readyz", None).await?;
+            let task = &body["tasks"]["apply bad/hq"];
+            Ok(status == 503
+                && task["state"] == "failed"
+                && task["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("no_poison"))
+                && body["tasks"].as_object().is_some_and(|t| t.len() == 1))
+        },
+    )
+    .await?;
+    let took = failed_at.elapsed();
+    assert!(took < Duration::from_secs(5), "failed shown after {took:?}");
+    let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+    assert_eq!(tasks["apply bad/hq"]["state"], "failed", "{tasks}");
+    assert_eq!(tasks["apply good/hq"]["state"], "running", "{tasks}");
+    assert_eq!(tasks["capture hq"]["state"], "running", "{tasks}");
+    let metrics = scrape(&http, &base, READ).await?;
+    assert_eq!(
+        value(
+            &metrics,
+            "tributary_task_failed",
+            &[("task", "apply bad/hq")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&metrics, "tributary_task_up", &[("task", "apply good/hq")]),
+        Some(1.0)
+    );
+
+    // The good sink goes on applying, its counters rising.
+    let applied = |s: &prometheus_parse::Scrape| {
+        value(
+            s,
+            "tributary_apply_events_total",
+            &[("sink", "good"), ("source", "hq")],
+        )
+        .unwrap_or(0.0)
+    };
+    let before = applied(&metrics);
+    for id in 3..=5 {
+        pg.execute(&src, &format!("INSERT INTO t VALUES ({id}, 'x{id}')"))
+            .await?;
+        wait_until(
+            "the good sink applies the next row",
+            Duration::from_secs(30),
+            || async { Ok(rows(&pg, &good).await?.ends_with(&format!("{id}:x{id}"))) },
+        )
+        .await?;
+    }
+    assert!(applied(&scrape(&http, &base, READ).await?) >= before + 3.0);
+    assert_eq!(
+        rows(&pg, &bad).await?,
+        "1:a",
+        "nothing past the refused row"
+    );
+
+    // A restart needs an operate token, and a failed task.
+    let restart = |task: &str, token: &'static str| {
+        http.post(format!(
+            "{base}/api/v1/tasks/{}/restart",
+            task.replace(' ', "%20").replace('/', "%2F")
+        ))
+        .bearer_auth(token)
+        .send()
+    };
+    assert_eq!(restart("apply bad/hq", READ).await?.status().as_u16(), 403);
+    assert_eq!(restart("apply good/hq", OPS).await?.status().as_u16(), 409);
+    assert_eq!(restart("no such task", OPS).await?.status().as_u16(), 404);
+
+    // The value is allowed now: a restart catches the bad sink up.
+    pg.execute(&bad, "ALTER TABLE t DROP CONSTRAINT no_poison")
+        .await?;
+    let response = restart("apply bad/hq", OPS).await?;
+    assert_eq!(response.status().as_u16(), 202);
+    let body: serde_json::Value = response.json().await?;
+    assert_eq!(body["by"], "ops", "{body}");
+    wait_until(
+        "both sinks equal the source",
+        Duration::from_secs(60),
+        || async {
+            let want = rows(&pg, &src).await?;
+            Ok(rows(&pg, &good).await? == want && rows(&pg, &bad).await? == want)
+        },
+    )
+    .await?;
+    wait_until("every task runs again", Duration::from_secs(30), || async {
+        Ok(get(&http, &base, "/readyz", None).await?.0 == 200)
+    })
+    .await?;
+    let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+    assert_eq!(tasks["apply bad/hq"]["restarts"], 1, "{tasks}");
+    running.stop().await?;
+    Ok(())
+}

@@ -95,7 +95,13 @@ async fn rules_reject_to_dead_letters_skip_or_halt() -> anyhow::Result<()> {
         state,
         config_text,
     } = Scene::new("kind = \"embedded\"", RULES).await?;
-    let config = Config::parse(&config_text, |_| None).map_err(anyhow::Error::msg)?;
+    // fail_fast: the halted apply loop stops the whole run (without it, the capture
+    // would go on; the api tests show a failed loop alone).
+    let config = Config::parse(
+        &format!("{config_text}\n[retry]\nfail_fast = true\n"),
+        |_| None,
+    )
+    .map_err(anyhow::Error::msg)?;
     let running = Running::start(config, false);
 
     sink_holds(&pg, &dst, &running, "1:10:4.50").await?;

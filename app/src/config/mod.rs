@@ -29,8 +29,10 @@
 //! ```
 
 mod api;
+mod retry;
 
 pub use api::{ApiConfig, Role, Token, TokenConfig};
+pub use retry::{RetryConfig, RetryPolicy};
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,6 +84,9 @@ pub struct Config {
     /// The control plane's HTTP server (health, and the API behind tokens).
     #[serde(default)]
     pub api: ApiConfig,
+    /// How failed tasks start again.
+    #[serde(default)]
+    pub retry: RetryConfig,
 }
 
 /// The schema registry endpoint (see `registry_server`).
@@ -309,6 +314,7 @@ impl Config {
         Rules::compile(&self.rules)?;
         self.api.validate()?;
         self.api.tokens()?;
+        self.retry.policy()?;
         if let Some(backup) = &self.backup {
             backup.validate()?;
             if let Some(schedule) = &backup.snapshot_schedule {

@@ -4,11 +4,13 @@
 //! Each task is on the board from the start of a run (`starting`); its supervisor marks
 //! it `running` when it starts, `retrying` with the error after a transient failure,
 //! `failed` with the error after a definite one, and `stopped` when it ends on a
-//! shutdown. A run is ready when every task is running.
+//! shutdown. A run is ready when every task is running. A failed task waits on the board
+//! for a restart request ([`Board::restart`]).
 
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
+use tokio::sync::{watch, Notify};
 
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,12 +42,38 @@ pub struct TaskState {
 }
 
 /// Every task of a run, by name (`capture hq`, `apply replica/hq`, `archive hq`, …).
-#[derive(Debug, Clone, Default)]
-pub struct Board(Arc<Mutex<BTreeMap<String, TaskState>>>);
+#[derive(Debug, Clone)]
+pub struct Board {
+    entries: Arc<Mutex<BTreeMap<String, TaskState>>>,
+    /// One restart request slot per task.
+    restarts: Arc<Mutex<BTreeMap<String, Arc<Notify>>>>,
+    /// Bumped on every change.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Board {
+    fn default() -> Self {
+        Board {
+            entries: Arc::default(),
+            restarts: Arc::default(),
+            changes: watch::channel(0).0,
+        }
+    }
+}
+
+/// Why a restart request was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestartRefused {
+    /// No task by that name.
+    Unknown,
+    /// The task is running (or starting): there is nothing to restart.
+    NotFailed(State),
+}
 
 impl Board {
     /// Puts `task` on the board as starting.
     pub fn register(&self, task: &str) {
+        self.restart_signal(task);
         self.entries().insert(
             task.to_string(),
             TaskState {
@@ -55,6 +83,7 @@ impl Board {
                 restarts: 0,
             },
         );
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Moves `task` to `state` (with `error` when it failed); a start after a failure
@@ -67,7 +96,7 @@ impl Board {
             since: now(),
             restarts: 0,
         });
-        if state == State::Running && entry.state == State::Retrying {
+        if state == State::Running && matches!(entry.state, State::Retrying | State::Failed) {
             entry.restarts += 1;
         }
         // The error stays on a restart, so a task that keeps failing shows why.
@@ -76,6 +105,52 @@ impl Board {
         }
         entry.state = state;
         entry.since = now();
+        drop(entries);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Asks failed (or retrying) `task` to start again now.
+    pub fn restart(&self, task: &str) -> Result<(), RestartRefused> {
+        let state = self
+            .entries()
+            .get(task)
+            .map(|t| t.state)
+            .ok_or(RestartRefused::Unknown)?;
+        if !matches!(state, State::Failed | State::Retrying) {
+            return Err(RestartRefused::NotFailed(state));
+        }
+        self.restart_signal(task).notify_one();
+        Ok(())
+    }
+
+    /// What [`Board::restart`] wakes for `task`.
+    pub fn restart_signal(&self, task: &str) -> Arc<Notify> {
+        self.restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// A receiver that sees every change of the board.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The tasks and their errors when every task on the board has failed (none when
+    /// the board is empty or some task is not failed).
+    pub fn all_failed(&self) -> Option<Vec<(String, String)>> {
+        let entries = self.entries();
+        if entries.is_empty() || entries.values().any(|t| t.state != State::Failed) {
+            return None;
+        }
+        Some(
+            entries
+                .iter()
+                .map(|(n, t)| (n.clone(), t.error.clone().unwrap_or_default()))
+                .collect(),
+        )
     }
 
     /// Every task's state, by name.
@@ -94,7 +169,7 @@ impl Board {
 
     fn entries(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, TaskState>> {
         // A panic while holding the lock leaves a map that is still whole.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -136,5 +211,40 @@ mod tests {
             Some("permission denied".into()),
         );
         assert_eq!(board.not_running()["capture hq"].state, State::Failed);
+        assert_eq!(board.all_failed(), None, "the apply loop still runs");
+        assert_eq!(
+            board.restart("apply r/hq"),
+            Err(RestartRefused::NotFailed(State::Running))
+        );
+        assert_eq!(board.restart("nothing"), Err(RestartRefused::Unknown));
+        board.set("apply r/hq", State::Failed, Some("value refused".into()));
+        assert_eq!(
+            board.all_failed(),
+            Some(vec![
+                ("apply r/hq".to_string(), "value refused".to_string()),
+                ("capture hq".to_string(), "permission denied".to_string())
+            ])
+        );
+        assert_eq!(board.restart("capture hq"), Ok(()));
+        board.set("capture hq", State::Running, None);
+        assert_eq!(board.snapshot()["capture hq"].restarts, 1);
+    }
+
+    #[tokio::test]
+    async fn a_restart_request_wakes_the_task_even_when_made_first() {
+        let board = Board::default();
+        board.register("t");
+        board.set("t", State::Failed, Some("x".into()));
+        let changes = board.subscribe();
+        board.restart("t").unwrap();
+        // The request is kept until the task waits for it.
+        tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            board.restart_signal("t").notified(),
+        )
+        .await
+        .expect("the request was kept");
+        board.set("t", State::Running, None);
+        assert!(changes.has_changed().unwrap());
     }
 }

@@ -2,9 +2,13 @@
 //! tasks.
 //!
 //! Each task restarts after a transient error (a database or broker went away) with
-//! exponential backoff from 1 s to 30 s, resuming from its durable position; a definite
-//! error (configuration, rights, data the sink rejects) stops that task with its message
-//! and makes the whole run fail, so nothing retries in a tight loop.
+//! exponential backoff (`[retry] initial` to `max`, 1 s to 30 s by default), resuming
+//! from its durable position; a definite error (configuration, rights, data the sink
+//! rejects), or transient ones for longer than `[retry] give_up_after`, stops that task
+//! with its message, and only that task: the others go on. The failed task waits, shown
+//! `failed` on the board, until asked to restart ([`board::Board::restart`]) or for
+//! `[retry] restart_after`. The run ends with an error when every task has failed, or at
+//! the first failure with `[retry] fail_fast`.
 
 pub mod board;
 mod loops;
@@ -12,7 +16,7 @@ mod loops;
 pub use loops::ARCHIVE;
 pub(crate) use loops::{applier, Loop};
 
-use crate::config::Config;
+use crate::config::{Config, RetryPolicy};
 use crate::server::api as api_server;
 use crate::server::metrics::{CaptureView, MetricsView};
 use crate::server::registry::{self as registry_server, RegistryView};
@@ -78,8 +82,13 @@ pub async fn run(
         path: config.state_dir.display().to_string(),
         message: e.to_string(),
     })?;
+    let policy = config.retry.policy().map_err(PipelineError::Config)?;
     let config = Arc::new(config);
     let board = Board::default();
+    let supervisor = Supervisor {
+        board: board.clone(),
+        policy,
+    };
     let mut metrics = MetricsView {
         board: board.clone(),
         apply: stats.clone(),
@@ -120,7 +129,7 @@ pub async fn run(
             );
             let shutdown = shutdown.clone();
             tasks.spawn(supervise(
-                board.clone(),
+                supervisor.clone(),
                 format!("capture {name}"),
                 shutdown.clone(),
                 move || {
@@ -160,7 +169,7 @@ pub async fn run(
             let prefix = source.prefix(name);
             let (config, view, shutdown2) = (config.clone(), view.clone(), shutdown.clone());
             tasks.spawn(supervise(
-                board.clone(),
+                supervisor.clone(),
                 format!("registry follower {name}"),
                 shutdown.clone(),
                 move || {
@@ -202,7 +211,7 @@ pub async fn run(
                 let merge_lock = merge_lock.clone();
                 let notifier = notifier.clone();
                 tasks.spawn(supervise(
-                    board.clone(),
+                    supervisor.clone(),
                     format!("apply {key}"),
                     shutdown.clone(),
                     move || {
@@ -242,7 +251,7 @@ pub async fn run(
             let stats = stats.get(&key).cloned().unwrap_or_default();
             let (config, shutdown2) = (config.clone(), shutdown.clone());
             tasks.spawn(supervise(
-                board.clone(),
+                supervisor.clone(),
                 format!("archive {source}"),
                 shutdown.clone(),
                 move || {
@@ -266,6 +275,25 @@ pub async fn run(
     if let Some(listener) = api_listener {
         let router = api_server::router(&config.api, metrics, registry_server::router(view))?;
         tasks.spawn(api_server::serve(listener, router, shutdown.clone()));
+    }
+
+    // Every task failed: nothing is left to wait for, so the run ends (with the errors).
+    {
+        let (board, stop_all, mut shutdown) = (board.clone(), stop_all.clone(), shutdown.clone());
+        let mut changes = board.subscribe();
+        tasks.spawn(async move {
+            loop {
+                if let Some(failed) = board.all_failed() {
+                    tracing::error!(tasks = ?failed, "every task failed; stopping");
+                    let _ = stop_all.send(true);
+                    return Ok(());
+                }
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return Ok(()) },
+                    _ = shutdown.wait_for(|s| *s) => return Ok(()),
+                }
+            }
+        });
     }
 
     let mut first_error = None;
@@ -301,10 +329,19 @@ pub(crate) async fn consumer(
     Ok(config.transport.consumer(&config.state_dir, group).await?)
 }
 
-/// Runs `make()` again after transient failures, with backoff, keeping task `what`'s
-/// state on `board` (where it is put at once, as starting).
-fn supervise<F, Fut>(
+/// What every supervised task shares: the board its state goes on, and the retry policy.
+#[derive(Clone)]
+struct Supervisor {
     board: Board,
+    policy: RetryPolicy,
+}
+
+/// Runs `make()` again after transient failures, with backoff, keeping task `what`'s
+/// state on the board (where it is put at once, as starting). After a definite failure
+/// the task waits, failed, for a restart request, `restart_after` or the shutdown; it
+/// returns the error only with `fail_fast`, or when every task failed.
+fn supervise<F, Fut>(
+    supervisor: Supervisor,
     what: String,
     mut shutdown: watch::Receiver<bool>,
     make: F,
@@ -313,40 +350,154 @@ where
     F: Fn() -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), PipelineError>> + Send,
 {
+    let Supervisor { board, policy } = supervisor;
     board.register(&what);
+    let restart = board.restart_signal(&what);
     async move {
-        let mut backoff = Duration::from_secs(1);
+        let mut backoff = policy.initial;
+        // Since when the task has been failing without a good run in between.
+        let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
-            let started = std::time::Instant::now();
+            let started = tokio::time::Instant::now();
             board.set(&what, State::Running, None);
             let outcome = make().await;
             if started.elapsed() > Duration::from_secs(60) {
                 // It ran well for a while: start the backoff over.
-                backoff = Duration::from_secs(1);
+                backoff = policy.initial;
+                failing_since = None;
             }
-            match outcome {
+            let e = match outcome {
                 Ok(()) => {
                     board.set(&what, State::Stopped, None);
                     return Ok(());
                 }
-                Err(e) if e.is_transient() && !*shutdown.borrow() => {
-                    tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs(), "task failed; retrying");
-                    board.set(&what, State::Retrying, Some(e.to_string()));
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = shutdown.wait_for(|s| *s) => {
-                            board.set(&what, State::Stopped, Some(e.to_string()));
-                            return Ok(());
-                        }
+                Err(e) => e,
+            };
+            let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+            let given_up = policy.give_up_after.is_some_and(|g| since.elapsed() >= g);
+            if e.is_transient() && !given_up && !*shutdown.borrow() {
+                tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs_f64(), "task failed; retrying");
+                board.set(&what, State::Retrying, Some(e.to_string()));
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = restart.notified() => {}
+                    _ = shutdown.wait_for(|s| *s) => {
+                        board.set(&what, State::Stopped, Some(e.to_string()));
+                        return Ok(());
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
-                Err(e) => {
-                    tracing::error!(task = what, error = %e, "task stopped");
-                    board.set(&what, State::Failed, Some(e.to_string()));
-                    return Err(e);
+                backoff = (backoff * 2).min(policy.max);
+                continue;
+            }
+            let message = match given_up {
+                true => format!(
+                    "{e} (failing since {}s; retry.give_up_after)",
+                    since.elapsed().as_secs()
+                ),
+                false => e.to_string(),
+            };
+            tracing::error!(task = what, error = %message, "task stopped");
+            board.set(&what, State::Failed, Some(message));
+            if policy.fail_fast || *shutdown.borrow() {
+                return Err(e);
+            }
+            let restart_after = async {
+                match policy.restart_after {
+                    Some(after) => tokio::time::sleep(after).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = restart.notified() => tracing::info!(task = what, "restart requested"),
+                _ = restart_after => tracing::info!(task = what, "restarting (retry.restart_after)"),
+                _ = shutdown.wait_for(|s| *s) => {
+                    // The run's error when it stops because every task failed.
+                    return match board.all_failed() {
+                        Some(_) => Err(e),
+                        None => Ok(()),
+                    };
                 }
             }
+            backoff = policy.initial;
+            failing_since = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use tributary_capture::CaptureError;
+
+    fn supervisor(policy: RetryPolicy) -> Supervisor {
+        Supervisor {
+            board: Board::default(),
+            policy,
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        crate::config::RetryConfig::default().policy().unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_task_starts_again_after_restart_after() {
+        let sup = supervisor(RetryPolicy {
+            restart_after: Some(Duration::from_secs(600)),
+            ..policy()
+        });
+        let board = sup.board.clone();
+        let (_stop, shutdown) = watch::channel(false);
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = runs.clone();
+        let task = supervise(sup, "t".into(), shutdown, move || {
+            let run = counted.fetch_add(1, Ordering::SeqCst);
+            async move {
+                match run {
+                    0 => Err(PipelineError::Config("a definite error".into())),
+                    _ => Ok(()),
+                }
+            }
+        });
+        task.await.unwrap();
+        assert_eq!(
+            runs.load(Ordering::SeqCst),
+            2,
+            "started again after the wait"
+        );
+        let t = &board.snapshot()["t"];
+        assert_eq!((t.state, t.restarts), (State::Stopped, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_for_longer_than_give_up_after_mark_the_task_failed() {
+        let sup = supervisor(RetryPolicy {
+            give_up_after: Some(Duration::from_secs(10)),
+            fail_fast: true,
+            ..policy()
+        });
+        let board = sup.board.clone();
+        let (_stop, shutdown) = watch::channel(false);
+        let err = supervise(sup, "t".into(), shutdown, || async {
+            Err(PipelineError::Capture(CaptureError::Replication(
+                "the server went away".into(),
+            )))
+        })
+        .await
+        .unwrap_err();
+        assert!(err.is_transient(), "{err}");
+        let t = &board.snapshot()["t"];
+        assert_eq!(t.state, State::Failed);
+        let error = t.error.as_deref().unwrap();
+        assert!(
+            error.contains("retry.give_up_after") && error.contains("went away"),
+            "{error}"
+        );
+        assert!(
+            t.restarts >= 3,
+            "retried with backoff first: {}",
+            t.restarts
+        );
     }
 }

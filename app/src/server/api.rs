@@ -8,12 +8,15 @@
 //! its `Content-Length` or found while reading it.
 
 use crate::config::{ApiConfig, Role, Token};
+use crate::runtime::board::RestartRefused;
 use crate::server::metrics::{self, MetricsView};
+use axum::extract::Path;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
 use std::net::SocketAddr;
@@ -54,6 +57,8 @@ pub fn router(
     // Unknown paths are behind the tokens too: nothing is told apart without one.
     let guarded = Router::new()
         .route("/metrics", get(metrics_text))
+        .route("/api/v1/tasks", get(tasks))
+        .route("/api/v1/tasks/{task}/restart", post(restart_task))
         .with_state(shared.clone())
         .merge(behind_tokens)
         .fallback(|| async { refuse(StatusCode::NOT_FOUND, "no such route") })
@@ -116,6 +121,41 @@ async fn metrics_text(State(shared): State<Shared>) -> Response {
     }
 }
 
+/// Every task with its state.
+async fn tasks(State(shared): State<Shared>) -> Response {
+    Json(shared.metrics.board.snapshot()).into_response()
+}
+
+/// Starts failed (or retrying) task `task` again now.
+async fn restart_task(
+    State(shared): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    Path(task): Path<String>,
+) -> Response {
+    match shared.metrics.board.restart(&task) {
+        Ok(()) => {
+            tracing::info!(task, by = caller.0, "task restart requested");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"task": task, "restart": "requested", "by": caller.0})),
+            )
+                .into_response()
+        }
+        Err(RestartRefused::Unknown) => refuse(
+            StatusCode::NOT_FOUND,
+            &format!("no task {task:?}; GET /api/v1/tasks lists them"),
+        ),
+        Err(RestartRefused::NotFailed(state)) => refuse(
+            StatusCode::CONFLICT,
+            &format!("task {task:?} is {state:?}, not failed or retrying: nothing to restart"),
+        ),
+    }
+}
+
+/// The name of the token a request came with.
+#[derive(Debug, Clone)]
+struct Caller(String);
+
 /// Lets a request through with a valid token of a sufficient role.
 async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -> Response {
     let too_large = request
@@ -156,6 +196,9 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
             ),
         );
     }
+    let caller = Caller(token.name.clone());
+    let mut request = request;
+    request.extensions_mut().insert(caller);
     next.run(request).await
 }
 
