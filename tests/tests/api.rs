@@ -49,10 +49,12 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
          [sinks.replica]\nkind = \"postgres\"\nurl = {:?}\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 1024\n\
          [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n\
-         [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${{OPS_TOKEN}}\"\n",
+         [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${{OPS_TOKEN}}\"\n\
+         [backup]\nstore = {:?}\nsnapshot_schedule = \"*/2 * * * * *\"\n",
         state.path(),
         source.url(&src),
         sink.url(&dst),
+        state.path().join("backups"),
     );
     let config = Config::parse(&text, |name| match name {
         "READ_TOKEN" => Some(READ.into()),
@@ -142,6 +144,34 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
     );
     let large = format!(r#"{{"schema": "{}"}}"#, "x".repeat(4096));
     assert_eq!(post(OPS, large).await?.status().as_u16(), 413);
+
+    // The scheduled snapshots show in the metrics: the newest one's time and the rounds.
+    wait_until(
+        "a scheduled snapshot in the metrics",
+        Duration::from_secs(60),
+        || async {
+            let s = scrape(&http, &base, READ).await?;
+            Ok(value(
+                &s,
+                "tributary_backup_last_snapshot_timestamp_seconds",
+                &[("name", "hq")],
+            )
+            .is_some_and(|t| t > 1.7e9)
+                && value(
+                    &s,
+                    "tributary_backup_runs_total",
+                    &[("kind", "sources"), ("result", "ok")],
+                )
+                .is_some_and(|n| n >= 1.0)
+                && value(&s, "tributary_backup_next_run_timestamp_seconds", &[]).is_some())
+        },
+    )
+    .await?;
+    let s = scrape(&http, &base, READ).await?;
+    assert_eq!(
+        value(&s, "tributary_task_up", &[("task", "archive hq")]),
+        Some(1.0)
+    );
 
     // The sink's server goes away: its apply loop retries, and readiness names it.
     drop(sink);

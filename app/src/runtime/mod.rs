@@ -93,6 +93,7 @@ pub async fn run(
         board: board.clone(),
         apply: stats.clone(),
         capture: BTreeMap::new(),
+        backup: None,
     };
     let mut tasks: JoinSet<Result<(), PipelineError>> = JoinSet::new();
     // Every task stops when asked to, or when another task stopped for good: a run with a
@@ -242,8 +243,10 @@ pub async fn run(
             .and_then(|b| b.snapshot_schedule.clone())
         {
             let (config, shutdown2) = (config.clone(), shutdown.clone());
+            let stats = Arc::new(crate::schedule::BackupStats::default());
+            metrics.backup = Some(stats.clone());
             tasks.spawn(crate::schedule::scheduled_snapshots(
-                config, schedule, shutdown2,
+                config, schedule, stats, shutdown2,
             ));
         }
         for source in config.archived_sources() {

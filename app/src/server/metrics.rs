@@ -17,6 +17,7 @@
 
 use crate::runtime::board::{Board, State};
 use crate::runtime::Stats;
+use crate::schedule::BackupStats;
 use prometheus::core::Collector;
 use prometheus::proto::{LabelPair, MetricFamily};
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -45,6 +46,8 @@ pub struct MetricsView {
     pub apply: Stats,
     /// Counters of every capture, by source.
     pub capture: BTreeMap<String, CaptureView>,
+    /// What the scheduled snapshots did, when they run in this process.
+    pub backup: Option<Arc<BackupStats>>,
 }
 
 fn op_name(op: Op) -> &'static str {
@@ -265,6 +268,42 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
                 .set(seconds((now_micros - last).max(0)));
         }
         batch_seconds = Some(with_histogram(batch_seconds, s, sink, source));
+    }
+
+    if let Some(backup) = &view.backup {
+        let state = backup.state();
+        let last = gauge(
+            &registry,
+            "tributary_backup_last_snapshot_timestamp_seconds",
+            "Finish time of the newest snapshot of a source or file set in the store.",
+            &["name"],
+        )?;
+        for (name, at) in &state.last_snapshot {
+            last.with_label_values(&[name]).set(*at);
+        }
+        let runs = counter(&registry, "tributary_backup_runs_total", "Scheduled backup rounds by kind (sources, files, prune, list) and result (ok, failed).", &["kind", "result"])?;
+        for ((kind, result), n) in &state.runs {
+            runs.with_label_values(&[kind, result]).inc_by(*n);
+        }
+        let failed = gauge(
+            &registry,
+            "tributary_backup_last_failure_timestamp_seconds",
+            "When the last failed backup round of a kind failed.",
+            &["kind"],
+        )?;
+        for (kind, (at, _)) in &state.last_failure {
+            failed.with_label_values(&[kind]).set(*at);
+        }
+        if let Some(next) = state.next_run {
+            gauge(
+                &registry,
+                "tributary_backup_next_run_timestamp_seconds",
+                "When the next scheduled snapshot round is due.",
+                &[],
+            )?
+            .with_label_values::<&str>(&[])
+            .set(next);
+        }
     }
 
     #[cfg(target_os = "linux")]
