@@ -40,11 +40,7 @@ pub struct CaptureStats {
 
 impl CaptureStats {
     /// Adds one transaction's events by topic and operation, and its commit time.
-    pub(crate) fn transaction(
-        &self,
-        commit_ts_micros: i64,
-        topics: &[(impl AsRef<str>, [u64; 5])],
-    ) {
+    pub fn transaction(&self, commit_ts_micros: i64, topics: &[(impl AsRef<str>, [u64; 5])]) {
         {
             let mut by_topic = self.by_topic.lock().unwrap_or_else(|e| e.into_inner());
             for (topic, counts) in topics {

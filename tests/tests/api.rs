@@ -762,3 +762,62 @@ async fn a_sink_refusing_a_value_fails_alone_and_restarts_on_request() -> anyhow
     running.stop().await?;
     Ok(())
 }
+
+/// Without any token configured the control plane listens on loopback only, and lets
+/// local callers in: the metrics and the API answer without a token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_loopback_callers_need_none() -> anyhow::Result<()> {
+    tributary_tests::init_tracing();
+    let pg = Postgres::start().await?;
+    let src = pg.create_database("src").await?;
+    pg.execute(&src, "CREATE TABLE t (id int PRIMARY KEY);")
+        .await?;
+    let state = tempfile::tempdir()?;
+    let port = free_port();
+    let text = format!(
+        "state_dir = {:?}\n[sources.hq]\nkind = \"postgres\"\nurl = {:?}\n[api]\nlisten = \"127.0.0.1:{port}\"\n",
+        state.path(),
+        pg.url(&src),
+    );
+    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
+    let running = Running::start_roles(
+        config,
+        Roles {
+            capture: true,
+            pipeline: false,
+            registry: false,
+            api: true,
+        },
+    );
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    wait_until("the capture runs", Duration::from_secs(60), || async {
+        Ok(get(&http, &base, "/readyz", None)
+            .await
+            .is_ok_and(|(s, _)| s == 200))
+    })
+    .await?;
+    let (status, tasks) = get(&http, &base, "/api/v1/tasks", None).await?;
+    assert_eq!(status, 200, "{tasks}");
+    assert_eq!(tasks["capture hq"]["state"], "running", "{tasks}");
+    let response = http.get(format!("{base}/metrics")).send().await?;
+    assert_eq!(response.status().as_u16(), 200);
+    let restart = http
+        .post(format!("{base}/api/v1/tasks/capture%20hq/restart"))
+        .send()
+        .await?;
+    assert_eq!(
+        restart.status().as_u16(),
+        409,
+        "a running task: nothing to restart"
+    );
+    // With no token configured, a presented one changes nothing.
+    assert_eq!(
+        get(&http, &base, "/api/v1/tasks", Some("anything-at-all-123"))
+            .await?
+            .0,
+        200
+    );
+    running.stop().await?;
+    Ok(())
+}

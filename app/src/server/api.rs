@@ -1,7 +1,8 @@
 //! The control plane's HTTP server: `/healthz` and `/readyz` for anyone, everything else
 //! (`/metrics`, and the schema registry's Confluent paths) behind a bearer token.
 //!
-//! A token's role decides what it may do: `read` tokens only read (GET and HEAD), every
+//! Without any `[[api.tokens]]` the server listens on loopback only, and lets every
+//! request through. A token's role decides what it may do: `read` tokens only read (GET and HEAD), every
 //! other method needs an `operate` token. A request without a valid token gets 401; a
 //! `read` token on a route that changes state gets 403. Secrets are compared in constant
 //! time. A request body larger than `api.max_body_bytes` gets 413, whether announced by
@@ -152,6 +153,9 @@ async fn restart_task(
     }
 }
 
+/// The caller's name when no token is configured.
+const LOCAL: &str = "local (no [[api.tokens]] configured)";
+
 /// The name of the token a request came with.
 #[derive(Debug, Clone)]
 struct Caller(String);
@@ -171,20 +175,23 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, secret)| secret.trim());
-    let Some(token) = presented.and_then(|p| holder(&shared.tokens, p)) else {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "give a valid token: Authorization: Bearer <secret> (see [[api.tokens]])",
-        );
+    // Without any token configured the server listens on loopback only (the
+    // configuration refuses anything else): whoever can reach it is on this machine.
+    let (name, role) = match presented.and_then(|p| holder(&shared.tokens, p)) {
+        Some(token) => (token.name.clone(), token.role),
+        None if shared.tokens.is_empty() => (LOCAL.to_string(), Role::Operate),
+        None => {
+            return refuse(
+                StatusCode::UNAUTHORIZED,
+                "give a valid token: Authorization: Bearer <secret> (see [[api.tokens]])",
+            )
+        }
     };
     let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !reads && token.role < Role::Operate {
+    if !reads && role < Role::Operate {
         return refuse(
             StatusCode::FORBIDDEN,
-            &format!(
-                "token {:?} may only read; this needs an operate token",
-                token.name
-            ),
+            &format!("token {name:?} may only read; this needs an operate token"),
         );
     }
     if too_large {
@@ -196,7 +203,7 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
             ),
         );
     }
-    let caller = Caller(token.name.clone());
+    let caller = Caller(name);
     let mut request = request;
     request.extensions_mut().insert(caller);
     next.run(request).await
