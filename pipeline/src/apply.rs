@@ -27,7 +27,7 @@ use crate::registry::SchemaCache;
 use crate::validate::{OnFail, Rules};
 use prometheus::{Histogram, HistogramOpts};
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -78,6 +78,9 @@ pub struct ApplyStats {
     /// True while the loop has nothing left to apply (its last wait for a transaction
     /// found none); false from the moment one arrives until the loop is idle again.
     pub caught_up: AtomicBool,
+    /// Commit time (Unix micros) of the oldest source transaction read but not applied
+    /// yet; 0 when there is none.
+    pub oldest_pending_ts_micros: AtomicI64,
     /// Seconds each sink transaction took, from its first read to its commit.
     pub batch_seconds: Histogram,
 }
@@ -100,6 +103,7 @@ impl Default for ApplyStats {
             conflicts: AtomicU64::new(0),
             last_commit_ts_micros: AtomicU64::new(0),
             caught_up: AtomicBool::new(false),
+            oldest_pending_ts_micros: AtomicI64::new(0),
             batch_seconds: Histogram::with_opts(opts)
                 .expect("the histogram's name, help and buckets are valid"),
         }
@@ -233,6 +237,15 @@ impl Applier {
                 // applied again nor move the watermark back.
                 let applied_up_to = watermark.max(last_applied);
                 let apply = applied_up_to.is_none_or(|w| end.last > w);
+                if apply {
+                    // Kept across a failed attempt: it is still the oldest not applied.
+                    let _ = self.stats.oldest_pending_ts_micros.compare_exchange(
+                        0,
+                        end.commit_ts_micros.max(1),
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    );
+                }
                 if apply && !open {
                     self.begin().await?;
                     open = true;
@@ -276,6 +289,9 @@ impl Applier {
                 self.stats
                     .batch_seconds
                     .observe(opened_at.elapsed().as_secs_f64());
+                self.stats
+                    .oldest_pending_ts_micros
+                    .store(0, Ordering::Relaxed);
             }
             if last_commit.elapsed() >= COMMIT_EVERY {
                 self.commit_offsets().await?;

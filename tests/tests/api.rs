@@ -144,6 +144,19 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
     );
     let large = format!(r#"{{"schema": "{}"}}"#, "x".repeat(4096));
     assert_eq!(post(OPS, large).await?.status().as_u16(), 413);
+    // The same without a Content-Length (chunked), on a route that reads no body.
+    for (path, size) in [
+        ("/api/v1/tasks/capture%20hq/restart", 4096),
+        ("/subjects/x/versions", 4096),
+    ] {
+        let status = chunked_post(port, path, OPS, size).await?;
+        assert!(status.contains(" 413 "), "{path}: {status}");
+    }
+    let small_chunked = chunked_post(port, "/api/v1/tasks/capture%20hq/restart", OPS, 10).await?;
+    assert!(
+        small_chunked.contains(" 409 "),
+        "within the limit: {small_chunked}"
+    );
 
     // The scheduled snapshots show in the metrics: the newest one's time and the rounds.
     wait_until(
@@ -182,11 +195,13 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
         Duration::from_secs(60),
         || async {
             let (status, body) = get(&http, &base, "/readyz", None).await?;
-            let task = &body["tasks"]["apply replica/hq"];
+            let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+            let task = &tasks["apply replica/hq"];
             Ok(status == 503
+                && body["tasks"]["apply replica/hq"] == "retrying"
+                && body["tasks"].get("capture hq").is_none()
                 && task["state"] == "retrying"
-                && task["error"].as_str().is_some_and(|e| !e.is_empty())
-                && body["tasks"].get("capture hq").is_none())
+                && task["error"].as_str().is_some_and(|e| !e.is_empty()))
         },
     )
     .await?;
@@ -197,6 +212,25 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
     );
     running.stop().await?;
     Ok(())
+}
+
+/// POSTs `size` bytes to `path` as one chunk of a chunked body (no Content-Length);
+/// the response's status line.
+async fn chunked_post(port: u16, path: &str, token: &str, size: usize) -> anyhow::Result<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{size:x}\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&vec![b' '; size]).await?;
+    stream.write_all(b"\r\n0\r\n\r\n").await?;
+    let mut status = String::new();
+    tokio::io::BufReader::new(stream)
+        .read_line(&mut status)
+        .await?;
+    Ok(status)
 }
 
 /// `/metrics` with `token`, parsed by a Prometheus text parser.
@@ -431,11 +465,21 @@ async fn metrics_under_load(kafka: bool) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     };
     let second = std::sync::Mutex::new(None);
+    let max_lag = std::sync::Mutex::new(0.0f64);
     wait_until(
         "a later scrape with every counter risen",
         Duration::from_secs(60),
         || async {
             let s = scrape(&http, &base, READ).await?;
+            for (sink, source) in LOOPS {
+                let lag = value(
+                    &s,
+                    "tributary_apply_lag_seconds",
+                    &[("sink", sink), ("source", source)],
+                );
+                let mut max = max_lag.lock().expect("not poisoned");
+                *max = max.max(lag.unwrap_or(0.0));
+            }
             let flat = rising(&first, &s);
             let done = flat.is_empty();
             if done {
@@ -451,6 +495,8 @@ async fn metrics_under_load(kafka: bool) -> anyhow::Result<()> {
         .into_inner()
         .expect("not poisoned")
         .expect("set when the wait succeeded");
+    let max_lag = max_lag.into_inner().expect("not poisoned");
+    assert!(max_lag > 0.0, "an apply lag above 0 during the load");
     assert!(
         !load.is_finished(),
         "the load ended before the counters were seen rising during it; make it longer"
@@ -600,7 +646,7 @@ async fn rows(pg: &Postgres, db: &str) -> anyhow::Result<String> {
 }
 
 /// One sink refuses a value (a check constraint): only its apply loop fails, shown
-/// `failed` with the error in `/readyz`, `/api/v1/tasks` and `/metrics`, while the other
+/// `failed` in `/readyz` and `/metrics`, with its error in `/api/v1/tasks`, while the other
 /// sink goes on applying. A restart request needs an operate token; once the constraint
 /// is gone, the restarted loop catches up and both sinks equal the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -667,13 +713,16 @@ async fn a_sink_refusing_a_value_fails_alone_and_restarts_on_request() -> anyhow
         Duration::from_secs(30),
         || async {
             let (status, body) = get(&http, &base, "/readyz", None).await?;
-            let task = &body["tasks"]["apply bad/hq"];
+            let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+            let task = &tasks["apply bad/hq"];
             Ok(status == 503
+                && body["tasks"]["apply bad/hq"] == "failed"
+                && body["tasks"].as_object().is_some_and(|t| t.len() == 1)
+                && !body.to_string().contains("no_poison")
                 && task["state"] == "failed"
                 && task["error"]
                     .as_str()
-                    .is_some_and(|e| e.contains("no_poison"))
-                && body["tasks"].as_object().is_some_and(|t| t.len() == 1))
+                    .is_some_and(|e| e.contains("no_poison")))
         },
     )
     .await?;

@@ -155,6 +155,12 @@ impl ApiConfig {
                     "{at}: the secret is shorter than {MIN_SECRET_CHARS} characters, which could be guessed"
                 ));
             }
+            if let Some(same) = out.iter().find(|o: &&Token| o.secret.expose() == secret) {
+                return Err(format!(
+                    "{at}: the same secret as token {:?}; give each token its own, so a request tells who made it",
+                    same.name
+                ));
+            }
             out.push(Token {
                 name: t.name.clone(),
                 role: t.role,
@@ -226,5 +232,11 @@ mod tests {
             .tokens()
             .unwrap_err()
             .contains("secret_file: cannot read /nonexistent/x"));
+        let c = parse("[[tokens]]\nname = \"a\"\nrole = \"read\"\nsecret = \"0123456789abcdef\"\n[[tokens]]\nname = \"b\"\nrole = \"operate\"\nsecret = \"0123456789abcdef\"").unwrap();
+        let e = c.tokens().unwrap_err();
+        assert!(
+            e.starts_with("api.tokens[1] (b): the same secret as token \"a\""),
+            "{e}"
+        );
     }
 }

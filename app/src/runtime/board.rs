@@ -10,7 +10,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 /// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,8 +45,8 @@ pub struct TaskState {
 #[derive(Debug, Clone)]
 pub struct Board {
     entries: Arc<Mutex<BTreeMap<String, TaskState>>>,
-    /// One restart request slot per task.
-    restarts: Arc<Mutex<BTreeMap<String, Arc<Notify>>>>,
+    /// Restart requests per task, numbered: a task waits for a number it has not seen.
+    restarts: Arc<Mutex<BTreeMap<String, watch::Sender<u64>>>>,
     /// Bumped on every change.
     changes: watch::Sender<u64>,
 }
@@ -119,18 +119,25 @@ impl Board {
         if !matches!(state, State::Failed | State::Retrying) {
             return Err(RestartRefused::NotFailed(state));
         }
-        self.restart_signal(task).notify_one();
-        Ok(())
-    }
-
-    /// What [`Board::restart`] wakes for `task`.
-    pub fn restart_signal(&self, task: &str) -> Arc<Notify> {
         self.restarts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(task.to_string())
-            .or_default()
-            .clone()
+            .or_insert_with(|| watch::channel(0).0)
+            .send_modify(|n| *n += 1);
+        Ok(())
+    }
+
+    /// The restart requests of `task`: a task marks what it has seen
+    /// (`borrow_and_update`) before it shows itself failed or retrying, and waits for
+    /// `changed`, so a request made before it failed cannot restart it later.
+    pub fn restart_signal(&self, task: &str) -> watch::Receiver<u64> {
+        self.restarts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(task.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// A receiver that sees every change of the board.
@@ -230,21 +237,21 @@ mod tests {
         assert_eq!(board.snapshot()["capture hq"].restarts, 1);
     }
 
-    #[tokio::test]
-    async fn a_restart_request_wakes_the_task_even_when_made_first() {
+    #[test]
+    fn a_restart_request_is_seen_once_and_only_after_the_failure() {
         let board = Board::default();
         board.register("t");
+        let mut requests = board.restart_signal("t");
         board.set("t", State::Failed, Some("x".into()));
         let changes = board.subscribe();
         board.restart("t").unwrap();
-        // The request is kept until the task waits for it.
-        tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            board.restart_signal("t").notified(),
-        )
-        .await
-        .expect("the request was kept");
+        // A request made before the task waits is kept for it...
+        assert!(requests.has_changed().unwrap());
+        requests.borrow_and_update();
         board.set("t", State::Running, None);
         assert!(changes.has_changed().unwrap());
+        // ...and one seen does not restart it again after its next failure.
+        board.set("t", State::Failed, Some("y".into()));
+        assert!(!requests.has_changed().unwrap());
     }
 }

@@ -40,6 +40,10 @@ pub(crate) async fn apply_loop(
     stats: Arc<ApplyStats>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), PipelineError> {
+    // Not known to be caught up while connecting (after a failure, changes may wait).
+    stats
+        .caught_up
+        .store(false, std::sync::atomic::Ordering::Relaxed);
     applier(config, lp, stats).await?.run(shutdown).await
 }
 

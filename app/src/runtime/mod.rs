@@ -355,7 +355,7 @@ where
 {
     let Supervisor { board, policy } = supervisor;
     board.register(&what);
-    let restart = board.restart_signal(&what);
+    let mut restart = board.restart_signal(&what);
     async move {
         let mut backoff = policy.initial;
         // Since when the task has been failing without a good run in between.
@@ -378,12 +378,21 @@ where
             };
             let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
             let given_up = policy.give_up_after.is_some_and(|g| since.elapsed() >= g);
-            if e.is_transient() && !given_up && !*shutdown.borrow() {
+            if *shutdown.borrow() {
+                // Stopping anyway: an error on the way out (a connection cut by the
+                // shutdown) is no failure of the run.
+                tracing::info!(task = what, error = %e, "task ended with an error while stopping");
+                board.set(&what, State::Stopped, Some(e.to_string()));
+                return Ok(());
+            }
+            // Requests made before this failure are not for it.
+            restart.borrow_and_update();
+            if e.is_transient() && !given_up {
                 tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs_f64(), "task failed; retrying");
                 board.set(&what, State::Retrying, Some(e.to_string()));
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = restart.notified() => {}
+                    _ = restart.changed() => {}
                     _ = shutdown.wait_for(|s| *s) => {
                         board.set(&what, State::Stopped, Some(e.to_string()));
                         return Ok(());
@@ -401,7 +410,7 @@ where
             };
             tracing::error!(task = what, error = %message, "task stopped");
             board.set(&what, State::Failed, Some(message));
-            if policy.fail_fast || *shutdown.borrow() {
+            if policy.fail_fast {
                 return Err(e);
             }
             let restart_after = async {
@@ -411,7 +420,7 @@ where
                 }
             };
             tokio::select! {
-                _ = restart.notified() => tracing::info!(task = what, "restart requested"),
+                _ = restart.changed() => tracing::info!(task = what, "restart requested"),
                 _ = restart_after => tracing::info!(task = what, "restarting (retry.restart_after)"),
                 _ = shutdown.wait_for(|s| *s) => {
                     // The run's error when it stops because every task failed.

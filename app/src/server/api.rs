@@ -6,10 +6,11 @@
 //! other method needs an `operate` token. A request without a valid token gets 401; a
 //! `read` token on a route that changes state gets 403. Secrets are compared in constant
 //! time. A request body larger than `api.max_body_bytes` gets 413, whether announced by
-//! its `Content-Length` or found while reading it.
+//! its `Content-Length` or found while reading it (a chunked body is read up to the
+//! limit before the route sees it).
 
 use crate::config::{ApiConfig, Role, Token};
-use crate::runtime::board::RestartRefused;
+use crate::runtime::board::{RestartRefused, State as TaskState};
 use crate::server::metrics::{self, MetricsView};
 use axum::extract::Path;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -20,6 +21,7 @@ use axum::routing::{get, post};
 use axum::Extension;
 use axum::{Json, Router};
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -93,7 +95,15 @@ pub async fn serve(
 
 /// 200 when every task runs; 503 naming the others.
 async fn readyz(State(shared): State<Shared>) -> Response {
-    let waiting = shared.metrics.board.not_running();
+    // Names and states only: the errors (which may quote row data or host names) are
+    // behind the tokens, in /api/v1/tasks.
+    let waiting: std::collections::BTreeMap<String, TaskState> = shared
+        .metrics
+        .board
+        .not_running()
+        .into_iter()
+        .map(|(name, task)| (name, task.state))
+        .collect();
     if waiting.is_empty() {
         return (StatusCode::OK, Json(json!({"ready": true}))).into_response();
     }
@@ -194,26 +204,42 @@ async fn authorize(State(shared): State<Shared>, request: Request, next: Next) -
             &format!("token {name:?} may only read; this needs an operate token"),
         );
     }
-    if too_large {
-        return refuse(
+    let too_large_response = || {
+        refuse(
             StatusCode::PAYLOAD_TOO_LARGE,
             &format!(
                 "the request body is larger than api.max_body_bytes ({})",
                 shared.max_body_bytes
             ),
-        );
+        )
+    };
+    if too_large {
+        return too_large_response();
     }
-    let caller = Caller(name);
-    let mut request = request;
-    request.extensions_mut().insert(caller);
+    // A body sent without its length (chunked) is read here, up to the limit, so every
+    // route answers 413 past it whether or not it reads its body.
+    let mut request = if reads {
+        request
+    } else {
+        let (parts, body) = request.into_parts();
+        match axum::body::to_bytes(body, shared.max_body_bytes).await {
+            Ok(bytes) => Request::from_parts(parts, axum::body::Body::from(bytes)),
+            Err(_) => return too_large_response(),
+        }
+    };
+    request.extensions_mut().insert(Caller(name));
     next.run(request).await
 }
 
 /// The token whose secret is `presented`, compared in constant time with every one.
+/// Both sides are hashed first, so neither the comparison's time nor its early exit on a
+/// length difference tells anything about a secret.
 fn holder<'a>(tokens: &'a [Token], presented: &str) -> Option<&'a Token> {
+    let presented = Sha256::digest(presented.as_bytes());
     let mut found = None;
     for t in tokens {
-        if bool::from(t.secret.expose().as_bytes().ct_eq(presented.as_bytes())) {
+        let secret = Sha256::digest(t.secret.expose().as_bytes());
+        if bool::from(secret.as_slice().ct_eq(presented.as_slice())) && found.is_none() {
             found = Some(t);
         }
     }

@@ -12,8 +12,9 @@
 //!   source is busy; large while it works through a backlog). A capture that is down
 //!   shows in `tributary_task_up`.
 //! - `tributary_apply_lag_seconds`: 0 while the apply loop has nothing left to apply;
-//!   otherwise now minus the commit time of the last source transaction it applied, so it
-//!   grows while a sink is stuck with changes waiting.
+//!   otherwise now minus the commit time of the oldest source transaction read and not
+//!   applied yet (while the loop connects, of the last one applied), so it grows while
+//!   a sink is stuck with changes waiting.
 
 use crate::runtime::board::{Board, State};
 use crate::runtime::Stats;
@@ -260,12 +261,14 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
         if last > 0 {
             apply_last.with_label_values(&labels).set(seconds(last));
         }
+        let pending = s.oldest_pending_ts_micros.load(Ordering::Relaxed);
         if s.caught_up.load(Ordering::Relaxed) {
             apply_lag.with_label_values(&labels).set(0.0);
-        } else if last > 0 {
+        } else if let Some(since) = [pending, last].into_iter().find(|t| *t > 0) {
+            // The oldest transaction waiting; else, while connecting, the last applied.
             apply_lag
                 .with_label_values(&labels)
-                .set(seconds((now_micros - last).max(0)));
+                .set(seconds((now_micros - since).max(0)));
         }
         batch_seconds = Some(with_histogram(batch_seconds, s, sink, source));
     }
