@@ -110,6 +110,7 @@ pub struct Publisher {
     acked: watch::Receiver<Acked>,
     next_mark: u64,
     stats: Arc<CaptureStats>,
+    on_connected: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl Publisher {
@@ -134,6 +135,20 @@ impl Publisher {
             acked,
             next_mark: 0,
             stats: Arc::default(),
+            on_connected: None,
+        }
+    }
+
+    /// This publisher, calling `f` when its capture has connected to the source.
+    pub fn on_connected(mut self, f: Arc<dyn Fn() + Send + Sync>) -> Self {
+        self.on_connected = Some(f);
+        self
+    }
+
+    /// Called by the capture once it is connected to its source and has checked it.
+    pub fn connected(&self) {
+        if let Some(f) = &self.on_connected {
+            f();
         }
     }
 

@@ -210,6 +210,22 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
         200,
         "alive all the same"
     );
+    // Its next attempts fail to connect: it stays retrying (never shown running while
+    // not connected), and no attempt counts as a restart.
+    let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+    let first_since = tasks["apply replica/hq"]["since"].clone();
+    wait_until(
+        "another attempt failed",
+        Duration::from_secs(30),
+        || async {
+            let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+            Ok(tasks["apply replica/hq"]["since"] != first_since)
+        },
+    )
+    .await?;
+    let (_, tasks) = get(&http, &base, "/api/v1/tasks", Some(READ)).await?;
+    assert_eq!(tasks["apply replica/hq"]["state"], "retrying", "{tasks}");
+    assert_eq!(tasks["apply replica/hq"]["restarts"], 0, "{tasks}");
     running.stop().await?;
     Ok(())
 }

@@ -39,12 +39,15 @@ pub(crate) async fn apply_loop(
     lp: &Loop,
     stats: Arc<ApplyStats>,
     shutdown: watch::Receiver<bool>,
+    connected: super::Connected,
 ) -> Result<(), PipelineError> {
     // Not known to be caught up while connecting (after a failure, changes may wait).
     stats
         .caught_up
         .store(false, std::sync::atomic::Ordering::Relaxed);
-    applier(config, lp, stats).await?.run(shutdown).await
+    let mut applier = applier(config, lp, stats).await?;
+    connected.now();
+    applier.run(shutdown).await
 }
 
 /// The apply loop `lp`, ready to run.

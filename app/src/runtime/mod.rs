@@ -133,7 +133,7 @@ pub async fn run(
                 supervisor.clone(),
                 format!("capture {name}"),
                 shutdown.clone(),
-                move || {
+                move |connected: Connected| {
                     let (name, source, producer, store, shutdown, counters) = (
                         name.clone(),
                         source.clone(),
@@ -144,7 +144,8 @@ pub async fn run(
                     );
                     async move {
                         let publisher = Publisher::new(producer, &name, &source.prefix(&name))
-                            .with_stats(counters);
+                            .with_stats(counters)
+                            .on_connected(Arc::new(move || connected.now()));
                         source
                             .run(&name, store, publisher, shutdown)
                             .await
@@ -173,7 +174,7 @@ pub async fn run(
                 supervisor.clone(),
                 format!("registry follower {name}"),
                 shutdown.clone(),
-                move || {
+                move |connected: Connected| {
                     let (config, prefix, view, shutdown) = (
                         config.clone(),
                         prefix.clone(),
@@ -182,6 +183,7 @@ pub async fn run(
                     );
                     async move {
                         let consumer = consumer(&config, "tributary-registry").await?;
+                        connected.now();
                         registry_server::follow(consumer.as_ref(), &prefix, view, shutdown).await
                     }
                 },
@@ -215,7 +217,7 @@ pub async fn run(
                     supervisor.clone(),
                     format!("apply {key}"),
                     shutdown.clone(),
-                    move || {
+                    move |connected: Connected| {
                         let (config, sink_name, source, stats, shutdown, merge_lock) = (
                             config.clone(),
                             sink_name.clone(),
@@ -232,7 +234,9 @@ pub async fn run(
                             notifier: notifier.clone(),
                             replay: false,
                         };
-                        async move { loops::apply_loop(&config, &lp, stats, shutdown).await }
+                        async move {
+                            loops::apply_loop(&config, &lp, stats, shutdown, connected).await
+                        }
                     },
                 ));
             }
@@ -257,7 +261,7 @@ pub async fn run(
                 supervisor.clone(),
                 format!("archive {source}"),
                 shutdown.clone(),
-                move || {
+                move |connected: Connected| {
                     let (config, source, stats, shutdown) = (
                         config.clone(),
                         source.clone(),
@@ -265,10 +269,9 @@ pub async fn run(
                         shutdown2.clone(),
                     );
                     async move {
-                        loops::archiver(&config, &source, stats)
-                            .await?
-                            .run(shutdown)
-                            .await
+                        let mut archiver = loops::archiver(&config, &source, stats).await?;
+                        connected.now();
+                        archiver.run(shutdown).await
                     }
                 },
             ));
@@ -350,7 +353,7 @@ fn supervise<F, Fut>(
     make: F,
 ) -> impl Future<Output = Result<(), PipelineError>>
 where
-    F: Fn() -> Fut + Send + 'static,
+    F: Fn(Connected) -> Fut + Send + 'static,
     Fut: Future<Output = Result<(), PipelineError>> + Send,
 {
     let Supervisor { board, policy } = supervisor;
@@ -362,8 +365,11 @@ where
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             let started = tokio::time::Instant::now();
-            board.set(&what, State::Running, None);
-            let outcome = make().await;
+            let outcome = make(Connected {
+                board: board.clone(),
+                task: what.clone().into(),
+            })
+            .await;
             if started.elapsed() > Duration::from_secs(60) {
                 // It ran well for a while: start the backoff over.
                 backoff = policy.initial;
@@ -430,9 +436,35 @@ where
                     };
                 }
             }
+            // Starting again: retrying (with the error) until it is connected.
+            board.set(&what, State::Retrying, Some(message_of(&board, &what)));
             backoff = policy.initial;
             failing_since = None;
         }
+    }
+}
+
+/// The error `task` shows on `board`.
+fn message_of(board: &Board, task: &str) -> String {
+    board
+        .snapshot()
+        .get(task)
+        .and_then(|t| t.error.clone())
+        .unwrap_or_default()
+}
+
+/// Given to a supervised task: it calls [`Connected::now`] once connected (to its
+/// source, its sink, its transport), which shows it `running` on the board.
+#[derive(Clone)]
+pub struct Connected {
+    board: Board,
+    task: Arc<str>,
+}
+
+impl Connected {
+    /// The task is connected and working.
+    pub fn now(&self) {
+        self.board.set(&self.task, State::Running, None);
     }
 }
 
@@ -463,8 +495,9 @@ mod tests {
         let (_stop, shutdown) = watch::channel(false);
         let runs = Arc::new(AtomicU32::new(0));
         let counted = runs.clone();
-        let task = supervise(sup, "t".into(), shutdown, move || {
+        let task = supervise(sup, "t".into(), shutdown, move |connected: Connected| {
             let run = counted.fetch_add(1, Ordering::SeqCst);
+            connected.now();
             async move {
                 match run {
                     0 => Err(PipelineError::Config("a definite error".into())),
@@ -491,11 +524,17 @@ mod tests {
         });
         let board = sup.board.clone();
         let (_stop, shutdown) = watch::channel(false);
-        let err = supervise(sup, "t".into(), shutdown, || async {
-            Err(PipelineError::Capture(CaptureError::Replication(
-                "the server went away".into(),
-            )))
-        })
+        let err = supervise(
+            sup,
+            "t".into(),
+            shutdown,
+            |connected: Connected| async move {
+                connected.now();
+                Err(PipelineError::Capture(CaptureError::Replication(
+                    "the server went away".into(),
+                )))
+            },
+        )
         .await
         .unwrap_err();
         assert!(err.is_transient(), "{err}");

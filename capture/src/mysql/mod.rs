@@ -93,6 +93,7 @@ impl MySqlCapture {
     pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), CaptureError> {
         let mut conn = connect(self.config.url.expose()).await?;
         preflight(&mut conn).await?;
+        self.publisher.connected();
         let tables = load_tables(&mut conn, &self.config, &self.store, &self.source, None).await?;
         let checkpoint = self.stream_start(&tables).await?;
         drop(conn);

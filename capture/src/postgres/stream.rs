@@ -141,6 +141,7 @@ impl PostgresCapture {
         let source = self.source.clone();
         let mut catalog = Catalog::connect(self.config.url.expose()).await?;
         catalog.preflight().await?;
+        self.publisher.connected();
         let tables = catalog.tables(&self.config).await?;
         let publication = self.config.publication_name(&source);
         let slot_name = self.config.slot_name(&source);
