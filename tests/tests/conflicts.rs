@@ -13,9 +13,17 @@ use tributary_schemas::Value;
 use tributary_tests::{wait_until, MariaDb, Postgres, Running};
 
 const ROWS: i64 = 10;
-/// How many of Tributary's writes into `items` wait for a lock in this database.
+/// How many of Tributary's statements on `items` wait for a lock in this database: its
+/// write, or, when the store's table version reaches the head office for the first time
+/// at that moment, the sink's schema change before it (`ALTER TABLE … items …`).
 const WAITING_WRITE: &str = "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) \
-     WHERE NOT l.granted AND a.datname = current_database() AND a.query LIKE 'INSERT INTO %items%'";
+     WHERE NOT l.granted AND a.datname = current_database() \
+     AND (a.query LIKE 'INSERT INTO %items%' OR a.query LIKE 'ALTER TABLE %items%')";
+/// Every other session of the database: state, what it waits for, its query.
+const ACTIVITY: &str = "SELECT format('%s %s/%s granted=%s %s', a.state, a.wait_event_type, a.wait_event, \
+     coalesce(bool_and(l.granted)::text, '-'), left(a.query, 200)) FROM pg_stat_activity a \
+     LEFT JOIN pg_locks l USING (pid) WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() \
+     GROUP BY a.pid, a.state, a.wait_event_type, a.wait_event, a.query";
 const START_QTY: i64 = 1_000;
 /// Transactions per side, in rounds run concurrently on both sides.
 const ROUNDS: usize = 6;
@@ -359,7 +367,7 @@ impl Three<'_> {
         held.batch_execute(&format!("BEGIN; {at_hq}")).await?;
         self.maria.execute(self.store, at_store).await?;
         let watcher = self.pg.client(self.hq).await?;
-        wait_until(
+        let waited = wait_until(
             "Tributary's write waits for the head office's transaction",
             Duration::from_secs(60),
             || async {
@@ -367,7 +375,17 @@ impl Three<'_> {
                 Ok(waiting > 0)
             },
         )
-        .await?;
+        .await;
+        if let Err(e) = waited {
+            // What every session of the database was doing, to tell why.
+            let activity: Vec<String> = watcher
+                .query(ACTIVITY, &[])
+                .await?
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect();
+            return Err(e.context(format!("sessions of the head office: {activity:#?}")));
+        }
         held.batch_execute("COMMIT").await?;
         Ok(())
     }
