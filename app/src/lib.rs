@@ -7,6 +7,7 @@
 //! (continuous backup). This crate never matches on a database kind.
 
 pub mod backup;
+pub mod board;
 pub mod commands;
 pub mod config;
 pub mod runtime;

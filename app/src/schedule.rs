@@ -57,23 +57,23 @@ impl BackupStats {
 
     /// Reads the newest snapshot of everything from the store (once, at start).
     async fn load(&self, config: &Config) {
-        match crate::commands::snapshots::list(config, None).await {
-            Ok(report) => {
-                for (name, found) in &report.sources {
-                    found
-                        .iter()
-                        .for_each(|m| self.snapshot_finished(name, &m.finished_at));
-                }
-                for (name, found) in &report.sets {
-                    found
-                        .iter()
-                        .for_each(|m| self.snapshot_finished(name, &m.finished_at));
+        let listed = async {
+            let store = tributary_snapshot::Store::open(config.backup_section()?)?;
+            for name in config.archived_selection(None)? {
+                for m in tributary_snapshot::list_snapshots(&store, &name).await? {
+                    self.snapshot_finished(&name, &m.finished_at);
                 }
             }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot list the snapshots in the store");
-                self.ran("list", Err(e.to_string()));
+            for set in config.file_sets(None) {
+                for m in tributary_snapshot::list_file_snapshots(&store, &set).await? {
+                    self.snapshot_finished(&set, &m.finished_at);
+                }
             }
+            Ok::<(), PipelineError>(())
+        };
+        if let Err(e) = listed.await {
+            tracing::error!(error = %e, "cannot list the snapshots in the store");
+            self.ran("list", Err(e.to_string()));
         }
     }
 }

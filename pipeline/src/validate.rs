@@ -164,7 +164,7 @@ impl Rules {
         };
         let mut context = Context::default();
         context
-            .add_variable("op", op_name(event.op))
+            .add_variable("op", event.op.name())
             .map_err(|e| PipelineError::Config(format!("binding op: {e}")))?;
         for (column, value) in table.columns.iter().zip(&row.0) {
             context.add_variable_from_value(column.name.as_str(), cel_value(value));
@@ -186,7 +186,7 @@ impl Rules {
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            let what = format!("{} of {id} at {}", op_name(event.op), event.position);
+            let what = format!("{} of {id} at {}", event.op.name(), event.position);
             let failure = match rule.program.execute(&context) {
                 Ok(cel::Value::Bool(true)) => continue,
                 Ok(cel::Value::Bool(false)) => format!(
@@ -244,16 +244,6 @@ impl Rules {
             }));
         }
         Ok(None)
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Insert => "insert",
-        Op::Update => "update",
-        Op::Delete => "delete",
-        Op::Truncate => "truncate",
-        Op::Read => "read",
     }
 }
 

@@ -32,6 +32,17 @@ impl Op {
         }
     }
 
+    /// The operation's name, as rules and metrics write it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+            Op::Truncate => "truncate",
+            Op::Read => "read",
+        }
+    }
+
     /// The operation for a wire code.
     pub fn from_code(code: &str) -> Option<Op> {
         Some(match code {

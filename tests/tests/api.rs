@@ -13,6 +13,31 @@ mod common;
 const READ: &str = "read-token-0123456789";
 const OPS: &str = "ops-token-0123456789ab";
 
+/// The tests' `[[api.tokens]]`: `monitoring` (read, `READ`) and `ops` (operate, `OPS`).
+const TOKENS: &str =
+    "[[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${READ_TOKEN}\"\n\
+     [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${OPS_TOKEN}\"\n";
+
+/// Starts the capture, the control plane and (when `pipeline`) the apply loops of
+/// configuration `text`, with the tokens' secrets in `READ_TOKEN` and `OPS_TOKEN`.
+fn start(text: &str, pipeline: bool) -> anyhow::Result<Running> {
+    let config = Config::parse(text, |name| match name {
+        "READ_TOKEN" => Some(READ.into()),
+        "OPS_TOKEN" => Some(OPS.into()),
+        _ => None,
+    })
+    .map_err(anyhow::Error::msg)?;
+    Ok(Running::start_roles(
+        config,
+        Roles {
+            capture: true,
+            pipeline,
+            registry: false,
+            api: true,
+        },
+    ))
+}
+
 /// GET `path` with `token` (if any): the status and the JSON body.
 async fn get(
     http: &reqwest::Client,
@@ -48,29 +73,14 @@ async fn health_readiness_and_tokens() -> anyhow::Result<()> {
         "state_dir = {:?}\n[sources.hq]\nkind = \"postgres\"\nurl = {:?}\n\
          [sinks.replica]\nkind = \"postgres\"\nurl = {:?}\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 1024\n\
-         [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n\
-         [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${{OPS_TOKEN}}\"\n\
+         {TOKENS}\
          [backup]\nstore = {:?}\nsnapshot_schedule = \"*/2 * * * * *\"\n",
         state.path(),
         source.url(&src),
         sink.url(&dst),
         state.path().join("backups"),
     );
-    let config = Config::parse(&text, |name| match name {
-        "READ_TOKEN" => Some(READ.into()),
-        "OPS_TOKEN" => Some(OPS.into()),
-        _ => None,
-    })
-    .map_err(anyhow::Error::msg)?;
-    let running = Running::start_roles(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-            api: true,
-        },
-    );
+    let running = start(&text, true)?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
 
@@ -322,7 +332,7 @@ async fn metrics_under_load(kafka: bool) -> anyhow::Result<()> {
          [sinks.office]\nkind = \"postgres\"\nurl = {:?}\n\
          [sinks.shop]\nkind = \"mysql\"\nurl = {:?}\nsources = [\"hq\"]\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\n\
-         [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n",
+         {TOKENS}",
         state.path(),
         transport.toml(),
         pg.url(&hq),
@@ -330,17 +340,7 @@ async fn metrics_under_load(kafka: bool) -> anyhow::Result<()> {
         pg.url(&office),
         maria.url(&shop),
     );
-    let config = Config::parse(&text, |name| (name == "READ_TOKEN").then(|| READ.into()))
-        .map_err(anyhow::Error::msg)?;
-    let running = Running::start_roles(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-            api: true,
-        },
-    );
+    let running = start(&text, true)?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_until("every task runs", Duration::from_secs(90), || async {
@@ -689,28 +689,13 @@ async fn a_sink_refusing_a_value_fails_alone_and_restarts_on_request() -> anyhow
          [sinks.good]\nkind = \"postgres\"\nurl = {:?}\n\
          [sinks.bad]\nkind = \"postgres\"\nurl = {:?}\n\
          [api]\nlisten = \"127.0.0.1:{port}\"\n\
-         [[api.tokens]]\nname = \"monitoring\"\nrole = \"read\"\nsecret = \"${{READ_TOKEN}}\"\n\
-         [[api.tokens]]\nname = \"ops\"\nrole = \"operate\"\nsecret = \"${{OPS_TOKEN}}\"\n",
+         {TOKENS}",
         state.path(),
         pg.url(&src),
         pg.url(&good),
         pg.url(&bad),
     );
-    let config = Config::parse(&text, |name| match name {
-        "READ_TOKEN" => Some(READ.into()),
-        "OPS_TOKEN" => Some(OPS.into()),
-        _ => None,
-    })
-    .map_err(anyhow::Error::msg)?;
-    let running = Running::start_roles(
-        config,
-        Roles {
-            capture: true,
-            pipeline: true,
-            registry: false,
-            api: true,
-        },
-    );
+    let running = start(&text, true)?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_until(
@@ -844,16 +829,7 @@ async fn without_tokens_loopback_callers_need_none() -> anyhow::Result<()> {
         state.path(),
         pg.url(&src),
     );
-    let config = Config::parse(&text, |_| None).map_err(anyhow::Error::msg)?;
-    let running = Running::start_roles(
-        config,
-        Roles {
-            capture: true,
-            pipeline: false,
-            registry: false,
-            api: true,
-        },
-    );
+    let running = start(&text, false)?;
     let http = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{port}");
     wait_until("the capture runs", Duration::from_secs(60), || async {

@@ -6,21 +6,20 @@
 //! from its durable position; a definite error (configuration, rights, data the sink
 //! rejects), or transient ones for longer than `[retry] give_up_after`, stops that task
 //! with its message, and only that task: the others go on. The failed task waits, shown
-//! `failed` on the board, until asked to restart ([`board::Board::restart`]) or for
+//! `failed` on the board, until asked to restart ([`crate::board::Board::restart`]) or for
 //! `[retry] restart_after`. The run ends with an error when every task has failed, or at
 //! the first failure with `[retry] fail_fast`.
 
-pub mod board;
 mod loops;
 
 pub use loops::ARCHIVE;
 pub(crate) use loops::{applier, Loop};
 
+use crate::board::{Board, State};
 use crate::config::{Config, RetryPolicy};
 use crate::server::api as api_server;
 use crate::server::metrics::{CaptureView, MetricsView};
 use crate::server::registry::{self as registry_server, RegistryView};
-use board::{Board, State};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -48,8 +47,7 @@ pub struct Roles {
     pub api: bool,
 }
 
-/// Counters of every apply loop, by `sink/source`.
-pub type Stats = BTreeMap<String, Arc<ApplyStats>>;
+pub use crate::server::metrics::Stats;
 
 /// The counters the apply loops of `config` will update.
 pub fn stats_for(config: &Config) -> Stats {

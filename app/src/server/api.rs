@@ -9,8 +9,8 @@
 //! its `Content-Length` or found while reading it (a chunked body is read up to the
 //! limit before the route sees it).
 
+use crate::board::{RestartRefused, State as TaskState};
 use crate::config::{ApiConfig, Role, Token};
-use crate::runtime::board::{RestartRefused, State as TaskState};
 use crate::server::metrics::{self, MetricsView};
 use axum::extract::Path;
 use axum::extract::{DefaultBodyLimit, Request, State};

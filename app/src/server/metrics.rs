@@ -16,8 +16,7 @@
 //!   applied yet (while the loop connects, of the last one applied), so it grows while
 //!   a sink is stuck with changes waiting.
 
-use crate::runtime::board::{Board, State};
-use crate::runtime::Stats;
+use crate::board::{Board, State};
 use crate::schedule::BackupStats;
 use prometheus::core::Collector;
 use prometheus::proto::{LabelPair, MetricFamily};
@@ -27,7 +26,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tributary_capture::stats::{CaptureStats, OPS};
 use tributary_pipeline::apply::ApplyStats;
-use tributary_schemas::Op;
+
+/// Counters of every apply loop, by `sink/source`.
+pub type Stats = BTreeMap<String, Arc<ApplyStats>>;
 
 /// One source's capture counters and its topic prefix (to name tables in labels).
 #[derive(Debug, Clone)]
@@ -49,16 +50,6 @@ pub struct MetricsView {
     pub capture: BTreeMap<String, CaptureView>,
     /// What the scheduled snapshots did, when they run in this process.
     pub backup: Option<Arc<BackupStats>>,
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Insert => "insert",
-        Op::Update => "update",
-        Op::Delete => "delete",
-        Op::Truncate => "truncate",
-        Op::Read => "snapshot",
-    }
 }
 
 fn counter(
@@ -163,7 +154,7 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
             for (op, n) in OPS.iter().zip(counts) {
                 if n > 0 {
                     captured
-                        .with_label_values(&[source, table, op_name(*op)])
+                        .with_label_values(&[source, table, op.name()])
                         .inc_by(n);
                 }
             }

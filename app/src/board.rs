@@ -1,8 +1,9 @@
-//! The state of every supervised task, for health checks and (to come) status, metrics
-//! and events.
+//! The state of every supervised task, for the health checks, the metrics and the
+//! tasks API (and, to come, status and events). The runtime writes it; the server reads
+//! it; it depends on neither.
 //!
-//! Each task is on the board from the start of a run (`starting`); its supervisor marks
-//! it `running` when it starts, `retrying` with the error after a transient failure,
+//! Each task is on the board from the start of a run (`starting`); it shows itself
+//! `running` once connected, its supervisor `retrying` with the error after a transient failure,
 //! `failed` with the error after a definite one, and `stopped` when it ends on a
 //! shutdown. A run is ready when every task is running. A failed task waits on the board
 //! for a restart request ([`Board::restart`]).
