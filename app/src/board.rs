@@ -17,11 +17,12 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
-    /// Registered, not started yet.
+    /// Registered, or in its first attempt to connect.
     Starting,
-    /// Working.
+    /// Connected and working.
     Running,
-    /// Failed for a reason that may pass (a server went away); it starts again soon.
+    /// Failed for a reason that may pass (a server went away): waiting to start again,
+    /// or trying to connect again.
     Retrying,
     /// Failed for good: the error says what to fix.
     Failed,
@@ -34,11 +35,11 @@ pub enum State {
 pub struct TaskState {
     /// Where it is.
     pub state: State,
-    /// The last error, while retrying or failed.
+    /// The last error (kept while running again after one, until the next).
     pub error: Option<String>,
-    /// When it got there (RFC 3339).
+    /// When it was last set (RFC 3339): each failed attempt sets it anew.
     pub since: String,
-    /// How often it started again after a failure.
+    /// How often it connected again after a failure.
     pub restarts: u64,
 }
 
@@ -87,8 +88,8 @@ impl Board {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Moves `task` to `state` (with `error` when it failed); a start after a failure
-    /// counts as a restart.
+    /// Moves `task` to `state` (with `error` when it failed); running again after a
+    /// failure (connected again) counts as a restart.
     pub fn set(&self, task: &str, state: State, error: Option<String>) {
         let mut entries = self.entries();
         let entry = entries.entry(task.to_string()).or_insert(TaskState {

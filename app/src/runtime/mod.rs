@@ -340,8 +340,9 @@ struct Supervisor {
     policy: RetryPolicy,
 }
 
-/// Runs `make()` again after transient failures, with backoff, keeping task `what`'s
-/// state on the board (where it is put at once, as starting). After a definite failure
+/// Runs `make(connected)` again after transient failures, with backoff, keeping task
+/// `what`'s state on the board (where it is put at once, as starting; the task calls
+/// `connected.now()` to show itself running). After a definite failure
 /// the task waits, failed, for a restart request, `restart_after` or the shutdown; it
 /// returns the error only with `fail_fast`, or when every task failed.
 fn supervise<F, Fut>(
@@ -363,6 +364,9 @@ where
         let mut failing_since: Option<tokio::time::Instant> = None;
         loop {
             let started = tokio::time::Instant::now();
+            // A restart asked for from here on (during this attempt) is for this
+            // attempt's failure; earlier ones were answered by the wait that ended.
+            restart.borrow_and_update();
             let outcome = make(Connected {
                 board: board.clone(),
                 task: what.clone().into(),
@@ -389,8 +393,6 @@ where
                 board.set(&what, State::Stopped, Some(e.to_string()));
                 return Ok(());
             }
-            // Requests made before this failure are not for it.
-            restart.borrow_and_update();
             if e.is_transient() && !given_up {
                 tracing::warn!(task = what, error = %e, retry_in_s = backoff.as_secs_f64(), "task failed; retrying");
                 board.set(&what, State::Retrying, Some(e.to_string()));

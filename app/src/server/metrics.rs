@@ -100,7 +100,7 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
     let task_restarts = counter(
         &registry,
         "tributary_task_restarts_total",
-        "Times the task started again after a failure.",
+        "Times the task connected again after a failure.",
         &["task"],
     )?;
     let task_failed = int_gauge(
