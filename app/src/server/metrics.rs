@@ -52,37 +52,17 @@ pub struct MetricsView {
     pub backup: Option<Arc<BackupStats>>,
 }
 
-fn counter(
+/// A metric family (`new` is the vector type's constructor) registered in `registry`.
+fn family<V: Collector + Clone + 'static>(
     registry: &Registry,
+    new: fn(Opts, &[&str]) -> prometheus::Result<V>,
     name: &str,
     help: &str,
     labels: &[&str],
-) -> prometheus::Result<IntCounterVec> {
-    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(c.clone()))?;
-    Ok(c)
-}
-
-fn gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<GaugeVec> {
-    let g = GaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
-}
-
-fn int_gauge(
-    registry: &Registry,
-    name: &str,
-    help: &str,
-    labels: &[&str],
-) -> prometheus::Result<IntGaugeVec> {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
-    registry.register(Box::new(g.clone()))?;
-    Ok(g)
+) -> prometheus::Result<V> {
+    let family = new(Opts::new(name, help), labels)?;
+    registry.register(Box::new(family.clone()))?;
+    Ok(family)
 }
 
 /// The text exposition of everything `view` holds, and of this process.
@@ -91,20 +71,23 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
     let now_micros = chrono::Utc::now().timestamp_micros();
     let seconds = |micros: i64| micros as f64 / 1e6;
 
-    let task_up = int_gauge(
+    let task_up = family(
         &registry,
+        IntGaugeVec::new,
         "tributary_task_up",
         "1 while the task runs, 0 while it starts, retries, failed or stopped.",
         &["task"],
     )?;
-    let task_restarts = counter(
+    let task_restarts = family(
         &registry,
+        IntCounterVec::new,
         "tributary_task_restarts_total",
         "Times the task connected again after a failure.",
         &["task"],
     )?;
-    let task_failed = int_gauge(
+    let task_failed = family(
         &registry,
+        IntGaugeVec::new,
         "tributary_task_failed",
         "1 when the task stopped on an error that needs fixing.",
         &["task"],
@@ -121,26 +104,30 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
             .inc_by(state.restarts);
     }
 
-    let captured = counter(
+    let captured = family(
         &registry,
+        IntCounterVec::new,
         "tributary_capture_events_total",
         "Change events captured and published, by table and operation.",
         &["source", "table", "op"],
     )?;
-    let capture_tx = counter(
+    let capture_tx = family(
         &registry,
+        IntCounterVec::new,
         "tributary_capture_transactions_total",
         "Source transactions captured and published.",
         &["source"],
     )?;
-    let capture_lag = gauge(
+    let capture_lag = family(
         &registry,
+        GaugeVec::new,
         "tributary_capture_lag_seconds",
         "How long after its commit the last captured transaction was published.",
         &["source"],
     )?;
-    let capture_last = gauge(
+    let capture_last = family(
         &registry,
+        GaugeVec::new,
         "tributary_capture_last_commit_timestamp_seconds",
         "Commit time of the last captured transaction (Unix seconds).",
         &["source"],
@@ -171,57 +158,66 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
         }
     }
 
-    let applied = counter(
+    let applied = family(
         &registry,
+        IntCounterVec::new,
         "tributary_apply_events_total",
         "Change events applied to the sink.",
         &["sink", "source"],
     )?;
-    let applied_tx = counter(
+    let applied_tx = family(
         &registry,
+        IntCounterVec::new,
         "tributary_apply_transactions_total",
         "Source transactions applied to the sink.",
         &["sink", "source"],
     )?;
-    let replays = counter(
+    let replays = family(
         &registry,
+        IntCounterVec::new,
         "tributary_apply_replays_skipped_total",
         "Source transactions skipped as applied already (replayed after a restart).",
         &["sink", "source"],
     )?;
-    let dead = counter(
+    let dead = family(
         &registry,
+        IntCounterVec::new,
         "tributary_dead_letters_total",
         "Messages sent to the dead-letter file (undecodable, or refused by a rule).",
         &["sink", "source"],
     )?;
-    let rule_skips = counter(
+    let rule_skips = family(
         &registry,
+        IntCounterVec::new,
         "tributary_rule_skipped_events_total",
         "Events a rule with on_fail = \"skip\" dropped.",
         &["sink", "source"],
     )?;
-    let echoes = counter(
+    let echoes = family(
         &registry,
+        IntCounterVec::new,
         "tributary_echoes_dropped_total",
         "Events Tributary itself wrote from another source, not applied again.",
         &["sink", "source"],
     )?;
-    let merged = counter(
+    let merged = family(
         &registry,
+        IntCounterVec::new,
         "tributary_merged_rows_total",
         "Rows written with their merged image (tables under [[conflicts]]).",
         &["sink", "source"],
     )?;
-    let conflicts = counter(
+    let conflicts = family(
         &registry,
+        IntCounterVec::new,
         "tributary_conflicts_resolved_total",
         "Merged changes whose own row image lost, wholly or in part, to another source's.",
         &["sink", "source"],
     )?;
-    let apply_lag = gauge(&registry, "tributary_apply_lag_seconds", "0 with nothing left to apply; else now minus the commit time of the last applied source transaction.", &["sink", "source"])?;
-    let apply_last = gauge(
+    let apply_lag = family(&registry, GaugeVec::new, "tributary_apply_lag_seconds", "0 with nothing left to apply; else now minus the commit time of the oldest source transaction read and not applied yet (while the loop connects, of the last one applied).", &["sink", "source"])?;
+    let apply_last = family(
         &registry,
+        GaugeVec::new,
         "tributary_apply_last_commit_timestamp_seconds",
         "Commit time of the last applied source transaction (Unix seconds).",
         &["sink", "source"],
@@ -266,8 +262,9 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
 
     if let Some(backup) = &view.backup {
         let state = backup.state();
-        let last = gauge(
+        let last = family(
             &registry,
+            GaugeVec::new,
             "tributary_backup_last_snapshot_timestamp_seconds",
             "Finish time of the newest snapshot of a source or file set in the store.",
             &["name"],
@@ -275,12 +272,13 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
         for (name, at) in &state.last_snapshot {
             last.with_label_values(&[name]).set(*at);
         }
-        let runs = counter(&registry, "tributary_backup_runs_total", "Scheduled backup rounds by kind (sources, files, prune, list) and result (ok, failed).", &["kind", "result"])?;
+        let runs = family(&registry, IntCounterVec::new, "tributary_backup_runs_total", "Scheduled backup rounds by kind (sources, files, prune, list) and result (ok, failed).", &["kind", "result"])?;
         for ((kind, result), n) in &state.runs {
             runs.with_label_values(&[kind, result]).inc_by(*n);
         }
-        let failed = gauge(
+        let failed = family(
             &registry,
+            GaugeVec::new,
             "tributary_backup_last_failure_timestamp_seconds",
             "When the last failed backup round of a kind failed.",
             &["kind"],
@@ -289,8 +287,9 @@ pub fn render(view: &MetricsView) -> prometheus::Result<String> {
             failed.with_label_values(&[kind]).set(*at);
         }
         if let Some(next) = state.next_run {
-            gauge(
+            family(
                 &registry,
+                GaugeVec::new,
                 "tributary_backup_next_run_timestamp_seconds",
                 "When the next scheduled snapshot round is due.",
                 &[],
