@@ -415,7 +415,7 @@ where
                 false => e.to_string(),
             };
             tracing::error!(task = what, error = %message, "task stopped");
-            board.set(&what, State::Failed, Some(message));
+            board.set(&what, State::Failed, Some(message.clone()));
             if policy.fail_fast {
                 return Err(e);
             }
@@ -437,20 +437,11 @@ where
                 }
             }
             // Starting again: retrying (with the error) until it is connected.
-            board.set(&what, State::Retrying, Some(message_of(&board, &what)));
+            board.set(&what, State::Retrying, Some(message));
             backoff = policy.initial;
             failing_since = None;
         }
     }
-}
-
-/// The error `task` shows on `board`.
-fn message_of(board: &Board, task: &str) -> String {
-    board
-        .snapshot()
-        .get(task)
-        .and_then(|t| t.error.clone())
-        .unwrap_or_default()
 }
 
 /// Given to a supervised task: it calls [`Connected::now`] once connected (to its
