@@ -23,6 +23,33 @@ pub fn restore_options(
     }
 }
 
+/// The snapshots in the `[backup]` store of each file set and of each archived source
+/// (or only `only`), oldest first, by set and by source.
+#[allow(clippy::type_complexity)]
+pub async fn list_snapshots(
+    config: &Config,
+    only: Option<&str>,
+) -> Result<
+    (
+        Vec<(String, Vec<tributary_snapshot::FilesManifest>)>,
+        Vec<(String, Vec<tributary_snapshot::SnapshotManifest>)>,
+    ),
+    PipelineError,
+> {
+    let store = tributary_snapshot::Store::open(config.backup_section()?)?;
+    let mut sets = Vec::new();
+    for set in config.file_sets(only) {
+        let found = tributary_snapshot::list_file_snapshots(&store, &set).await?;
+        sets.push((set, found));
+    }
+    let mut sources = Vec::new();
+    for source in config.archived_selection(only)? {
+        let found = tributary_snapshot::list_snapshots(&store, &source).await?;
+        sources.push((source, found));
+    }
+    Ok((sets, sources))
+}
+
 /// Takes a files snapshot of each file set (or only `only`) into the `[backup]` store.
 pub async fn files_snapshot_create(
     config: &Config,

@@ -57,23 +57,23 @@ impl BackupStats {
 
     /// Reads the newest snapshot of everything from the store (once, at start).
     async fn load(&self, config: &Config) {
-        let listed = async {
-            let store = tributary_snapshot::Store::open(config.backup_section()?)?;
-            for name in config.archived_selection(None)? {
-                for m in tributary_snapshot::list_snapshots(&store, &name).await? {
-                    self.snapshot_finished(&name, &m.finished_at);
+        match backup::list_snapshots(config, None).await {
+            Ok((sets, sources)) => {
+                for (set, found) in &sets {
+                    found
+                        .iter()
+                        .for_each(|m| self.snapshot_finished(set, &m.finished_at));
+                }
+                for (source, found) in &sources {
+                    found
+                        .iter()
+                        .for_each(|m| self.snapshot_finished(source, &m.finished_at));
                 }
             }
-            for set in config.file_sets(None) {
-                for m in tributary_snapshot::list_file_snapshots(&store, &set).await? {
-                    self.snapshot_finished(&set, &m.finished_at);
-                }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot list the snapshots in the store");
+                self.ran("list", Err(e.to_string()));
             }
-            Ok::<(), PipelineError>(())
-        };
-        if let Err(e) = listed.await {
-            tracing::error!(error = %e, "cannot list the snapshots in the store");
-            self.ran("list", Err(e.to_string()));
         }
     }
 }

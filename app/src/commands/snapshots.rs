@@ -187,20 +187,8 @@ pub struct ListReport {
 
 /// Lists the snapshots of each file set and archived source (or only `only`).
 pub async fn list(config: &Config, only: Option<&str>) -> Result<ListReport, PipelineError> {
-    let sel = select(config, only)?;
-    let mut report = ListReport {
-        sets: Vec::new(),
-        sources: Vec::new(),
-    };
-    for set in sel.sets {
-        let found = tributary_snapshot::list_file_snapshots(&sel.store, &set).await?;
-        report.sets.push((set, found));
-    }
-    for source in sel.sources {
-        let found = tributary_snapshot::list_snapshots(&sel.store, &source).await?;
-        report.sources.push((source, found));
-    }
-    Ok(report)
+    let (sets, sources) = backup::list_snapshots(config, only).await?;
+    Ok(ListReport { sets, sources })
 }
 
 impl fmt::Display for ListReport {
