@@ -196,11 +196,18 @@ impl Applier {
     }
 
     /// Runs until `shutdown` turns true or an error occurs.
-    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+    pub async fn run(&mut self, shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
+        let outcome = self.run_loop(shutdown).await;
+        // Stopped or failed: whatever the transport holds now waits, so the loop is not
+        // caught up until it runs again and finds nothing to read.
+        self.stats.caught_up.store(false, Ordering::Relaxed);
+        outcome
+    }
+
+    async fn run_loop(&mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), PipelineError> {
         let mut watermark = self.sink.watermark(&self.settings.source).await?;
         tracing::info!(source = self.settings.source, watermark = ?watermark.map(|p| p.to_string()), "apply loop starting");
         let mut last_commit = Instant::now();
-        self.stats.caught_up.store(false, Ordering::Relaxed);
         loop {
             // Wait for the next marker, or shutdown (which wins when both are ready).
             let first = tokio::select! {

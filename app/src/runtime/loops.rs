@@ -41,10 +41,6 @@ pub(crate) async fn apply_loop(
     shutdown: watch::Receiver<bool>,
     connected: super::Connected,
 ) -> Result<(), PipelineError> {
-    // Not known to be caught up while connecting (after a failure, changes may wait).
-    stats
-        .caught_up
-        .store(false, std::sync::atomic::Ordering::Relaxed);
     let mut applier = applier(config, lp, stats).await?;
     connected.now();
     applier.run(shutdown).await
