@@ -806,7 +806,7 @@ async fn metrics_bench() -> anyhow::Result<()> {
         let topics: Vec<(String, [u64; 5])> = (0..200)
             .map(|t| (format!("{source}.public.table_{t:03}"), [10, 20, 3, 1, 100]))
             .collect();
-        stats.transaction(chrono_now_micros(), &topics);
+        stats.transaction(chrono::Utc::now().timestamp_micros(), &topics);
         view.capture.insert(
             source.to_string(),
             CaptureView {
@@ -861,13 +861,6 @@ async fn metrics_bench() -> anyhow::Result<()> {
         times[times.len() - 1]
     );
     Ok(())
-}
-
-fn chrono_now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or_default()
 }
 
 fn main() -> anyhow::Result<()> {
